@@ -1,0 +1,1 @@
+"""The only package that loads models and touches devices: engines, FSMN VAD scorer, executor."""

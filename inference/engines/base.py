@@ -1,0 +1,40 @@
+"""The engine interface: a batch of 16 kHz waveforms in, one result per waveform out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Per-request settings; engines use what they support and ignore the rest."""
+
+    language: str | None = None
+    hotwords: tuple[tuple[str, int], ...] = ()  # (phrase, weight) in the order the client sent them
+    itn: bool = True
+    partial: bool = False  # partial re-decodes may trade accuracy for speed
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    text: str
+    # Per-token/word [start_ms, end_ms] relative to the waveform start, when the engine has them.
+    timestamps: tuple[tuple[int, int], ...] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: str  # "whisper"
+    model: str  # human-readable model id for /healthz
+    device: str  # resolved device the weights live on
+
+    def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+        """Decode a batch in one model call where possible. May raise; the executor handles it."""
+        ...
+
+    def on_cpu(self) -> "Engine":
+        """The same engine on the CPU, built on first use: the fallback after GPU out-of-memory."""
+        ...

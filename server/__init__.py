@@ -1,0 +1,1 @@
+"""asyncio I/O for the caption server: config, HTTP/WebSocket app, connections, wire protocol."""

@@ -1,0 +1,171 @@
+"""Server lifecycle: startup -> serve -> shutdown, plus the HTTP routes (WebSocket, /healthz, status)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import WSCloseCode, web
+
+from server.config import Config
+
+log = logging.getLogger(__name__)
+
+STATUS_PAGE = Path(__file__).with_name("status.html")
+
+
+@dataclass
+class ServerContext:
+    """What connections share: config, the executor and a description of the engine."""
+
+    config: Config
+    executor: object
+    engine_name: str
+    model_name: str
+    device: str
+    connections: set = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+
+class CaptionServer:
+    def __init__(self, config: Config, engine=None, scorer=None) -> None:
+        """`engine`/`scorer` may be given ready-made (tests reuse one loaded model across servers)."""
+        self.config = config
+        self._engine = engine
+        self._scorer = scorer
+        self.ctx: ServerContext | None = None
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._stop = asyncio.Event()
+
+    async def startup(self) -> None:
+        from inference.devices import resolve_device
+        from inference.engines import create_engine
+        from inference.executor import InferenceExecutor
+        from inference.vad_fsmn import FsmnScorer
+
+        loop = asyncio.get_running_loop()
+        if self._engine is None:
+            device = resolve_device(self.config.inference.device)
+            # Loading weights takes seconds; keep the loop responsive to signals meanwhile.
+            self._engine = await loop.run_in_executor(None, create_engine, self.config, device)
+        if self._scorer is None:
+            self._scorer = await loop.run_in_executor(None, FsmnScorer)  # tiny; always on the CPU
+        inf = self.config.inference
+        executor = InferenceExecutor(self._engine, self._scorer, inf.max_batch_size, inf.max_wait_ms,
+                                     inf.vad_max_batch_size)
+        await executor.start()
+        self.ctx = ServerContext(self.config, executor, self._engine.name, self._engine.model, self._engine.device)
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_get("/", self._root)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
+        await self._site.start()
+        sockets = self._site._server.sockets if self._site._server else []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        log.info("serving on ws://%s:%d (engine %s, model %s, device %s)", self.config.server.host,
+                 self.port, self.ctx.engine_name, self.ctx.model_name, self.ctx.device)
+
+    async def serve(self) -> None:
+        """Run until stop() (or a signal) is received."""
+        await self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, finalize open segments, close sockets with 1001, then cancel stragglers."""
+        assert self.ctx is not None
+        if self._site is not None:
+            await self._site.stop()
+        grace = self.config.server.shutdown_grace_s
+        pending = [asyncio.create_task(c.shutdown()) for c in list(self.ctx.connections)]
+        if pending:
+            done, not_done = await asyncio.wait(pending, timeout=grace)
+            for task in not_done:
+                task.cancel()
+            if not_done:
+                log.warning("%d connection(s) did not finish within %.1f s", len(not_done), grace)
+        await self.ctx.executor.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- routes ------------------------------------------------------------------------------
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        # FunASR's clients connect to "/" with no path; browsers get the status page there.
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._websocket(request)
+        return web.FileResponse(STATUS_PAGE)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        from server.connection import Connection
+
+        assert self.ctx is not None
+        limit = self.config.server.max_frame_bytes
+        # Frames up to 4x the limit are read and rejected politely; beyond that aiohttp closes 1009.
+        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4 * limit, autoping=True)
+        await ws.prepare(request)
+        peer = f"{request.remote}:{id(ws) % 100000}"
+        if len(self.ctx.connections) >= self.config.server.max_connections or self._stop.is_set():
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"server full, try again later")
+            return ws
+        connection = Connection(ws, self.ctx, peer)
+        self.ctx.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.ctx.connections.discard(connection)
+        return ws
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        assert self.ctx is not None
+        stats = self.ctx.executor.stats
+        return web.json_response(
+            {
+                "status": "ok",
+                "engine": self.ctx.engine_name,
+                "model": self.ctx.model_name,
+                "device": self.ctx.device,
+                "connections": len(self.ctx.connections),
+                "queue_depth": self.ctx.executor.queue_depth,
+                "uptime_s": round(time.monotonic() - self.ctx.started, 1),
+                "decoded": stats.decoded,
+                "batches": stats.batches,
+                "partials_dropped": stats.partials_dropped,
+                "decode_errors": stats.errors,
+            }
+        )
+
+
+async def serve_until_signalled(config: Config) -> None:
+    server = CaptionServer(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, server.stop)
+    await server.startup()
+    try:
+        await server.serve()
+    finally:
+        log.info("shutting down")
+        await server.shutdown()
+
+
+def run(config: Config) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is not None:
+        uvloop.run(serve_until_signalled(config))
+    else:
+        asyncio.run(serve_until_signalled(config))

@@ -1,0 +1,203 @@
+"""Load config.toml into frozen dataclasses; bad values fail at start with the setting's name."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int
+    max_connections: int
+    max_frame_bytes: int
+    max_errors_per_connection: int
+    send_queue_partials: int
+    shutdown_grace_s: float
+    disconnect_flush_s: float
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    sample_rates_hz: tuple[int, ...]
+    preroll_ms: int
+    ring_buffer_s: float
+
+
+@dataclass(frozen=True)
+class EndpointingConfig:
+    silence_ms: int
+    max_segment_s: float
+    speech_onset_ms: int
+    cut_search_ms: int
+    energy_gate_dbfs: float
+    webrtc_aggressiveness: int
+    fsmn_speech_threshold: float
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    engine: str
+    device: str
+    max_batch_size: int
+    max_wait_ms: int
+    partial_interval_ms: int
+    vad_max_batch_size: int
+
+
+@dataclass(frozen=True)
+class WhisperConfig:
+    model_dir: str
+    cache_dir: str
+    compute_type: str
+    cpu_threads: int
+    language: str
+    beam_size: int
+    no_speech_threshold: float
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    audio: AudioConfig
+    endpointing: EndpointingConfig
+    inference: InferenceConfig
+    whisper: WhisperConfig
+
+
+_SECTIONS = {
+    "server": ServerConfig,
+    "audio": AudioConfig,
+    "endpointing": EndpointingConfig,
+    "inference": InferenceConfig,
+    "whisper": WhisperConfig,
+}
+
+# (section, key) -> (low, high) inclusive; checked after types.
+_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("server", "port"): (0, 65535),
+    ("server", "max_connections"): (1, 100_000),
+    ("server", "max_frame_bytes"): (320, 64 * 1024 * 1024),
+    ("server", "max_errors_per_connection"): (1, 1_000_000),
+    ("server", "send_queue_partials"): (1, 1000),
+    ("server", "shutdown_grace_s"): (0, 3600),
+    ("server", "disconnect_flush_s"): (0, 3600),
+    ("audio", "preroll_ms"): (0, 2000),
+    ("audio", "ring_buffer_s"): (2, 600),
+    ("endpointing", "silence_ms"): (50, 10_000),
+    ("endpointing", "max_segment_s"): (1, 30),
+    ("endpointing", "speech_onset_ms"): (10, 1000),
+    ("endpointing", "cut_search_ms"): (10, 5000),
+    ("endpointing", "energy_gate_dbfs"): (-120, 0),
+    ("endpointing", "webrtc_aggressiveness"): (0, 3),
+    ("endpointing", "fsmn_speech_threshold"): (0.01, 0.99),
+    ("inference", "max_batch_size"): (1, 256),
+    ("inference", "max_wait_ms"): (0, 1000),
+    ("inference", "partial_interval_ms"): (100, 10_000),
+    ("inference", "vad_max_batch_size"): (1, 4096),
+    ("whisper", "cpu_threads"): (0, 256),
+    ("whisper", "beam_size"): (1, 16),
+    ("whisper", "no_speech_threshold"): (0, 1),
+}
+
+ENGINES = ("whisper",)
+
+
+def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
+    name = f"{section}.{field.name}"
+    kind = field.type
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+    elif kind == "tuple[int, ...]":
+        if not isinstance(value, list) or not value or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+        ):
+            raise ConfigError(f"{name} must be a non-empty list of positive integers, got {value!r}")
+        value = tuple(value)
+    bounds = _RANGES.get((section, field.name))
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {value!r}")
+    return value
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a Config from parsed TOML; every section and key must be present and valid."""
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            raise ConfigError(f"missing section [{section}]")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in [{section}]: {', '.join(unknown)}")
+        values = {}
+        for name, field in fields.items():
+            if name not in table:
+                raise ConfigError(f"missing setting {section}.{name}")
+            values[name] = _coerce(section, field, table[name])
+        sections[section] = cls(**values)
+    unknown_sections = sorted(set(raw) - set(_SECTIONS))
+    if unknown_sections:
+        raise ConfigError(f"unknown section(s): {', '.join(unknown_sections)}")
+    config = Config(**sections)
+    _check_cross_field(config)
+    return config
+
+
+def _check_cross_field(config: Config) -> None:
+    if 16000 not in config.audio.sample_rates_hz:
+        raise ConfigError("audio.sample_rates_hz must include 16000")
+    needed = config.endpointing.max_segment_s + config.audio.preroll_ms / 1000 + 1
+    if config.audio.ring_buffer_s < needed:
+        raise ConfigError(
+            f"audio.ring_buffer_s must be at least max_segment_s + preroll + 1 s ({needed:g}), "
+            f"got {config.audio.ring_buffer_s:g}"
+        )
+    if config.inference.engine not in ENGINES:
+        raise ConfigError(f"inference.engine must be one of {ENGINES}, got {config.inference.engine!r}")
+    if not _valid_device(config.inference.device):
+        raise ConfigError(
+            f"inference.device must be auto, cpu, cuda, cuda:N or mps, got {config.inference.device!r}"
+        )
+    if config.whisper.compute_type not in ("auto", "int8", "int8_float16", "float16", "float32"):
+        raise ConfigError(f"whisper.compute_type is not a CTranslate2 type: {config.whisper.compute_type!r}")
+
+
+def _valid_device(device: str) -> bool:
+    if device in ("auto", "cpu", "cuda", "mps"):
+        return True
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def load(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Read a TOML file (config.toml by default) and apply {section: {key: value}} overrides."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    return from_dict(raw)

@@ -1,0 +1,314 @@
+"""One WebSocket connection: read frames -> stream session -> executor; write replies in order.
+
+Glue only: decisions about speech live in streaming/, decoding in inference/, wire formats in
+protocol.py. Finals are never dropped; if the client vanishes they are still decoded and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from inference.engines.base import DecodeOptions
+from inference.executor import ExecutorClosed
+from server import protocol
+from server.outbox import Outbox
+from streaming.endpointer import EndpointSettings
+from streaming.events import PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
+from streaming.pcm import AudioFormatError
+from streaming.session import SessionSettings, StreamSession
+from streaming.stabilizer import PartialStabilizer
+
+if TYPE_CHECKING:
+    from server.app import ServerContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stream:
+    """One configured audio stream: from its start message to its end reply."""
+
+    start: protocol.StartStream
+    session: StreamSession
+    stream_id: int
+    options: DecodeOptions
+    stabilizers: dict[int, PartialStabilizer] = field(default_factory=dict)
+    closed_segments: set[int] = field(default_factory=set)
+    finals: asyncio.Queue = field(default_factory=asyncio.Queue)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    finals_task: asyncio.Task | None = None
+    client_gone: bool = False
+
+
+def session_settings(ctx_config, start: protocol.StartStream) -> SessionSettings:
+    """Server config plus the client's per-stream overrides."""
+    ep, audio, inf = ctx_config.endpointing, ctx_config.audio, ctx_config.inference
+    max_segment_s = start.max_segment_s if start.max_segment_s is not None else ep.max_segment_s
+    partial_ms = inf.partial_interval_ms if start.partial_interval_ms is None else start.partial_interval_ms
+    return SessionSettings(
+        sample_rate_hz=start.audio_fs,
+        endpoint=EndpointSettings(
+            silence_ms=start.silence_ms if start.silence_ms is not None else ep.silence_ms,
+            max_segment_s=max_segment_s,
+            speech_onset_ms=ep.speech_onset_ms,
+            preroll_ms=audio.preroll_ms,
+            cut_search_ms=min(ep.cut_search_ms, int(max_segment_s * 1000) // 4),
+        ),
+        partial_interval_ms=0 if start.mode == "offline" else partial_ms,
+        energy_gate_dbfs=ep.energy_gate_dbfs,
+        webrtc_aggressiveness=ep.webrtc_aggressiveness,
+        fsmn_speech_threshold=ep.fsmn_speech_threshold,
+        ring_buffer_s=audio.ring_buffer_s,
+    )
+
+
+class Connection:
+    def __init__(self, ws: web.WebSocketResponse, ctx: "ServerContext", peer: str) -> None:
+        self.ws = ws
+        self.ctx = ctx
+        self.peer = peer
+        self.outbox = Outbox(ctx.config.server.send_queue_partials)
+        self.stream: Stream | None = None
+        self.errors = 0
+        self._lock = asyncio.Lock()  # one frame/message at a time touches the stream
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self._writer: asyncio.Task | None = None
+        self._limits = protocol.Limits(ctx.config.audio.sample_rates_hz, ctx.config.endpointing.max_segment_s)
+
+    async def run(self) -> None:
+        self._writer = writer = asyncio.create_task(self._write_loop(), name=f"writer {self.peer}")
+        try:
+            async for message in self.ws:
+                if self._stopping:
+                    break
+                if message.type == WSMsgType.TEXT:
+                    await self._on_text(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    await self._on_binary(message.data)
+                elif message.type == WSMsgType.ERROR:
+                    log.info("%s: websocket error: %s", self.peer, self.ws.exception())
+                if self.errors >= self.ctx.config.server.max_errors_per_connection:
+                    await self._finish_stream()
+                    await self._close(WSCloseCode.POLICY_VIOLATION, "too many invalid messages")
+                    break
+        finally:
+            # Whatever ended the loop, audio already received is finalized (and logged).
+            if self.stream is not None:
+                gone = self.ws.closed
+                await self._finish_stream(client_gone=gone)
+            self.outbox.close()
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(writer, timeout=5)
+            writer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def shutdown(self) -> None:
+        """Server stopping: finalize the open stream, send its captions, close with 1001."""
+        self._stopping = True
+        await self._finish_stream()
+        await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
+
+    # --- inbound -----------------------------------------------------------------------------
+    async def _on_text(self, text: str) -> None:
+        async with self._lock:
+            try:
+                parsed = protocol.parse_text(text, self._limits, stream_open=self.stream is not None)
+            except protocol.ProtocolError as exc:
+                self._error(exc.code, exc.message)
+                return
+            if isinstance(parsed, protocol.StartStream):
+                self._start_stream(parsed)
+            elif isinstance(parsed, protocol.EndStream):
+                if self.stream is None:
+                    self.outbox.put(protocol.end("2pass", "stream", []))
+                else:
+                    await self._end_stream_locked(client_gone=False)
+
+    async def _on_binary(self, data: bytes) -> None:
+        async with self._lock:
+            stream = self.stream
+            if stream is None:
+                self._error(
+                    "no_stream",
+                    "audio arrived before the JSON message that configures the stream "
+                    '(send {"mode": "2pass", "audio_fs": 16000, "wav_format": "pcm", ...} first); frame dropped',
+                )
+                return
+            if len(data) > self.ctx.config.server.max_frame_bytes:
+                self._error(
+                    "frame_too_large",
+                    f"binary frame of {len(data)} bytes exceeds max_frame_bytes "
+                    f"({self.ctx.config.server.max_frame_bytes}); frame dropped, send smaller chunks",
+                )
+                return
+            if not data:
+                return
+            try:
+                work = stream.session.push(data)
+            except AudioFormatError as exc:
+                self._error("bad_audio", f"{exc}; frame dropped")
+                return
+            try:
+                probabilities = await self.ctx.executor.score_speech(work.state, work.samples)
+            except ExecutorClosed:
+                return
+            except Exception:
+                log.exception("%s: VAD scoring failed; treating the chunk as silence", self.peer)
+                probabilities = np.zeros(0, dtype=np.float32)
+            self._handle(stream, stream.session.apply(probabilities))
+
+    def _start_stream(self, start: protocol.StartStream) -> None:
+        try:
+            settings = session_settings(self.ctx.config, start)
+            session = StreamSession(settings, self.ctx.executor.scorer.new_state())
+        except ValueError as exc:
+            self._error("bad_setting", str(exc))
+            return
+        stream = Stream(
+            start=start,
+            session=session,
+            stream_id=self.ctx.executor.new_stream_id(),
+            options=DecodeOptions(language=start.language, hotwords=start.hotwords, itn=start.itn),
+        )
+        stream.finals_task = asyncio.create_task(self._finals_loop(stream), name=f"finals {self.peer}")
+        self.stream = stream
+        self.outbox.put(protocol.ready(start, self.ctx.engine_name, self.ctx.model_name))
+        log.info("%s: stream %r started (mode %s, %d Hz)", self.peer, start.wav_name, start.mode, start.audio_fs)
+
+    # --- events from the streaming core ------------------------------------------------------
+    def _handle(self, stream: Stream, events) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                stream.stabilizers[event.segment_id] = PartialStabilizer()
+            elif isinstance(event, PartialDue):
+                future = self.ctx.executor.submit_partial(
+                    stream.stream_id, event.segment_id, event.audio, _partial(stream.options)
+                )
+                self._spawn(self._deliver_partial(stream, event, future))
+            elif isinstance(event, SegmentClosed):
+                stream.closed_segments.add(event.segment_id)
+                future = self.ctx.executor.submit_final(
+                    stream.stream_id, event.segment_id, event.audio, stream.options
+                )
+                stream.finals.put_nowait((event, future))
+
+    async def _deliver_partial(self, stream: Stream, event: PartialDue, future: asyncio.Future) -> None:
+        try:
+            result = await future
+        except Exception as exc:
+            log.debug("%s: partial decode failed: %s", self.peer, exc)
+            return
+        if result is None or event.segment_id in stream.closed_segments or stream.client_gone:
+            return  # superseded by a newer partial or by the final
+        stabilizer = stream.stabilizers.setdefault(event.segment_id, PartialStabilizer())
+        split = stabilizer.update(result.text)
+        if not (split.stable or split.unstable):
+            return
+        self.outbox.put(
+            protocol.partial(
+                stream.start.mode, stream.start.wav_name, event.segment_id,
+                samples_to_ms(event.speech_start), samples_to_ms(event.end),
+                split.delta, split.stable, split.unstable,
+            ),
+            droppable=True,
+        )
+
+    async def _finals_loop(self, stream: Stream) -> None:
+        """Sends finals in segment order, then the end reply once the stream has ended."""
+        while (item := await stream.finals.get()) is not None:
+            event, future = item
+            text, timestamps, failure = "", None, None
+            try:
+                result = await future
+                text, timestamps = result.text, result.timestamps
+            except Exception as exc:
+                failure = str(exc) or type(exc).__name__
+                log.error("%s: decoding segment %d of %r failed: %s", self.peer, event.segment_id,
+                          stream.start.wav_name, failure)
+            stabilizer = stream.stabilizers.get(event.segment_id, PartialStabilizer())
+            reply = protocol.final(
+                stream.start.mode, stream.start.wav_name, event.segment_id, event.start_ms, event.end_ms,
+                text, stabilizer.final_delta(text), event.reason, _shift(timestamps, event),
+            )
+            if failure is not None:
+                reply["error"] = f"decoding failed: {failure}"
+            stream.results.append(reply)
+            log.info("%s: final %r #%d [%d-%d ms]%s: %s", self.peer, stream.start.wav_name, event.segment_id,
+                     event.start_ms, event.end_ms, " (client gone)" if stream.client_gone else "", text)
+            if failure is not None:
+                self._error("decode_failed", f"segment {event.segment_id} could not be decoded: {failure}",
+                            stream.start.wav_name, count=False)
+            if stream.start.mode != "offline":
+                self.outbox.put(reply)
+        self.outbox.put(protocol.end(stream.start.mode, stream.start.wav_name, stream.results))
+
+    async def _finish_stream(self, client_gone: bool = False) -> None:
+        async with self._lock:
+            if self.stream is not None:
+                await self._end_stream_locked(client_gone)
+
+    async def _end_stream_locked(self, client_gone: bool) -> None:
+        stream = self.stream
+        assert stream is not None
+        self.stream = None
+        stream.client_gone = client_gone
+        self._handle(stream, stream.session.finish())
+        self.ctx.executor.forget_stream(stream.stream_id)
+        stream.finals.put_nowait(None)
+        assert stream.finals_task is not None
+        try:
+            # A vanished client cannot wait; its segments are still decoded and logged, within a limit.
+            timeout = self.ctx.config.server.disconnect_flush_s if client_gone else None
+            await asyncio.wait_for(asyncio.shield(stream.finals_task), timeout)
+        except asyncio.TimeoutError:
+            log.warning("%s: gave up waiting for finals of %r", self.peer, stream.start.wav_name)
+
+    # --- outbound ----------------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while (message := await self.outbox.get()) is not None:
+            if self.ws.closed:
+                continue
+            try:
+                await self.ws.send_str(protocol.encode(message))
+            except (ConnectionError, RuntimeError) as exc:
+                log.info("%s: send failed (%s); client gone", self.peer, exc)
+
+    def _error(self, code: str, message: str, wav_name: str | None = None, count: bool = True) -> None:
+        if count:
+            self.errors += 1
+        log.info("%s: error %s: %s", self.peer, code, message)
+        self.outbox.put(protocol.error(code, message, wav_name))
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.outbox.close()
+        # Let queued replies (finals, end) go out before the close frame.
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout=5)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=reason.encode())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _partial(options: DecodeOptions) -> DecodeOptions:
+    return DecodeOptions(language=options.language, hotwords=options.hotwords, itn=options.itn, partial=True)
+
+
+def _shift(timestamps, event: SegmentClosed):
+    # Engines time tokens from the segment audio's start; clients want stream time.
+    if not timestamps:
+        return None
+    offset = samples_to_ms(event.start)
+    return tuple((a + offset, b + offset) for a, b in timestamps)

@@ -1,0 +1,289 @@
+"""Wire messages: parse and validate client JSON, build server replies. Pure functions.
+
+A superset of FunASR's runtime WebSocket protocol; docs/protocol.md mirrors this module.
+Every reply carries `text` and `is_final` (FunASR's Python client reads both from every message);
+only caption replies carry `mode`, which FunASR's clients use to decide how to print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("offline", "online", "2pass")
+MAX_WAV_NAME = 256
+MAX_HOTWORDS = 200
+MAX_HOTWORD_CHARS = 64
+
+
+class ProtocolError(ValueError):
+    """A client message is invalid. `code` is stable for programs, `message` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StartStream:
+    mode: str
+    wav_name: str
+    audio_fs: int
+    chunk_size: tuple[int, int, int]
+    chunk_interval: int
+    hotwords: tuple[tuple[str, int], ...]
+    itn: bool
+    is_speaking: bool
+    # Our extensions; None = use the server's config.
+    language: str | None = None
+    silence_ms: int | None = None
+    max_segment_s: float | None = None
+    partial_interval_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class EndStream:
+    """`{"is_speaking": false}`: finalize every open segment, then reply with is_final: true."""
+
+
+@dataclass(frozen=True)
+class KeepGoing:
+    """A control message that changes nothing (e.g. a repeated `{"is_speaking": true}`)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    sample_rates_hz: tuple[int, ...]
+    max_segment_s: float
+
+
+def parse_text(text: str, limits: Limits, stream_open: bool) -> StartStream | EndStream | KeepGoing:
+    """Parse one text frame. The first message of a stream must configure it."""
+    try:
+        message = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"text message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_json", "text message must be a JSON object")
+    is_speaking = _optional_bool(message, "is_speaking", True)
+    if stream_open:
+        if "mode" in message or "audio_fs" in message or "wav_format" in message:
+            raise ProtocolError(
+                "already_started",
+                'the stream is already configured; send {"is_speaking": false} to end it first',
+            )
+        return KeepGoing() if is_speaking else EndStream()
+    if not is_speaking and "mode" not in message:
+        return EndStream()  # ending a stream that never started: reply end at once
+    return _parse_start(message, limits, is_speaking)
+
+
+def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> StartStream:
+    mode = message.get("mode", "2pass")
+    if mode not in MODES:
+        raise ProtocolError("bad_mode", f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    wav_format = message.get("wav_format", "pcm")
+    if not isinstance(wav_format, str) or wav_format.lower() != "pcm":
+        raise ProtocolError(
+            "bad_format", f"wav_format must be 'pcm' (16-bit little-endian mono); got {wav_format!r}"
+        )
+    audio_fs = message.get("audio_fs", 16000)
+    if not _is_int(audio_fs) or audio_fs not in limits.sample_rates_hz:
+        rates = ", ".join(str(r) for r in limits.sample_rates_hz)
+        raise ProtocolError("bad_sample_rate", f"audio_fs must be one of {rates}; got {audio_fs!r}")
+    wav_name = message.get("wav_name", "stream")
+    if not isinstance(wav_name, str) or len(wav_name) > MAX_WAV_NAME:
+        raise ProtocolError("bad_setting", f"wav_name must be a string of at most {MAX_WAV_NAME} characters")
+    language = message.get("language")
+    if language is not None and (
+        not isinstance(language, str) or not language.isalpha() or not 2 <= len(language) <= 8
+    ):
+        raise ProtocolError("bad_setting", f"language must be a language code such as 'en'; got {language!r}")
+    return StartStream(
+        mode=mode,
+        wav_name=wav_name,
+        audio_fs=audio_fs,
+        chunk_size=_chunk_size(message.get("chunk_size", [5, 10, 5])),
+        chunk_interval=_int_in(message, "chunk_interval", 10, 1, 1000),
+        hotwords=parse_hotwords(message.get("hotwords", "")),
+        itn=_optional_bool(message, "itn", True),
+        is_speaking=is_speaking,
+        language=language.lower() if language else None,
+        silence_ms=_int_in(message, "silence_ms", None, 50, 5000),
+        max_segment_s=_number_in(message, "max_segment_s", None, 1.0, limits.max_segment_s),
+        partial_interval_ms=_partial_interval(message),
+    )
+
+
+def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
+    """FunASR sends hotwords as a JSON string '{"word": weight}'; plain 'a b' or 'a,b' lists also work."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("{"):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ProtocolError("bad_hotwords", f"hotwords is not valid JSON: {exc}") from None
+        else:
+            words = [w for w in stripped.replace(",", " ").split() if w]
+            value = {w: 20 for w in words}  # FunASR's default weight for unweighted hotwords
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_hotwords", 'hotwords must be a JSON object {"word": weight} or a word list')
+    if len(value) > MAX_HOTWORDS:
+        raise ProtocolError("bad_hotwords", f"at most {MAX_HOTWORDS} hotwords; got {len(value)}")
+    out = []
+    for word, weight in value.items():
+        if not word.strip() or len(word) > MAX_HOTWORD_CHARS:
+            raise ProtocolError("bad_hotwords", f"hotword {word!r} must be 1..{MAX_HOTWORD_CHARS} characters")
+        if not _is_int(weight) or not 1 <= weight <= 100:
+            raise ProtocolError("bad_hotwords", f"hotword weight for {word!r} must be an integer 1..100; got {weight!r}")
+        out.append((word.strip(), int(weight)))
+    return tuple(out)
+
+
+def _chunk_size(value: Any) -> tuple[int, int, int]:
+    if isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",")]
+        except ValueError:
+            value = None
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not all(_is_int(v) and 0 <= v <= 100 for v in value)
+    ):
+        raise ProtocolError("bad_setting", f"chunk_size must be three integers 0..100 like [5, 10, 5]; got {value!r}")
+    return (value[0], value[1], value[2])
+
+
+def _partial_interval(message: dict[str, Any]) -> int | None:
+    value = message.get("partial_interval_ms")
+    if value == 0:
+        return 0  # partials off
+    return _int_in(message, "partial_interval_ms", None, 100, 10_000)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional_bool(message: dict[str, Any], key: str, default: bool) -> bool:
+    value = message.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ProtocolError("bad_setting", f"{key} must be true or false; got {value!r}")
+
+
+def _int_in(message: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:
+    value = message.get(key, default)
+    if value is None:
+        return None
+    if not _is_int(value) or not low <= value <= high:
+        raise ProtocolError("bad_setting", f"{key} must be an integer {low}..{high}; got {value!r}")
+    return value
+
+
+def _number_in(message: dict[str, Any], key: str, default: float | None, low: float, high: float) -> float | None:
+    value = message.get(key, default)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise ProtocolError("bad_setting", f"{key} must be a number {low:g}..{high:g}; got {value!r}")
+    return float(value)
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def ready(start: StartStream, engine: str, model: str) -> dict[str, Any]:
+    return {
+        "type": "ready",
+        "text": "",
+        "is_final": False,
+        "wav_name": start.wav_name,
+        "engine": engine,
+        "model": model,
+        "sample_rate": 16000,
+    }
+
+
+def error(code: str, message: str, wav_name: str | None = None) -> dict[str, Any]:
+    reply = {"type": "error", "code": code, "message": message, "error": message, "text": "", "is_final": False}
+    if wav_name is not None:
+        reply["wav_name"] = wav_name
+    return reply
+
+
+def partial(mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int,
+            delta: str, stable: str, unstable: str) -> dict[str, Any]:
+    return {
+        "mode": "2pass-online" if mode == "2pass" else "online",
+        "type": "partial",
+        "text": delta,
+        "wav_name": wav_name,
+        "is_final": False,
+        "segment_id": segment_id,
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "stable": stable,
+        "unstable": unstable,
+    }
+
+
+def final(mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int, text: str,
+          append_text: str, end_reason: str, timestamps: tuple[tuple[int, int], ...] | None) -> dict[str, Any]:
+    """A segment's final caption. For `online` (append-only) clients `text` is what to append."""
+    reply = {
+        "mode": {"2pass": "2pass-offline", "online": "online", "offline": "offline"}[mode],
+        "type": "final",
+        "text": append_text if mode == "online" else text,
+        "final_text": text,
+        "wav_name": wav_name,
+        "is_final": False,
+        "segment_id": segment_id,
+        "start_ms": start_ms,
+        "end_ms": end_ms,
+        "end_reason": end_reason,
+    }
+    if timestamps:
+        reply["timestamp"] = json.dumps([list(t) for t in timestamps])
+    return reply
+
+
+def end(mode: str, wav_name: str, segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last reply of a stream. Offline mode gets its whole transcript here, as FunASR's does."""
+    reply = {
+        "mode": {"2pass": "2pass-offline", "online": "online", "offline": "offline"}[mode],
+        "type": "end",
+        "text": "",
+        "wav_name": wav_name,
+        "is_final": True,
+        "is_end": True,
+        "segments": [
+            {k: s[k] for k in ("segment_id", "start_ms", "end_ms", "final_text", "end_reason")} for s in segments
+        ],
+    }
+    if mode == "offline":
+        reply["text"] = " ".join(s["final_text"] for s in segments if s["final_text"])
+        stamps = [json.loads(s["timestamp"]) for s in segments if "timestamp" in s]
+        if stamps:
+            reply["timestamp"] = json.dumps([t for group in stamps for t in group])
+    return reply

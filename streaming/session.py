@@ -1,0 +1,161 @@
+"""One audio stream: PCM bytes -> resample -> ring buffer -> VAD stages -> endpointer -> events.
+
+Two-phase so the FSMN model can be batched across streams by the caller:
+    work = session.push(pcm)            # cheap: decode, resample, energy gate, webrtcvad
+    probs = scorer.score([work])[0]     # FSMN, possibly batched with other streams' work
+    events = session.apply(probs)       # endpointing decisions -> typed events
+`feed(pcm, scorer)` does all three for tests and single-stream use.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streaming.endpointer import FRAME_MS, Closed, Endpointer, EndpointSettings, Opened
+from streaming.events import SAMPLE_RATE, Event, PartialDue, SegmentClosed, SpeechStarted
+from streaming.pcm import Resampler, decode_pcm16
+from streaming.ring_buffer import RingBuffer
+from streaming.vad.energy import EnergyGate, frame_dbfs
+from streaming.vad.fsmn import SpeechScorer
+from streaming.vad.webrtc import WebrtcFrames
+
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    sample_rate_hz: int
+    endpoint: EndpointSettings
+    partial_interval_ms: int  # 0 = never ask for partials
+    energy_gate_dbfs: float
+    webrtc_aggressiveness: int
+    fsmn_speech_threshold: float
+    ring_buffer_s: float
+
+
+@dataclass
+class ScoreWork:
+    """FSMN input for one push: the stream's scorer state and its new 16 kHz samples."""
+
+    state: Any
+    samples: np.ndarray
+
+
+class StreamSession:
+    def __init__(self, settings: SessionSettings, scorer_state: Any) -> None:
+        self.settings = settings
+        self._resampler = Resampler(settings.sample_rate_hz)
+        self._buffer = RingBuffer(int(settings.ring_buffer_s * SAMPLE_RATE))
+        self._gate = EnergyGate(settings.energy_gate_dbfs)
+        self._webrtc = WebrtcFrames(settings.webrtc_aggressiveness)
+        self._endpointer = Endpointer(settings.endpoint)
+        self._scorer_state = scorer_state
+        self._framed = 0  # absolute sample index up to which cheap stages have run
+        # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
+        self._pending: deque[tuple[float, bool]] = deque()
+        self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
+        self._last_partial_end = 0
+        self._finished = False
+        self._tail_speech_end = 0
+
+    @property
+    def samples_received(self) -> int:
+        """16 kHz samples stored so far (after resampling)."""
+        return self._buffer.end
+
+    @property
+    def in_segment(self) -> bool:
+        return self._endpointer.in_segment
+
+    def push(self, pcm: bytes) -> ScoreWork:
+        """Store a PCM16LE frame and run the cheap stages. Raises AudioFormatError on bad bytes."""
+        if self._finished:
+            raise RuntimeError("stream already finished")
+        samples = self._resampler.process(decode_pcm16(pcm))
+        return self._store(samples)
+
+    def _store(self, samples: np.ndarray) -> ScoreWork:
+        self._buffer.append(samples)
+        while self._framed + FRAME_SAMPLES <= self._buffer.end:
+            frame = self._buffer.read(self._framed, self._framed + FRAME_SAMPLES)
+            level = frame_dbfs(frame)
+            # webrtcvad is only asked about frames loud enough to pass the gate.
+            webrtc_speech = self._gate.passes(level) and self._webrtc.is_speech(frame)
+            self._pending.append((level, webrtc_speech))
+            self._framed += FRAME_SAMPLES
+        return ScoreWork(self._scorer_state, samples)
+
+    def apply(self, probabilities: np.ndarray) -> list[Event]:
+        """Consume FSMN probabilities (one per frame, in order) and return the resulting events."""
+        events: list[Event] = []
+        threshold = self.settings.fsmn_speech_threshold
+        for prob in np.asarray(probabilities, dtype=np.float32):
+            if not self._pending:
+                break  # the scorer can never be ahead of framing; ignore any surplus
+            level, webrtc_speech = self._pending.popleft()
+            fsmn_speech = bool(prob >= threshold) and self._gate.passes(level)
+            # Opening needs both models to agree; once open, FSMN alone says whether speech goes on.
+            is_speech = fsmn_speech if self._endpointer.in_segment else (fsmn_speech and webrtc_speech)
+            for decision in self._endpointer.step(is_speech, level):
+                events.append(self._to_event(decision))
+        events.extend(self._maybe_partial())
+        return events
+
+    def feed(self, pcm: bytes, scorer: SpeechScorer) -> list[Event]:
+        work = self.push(pcm)
+        return self.apply(scorer.score([(work.state, work.samples)])[0])
+
+    def finish(self) -> list[Event]:
+        """End of stream: every open segment is closed with all audio received so far."""
+        if self._finished:
+            return []
+        self._finished = True
+        tail = self._resampler.flush()
+        if len(tail):
+            self._buffer.append(tail)
+        # Frames still waiting for FSMN (its look-ahead) are kept in the closing segment; the last
+        # of them loud enough to pass the gate bounds where speech may have ended.
+        loud = [i for i, (level, _) in enumerate(self._pending) if self._gate.passes(level)]
+        self._tail_speech_end = (
+            (self._endpointer.frames_seen + loud[-1] + 1) * FRAME_SAMPLES if loud else 0
+        )
+        return [self._to_event(d, end_sample=self._buffer.end) for d in self._endpointer.finish()]
+
+    def _to_event(self, decision: Opened | Closed, end_sample: int | None = None) -> Event:
+        if isinstance(decision, Opened):
+            start = self._clamp(decision.start * FRAME_SAMPLES)
+            self._last_partial_end = start
+            return SpeechStarted(decision.segment_id, start, decision.speech_start * FRAME_SAMPLES)
+        start = self._clamp(decision.start * FRAME_SAMPLES)
+        end = end_sample if end_sample is not None else decision.end * FRAME_SAMPLES
+        speech_end = decision.speech_end * FRAME_SAMPLES
+        if decision.reason == "end_of_stream":
+            speech_end = min(end, max(speech_end, self._tail_speech_end))
+        return SegmentClosed(
+            segment_id=decision.segment_id,
+            start=start,
+            end=end,
+            speech_start=decision.speech_start * FRAME_SAMPLES,
+            speech_end=speech_end,
+            reason=decision.reason,
+            audio=self._buffer.read(start, end),
+        )
+
+    def _clamp(self, sample: int) -> int:
+        return max(sample, self._buffer.start)
+
+    def _maybe_partial(self) -> list[Event]:
+        segment = self._endpointer.open_segment
+        if segment is None or self._partial_samples <= 0:
+            return []
+        end = self._endpointer.frames_seen * FRAME_SAMPLES
+        if end - self._last_partial_end < self._partial_samples:
+            return []
+        self._last_partial_end = end
+        start = self._clamp(segment.start * FRAME_SAMPLES)
+        speech_start = segment.speech_start * FRAME_SAMPLES
+        return [PartialDue(segment.segment_id, start, end, speech_start, self._buffer.read(start, end))]

@@ -1,0 +1,19 @@
+"""Energy gate: per-frame level in dBFS against a fixed floor."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def frame_dbfs(frame: np.ndarray) -> float:
+    """RMS level of float samples in dB relative to full scale (silence -> -120)."""
+    rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64)))) if len(frame) else 0.0
+    return 20.0 * np.log10(max(rms, 1e-6))
+
+
+class EnergyGate:
+    def __init__(self, floor_dbfs: float) -> None:
+        self.floor_dbfs = floor_dbfs
+
+    def passes(self, level_dbfs: float) -> bool:
+        return level_dbfs >= self.floor_dbfs

@@ -1,0 +1,19 @@
+"""webrtcvad decisions on 10 ms frames of 16 kHz audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import webrtcvad
+
+from streaming.events import SAMPLE_RATE
+
+
+class WebrtcFrames:
+    def __init__(self, aggressiveness: int) -> None:
+        if not 0 <= aggressiveness <= 3:
+            raise ValueError(f"webrtc_aggressiveness must be 0..3, got {aggressiveness}")
+        self._vad = webrtcvad.Vad(aggressiveness)
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        pcm = (np.clip(frame, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+        return self._vad.is_speech(pcm, SAMPLE_RATE)

@@ -1,0 +1,56 @@
+import pytest
+
+from server import config
+
+
+def test_default_config_loads_with_documented_defaults():
+    cfg = config.load()
+    assert cfg.server.port == 10095
+    assert cfg.endpointing.silence_ms == 300
+    assert cfg.endpointing.max_segment_s == 30.0
+    assert 16000 in cfg.audio.sample_rates_hz
+
+
+def test_every_default_in_config_toml_has_a_comment():
+    lines = [ln for ln in config.DEFAULT_CONFIG_PATH.read_text().splitlines() if "=" in ln and not ln.startswith("#")]
+    assert lines and all("#" in ln for ln in lines), [ln for ln in lines if "#" not in ln]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"endpointing": {"silence_ms": -5}}, "endpointing.silence_ms must be between"),
+        ({"endpointing": {"max_segment_s": 90}}, "endpointing.max_segment_s must be between"),
+        ({"server": {"port": "http"}}, "server.port must be an integer"),
+        ({"inference": {"device": "tpu"}}, "inference.device must be"),
+        ({"inference": {"engine": "nope"}}, "inference.engine must be one of"),
+        ({"audio": {"sample_rates_hz": [8000]}}, "must include 16000"),
+        ({"audio": {"ring_buffer_s": 5.0}}, "audio.ring_buffer_s must be at least"),
+        ({"server": {"bogus": 1}}, "unknown setting(s) in [server]: bogus"),
+    ],
+)
+def test_bad_settings_fail_at_start_naming_the_setting(overrides, message):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(None, overrides)
+    assert message in str(err.value)
+
+
+def test_missing_and_malformed_files_are_clear(tmp_path):
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.load(bad)
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config.DEFAULT_CONFIG_PATH.read_text().replace("silence_ms = 300", "silence_ms = 0"))
+    run = subprocess.run([sys.executable, "run_server.py", "--config", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "endpointing.silence_ms must be between" in run.stderr
+    assert "Traceback" not in run.stderr

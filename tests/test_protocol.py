@@ -1,0 +1,98 @@
+"""Parsing and validation of client messages; shapes of replies FunASR's clients depend on."""
+
+import json
+
+import pytest
+
+from server import protocol
+from server.protocol import EndStream, KeepGoing, Limits, ProtocolError, StartStream
+
+LIMITS = Limits((8000, 16000, 22050, 44100, 48000), 30.0)
+
+
+def parse(message, stream_open=False):
+    text = message if isinstance(message, str) else json.dumps(message)
+    return protocol.parse_text(text, LIMITS, stream_open)
+
+
+def test_funasr_client_first_message_is_accepted():
+    start = parse({"mode": "2pass", "chunk_size": [5, 10, 5], "chunk_interval": 10, "encoder_chunk_look_back": 4,
+                   "decoder_chunk_look_back": 0, "audio_fs": 16000, "wav_name": "demo", "wav_format": "pcm",
+                   "is_speaking": True, "hotwords": json.dumps({"阿里巴巴": 20, "hello world": 40}), "itn": True})
+    assert isinstance(start, StartStream)
+    assert start.mode == "2pass" and start.wav_name == "demo" and start.chunk_size == (5, 10, 5)
+    assert start.hotwords == (("阿里巴巴", 20), ("hello world", 40))
+
+
+def test_string_chunk_size_and_plain_hotword_lists():
+    start = parse({"mode": "online", "chunk_size": "5,10,5", "hotwords": "alpha, beta gamma"})
+    assert start.chunk_size == (5, 10, 5)
+    assert [w for w, _ in start.hotwords] == ["alpha", "beta", "gamma"]
+
+
+def test_end_and_keepalive_messages():
+    assert isinstance(parse({"is_speaking": False}, stream_open=True), EndStream)
+    assert isinstance(parse({"is_speaking": False, "is_end": True}, stream_open=True), EndStream)
+    assert isinstance(parse({"is_speaking": True}, stream_open=True), KeepGoing)
+
+
+@pytest.mark.parametrize(
+    "message, code, fragment",
+    [
+        ("{not json", "bad_json", "not valid JSON"),
+        ("[1, 2]", "bad_json", "JSON object"),
+        ({"mode": "realtime"}, "bad_mode", "mode must be one of offline, online, 2pass"),
+        ({"mode": "2pass", "audio_fs": 12345}, "bad_sample_rate", "audio_fs must be one of"),
+        ({"mode": "2pass", "audio_fs": "16000"}, "bad_sample_rate", "audio_fs"),
+        ({"mode": "2pass", "wav_format": "mp3"}, "bad_format", "wav_format must be 'pcm'"),
+        ({"mode": "2pass", "chunk_size": [5, -1, 5]}, "bad_setting", "chunk_size"),
+        ({"mode": "2pass", "chunk_interval": 0}, "bad_setting", "chunk_interval"),
+        ({"mode": "2pass", "is_speaking": "maybe"}, "bad_setting", "is_speaking must be true or false"),
+        ({"mode": "2pass", "silence_ms": -300}, "bad_setting", "silence_ms must be an integer 50..5000"),
+        ({"mode": "2pass", "max_segment_s": 1e9}, "bad_setting", "max_segment_s must be a number 1..30"),
+        ({"mode": "2pass", "max_segment_s": float("nan")}, "bad_setting", "max_segment_s"),
+        ({"mode": "2pass", "partial_interval_ms": 5}, "bad_setting", "partial_interval_ms"),
+        ({"mode": "2pass", "hotwords": '{"a": "heavy"}'}, "bad_hotwords", "weight"),
+        ({"mode": "2pass", "hotwords": "{broken"}, "bad_hotwords", "not valid JSON"),
+        ({"mode": "2pass", "language": "en; drop"}, "bad_setting", "language"),
+        ({"mode": "2pass", "wav_name": 7}, "bad_setting", "wav_name"),
+    ],
+)
+def test_bad_messages_get_a_code_and_a_clear_message(message, code, fragment):
+    with pytest.raises(ProtocolError) as err:
+        parse(message)
+    assert err.value.code == code
+    assert fragment in err.value.message
+
+
+def test_reconfiguring_an_open_stream_is_refused():
+    with pytest.raises(ProtocolError) as err:
+        parse({"mode": "offline"}, stream_open=True)
+    assert err.value.code == "already_started"
+
+
+def test_every_reply_carries_text_and_is_final():
+    start = parse({"mode": "2pass"})
+    replies = [
+        protocol.ready(start, "whisper", "base"),
+        protocol.error("bad_json", "x"),
+        protocol.partial("2pass", "w", 0, 10, 20, "a", "a", "b"),
+        protocol.final("2pass", "w", 0, 10, 20, "a b", "b", "silence", None),
+        protocol.end("2pass", "w", []),
+    ]
+    for reply in replies:
+        assert isinstance(reply["text"], str) and isinstance(reply["is_final"], bool)
+    assert [r["is_final"] for r in replies] == [False, False, False, False, True]
+    # only caption replies carry `mode` (FunASR clients print by mode)
+    assert ["mode" in r for r in replies] == [False, False, True, True, True]
+
+
+def test_modes_map_to_funasr_reply_modes():
+    assert protocol.partial("online", "w", 0, 0, 1, "", "", "")["mode"] == "online"
+    assert protocol.partial("2pass", "w", 0, 0, 1, "", "", "")["mode"] == "2pass-online"
+    assert protocol.final("2pass", "w", 0, 0, 1, "a b", "b", "silence", None)["text"] == "a b"
+    assert protocol.final("online", "w", 0, 0, 1, "a b", "b", "silence", None)["text"] == "b"
+    seg = protocol.final("offline", "w", 0, 0, 1, "hello", "hello", "silence", ((0, 5),))
+    end = protocol.end("offline", "w", [seg, protocol.final("offline", "w", 1, 2, 3, "world", "", "silence", None)])
+    assert end["mode"] == "offline" and end["text"] == "hello world" and end["is_final"] is True
+    assert json.loads(end["timestamp"]) == [[0, 5]]

@@ -1,0 +1,160 @@
+"""The streaming core on espeak-ng speech placed at exactly known sample positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+
+from streaming.endpointer import EndpointSettings
+from streaming.events import PartialDue, SegmentClosed, SpeechStarted
+from streaming.session import SessionSettings, StreamSession
+from tests.speech import compose, to_pcm16
+
+TOLERANCE_MS = 60  # detected speech edges vs. the true phrase edges
+MS = 16  # samples per millisecond at 16 kHz
+
+
+def settings(rate=16000, silence_ms=300, max_segment_s=30.0, partial_interval_ms=0, preroll_ms=300):
+    return SessionSettings(
+        sample_rate_hz=rate,
+        endpoint=EndpointSettings(silence_ms, max_segment_s, 40, preroll_ms, 600),
+        partial_interval_ms=partial_interval_ms,
+        energy_gate_dbfs=-50.0,
+        webrtc_aggressiveness=2,
+        fsmn_speech_threshold=0.5,
+        ring_buffer_s=35.0,
+    )
+
+
+def stream(scorer, audio, rate=16000, chunk_ms=100, **kw):
+    session = StreamSession(settings(rate=rate, **kw), scorer.new_state())
+    pcm = to_pcm16(audio)
+    step = rate * chunk_ms // 1000 * 2
+    events = []
+    for offset in range(0, len(pcm), step):
+        events += session.feed(pcm[offset : offset + step], scorer)
+    return events + session.finish()
+
+
+def closed(events):
+    return [e for e in events if isinstance(e, SegmentClosed)]
+
+
+def assert_edges(segment, start, end, tolerance_ms=TOLERANCE_MS):
+    assert abs(segment.speech_start - start) <= tolerance_ms * MS, (segment.start_ms, start // MS)
+    assert abs(segment.speech_end - end) <= tolerance_ms * MS, (segment.end_ms, end // MS)
+
+
+def test_segments_follow_known_speech_boundaries(scorer):
+    script = compose([1.0, "hello world", 1.0, "the quick brown fox jumps over the lazy dog", 1.5, "good morning", 0.8])
+    segments = closed(stream(scorer, script.audio))
+    assert len(segments) == 3
+    for segment, (start, end) in zip(segments, script.spans):
+        assert_edges(segment, start, end)
+        assert segment.reason == "silence"
+
+
+def test_gap_shorter_than_silence_ms_joins_and_longer_splits(scorer):
+    script = compose([0.5, "good morning", 0.25, "everyone here", 0.45, "welcome back", 0.8])
+    segments = closed(stream(scorer, script.audio))
+    assert len(segments) == 2
+    assert_edges(segments[0], script.spans[0][0], script.spans[1][1])
+    assert_edges(segments[1], *script.spans[2])
+    # the same audio with a per-stream silence_ms of 500 keeps all three phrases together
+    assert len(closed(stream(scorer, script.audio, silence_ms=500))) == 1
+
+
+def test_segment_closes_silence_ms_after_speech_ends(scorer):
+    script = compose([0.5, "hello world", 2.0])
+    session = StreamSession(settings(), scorer.new_state())
+    pcm, closed_at = to_pcm16(script.audio), None
+    for offset in range(0, len(pcm), 320):  # 10 ms chunks: find the exact moment of closing
+        if closed(session.feed(pcm[offset : offset + 320], scorer)):
+            closed_at = offset // 2 + 160
+            break
+    assert closed_at is not None
+    delay_ms = (closed_at - script.spans[0][1]) / MS
+    # 300 ms of silence, plus FSMN's look-ahead (45 ms) and the edge tolerance
+    assert 300 - TOLERANCE_MS <= delay_ms <= 300 + 45 + TOLERANCE_MS
+
+
+def test_preroll_keeps_the_first_syllable(scorer):
+    script = compose([1.0, "speech", 1.0])
+    (segment,) = closed(stream(scorer, script.audio))
+    onset = script.spans[0][0]
+    assert segment.start <= onset - 250 * MS  # 300 ms pre-roll, minus detection jitter
+    np.testing.assert_array_equal(segment.audio, script.audio[segment.start : segment.end])
+    no_preroll = closed(stream(scorer, script.audio, preroll_ms=0))[0]
+    assert no_preroll.start == no_preroll.speech_start
+
+
+def test_long_speech_is_cut_at_max_segment_without_losing_audio(scorer):
+    sentence = "the quick brown fox jumps over the lazy dog and runs away"
+    parts: list = [0.3]
+    for _ in range(16):
+        parts += [sentence, 0.1]
+    script = compose(parts)
+    assert len(script.audio) > 40 * 16000
+    segments = closed(stream(scorer, script.audio))
+    assert segments[0].reason == "max_length"
+    assert all(s.end - s.start <= 30 * 16000 for s in segments)
+    for before, after in zip(segments, segments[1:]):
+        assert after.start == before.end  # contiguous through the cut
+    assert_edges(segments[-1], segments[-1].speech_start, script.spans[-1][1])
+
+
+def test_per_stream_max_segment_override(scorer):
+    script = compose([0.3, "the quick brown fox jumps over the lazy dog", 0.1, "and runs away", 0.5])
+    segments = closed(stream(scorer, script.audio, max_segment_s=2.5))
+    assert len(segments) >= 2 and all(s.end - s.start <= 2.5 * 16000 for s in segments)
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_resampled_streams_find_the_same_boundaries(scorer, rate):
+    script = compose([0.7, "hello world", 1.0, "good morning everyone", 0.8])
+    audio = soxr.resample(script.audio, 16000, rate).astype(np.float32)
+    segments = closed(stream(scorer, audio, rate=rate))
+    assert len(segments) == 2
+    for segment, (start, end) in zip(segments, script.spans):
+        assert_edges(segment, start, end)
+
+
+def test_background_noise_above_the_gate_is_not_speech(scorer):
+    rng = np.random.default_rng(7)
+    script = compose([1.5, "good morning everyone", 1.5])
+    noisy = script.audio + rng.normal(0, 10 ** (-40 / 20), len(script.audio)).astype(np.float32)
+    segments = closed(stream(scorer, noisy))
+    assert len(segments) == 1
+    # In noise the decaying end of the last word blurs into the hiss: allow 200 ms at the edges.
+    assert_edges(segments[0], *script.spans[0], tolerance_ms=200)
+
+
+def test_stream_ending_mid_speech_is_finalized_with_all_audio(scorer):
+    script = compose([0.5, "the quick brown fox jumps"])
+    events = stream(scorer, script.audio)
+    (segment,) = closed(events)
+    assert segment.reason == "end_of_stream"
+    assert segment.end == len(script.audio)
+    assert abs(segment.speech_end - script.spans[0][1]) <= TOLERANCE_MS * MS
+
+
+def test_partials_are_requested_at_the_configured_interval(scorer):
+    script = compose([0.5, "the quick brown fox jumps over the lazy dog", 1.0])
+    events = stream(scorer, script.audio, partial_interval_ms=500)
+    started = next(e for e in events if isinstance(e, SpeechStarted))
+    partials = [e for e in events if isinstance(e, PartialDue)]
+    speech_s = (script.spans[0][1] - script.spans[0][0]) / 16000
+    assert len(partials) >= int(speech_s / 0.5) - 1
+    gaps = np.diff([p.end for p in partials]) / MS
+    assert all(500 <= g <= 600 for g in gaps)
+    for p in partials:
+        assert p.start == started.start
+        np.testing.assert_array_equal(p.audio, script.audio[p.start : p.end])
+
+
+def test_chunk_size_does_not_change_the_result(scorer):
+    script = compose([0.5, "hello world", 0.6, "good morning", 0.5])
+    a = [(s.start, s.end) for s in closed(stream(scorer, script.audio, chunk_ms=20))]
+    b = [(s.start, s.end) for s in closed(stream(scorer, script.audio, chunk_ms=370))]
+    assert a == b and len(a) == 2

@@ -1,0 +1,52 @@
+"""The FSMN scorer against funasr's own FSMN encoder and frontend on the same weights."""
+
+import numpy as np
+import torch
+
+from inference.vad_fsmn import FsmnScorer, packaged_model_dir
+from tests.speech import compose
+
+
+def test_matches_funasr_reference_and_is_chunking_invariant(scorer: FsmnScorer):
+    from funasr.frontends.wav_frontend import WavFrontend
+    from funasr.models.fsmn_vad_streaming.encoder import FSMN
+
+    audio = compose([0.4, "hello world", 0.5, "good morning", 0.3]).audio
+    model_dir = packaged_model_dir()
+    frontend = WavFrontend(cmvn_file=str(model_dir / "am.mvn"), fs=16000, window="hamming", n_mels=80,
+                           frame_length=25, frame_shift=10, dither=0.0, lfr_m=5, lfr_n=1)
+    feats, _ = frontend(torch.from_numpy(audio)[None], torch.tensor([len(audio)]))
+    encoder = FSMN(input_dim=400, input_affine_dim=140, fsmn_layers=4, linear_dim=250, proj_dim=128, lorder=20,
+                   rorder=0, lstride=1, rstride=0, output_affine_dim=140, output_dim=248)
+    weights = torch.load(model_dir / "model.pt", map_location="cpu")
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items()})
+    encoder.eval()
+    with torch.no_grad():
+        reference = 1.0 - encoder(feats, {})[0, :, 0].numpy()
+
+    whole = scorer.score([(scorer.new_state(), audio)])[0]
+    state = scorer.new_state()
+    chunked = np.concatenate([scorer.score([(state, c)])[0] for c in np.array_split(audio, 97)])
+    n = len(whole)
+    assert n >= len(reference) - 3  # only FSMN's 2-frame look-ahead at the very end is missing
+    np.testing.assert_allclose(whole, reference[:n], atol=1e-4)
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+    # Not a constant: speech frames score high (digital silence is left to the energy gate).
+    spans = compose([0.4, "hello world", 0.5, "good morning", 0.3]).spans
+    inside = np.concatenate([whole[a // 160 + 5 : b // 160 - 5] for a, b in spans])
+    assert (inside > 0.5).mean() > 0.8
+
+
+def test_batched_streams_equal_separate_streams(scorer: FsmnScorer):
+    a = compose([0.3, "hello world", 0.3]).audio
+    b = compose([0.2, "good morning everyone", 0.4]).audio[: len(a)]
+    sa, sb, s1, s2 = (scorer.new_state() for _ in range(4))
+    batched_a, batched_b, alone_a, alone_b = [], [], [], []
+    for chunk_a, chunk_b in zip(np.array_split(a, 20), np.array_split(b, 20)):
+        pa, pb = scorer.score([(sa, chunk_a), (sb, chunk_b)])
+        batched_a.append(pa)
+        batched_b.append(pb)
+        alone_a.append(scorer.score([(s1, chunk_a)])[0])
+        alone_b.append(scorer.score([(s2, chunk_b)])[0])
+    np.testing.assert_allclose(np.concatenate(batched_a), np.concatenate(alone_a), atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(batched_b), np.concatenate(alone_b), atol=1e-5)
