@@ -13,9 +13,10 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,9 @@ class InferenceExecutor:
     def queue_depth(self) -> int:
         return len(self._finals) + len(self._partials)
 
-    def submit_final(self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions) -> asyncio.Future:
+    def submit_final(
+        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions
+    ) -> asyncio.Future:
         """Future resolving to the DecodeResult of a closed segment (never dropped)."""
         future = self._new_future()
         self._drop_partial(stream_id, up_to_segment=segment_id)
@@ -117,7 +120,9 @@ class InferenceExecutor:
         self._decode_ready.set()
         return future
 
-    def submit_partial(self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions) -> asyncio.Future:
+    def submit_partial(
+        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions
+    ) -> asyncio.Future:
         """Future resolving to a DecodeResult, or to None if a newer request made it stale."""
         future = self._new_future()
         self._drop_partial(stream_id)
@@ -175,7 +180,7 @@ class InferenceExecutor:
             self.stats.batches += 1
             self.stats.decoded += len(batch)
             self.stats.decode_seconds += time.monotonic() - started
-            for request, result in zip(batch, results):
+            for request, result in zip(batch, results, strict=False):
                 if request.future.done():
                     continue
                 if isinstance(result, BaseException):
@@ -223,7 +228,7 @@ class InferenceExecutor:
             # Isolate the failing request(s): one bad segment must not cost the others theirs.
             log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
             out: list[DecodeResult | BaseException] = []
-            for audio, option in zip(audios, options):
+            for audio, option in zip(audios, options, strict=False):
                 try:
                     out.extend(self._decode_with_oom_recovery(self.engine, [audio], [option]))
                 except Exception as single:
@@ -270,7 +275,7 @@ class InferenceExecutor:
                 results = [exc] * len(batch)
             self.stats.vad_batches += 1
             self.stats.vad_chunks += len(batch)
-            for work, result in zip(batch, results):
+            for work, result in zip(batch, results, strict=False):
                 if work.future.done():
                     continue
                 if isinstance(result, BaseException):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import kaldi_native_fbank as knf
 import numpy as np
@@ -148,7 +148,7 @@ class FsmnScorer:
         x = _affine(_affine(x, w, "out_linear1"), w, "out_linear2")
         silence = torch.softmax(x, dim=-1)[..., SILENCE_PDF]
         stacked = torch.stack(new_caches, dim=1).cpu().numpy()
-        for state, cache in zip(states, stacked):
+        for state, cache in zip(states, stacked, strict=False):
             state.caches = np.ascontiguousarray(cache)
         return (1.0 - silence).cpu().numpy().astype(np.float32)
 

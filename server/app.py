@@ -58,8 +58,9 @@ class CaptionServer:
         if self._scorer is None:
             self._scorer = await loop.run_in_executor(None, FsmnScorer)  # tiny; always on the CPU
         inf = self.config.inference
-        executor = InferenceExecutor(self._engine, self._scorer, inf.max_batch_size, inf.max_wait_ms,
-                                     inf.vad_max_batch_size)
+        executor = InferenceExecutor(
+            self._engine, self._scorer, inf.max_batch_size, inf.max_wait_ms, inf.vad_max_batch_size
+        )
         await executor.start()
         self.ctx = ServerContext(self.config, executor, self._engine.name, self._engine.model, self._engine.device)
         app = web.Application(client_max_size=1024 * 1024)
@@ -72,8 +73,14 @@ class CaptionServer:
         await self._site.start()
         sockets = self._site._server.sockets if self._site._server else []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
-        log.info("serving on ws://%s:%d (engine %s, model %s, device %s)", self.config.server.host,
-                 self.port, self.ctx.engine_name, self.ctx.model_name, self.ctx.device)
+        log.info(
+            "serving on ws://%s:%d (engine %s, model %s, device %s)",
+            self.config.server.host,
+            self.port,
+            self.ctx.engine_name,
+            self.ctx.model_name,
+            self.ctx.device,
+        )
 
     async def serve(self) -> None:
         """Run until stop() (or a signal) is received."""

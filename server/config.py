@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -127,8 +128,10 @@ def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")
     elif kind == "tuple[int, ...]":
-        if not isinstance(value, list) or not value or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
         ):
             raise ConfigError(f"{name} must be a non-empty list of positive integers, got {value!r}")
         value = tuple(value)
@@ -175,9 +178,7 @@ def _check_cross_field(config: Config) -> None:
     if config.inference.engine not in ENGINES:
         raise ConfigError(f"inference.engine must be one of {ENGINES}, got {config.inference.engine!r}")
     if not _valid_device(config.inference.device):
-        raise ConfigError(
-            f"inference.device must be auto, cpu, cuda, cuda:N or mps, got {config.inference.device!r}"
-        )
+        raise ConfigError(f"inference.device must be auto, cpu, cuda, cuda:N or mps, got {config.inference.device!r}")
     if config.whisper.compute_type not in ("auto", "int8", "int8_float16", "float16", "float32"):
         raise ConfigError(f"whisper.compute_type is not a CTranslate2 type: {config.whisper.compute_type!r}")
 

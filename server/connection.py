@@ -70,7 +70,7 @@ def session_settings(ctx_config, start: protocol.StartStream) -> SessionSettings
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, ctx: "ServerContext", peer: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, ctx: ServerContext, peer: str) -> None:
         self.ws = ws
         self.ctx = ctx
         self.peer = peer
@@ -196,9 +196,7 @@ class Connection:
                 self._spawn(self._deliver_partial(stream, event, future))
             elif isinstance(event, SegmentClosed):
                 stream.closed_segments.add(event.segment_id)
-                future = self.ctx.executor.submit_final(
-                    stream.stream_id, event.segment_id, event.audio, stream.options
-                )
+                future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, event.audio, stream.options)
                 stream.finals.put_nowait((event, future))
 
     async def _deliver_partial(self, stream: Stream, event: PartialDue, future: asyncio.Future) -> None:
@@ -215,9 +213,14 @@ class Connection:
             return
         self.outbox.put(
             protocol.partial(
-                stream.start.mode, stream.start.wav_name, event.segment_id,
-                samples_to_ms(event.speech_start), samples_to_ms(event.end),
-                split.delta, split.stable, split.unstable,
+                stream.start.mode,
+                stream.start.wav_name,
+                event.segment_id,
+                samples_to_ms(event.speech_start),
+                samples_to_ms(event.end),
+                split.delta,
+                split.stable,
+                split.unstable,
             ),
             droppable=True,
         )
@@ -232,21 +235,45 @@ class Connection:
                 text, timestamps = result.text, result.timestamps
             except Exception as exc:
                 failure = str(exc) or type(exc).__name__
-                log.error("%s: decoding segment %d of %r failed: %s", self.peer, event.segment_id,
-                          stream.start.wav_name, failure)
+                log.error(
+                    "%s: decoding segment %d of %r failed: %s",
+                    self.peer,
+                    event.segment_id,
+                    stream.start.wav_name,
+                    failure,
+                )
             stabilizer = stream.stabilizers.get(event.segment_id, PartialStabilizer())
             reply = protocol.final(
-                stream.start.mode, stream.start.wav_name, event.segment_id, event.start_ms, event.end_ms,
-                text, stabilizer.final_delta(text), event.reason, _shift(timestamps, event),
+                stream.start.mode,
+                stream.start.wav_name,
+                event.segment_id,
+                event.start_ms,
+                event.end_ms,
+                text,
+                stabilizer.final_delta(text),
+                event.reason,
+                _shift(timestamps, event),
             )
             if failure is not None:
                 reply["error"] = f"decoding failed: {failure}"
             stream.results.append(reply)
-            log.info("%s: final %r #%d [%d-%d ms]%s: %s", self.peer, stream.start.wav_name, event.segment_id,
-                     event.start_ms, event.end_ms, " (client gone)" if stream.client_gone else "", text)
+            log.info(
+                "%s: final %r #%d [%d-%d ms]%s: %s",
+                self.peer,
+                stream.start.wav_name,
+                event.segment_id,
+                event.start_ms,
+                event.end_ms,
+                " (client gone)" if stream.client_gone else "",
+                text,
+            )
             if failure is not None:
-                self._error("decode_failed", f"segment {event.segment_id} could not be decoded: {failure}",
-                            stream.start.wav_name, count=False)
+                self._error(
+                    "decode_failed",
+                    f"segment {event.segment_id} could not be decoded: {failure}",
+                    stream.start.wav_name,
+                    count=False,
+                )
             if stream.start.mode != "offline":
                 self.outbox.put(reply)
         self.outbox.put(protocol.end(stream.start.mode, stream.start.wav_name, stream.results))

@@ -87,9 +87,7 @@ def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> 
         raise ProtocolError("bad_mode", f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     wav_format = message.get("wav_format", "pcm")
     if not isinstance(wav_format, str) or wav_format.lower() != "pcm":
-        raise ProtocolError(
-            "bad_format", f"wav_format must be 'pcm' (16-bit little-endian mono); got {wav_format!r}"
-        )
+        raise ProtocolError("bad_format", f"wav_format must be 'pcm' (16-bit little-endian mono); got {wav_format!r}")
     audio_fs = message.get("audio_fs", 16000)
     if not _is_int(audio_fs) or audio_fs not in limits.sample_rates_hz:
         rates = ", ".join(str(r) for r in limits.sample_rates_hz)
@@ -141,7 +139,9 @@ def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
         if not word.strip() or len(word) > MAX_HOTWORD_CHARS:
             raise ProtocolError("bad_hotwords", f"hotword {word!r} must be 1..{MAX_HOTWORD_CHARS} characters")
         if not _is_int(weight) or not 1 <= weight <= 100:
-            raise ProtocolError("bad_hotwords", f"hotword weight for {word!r} must be an integer 1..100; got {weight!r}")
+            raise ProtocolError(
+                "bad_hotwords", f"hotword weight for {word!r} must be an integer 1..100; got {weight!r}"
+            )
         out.append((word.strip(), int(weight)))
     return tuple(out)
 
@@ -152,11 +152,7 @@ def _chunk_size(value: Any) -> tuple[int, int, int]:
             value = [int(v) for v in value.split(",")]
         except ValueError:
             value = None
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or not all(_is_int(v) and 0 <= v <= 100 for v in value)
-    ):
+    if not isinstance(value, list) or len(value) != 3 or not all(_is_int(v) and 0 <= v <= 100 for v in value):
         raise ProtocolError("bad_setting", f"chunk_size must be three integers 0..100 like [5, 10, 5]; got {value!r}")
     return (value[0], value[1], value[2])
 
@@ -232,8 +228,9 @@ def error(code: str, message: str, wav_name: str | None = None) -> dict[str, Any
     return reply
 
 
-def partial(mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int,
-            delta: str, stable: str, unstable: str) -> dict[str, Any]:
+def partial(
+    mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int, delta: str, stable: str, unstable: str
+) -> dict[str, Any]:
     return {
         "mode": "2pass-online" if mode == "2pass" else "online",
         "type": "partial",
@@ -248,8 +245,17 @@ def partial(mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: in
     }
 
 
-def final(mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int, text: str,
-          append_text: str, end_reason: str, timestamps: tuple[tuple[int, int], ...] | None) -> dict[str, Any]:
+def final(
+    mode: str,
+    wav_name: str,
+    segment_id: int,
+    start_ms: int,
+    end_ms: int,
+    text: str,
+    append_text: str,
+    end_reason: str,
+    timestamps: tuple[tuple[int, int], ...] | None,
+) -> dict[str, Any]:
     """A segment's final caption. For `online` (append-only) clients `text` is what to append."""
     reply = {
         "mode": {"2pass": "2pass-offline", "online": "online", "offline": "offline"}[mode],

@@ -26,9 +26,7 @@ class EndpointSettings:
         if self.silence_ms < FRAME_MS:
             raise ValueError(f"silence_ms must be at least {FRAME_MS}, got {self.silence_ms}")
         if self.max_segment_s * 1000 < 4 * self.cut_search_ms or self.max_segment_s <= 0:
-            raise ValueError(
-                f"max_segment_s ({self.max_segment_s}) must be positive and at least 4x cut_search_ms"
-            )
+            raise ValueError(f"max_segment_s ({self.max_segment_s}) must be positive and at least 4x cut_search_ms")
         if self.speech_onset_ms < FRAME_MS:
             raise ValueError(f"speech_onset_ms must be at least {FRAME_MS}, got {self.speech_onset_ms}")
         if self.preroll_ms < 0:

@@ -15,9 +15,7 @@ class AudioFormatError(ValueError):
 def decode_pcm16(frame: bytes) -> np.ndarray:
     """PCM16LE bytes -> float32 samples in [-1, 1)."""
     if len(frame) % 2:
-        raise AudioFormatError(
-            f"binary frame has {len(frame)} bytes; PCM16 needs an even count (2 bytes per sample)"
-        )
+        raise AudioFormatError(f"binary frame has {len(frame)} bytes; PCM16 needs an even count (2 bytes per sample)")
     return np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
 
 

@@ -120,9 +120,7 @@ class StreamSession:
         # Frames still waiting for FSMN (its look-ahead) are kept in the closing segment; the last
         # of them loud enough to pass the gate bounds where speech may have ended.
         loud = [i for i, (level, _) in enumerate(self._pending) if self._gate.passes(level)]
-        self._tail_speech_end = (
-            (self._endpointer.frames_seen + loud[-1] + 1) * FRAME_SAMPLES if loud else 0
-        )
+        self._tail_speech_end = (self._endpointer.frames_seen + loud[-1] + 1) * FRAME_SAMPLES if loud else 0
         return [self._to_event(d, end_sample=self._buffer.end) for d in self._endpointer.finish()]
 
     def _to_event(self, decision: Opened | Closed, end_sample: int | None = None) -> Event:

@@ -28,13 +28,15 @@ class PartialStabilizer:
     def update(self, hypothesis: str) -> PartialText:
         words = hypothesis.split()
         agreed = 0
-        for old, new in zip(self._previous, words):
+        for old, new in zip(self._previous, words, strict=False):
             if _norm(old) != _norm(new):
                 break
             agreed += 1
         self._previous = words
         delta: list[str] = []
-        if agreed > len(self._committed) and _same(words[: len(self._committed)], self._committed):
+        # Committed words are already on screen; agreement beyond them commits more, even if a
+        # newer decode spells an already committed word differently.
+        if agreed > len(self._committed):
             delta = words[len(self._committed) : agreed]
             self._committed.extend(delta)
         # If the newest decode contradicts committed words, those stay; only what lies beyond shows.
@@ -49,7 +51,3 @@ class PartialStabilizer:
 def _norm(word: str) -> str:
     # Whisper flips punctuation and case between decodes; that is not a disagreement on the word.
     return "".join(ch for ch in word.lower() if ch.isalnum())
-
-
-def _same(a: list[str], b: list[str]) -> bool:
-    return len(a) == len(b) and all(_norm(x) == _norm(y) for x, y in zip(a, b))

@@ -21,9 +21,15 @@ def frames(*spans):
 
 
 def test_silence_of_exactly_silence_ms_closes_and_one_frame_less_does_not():
-    closed = [e for e in run(frames((False, 100), (True, 50), (False, 30), (True, 50), (False, 29), (True, 20)))
-              if isinstance(e, Closed)]
-    assert [(c.speech_start, c.speech_end, c.reason) for c in closed] == [(100, 150, "silence"), (180, 279, "end_of_stream")]
+    closed = [
+        e
+        for e in run(frames((False, 100), (True, 50), (False, 30), (True, 50), (False, 29), (True, 20)))
+        if isinstance(e, Closed)
+    ]
+    assert [(c.speech_start, c.speech_end, c.reason) for c in closed] == [
+        (100, 150, "silence"),
+        (180, 279, "end_of_stream"),
+    ]
 
 
 def test_preroll_starts_before_onset_but_never_inside_previous_segment():
@@ -47,7 +53,9 @@ def test_max_length_cut_at_quietest_frame_loses_no_audio():
     assert closed[-1].end == 4000
 
 
-@pytest.mark.parametrize("bad", [dict(silence_ms=0), dict(speech_onset_ms=0), dict(preroll_ms=-1), dict(max_segment_s=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(silence_ms=0), dict(speech_onset_ms=0), dict(preroll_ms=-1), dict(max_segment_s=0)]
+)
 def test_bad_settings_raise_value_error_naming_them(bad):
     settings = dict(silence_ms=300, max_segment_s=30.0, speech_onset_ms=40, preroll_ms=300, cut_search_ms=600)
     settings.update(bad)

@@ -16,9 +16,21 @@ def parse(message, stream_open=False):
 
 
 def test_funasr_client_first_message_is_accepted():
-    start = parse({"mode": "2pass", "chunk_size": [5, 10, 5], "chunk_interval": 10, "encoder_chunk_look_back": 4,
-                   "decoder_chunk_look_back": 0, "audio_fs": 16000, "wav_name": "demo", "wav_format": "pcm",
-                   "is_speaking": True, "hotwords": json.dumps({"阿里巴巴": 20, "hello world": 40}), "itn": True})
+    start = parse(
+        {
+            "mode": "2pass",
+            "chunk_size": [5, 10, 5],
+            "chunk_interval": 10,
+            "encoder_chunk_look_back": 4,
+            "decoder_chunk_look_back": 0,
+            "audio_fs": 16000,
+            "wav_name": "demo",
+            "wav_format": "pcm",
+            "is_speaking": True,
+            "hotwords": json.dumps({"阿里巴巴": 20, "hello world": 40}),
+            "itn": True,
+        }
+    )
     assert isinstance(start, StartStream)
     assert start.mode == "2pass" and start.wav_name == "demo" and start.chunk_size == (5, 10, 5)
     assert start.hotwords == (("阿里巴巴", 20), ("hello world", 40))

@@ -50,7 +50,7 @@ def test_segments_follow_known_speech_boundaries(scorer):
     script = compose([1.0, "hello world", 1.0, "the quick brown fox jumps over the lazy dog", 1.5, "good morning", 0.8])
     segments = closed(stream(scorer, script.audio))
     assert len(segments) == 3
-    for segment, (start, end) in zip(segments, script.spans):
+    for segment, (start, end) in zip(segments, script.spans, strict=False):
         assert_edges(segment, start, end)
         assert segment.reason == "silence"
 
@@ -99,7 +99,7 @@ def test_long_speech_is_cut_at_max_segment_without_losing_audio(scorer):
     segments = closed(stream(scorer, script.audio))
     assert segments[0].reason == "max_length"
     assert all(s.end - s.start <= 30 * 16000 for s in segments)
-    for before, after in zip(segments, segments[1:]):
+    for before, after in zip(segments, segments[1:], strict=False):
         assert after.start == before.end  # contiguous through the cut
     assert_edges(segments[-1], segments[-1].speech_start, script.spans[-1][1])
 
@@ -116,7 +116,7 @@ def test_resampled_streams_find_the_same_boundaries(scorer, rate):
     audio = soxr.resample(script.audio, 16000, rate).astype(np.float32)
     segments = closed(stream(scorer, audio, rate=rate))
     assert len(segments) == 2
-    for segment, (start, end) in zip(segments, script.spans):
+    for segment, (start, end) in zip(segments, script.spans, strict=False):
         assert_edges(segment, start, end)
 
 

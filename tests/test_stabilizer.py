@@ -6,7 +6,11 @@ def test_words_become_stable_when_two_decodes_agree_and_never_retract():
     first = s.update("the quick")
     assert (first.stable, first.unstable, first.delta) == ("", "the quick", "")
     second = s.update("The quick brown fox")
-    assert (second.stable, second.unstable, second.delta) == ("The quick", "brown fox", "The quick")  # newest spelling wins
+    assert (second.stable, second.unstable, second.delta) == (
+        "The quick",
+        "brown fox",
+        "The quick",
+    )  # newest spelling wins
     third = s.update("a quick brown fox jumps")  # contradicts a committed word
     assert third.stable == "The quick" and third.delta == ""
     assert third.unstable == "brown fox jumps"

@@ -13,11 +13,31 @@ def test_matches_funasr_reference_and_is_chunking_invariant(scorer: FsmnScorer):
 
     audio = compose([0.4, "hello world", 0.5, "good morning", 0.3]).audio
     model_dir = packaged_model_dir()
-    frontend = WavFrontend(cmvn_file=str(model_dir / "am.mvn"), fs=16000, window="hamming", n_mels=80,
-                           frame_length=25, frame_shift=10, dither=0.0, lfr_m=5, lfr_n=1)
+    frontend = WavFrontend(
+        cmvn_file=str(model_dir / "am.mvn"),
+        fs=16000,
+        window="hamming",
+        n_mels=80,
+        frame_length=25,
+        frame_shift=10,
+        dither=0.0,
+        lfr_m=5,
+        lfr_n=1,
+    )
     feats, _ = frontend(torch.from_numpy(audio)[None], torch.tensor([len(audio)]))
-    encoder = FSMN(input_dim=400, input_affine_dim=140, fsmn_layers=4, linear_dim=250, proj_dim=128, lorder=20,
-                   rorder=0, lstride=1, rstride=0, output_affine_dim=140, output_dim=248)
+    encoder = FSMN(
+        input_dim=400,
+        input_affine_dim=140,
+        fsmn_layers=4,
+        linear_dim=250,
+        proj_dim=128,
+        lorder=20,
+        rorder=0,
+        lstride=1,
+        rstride=0,
+        output_affine_dim=140,
+        output_dim=248,
+    )
     weights = torch.load(model_dir / "model.pt", map_location="cpu")
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items()})
     encoder.eval()
@@ -42,7 +62,7 @@ def test_batched_streams_equal_separate_streams(scorer: FsmnScorer):
     b = compose([0.2, "good morning everyone", 0.4]).audio[: len(a)]
     sa, sb, s1, s2 = (scorer.new_state() for _ in range(4))
     batched_a, batched_b, alone_a, alone_b = [], [], [], []
-    for chunk_a, chunk_b in zip(np.array_split(a, 20), np.array_split(b, 20)):
+    for chunk_a, chunk_b in zip(np.array_split(a, 20), np.array_split(b, 20), strict=False):
         pa, pb = scorer.score([(sa, chunk_a), (sb, chunk_b)])
         batched_a.append(pa)
         batched_b.append(pb)

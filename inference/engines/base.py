@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -35,6 +36,6 @@ class Engine(Protocol):
         """Decode a batch in one model call where possible. May raise; the executor handles it."""
         ...
 
-    def on_cpu(self) -> "Engine":
+    def on_cpu(self) -> Engine:
         """The same engine on the CPU, built on first use: the fallback after GPU out-of-memory."""
         ...

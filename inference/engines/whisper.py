@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -115,7 +115,7 @@ class WhisperEngine:
             return_no_speech_prob=True,
         )
         out = []
-        for result, tokenizer in zip(results, tokenizers):
+        for result, tokenizer in zip(results, tokenizers, strict=False):
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
             avg_logprob = result.scores[0] if result.scores else 0.0
             if result.no_speech_prob > self.settings.no_speech_threshold and avg_logprob < -0.7:
@@ -124,7 +124,7 @@ class WhisperEngine:
             out.append(DecodeResult(tokenizer.decode(tokens).strip()))
         return out
 
-    def on_cpu(self) -> "WhisperEngine":
+    def on_cpu(self) -> WhisperEngine:
         if self.device == "cpu":
             return self
         if self._cpu_twin is None:
