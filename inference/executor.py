@@ -76,6 +76,9 @@ class InferenceExecutor:
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        # Requests handed to a worker thread and not yet answered; close() must answer them too.
+        self._decoding: list[_Decode] = []
+        self._scoring: list[_Score] = []
         self._stream_ids = itertools.count()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -93,7 +96,7 @@ class InferenceExecutor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for request in [*self._finals, *self._partials.values(), *self._scores]:
+        for request in [*self._finals, *self._partials.values(), *self._scores, *self._decoding, *self._scoring]:
             if not request.future.done():
                 request.future.set_exception(ExecutorClosed("server shutting down"))
         self._finals.clear()
@@ -171,12 +174,14 @@ class InferenceExecutor:
             if not batch:
                 continue
             started = time.monotonic()
+            self._decoding = batch
             try:
                 results = await loop.run_in_executor(self._decode_pool, self._decode_batch, batch)
             except Exception as exc:  # the model raised for every attempt: tell every waiter
                 self.stats.errors += 1
                 log.exception("decode of %d request(s) failed", len(batch))
                 results = [exc] * len(batch)
+            self._decoding = []
             self.stats.batches += 1
             self.stats.decoded += len(batch)
             self.stats.decode_seconds += time.monotonic() - started
@@ -266,6 +271,7 @@ class InferenceExecutor:
                 self._score_ready.clear()
             if not batch:
                 continue
+            self._scoring = batch
             try:
                 results = await loop.run_in_executor(
                     self._vad_pool, self.scorer.score, [(w.state, w.samples) for w in batch]
@@ -273,6 +279,7 @@ class InferenceExecutor:
             except Exception as exc:
                 log.exception("VAD scoring failed")
                 results = [exc] * len(batch)
+            self._scoring = []
             self.stats.vad_batches += 1
             self.stats.vad_chunks += len(batch)
             for work, result in zip(batch, results, strict=False):

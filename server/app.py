@@ -69,18 +69,36 @@ class CaptionServer:
         app.router.add_get("/healthz", self._healthz)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
+        self._site = web.TCPSite(
+            self._runner, self.config.server.host, self.config.server.port, ssl_context=self._tls_context()
+        )
         await self._site.start()
         sockets = self._site._server.sockets if self._site._server else []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         log.info(
-            "serving on ws://%s:%d (engine %s, model %s, device %s)",
+            "serving on %s://%s:%d (engine %s, model %s, device %s)",
+            self.scheme,
             self.config.server.host,
             self.port,
             self.ctx.engine_name,
             self.ctx.model_name,
             self.ctx.device,
         )
+
+    def _tls_context(self):
+        if not self.config.server.tls_cert_file:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(
+            Path(self.config.server.tls_cert_file).expanduser(), Path(self.config.server.tls_key_file).expanduser()
+        )
+        return context
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.config.server.tls_cert_file else "ws"
 
     async def serve(self) -> None:
         """Run until stop() (or a signal) is received."""

@@ -25,6 +25,8 @@ class ServerConfig:
     max_errors_per_connection: int
     send_queue_partials: int
     shutdown_grace_s: float
+    tls_cert_file: str
+    tls_key_file: str
     disconnect_flush_s: float
 
 
@@ -175,6 +177,12 @@ def _check_cross_field(config: Config) -> None:
             f"audio.ring_buffer_s must be at least max_segment_s + preroll + 1 s ({needed:g}), "
             f"got {config.audio.ring_buffer_s:g}"
         )
+    tls = (config.server.tls_cert_file, config.server.tls_key_file)
+    if any(tls) and not all(tls):
+        raise ConfigError("server.tls_cert_file and server.tls_key_file must be set together")
+    for name, path in zip(("tls_cert_file", "tls_key_file"), tls):
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(f"server.{name} does not exist: {path}")
     if config.inference.engine not in ENGINES:
         raise ConfigError(f"inference.engine must be one of {ENGINES}, got {config.inference.engine!r}")
     if not _valid_device(config.inference.device):

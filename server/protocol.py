@@ -228,13 +228,26 @@ def error(code: str, message: str, wav_name: str | None = None) -> dict[str, Any
     return reply
 
 
+def appendable(text: str) -> str:
+    """FunASR's clients concatenate `text` of successive replies; end space-separated text with a
+    space so words of consecutive replies do not run together (CJK text needs none)."""
+    if not text or text[-1].isspace() or _is_cjk(text[-1]):
+        return text
+    return text + " "
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return 0x3000 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF
+
+
 def partial(
     mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int, delta: str, stable: str, unstable: str
 ) -> dict[str, Any]:
     return {
         "mode": "2pass-online" if mode == "2pass" else "online",
         "type": "partial",
-        "text": delta,
+        "text": appendable(delta),
         "wav_name": wav_name,
         "is_final": False,
         "segment_id": segment_id,
@@ -260,7 +273,7 @@ def final(
     reply = {
         "mode": {"2pass": "2pass-offline", "online": "online", "offline": "offline"}[mode],
         "type": "final",
-        "text": append_text if mode == "online" else text,
+        "text": appendable(append_text if mode == "online" else text),
         "final_text": text,
         "wav_name": wav_name,
         "is_final": False,

@@ -102,8 +102,11 @@ def test_every_reply_carries_text_and_is_final():
 def test_modes_map_to_funasr_reply_modes():
     assert protocol.partial("online", "w", 0, 0, 1, "", "", "")["mode"] == "online"
     assert protocol.partial("2pass", "w", 0, 0, 1, "", "", "")["mode"] == "2pass-online"
-    assert protocol.final("2pass", "w", 0, 0, 1, "a b", "b", "silence", None)["text"] == "a b"
-    assert protocol.final("online", "w", 0, 0, 1, "a b", "b", "silence", None)["text"] == "b"
+    # FunASR clients concatenate `text`; space-separated text gets a trailing space, CJK none
+    assert protocol.final("2pass", "w", 0, 0, 1, "a b", "b", "silence", None)["text"] == "a b "
+    assert protocol.final("2pass", "w", 0, 0, 1, "a b", "b", "silence", None)["final_text"] == "a b"
+    assert protocol.final("online", "w", 0, 0, 1, "a b", "b", "silence", None)["text"] == "b "
+    assert protocol.final("2pass", "w", 0, 0, 1, "你好", "", "silence", None)["text"] == "你好"
     seg = protocol.final("offline", "w", 0, 0, 1, "hello", "hello", "silence", ((0, 5),))
     end = protocol.end("offline", "w", [seg, protocol.final("offline", "w", 1, 2, 3, "world", "", "silence", None)])
     assert end["mode"] == "offline" and end["text"] == "hello world" and end["is_final"] is True

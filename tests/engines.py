@@ -1,0 +1,41 @@
+"""Wrappers around the real engine for fault injection, and a simulated GPU (none exists here)."""
+
+from __future__ import annotations
+
+import threading
+
+
+class RecordingEngine:
+    """The real engine, recording which requests went into each model call."""
+
+    def __init__(self, inner, fail=None):
+        self.inner, self.fail = inner, fail
+        self.name, self.model, self.device = inner.name, inner.model, inner.device
+        self.calls: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def decode(self, audios, options):
+        self.gate.wait(30)
+        self.calls.append([len(a) for a in audios])
+        if self.fail and self.fail(audios):
+            raise RuntimeError("injected model failure")
+        return self.inner.decode(audios, options)
+
+    def on_cpu(self):
+        return self.inner
+
+
+class SimulatedCudaEngine(RecordingEngine):
+    """Mock of a GPU engine: out of memory above `max_ok` items, or always if max_ok == 0."""
+
+    def __init__(self, inner, max_ok):
+        super().__init__(inner)
+        self.device = "cuda:0"
+        self.max_ok = max_ok
+
+    def decode(self, audios, options):
+        self.calls.append([len(a) for a in audios])
+        if len(audios) > self.max_ok:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return self.inner.decode(audios, options)

@@ -1,0 +1,160 @@
+"""The batching executor around the real embedded Whisper engine.
+
+Fault injection wraps the real engine; `SimulatedCudaEngine` stands in for a GPU, which these
+machines do not have (it raises CUDA's out-of-memory message for batches above a size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from inference.engines.base import DecodeOptions
+from inference.executor import ExecutorClosed, InferenceExecutor
+from tests.engines import RecordingEngine, SimulatedCudaEngine
+from tests.speech import compose
+
+PHRASES = ["hello world", "good morning", "thank you very much", "open the door"]
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z ]", "", text.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [compose([0.2, p, 0.2]).audio for p in PHRASES]
+
+
+async def make(engine, scorer, max_batch=8, max_wait_ms=50):
+    executor = InferenceExecutor(engine, scorer, max_batch, max_wait_ms, 64)
+    await executor.start()
+    return executor
+
+
+async def test_finals_from_many_streams_share_one_model_call(whisper_engine, scorer, clips):
+    engine = RecordingEngine(whisper_engine)
+    executor = await make(engine, scorer, max_batch=4)
+    futures = [executor.submit_final(i, 0, clip, DecodeOptions()) for i, clip in enumerate(clips)]
+    results = await asyncio.gather(*futures)
+    await executor.close()
+    assert engine.calls == [[len(c) for c in clips]]
+    assert [words(r.text) for r in results] == PHRASES
+
+
+async def test_batch_size_one_decodes_one_at_a_time(whisper_engine, scorer, clips):
+    engine = RecordingEngine(whisper_engine)
+    executor = await make(engine, scorer, max_batch=1)
+    results = await asyncio.gather(*[executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips[:2])])
+    await executor.close()
+    assert len(engine.calls) == 2 and [words(r.text) for r in results] == PHRASES[:2]
+
+
+async def test_finals_jump_ahead_of_partials_and_stale_partials_are_dropped(whisper_engine, scorer, clips):
+    engine = RecordingEngine(whisper_engine)
+    executor = await make(engine, scorer, max_batch=1, max_wait_ms=0)
+    engine.gate.clear()  # hold the model so requests queue up behind the first
+    first = executor.submit_final(9, 0, clips[0], DecodeOptions())
+    await asyncio.sleep(0.05)
+    old_partial = executor.submit_partial(1, 0, clips[1][:8000], DecodeOptions(partial=True))
+    new_partial = executor.submit_partial(1, 0, clips[1], DecodeOptions(partial=True))
+    other_partial = executor.submit_partial(2, 3, clips[2], DecodeOptions(partial=True))
+    final = executor.submit_final(3, 0, clips[3], DecodeOptions())
+    assert await old_partial is None  # superseded by a newer partial of the same stream
+    superseded = executor.submit_final(2, 3, clips[2], DecodeOptions())
+    assert await other_partial is None  # the segment's final makes its pending partial stale
+    engine.gate.set()
+    await asyncio.gather(first, final, new_partial, superseded)
+    await executor.close()
+    order = [call[0] for call in engine.calls]
+    assert order == [len(clips[0]), len(clips[3]), len(clips[2]), len(clips[1])]
+    assert words((await final).text) == PHRASES[3]
+    assert executor.stats.partials_dropped == 2
+
+
+async def test_model_error_reaches_every_waiter_and_the_executor_recovers(whisper_engine, scorer, clips):
+    broken = {"on": True}
+    engine = RecordingEngine(whisper_engine, fail=lambda audios: broken["on"])
+    executor = await make(engine, scorer, max_batch=4)
+    futures = [executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips[:3])]
+    futures.append(executor.submit_partial(7, 0, clips[3], DecodeOptions(partial=True)))
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) and "injected" in str(o) for o in outcomes)
+    broken["on"] = False
+    result = await executor.submit_final(0, 1, clips[0], DecodeOptions())
+    await executor.close()
+    assert words(result.text) == PHRASES[0]
+
+
+async def test_one_poisoned_request_does_not_fail_its_batch_mates(whisper_engine, scorer, clips):
+    poison = np.zeros(12345, dtype=np.float32)
+    engine = RecordingEngine(whisper_engine, fail=lambda audios: any(len(a) == len(poison) for a in audios))
+    executor = await make(engine, scorer, max_batch=4)
+    futures = [
+        executor.submit_final(0, 0, clips[0], DecodeOptions()),
+        executor.submit_final(1, 0, poison, DecodeOptions()),
+    ]
+    good, bad = await asyncio.gather(*futures, return_exceptions=True)
+    await executor.close()
+    assert words(good.text) == PHRASES[0]
+    assert isinstance(bad, RuntimeError)
+
+
+async def test_cuda_out_of_memory_splits_the_batch_then_falls_back_to_cpu(whisper_engine, scorer, clips, caplog):
+    caplog.set_level(logging.WARNING, logger="inference.executor")
+    split_engine = SimulatedCudaEngine(whisper_engine, max_ok=2)
+    executor = await make(split_engine, scorer, max_batch=4)
+    results = await asyncio.gather(*[executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips)])
+    await executor.close()
+    assert [len(c) for c in split_engine.calls] == [4, 2, 2]
+    assert [words(r.text) for r in results] == PHRASES
+    assert "splitting" in caplog.text
+
+    cpu_engine = SimulatedCudaEngine(whisper_engine, max_ok=0)
+    executor = await make(cpu_engine, scorer, max_batch=2)
+    results = await asyncio.gather(*[executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips[:2])])
+    await executor.close()
+    assert [words(r.text) for r in results] == PHRASES[:2]
+    assert executor.stats.cpu_fallbacks == 2
+    assert "decoding it on the CPU" in caplog.text
+
+
+async def test_close_fails_queued_requests_instead_of_leaving_them_hanging(whisper_engine, scorer, clips):
+    engine = RecordingEngine(whisper_engine)
+    executor = await make(engine, scorer, max_batch=1, max_wait_ms=0)
+    engine.gate.clear()
+    running = executor.submit_final(0, 0, clips[0], DecodeOptions())
+    await asyncio.sleep(0.05)
+    queued = executor.submit_final(1, 0, clips[1], DecodeOptions())
+    await executor.close()
+    engine.gate.set()
+    with pytest.raises(ExecutorClosed):
+        await queued
+    with pytest.raises((ExecutorClosed, asyncio.CancelledError)):
+        await asyncio.wait_for(running, 5)
+    with pytest.raises(ExecutorClosed):
+        await executor.submit_final(2, 0, clips[2], DecodeOptions())
+
+
+async def test_vad_chunks_from_many_streams_are_scored_in_one_call(whisper_engine, scorer, clips):
+    calls = []
+
+    class CountingScorer:
+        def new_state(self):
+            return scorer.new_state()
+
+        def score(self, work):
+            calls.append(len(work))
+            return scorer.score(work)
+
+    executor = await make(whisper_engine, CountingScorer())
+    states = [scorer.new_state() for _ in range(6)]
+    results = await asyncio.gather(*[executor.score_speech(s, clips[0][:1600]) for s in states])
+    await executor.close()
+    assert sum(calls) == 6 and len(calls) < 6
+    for r in results[1:]:
+        np.testing.assert_allclose(r, results[0], atol=1e-5)

@@ -1,0 +1,323 @@
+"""The server over real loopback sockets: handshake, caption order, flushing, concurrency, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import urllib.request
+
+import numpy as np
+import pytest
+import websockets
+
+from tests.engines import RecordingEngine
+from tests.speech import compose
+from tests.wsclient import START, connect, final_words, finals, recv, send_audio, start, transcribe, until_end, words
+
+
+@pytest.fixture(scope="module")
+def phrases():
+    return {
+        "hello": compose([0.4, "hello world", 0.6]),
+        "fox": compose([0.4, "the quick brown fox jumps over the lazy dog", 0.6]),
+        "morning": compose([0.4, "good morning everyone", 0.6]),
+        "door": compose([0.4, "please open the door", 0.6]),
+    }
+
+
+def http_get(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+
+
+@pytest.mark.parametrize("path", ["/", "/ws"])
+async def test_handshake_on_root_and_ws_paths(shared_server, path):
+    async with await connect(shared_server.url, path) as ws:
+        assert ws.subprotocol == "binary"  # FunASR's clients ask for it
+        ready = await start(ws, wav_name="hello")
+        assert ready["wav_name"] == "hello" and ready["engine"] == "whisper" and ready["is_final"] is False
+        await ws.send(json.dumps({"is_speaking": False}))
+        end = await recv(ws)
+        assert end["type"] == "end" and end["is_final"] is True and end["segments"] == []
+
+
+async def test_healthz_and_status_page(shared_server):
+    status, kind, body = http_get(shared_server.http + "/healthz")
+    health = json.loads(body)
+    assert status == 200 and "json" in kind
+    assert health["engine"] == "whisper" and health["device"] == "cpu" and "whisper-base" in health["model"]
+    assert health["connections"] == 0 and health["queue_depth"] == 0
+    async with await connect(shared_server.url) as ws:
+        await start(ws)
+        assert json.loads(http_get(shared_server.http + "/healthz")[2])["connections"] == 1
+    status, kind, body = http_get(shared_server.http + "/")
+    assert status == 200 and "text/html" in kind and "/healthz" in body
+
+
+async def test_partials_precede_their_final_and_end_comes_last(start_server, phrases):
+    server = start_server(inference={"partial_interval_ms": 400})
+    replies = await transcribe(server.url, phrases["fox"].audio, realtime=True)
+    kinds = [r["type"] for r in replies]
+    assert kinds[-1] == "end" and kinds.count("final") == 1
+    final_at = kinds.index("final")
+    partials = [r for r in replies if r["type"] == "partial"]
+    assert partials and all(kinds.index("partial") < final_at for _ in partials)
+    assert all(r["segment_id"] == 0 and r["mode"] == "2pass-online" for r in partials)
+    assert "fox" in words(" ".join(p["stable"] + " " + p["unstable"] for p in partials))
+    final = replies[final_at]
+    assert final["mode"] == "2pass-offline" and final["end_reason"] == "silence"
+    assert words(final["final_text"]) in (
+        "the quick brown fox jumps over the lazy dog",
+        "the quick brown fox jump over the lazy dog",
+    )
+    span = phrases["fox"].spans[0]
+    assert abs(final["start_ms"] - span[0] / 16) <= 100 and abs(final["end_ms"] - span[1] / 16) <= 100
+
+
+async def test_end_of_stream_flushes_the_open_segment(shared_server):
+    speech = compose([0.3, "good morning everyone"])  # no trailing silence: still speaking at the end
+    replies = await transcribe(shared_server.url, speech.audio)
+    (final,) = finals(replies)
+    assert final["end_reason"] == "end_of_stream"
+    assert words(final["final_text"]) == "good morning everyone"
+    assert replies[-1]["type"] == "end" and replies[-1]["segments"][0]["final_text"] == final["final_text"]
+
+
+async def test_concurrent_clients_each_get_their_own_words(shared_server, phrases):
+    names = ["hello", "morning", "door"]
+    results = await asyncio.gather(*[transcribe(shared_server.url, phrases[n].audio, wav_name=n) for n in names])
+    got = [final_words(r) for r in results]
+    assert got == ["hello world", "good morning everyone", "please open the door"]
+    assert all(r[-1]["wav_name"] == n for r, n in zip(results, names))
+
+
+async def test_offline_mode_answers_once_with_the_whole_transcript(shared_server):
+    script = compose([0.3, "hello world", 0.8, "good morning everyone", 0.5])
+    replies = await transcribe(shared_server.url, script.audio, mode="offline")
+    assert [r["type"] for r in replies] == ["end"]
+    assert replies[0]["mode"] == "offline" and replies[0]["is_final"] is True
+    assert words(replies[0]["text"]) == "hello world good morning everyone"
+    assert len(replies[0]["segments"]) == 2
+
+
+async def test_online_mode_text_is_append_only(start_server, phrases):
+    server = start_server(inference={"partial_interval_ms": 300})
+    replies = await transcribe(server.url, phrases["fox"].audio, realtime=True, mode="online")
+    assert {r["mode"] for r in replies} == {"online"}
+    appended = "".join(r["text"] for r in replies)
+    assert words(appended).endswith("lazy dog")
+    assert "fox" in words(appended)
+
+
+async def test_resampled_48k_and_8k_streams(shared_server, phrases):
+    import soxr
+
+    for rate in (48000, 8000):
+        audio = soxr.resample(phrases["morning"].audio, 16000, rate).astype(np.float32)
+        assert final_words(await transcribe(shared_server.url, audio, rate=rate)) == "good morning everyone"
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+async def expect_error(ws, code: str) -> dict:
+    reply = await recv(ws, 10)
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    assert reply["message"] and reply["text"] == "" and reply["is_final"] is False
+    return reply
+
+
+@pytest.mark.parametrize(
+    "bad, code",
+    [
+        ("{not json", "bad_json"),
+        (json.dumps({"mode": "realtime"}), "bad_mode"),
+        (json.dumps({"mode": "2pass", "audio_fs": "fast"}), "bad_sample_rate"),
+        (json.dumps({"mode": "2pass", "silence_ms": -300}), "bad_setting"),
+        (json.dumps({"mode": "2pass", "max_segment_s": 10**9}), "bad_setting"),
+        (json.dumps({"mode": "2pass", "hotwords": {"x": "y"}}), "bad_hotwords"),
+    ],
+)
+async def test_bad_first_message_gets_error_and_a_good_one_still_works(shared_server, phrases, bad, code):
+    async with await connect(shared_server.url) as ws:
+        await ws.send(bad)
+        await expect_error(ws, code)
+        await start(ws)
+        await send_audio(ws, phrases["hello"].audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        assert final_words(await until_end(ws)) == "hello world"
+
+
+async def test_audio_before_first_message_is_refused_clearly(shared_server):
+    async with await connect(shared_server.url) as ws:
+        await ws.send(b"\x00\x00" * 1600)
+        error = await expect_error(ws, "no_stream")
+        assert "before the JSON message" in error["message"]
+
+
+@pytest.mark.parametrize("kind", ["bad_json", "odd_bytes", "frame_too_large", "reconfigure"])
+async def test_bad_input_mid_stream_loses_nothing_already_heard(shared_server, kind):
+    script = compose([0.3, "the quick brown fox jumps", 0.1, "over the lazy dog", 0.5])
+    half = script.spans[0][1] // 160 * 160  # between the two phrases of one segment
+    async with await connect(shared_server.url) as ws:
+        await start(ws)
+        await send_audio(ws, script.audio[:half])
+        if kind == "bad_json":
+            await ws.send("{oops")
+        elif kind == "odd_bytes":
+            await ws.send(b"\x01\x02\x03")
+        elif kind == "frame_too_large":
+            await ws.send(b"\x00\x00" * (1024 * 1024))  # 2 MiB, limit is 1 MiB
+        else:
+            await ws.send(json.dumps({"mode": "offline"}))
+        code = {"odd_bytes": "bad_audio", "reconfigure": "already_started"}.get(kind, kind)
+        await expect_error(ws, code)
+        await send_audio(ws, script.audio[half:])
+        await ws.send(json.dumps({"is_speaking": False}))
+        heard = final_words(await until_end(ws))
+    assert heard.startswith("the quick brown fox") and heard.endswith("lazy dog")
+
+
+async def test_binary_garbage_is_treated_as_noise_and_the_stream_still_ends(shared_server):
+    rng = np.random.default_rng(1)
+    async with await connect(shared_server.url) as ws:
+        await start(ws)
+        for _ in range(20):
+            await ws.send(rng.integers(0, 256, 3200, dtype=np.uint8).tobytes())
+        await ws.send(json.dumps({"is_speaking": False}))
+        replies = await until_end(ws)
+    assert replies[-1]["type"] == "end"
+    assert json.loads(http_get(shared_server.http + "/healthz")[2])["status"] == "ok"
+
+
+async def test_endless_bad_input_is_closed_with_policy_violation(start_server):
+    server = start_server(server={"max_errors_per_connection": 5})
+    async with await connect(server.url) as ws:
+        for _ in range(5):
+            await ws.send("nope")
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await recv(ws, 10)
+        assert ws.close_code == 1008
+
+
+async def test_gigantic_frame_closes_only_that_connection(shared_server, phrases):
+    async def abuser():
+        async with await connect(shared_server.url) as ws:
+            await start(ws)
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.send(os.urandom(8 * 1024 * 1024))  # beyond 4x max_frame_bytes: not even read
+                while True:
+                    await recv(ws, 10)
+            return ws.close_code
+
+    code, polite = await asyncio.gather(abuser(), transcribe(shared_server.url, phrases["door"].audio, realtime=True))
+    assert code == 1009
+    assert final_words(polite) == "please open the door"
+
+
+async def test_abrupt_disconnect_mid_segment_is_still_finalized_and_logged(shared_server, caplog):
+    caplog.set_level(logging.INFO, logger="server.connection")
+    speech = compose([0.3, "please open the door"])
+    ws = await connect(shared_server.url)
+    await start(ws, wav_name="vanishing")
+    await send_audio(ws, speech.audio)
+    await asyncio.sleep(0.3)
+    ws.transport.abort()  # no close frame: the client just vanishes mid-segment
+    for _ in range(300):
+        if "client gone" in caplog.text:
+            break
+        await asyncio.sleep(0.1)
+    line = next(r.getMessage() for r in caplog.records if "client gone" in r.getMessage())
+    assert "'vanishing'" in line and words(line).endswith("please open the door")
+
+
+async def test_misbehaving_clients_do_not_disturb_a_live_stream(shared_server, phrases):
+    async def vandal():
+        for _ in range(3):
+            ws = await connect(shared_server.url)
+            await ws.send("{{{")
+            await ws.send(b"\x01")
+            await ws.send(json.dumps(START))
+            await ws.send(b"\x01\x02\x03")
+            await send_audio(ws, phrases["hello"].audio[:8000])
+            ws.transport.abort()
+            await asyncio.sleep(0.2)
+
+    good, _ = await asyncio.gather(transcribe(shared_server.url, phrases["fox"].audio, realtime=True), vandal())
+    assert "quick brown fox" in final_words(good)
+
+
+async def test_model_failure_reaches_the_client_and_nothing_hangs(start_server, whisper_engine, phrases):
+    engine = RecordingEngine(whisper_engine, fail=lambda audios: True)
+    server = start_server(engine=engine)
+    replies = await transcribe(server.url, phrases["hello"].audio)
+    errors = [r for r in replies if r["type"] == "error"]
+    (final,) = finals(replies)
+    assert errors and errors[0]["code"] == "decode_failed" and "injected model failure" in errors[0]["message"]
+    assert final["final_text"] == "" and "injected model failure" in final["error"]
+    assert replies[-1]["type"] == "end"
+
+
+async def test_full_server_refuses_with_try_again_later(start_server):
+    server = start_server(server={"max_connections": 1})
+    async with await connect(server.url) as first:
+        await start(first)
+        second = await connect(server.url)
+        with pytest.raises(websockets.ConnectionClosed):
+            await recv(second, 10)
+        assert second.close_code == 1013
+
+
+async def test_shutdown_finalizes_open_segments_before_closing(start_server):
+    server = start_server()
+    speech = compose([0.3, "good morning everyone"])
+    async with await connect(server.url) as ws:
+        await start(ws)
+        await send_audio(ws, speech.audio)
+        await asyncio.sleep(0.3)
+        stopper = asyncio.get_running_loop().run_in_executor(None, server.stop)
+        replies = await until_end(ws)
+        with pytest.raises(websockets.ConnectionClosed):
+            await recv(ws, 10)
+        await stopper
+    assert final_words(replies) == "good morning everyone"
+    assert ws.close_code == 1001
+
+
+async def test_tls_serves_wss(start_server, tmp_path, phrases):
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = start_server(server={"tls_cert_file": str(cert), "tls_key_file": str(key)})
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # as FunASR's client does
+    url = f"wss://127.0.0.1:{server.server.port}"
+    async with websockets.connect(url, subprotocols=["binary"], ssl=context, ping_interval=None) as ws:
+        await start(ws)
+        await send_audio(ws, phrases["hello"].audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        assert final_words(await until_end(ws)) == "hello world"
