@@ -66,6 +66,7 @@ class WhisperConfig:
     cpu_threads: int
     language: str
     beam_size: int
+    min_window_s: float
     no_speech_threshold: float
 
 
@@ -111,6 +112,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "cpu_threads"): (0, 256),
     ("whisper", "beam_size"): (1, 16),
     ("whisper", "no_speech_threshold"): (0, 1),
+    ("whisper", "min_window_s"): (5, 30),
 }
 
 ENGINES = ("whisper",)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -197,7 +198,7 @@ class Connection:
             elif isinstance(event, SegmentClosed):
                 stream.closed_segments.add(event.segment_id)
                 future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, event.audio, stream.options)
-                stream.finals.put_nowait((event, future))
+                stream.finals.put_nowait((event, future, time.monotonic()))
 
     async def _deliver_partial(self, stream: Stream, event: PartialDue, future: asyncio.Future) -> None:
         try:
@@ -228,7 +229,7 @@ class Connection:
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
         while (item := await stream.finals.get()) is not None:
-            event, future = item
+            event, future, submitted = item
             text, timestamps, failure = "", None, None
             try:
                 result = await future
@@ -254,6 +255,9 @@ class Connection:
                 event.reason,
                 _shift(timestamps, event),
             )
+            # Time from segment close to its text: queueing plus decoding (the endpointing share
+            # of latency is everything before that).
+            reply["decode_ms"] = round((time.monotonic() - submitted) * 1000)
             if failure is not None:
                 reply["error"] = f"decoding failed: {failure}"
             stream.results.append(reply)

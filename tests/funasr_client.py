@@ -25,7 +25,12 @@ class FunasrResult:
 
 
 async def run_funasr_client(
-    url: str, pcm: bytes, mode: str, sample_rate: int = 16000, hotword: str = "", chunk_interval: int = 10,
+    url: str,
+    pcm: bytes,
+    mode: str,
+    sample_rate: int = 16000,
+    hotword: str = "",
+    chunk_interval: int = 10,
     send_without_sleep: bool = True,
 ) -> FunasrResult:
     chunk_size = [5, 10, 5]
@@ -59,11 +64,24 @@ async def run_funasr_client(
                 done.put_nowait({"is_end": True, "is_final": False, "error": "closed"})
 
         receiver = asyncio.create_task(receive())
-        await ws.send(json.dumps({
-            "mode": mode, "chunk_size": chunk_size, "chunk_interval": chunk_interval,
-            "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 0, "audio_fs": sample_rate,
-            "wav_name": "demo", "wav_format": "pcm", "is_speaking": True, "hotwords": hotword, "itn": True,
-        }, ensure_ascii=False))
+        await ws.send(
+            json.dumps(
+                {
+                    "mode": mode,
+                    "chunk_size": chunk_size,
+                    "chunk_interval": chunk_interval,
+                    "encoder_chunk_look_back": 4,
+                    "decoder_chunk_look_back": 0,
+                    "audio_fs": sample_rate,
+                    "wav_name": "demo",
+                    "wav_format": "pcm",
+                    "is_speaking": True,
+                    "hotwords": hotword,
+                    "itn": True,
+                },
+                ensure_ascii=False,
+            )
+        )
         stride = int(60 * chunk_size[1] / chunk_interval / 1000 * sample_rate * 2)
         for beg in range(0, len(pcm), stride):
             await ws.send(pcm[beg : beg + stride])

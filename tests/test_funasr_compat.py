@@ -34,5 +34,7 @@ async def test_funasr_client_at_8k_with_hotword_list(shared_server):
     import soxr
 
     audio = soxr.resample(compose([0.3, "good morning everyone", 0.5]).audio, 16000, 8000).astype(np.float32)
-    result = await run_funasr_client(shared_server.url, to_pcm16(audio), "2pass", sample_rate=8000, hotword="morning,everyone")
+    result = await run_funasr_client(
+        shared_server.url, to_pcm16(audio), "2pass", sample_rate=8000, hotword="morning,everyone"
+    )
     assert words(result.text_print) == "good morning everyone"
