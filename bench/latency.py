@@ -90,10 +90,14 @@ def main() -> None:
 
     config = make_config()
     engine, scorer = WhisperEngine(config.whisper, "cpu"), FsmnScorer()
-    print(f"config: silence_ms={config.endpointing.silence_ms} max_batch={config.inference.max_batch_size} "
-          f"partial_interval_ms={config.inference.partial_interval_ms}; engine {engine.model} on cpu")
-    print(f"{'streams':>7} {'finals':>6} {'p50 ms':>8} {'p95 ms':>8} {'endpoint p50':>13} {'decode p50':>11} "
-          f"{'decode p95':>11}")
+    print(
+        f"config: silence_ms={config.endpointing.silence_ms} max_batch={config.inference.max_batch_size} "
+        f"partial_interval_ms={config.inference.partial_interval_ms}; engine {engine.model} on cpu"
+    )
+    print(
+        f"{'streams':>7} {'finals':>6} {'p50 ms':>8} {'p95 ms':>8} {'endpoint p50':>13} {'decode p50':>11} "
+        f"{'decode p95':>11}"
+    )
     for count in args.streams:
         server = ServerThread(make_config(), engine, scorer).start()
         try:
@@ -103,9 +107,11 @@ def main() -> None:
         totals = [s["total_ms"] for s in samples]
         decodes = [s["decode_ms"] for s in samples]
         endpoint = [s["total_ms"] - s["decode_ms"] for s in samples]
-        print(f"{count:>7} {len(samples):>6} {statistics.median(totals):>8.0f} {percentile(totals, 0.95):>8.0f} "
-              f"{statistics.median(endpoint):>13.0f} {statistics.median(decodes):>11.0f} "
-              f"{percentile(decodes, 0.95):>11.0f}")
+        print(
+            f"{count:>7} {len(samples):>6} {statistics.median(totals):>8.0f} {percentile(totals, 0.95):>8.0f} "
+            f"{statistics.median(endpoint):>13.0f} {statistics.median(decodes):>11.0f} "
+            f"{percentile(decodes, 0.95):>11.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,14 @@ from inference.engines.base import DecodeOptions  # noqa: E402
 from inference.executor import InferenceExecutor  # noqa: E402
 from tests.speech import compose  # noqa: E402
 
-PHRASES = ["hello world", "good morning everyone", "please open the door", "thank you very much for coming",
-           "the quick brown fox jumps over the lazy dog", "write down your questions"]
+PHRASES = [
+    "hello world",
+    "good morning everyone",
+    "please open the door",
+    "thank you very much for coming",
+    "the quick brown fox jumps over the lazy dog",
+    "write down your questions",
+]
 
 
 async def round_trip(engine, scorer, clips, batch: int) -> tuple[float, int]:
@@ -54,11 +60,15 @@ def main() -> None:
         for batch in (args.batch, 1):
             elapsed, calls = asyncio.run(round_trip(engine, scorer, clips, batch))
             totals[batch] += elapsed
-            print(f"round {r + 1} max_batch={batch:<2} {calls:>3} model calls {elapsed:6.2f} s "
-                  f"{args.segments / elapsed:6.2f} segments/s")
+            print(
+                f"round {r + 1} max_batch={batch:<2} {calls:>3} model calls {elapsed:6.2f} s "
+                f"{args.segments / elapsed:6.2f} segments/s"
+            )
     on, off = totals[args.batch] / args.rounds, totals[1] / args.rounds
-    print(f"batching on: {args.segments / on:.2f} segments/s, off: {args.segments / off:.2f} segments/s, "
-          f"ratio on/off = {off / on:.2f}x")
+    print(
+        f"batching on: {args.segments / on:.2f} segments/s, off: {args.segments / off:.2f} segments/s, "
+        f"ratio on/off = {off / on:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -54,3 +54,14 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     assert run.returncode == 2
     assert "endpointing.silence_ms must be between" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_unavailable_device_is_one_clear_line():
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "run_server.py", "--device", "cuda:0", "--port", "0"], capture_output=True, text=True
+    )
+    assert run.returncode == 1
+    assert "CUDA is not available" in run.stderr and "Traceback" not in run.stderr

@@ -321,3 +321,13 @@ async def test_tls_serves_wss(start_server, tmp_path, phrases):
         await send_audio(ws, phrases["hello"].audio)
         await ws.send(json.dumps({"is_speaking": False}))
         assert final_words(await until_end(ws)) == "hello world"
+
+
+async def test_hotwords_and_language_reach_the_engine_per_connection(shared_server):
+    speech = compose([0.3, "talk to siobhan about it", 0.5]).audio
+    plain, hinted = await asyncio.gather(
+        transcribe(shared_server.url, speech),
+        transcribe(shared_server.url, speech, hotwords=json.dumps({"Siobhan": 20}), language="en"),
+    )
+    assert "siobhan" not in final_words(plain)
+    assert "siobhan" in final_words(hinted)

@@ -93,16 +93,33 @@ class WhisperEngine:
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         if not audios:
             return []
-        features = [self._whisper.feature_extractor(np.asarray(a, dtype=np.float32)) for a in audios]
-        window = self._window_frames(max(f.shape[1] for f in features))
-        encoded = self._whisper.encode(np.stack([pad_or_trim(f, window) for f in features]))
         prompts, tokenizers = [], []
         for opt in options:
-            language = opt.language or self.settings.language
-            tokenizer = self._tokenizer(language)
+            tokenizer = self._tokenizer(opt.language or self.settings.language)
             hotwords = " ".join(phrase for phrase, _ in opt.hotwords) or None
             prompts.append(self._whisper.get_prompt(tokenizer, [], without_timestamps=True, hotwords=hotwords))
             tokenizers.append(tokenizer)
+        # CTranslate2 needs <|startoftranscript|> at the same position across a batch, so requests
+        # whose hotword prompts differ in length form separate groups (usually there is one).
+        groups: dict[int, list[int]] = {}
+        for index, tokenizer in enumerate(tokenizers):
+            groups.setdefault(prompts[index].index(tokenizer.sot), []).append(index)
+        results: list[DecodeResult | None] = [None] * len(audios)
+        for indices in groups.values():
+            decoded = self._decode_group(
+                [audios[i] for i in indices],
+                [options[i] for i in indices],
+                [prompts[i] for i in indices],
+                [tokenizers[i] for i in indices],
+            )
+            for i, result in zip(indices, decoded):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _decode_group(self, audios, options, prompts, tokenizers) -> list[DecodeResult]:
+        features = [self._whisper.feature_extractor(np.asarray(a, dtype=np.float32)) for a in audios]
+        window = self._window_frames(max(f.shape[1] for f in features))
+        encoded = self._whisper.encode(np.stack([pad_or_trim(f, window) for f in features]))
         greedy = all(opt.partial for opt in options)
         results = self._whisper.model.generate(
             encoded,
@@ -115,7 +132,7 @@ class WhisperEngine:
             return_no_speech_prob=True,
         )
         out = []
-        for result, tokenizer in zip(results, tokenizers, strict=False):
+        for result, tokenizer in zip(results, tokenizers):
             tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
             avg_logprob = result.scores[0] if result.scores else 0.0
             if result.no_speech_prob > self.settings.no_speech_threshold and avg_logprob < -0.7:
