@@ -67,6 +67,7 @@ class WhisperConfig:
     language: str
     beam_size: int
     min_window_s: float
+    partial_min_window_s: float
     no_speech_threshold: float
 
 
@@ -113,6 +114,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "beam_size"): (1, 16),
     ("whisper", "no_speech_threshold"): (0, 1),
     ("whisper", "min_window_s"): (5, 30),
+    ("whisper", "partial_min_window_s"): (5, 30),
 }
 
 ENGINES = ("whisper",)

@@ -74,6 +74,11 @@ class Endpointer:
         return self._open
 
     @property
+    def last_speech_end(self) -> int:
+        """Frame after the newest speech frame of the open segment."""
+        return self._last_speech_end
+
+    @property
     def frames_seen(self) -> int:
         return self._frame
 

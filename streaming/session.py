@@ -153,6 +153,8 @@ class StreamSession:
         end = self._endpointer.frames_seen * FRAME_SAMPLES
         if end - self._last_partial_end < self._partial_samples:
             return []
+        if self._endpointer.last_speech_end * FRAME_SAMPLES <= self._last_partial_end:
+            return []  # nothing new was said since the last partial (a pause: the final is near)
         self._last_partial_end = end
         start = self._clamp(segment.start * FRAME_SAMPLES)
         speech_start = segment.speech_start * FRAME_SAMPLES

@@ -324,10 +324,12 @@ async def test_tls_serves_wss(start_server, tmp_path, phrases):
 
 
 async def test_hotwords_and_language_reach_the_engine_per_connection(shared_server):
-    speech = compose([0.3, "talk to siobhan about it", 0.5]).audio
-    plain, hinted = await asyncio.gather(
+    speech = compose([0.3, "we use pytorch and numpy", 0.5]).audio
+    plain, hinted, french = await asyncio.gather(
         transcribe(shared_server.url, speech),
-        transcribe(shared_server.url, speech, hotwords=json.dumps({"Siobhan": 20}), language="en"),
+        transcribe(shared_server.url, speech, hotwords=json.dumps({"PyTorch": 20, "NumPy": 30}), language="en"),
+        transcribe(shared_server.url, speech, language="fr"),
     )
-    assert "siobhan" not in final_words(plain)
-    assert "siobhan" in final_words(hinted)
+    assert "pytorch" not in final_words(plain)
+    assert "pytorch" in final_words(hinted)
+    assert final_words(french) != final_words(plain)

@@ -118,13 +118,13 @@ class WhisperEngine:
 
     def _decode_group(self, audios, options, prompts, tokenizers) -> list[DecodeResult]:
         features = [self._whisper.feature_extractor(np.asarray(a, dtype=np.float32)) for a in audios]
-        window = self._window_frames(max(f.shape[1] for f in features))
+        partial_only = all(opt.partial for opt in options)
+        window = self._window_frames(max(f.shape[1] for f in features), partial_only)
         encoded = self._whisper.encode(np.stack([pad_or_trim(f, window) for f in features]))
-        greedy = all(opt.partial for opt in options)
         results = self._whisper.model.generate(
             encoded,
             prompts,
-            beam_size=1 if greedy else self.settings.beam_size,
+            beam_size=1 if partial_only else self.settings.beam_size,
             max_length=max(len(p) for p in prompts) + MAX_NEW_TOKENS,
             suppress_blank=True,
             suppress_tokens=list(get_suppressed_tokens(tokenizers[0], [-1])),
@@ -141,13 +141,14 @@ class WhisperEngine:
             out.append(DecodeResult(tokenizer.decode(tokens).strip()))
         return out
 
-    def _window_frames(self, longest: int) -> int:
+    def _window_frames(self, longest: int, partial_only: bool) -> int:
         # Whisper pads every input to 30 s and its encoder cost grows with the window. A window of
         # at least `min_window_s` (rounded up in 5 s steps) decodes short segments about 2x faster
         # at 20 s with the same word error rate on our speech; below ~15 s words start to suffer
-        # (bench/whisper_window.py measures both).
+        # (bench/whisper_window.py measures both). Partials are provisional and frequent, so they
+        # get their own, shorter window: a partial decode must not hold up the next final.
         step = 500  # 5 s of 10 ms feature frames
-        floor = int(self.settings.min_window_s * 100)
+        floor = int((self.settings.partial_min_window_s if partial_only else self.settings.min_window_s) * 100)
         return min(FULL_WINDOW_FRAMES, max(floor, -(-longest // step) * step))
 
     def on_cpu(self) -> WhisperEngine:
