@@ -13,9 +13,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -60,12 +60,22 @@ class ExecutorStats:
 
 
 class InferenceExecutor:
-    def __init__(self, engine: Engine, scorer, max_batch_size: int, max_wait_ms: int, vad_max_batch_size: int):
+    def __init__(
+        self,
+        engine: Engine,
+        scorer,
+        max_batch_size: int,
+        max_wait_ms: int,
+        vad_max_batch_size: int,
+        on_batch: Callable[[str, int, float], None] | None = None,
+    ):
+        """`on_batch(kind, size, seconds)` is told about every model call ("decode" or "vad")."""
         self.engine = engine
         self.scorer = scorer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.vad_max_batch_size = vad_max_batch_size
+        self._on_batch = on_batch or (lambda kind, size, seconds: None)
         self.stats = ExecutorStats()
         self._finals: deque[_Decode] = deque()
         self._partials: dict[int, _Decode] = {}  # stream id -> newest pending partial
@@ -112,6 +122,11 @@ class InferenceExecutor:
     @property
     def queue_depth(self) -> int:
         return len(self._finals) + len(self._partials)
+
+    @property
+    def oldest_final_wait_s(self) -> float:
+        """How long the oldest queued final has waited: the executor's backlog, in time."""
+        return time.monotonic() - self._finals[0].submitted if self._finals else 0.0
 
     def submit_final(
         self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions
@@ -182,16 +197,22 @@ class InferenceExecutor:
                 log.exception("decode of %d request(s) failed", len(batch))
                 results = [exc] * len(batch)
             self._decoding = []
+            elapsed = time.monotonic() - started
             self.stats.batches += 1
             self.stats.decoded += len(batch)
-            self.stats.decode_seconds += time.monotonic() - started
-            for request, result in zip(batch, results, strict=False):
+            self.stats.decode_seconds += elapsed
+            self._on_batch("decode", len(batch), elapsed)
+            for request, result in zip(batch, results):
                 if request.future.done():
                     continue
                 if isinstance(result, BaseException):
                     request.future.set_exception(result)
                 else:
-                    request.future.set_result(result)
+                    timing = {
+                        "queue_ms": round((started - request.submitted) * 1000),
+                        "decode_ms": round(elapsed * 1000),
+                    }
+                    request.future.set_result(replace(result, extra={**result.extra, **timing}))
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; finals skip the wait
@@ -233,7 +254,7 @@ class InferenceExecutor:
             # Isolate the failing request(s): one bad segment must not cost the others theirs.
             log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
             out: list[DecodeResult | BaseException] = []
-            for audio, option in zip(audios, options, strict=False):
+            for audio, option in zip(audios, options):
                 try:
                     out.extend(self._decode_with_oom_recovery(self.engine, [audio], [option]))
                 except Exception as single:
@@ -272,6 +293,7 @@ class InferenceExecutor:
             if not batch:
                 continue
             self._scoring = batch
+            started = time.monotonic()
             try:
                 results = await loop.run_in_executor(
                     self._vad_pool, self.scorer.score, [(w.state, w.samples) for w in batch]
@@ -280,9 +302,10 @@ class InferenceExecutor:
                 log.exception("VAD scoring failed")
                 results = [exc] * len(batch)
             self._scoring = []
+            self._on_batch("vad", len(batch), time.monotonic() - started)
             self.stats.vad_batches += 1
             self.stats.vad_chunks += len(batch)
-            for work, result in zip(batch, results, strict=False):
+            for work, result in zip(batch, results):
                 if work.future.done():
                     continue
                 if isinstance(result, BaseException):

@@ -7,9 +7,8 @@ caches); the model here is stateless, so chunks from many streams run as one bat
 from __future__ import annotations
 
 import importlib.util
-from collections import defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import kaldi_native_fbank as knf
@@ -69,7 +68,7 @@ class FsmnStreamState:
     fbank: knf.OnlineFbank
     fbank_frames_read: int = 0
     fbank_frames_popped: int = 0
-    window: deque = field(default_factory=lambda: deque(maxlen=LFR_M))
+    tail: np.ndarray | None = None  # the last LFR_M - 1 fbank frames, context for the next rows
     caches: np.ndarray | None = None  # (layers, proj_dim, lorder - 1) float32
 
 
@@ -93,62 +92,73 @@ class FsmnScorer:
         )
 
     def score(self, work: Sequence[tuple[FsmnStreamState, np.ndarray]]) -> list[np.ndarray]:
-        """Speech probability per newly complete 10 ms frame, for each (state, samples) pair."""
+        """Speech probability per newly complete 10 ms frame, for each (state, samples) pair.
+
+        All streams with new frames go through the model in one call, padded at the end to the
+        longest; the FSMN memory is causal, so padding never changes a real frame's output.
+        """
         features = [self._features(state, samples) for state, samples in work]
         results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(work)
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for index, feats in enumerate(features):
-            if len(feats):
-                by_length[len(feats)].append(index)
-        # Streams sending equal chunk sizes produce equal frame counts; each group is one batch.
-        for indices in by_length.values():
-            states = [work[i][0] for i in indices]
-            probs = self._forward(np.stack([features[i] for i in indices]), states)
-            for row, i in enumerate(indices):
-                results[i] = probs[row]
+        active = [i for i, feats in enumerate(features) if len(feats)]
+        if not active:
+            return results
+        lengths = [len(features[i]) for i in active]
+        batch = np.zeros((len(active), max(lengths), LFR_M * 80), dtype=np.float32)
+        for row, i in enumerate(active):
+            batch[row, : lengths[row]] = features[i]
+        probs = self._forward(batch, [work[i][0] for i in active], lengths)
+        for row, i in enumerate(active):
+            results[i] = probs[row, : lengths[row]]
         return results
 
     def _features(self, state: FsmnStreamState, samples: np.ndarray) -> np.ndarray:
         if len(samples):
             # Kaldi features expect int16-range samples.
             state.fbank.accept_waveform(16000, (samples * 32768.0).tolist())
-        rows = []
-        while state.fbank_frames_read < state.fbank.num_frames_ready:
-            frame = np.array(state.fbank.get_frame(state.fbank_frames_read), dtype=np.float32)  # copy: pop() frees it
-            state.fbank_frames_read += 1
-            if not state.window:
-                for _ in range(LFR_PAD):  # funasr pads the first LFR window with the first frame
-                    state.window.append(frame)
-            state.window.append(frame)
-            if len(state.window) == LFR_M:
-                rows.append(np.concatenate(state.window))
-        unpopped = state.fbank_frames_read - state.fbank_frames_popped
+        ready = state.fbank.num_frames_ready
+        if ready == state.fbank_frames_read:
+            return np.zeros((0, LFR_M * 80), dtype=np.float32)
+        # copy each frame: pop() below frees knf's memory behind get_frame's views
+        fresh = np.array([state.fbank.get_frame(i) for i in range(state.fbank_frames_read, ready)], dtype=np.float32)
+        if state.fbank_frames_read == 0:  # funasr pads the first LFR window with the first frame
+            fresh = np.concatenate([np.repeat(fresh[:1], LFR_PAD, axis=0), fresh])
+        state.fbank_frames_read = ready
+        unpopped = ready - state.fbank_frames_popped
         if unpopped > 200:
             state.fbank.pop(unpopped)  # let knf free frames already read (indices stay absolute)
             state.fbank_frames_popped += unpopped
-        if not rows:
+        frames = np.concatenate([state.tail, fresh]) if state.tail is not None else fresh
+        count = len(frames) - (LFR_M - 1)
+        state.tail = frames[-(LFR_M - 1) :]
+        if count <= 0:
             return np.zeros((0, LFR_M * 80), dtype=np.float32)
-        return (np.stack(rows) + self._shift) * self._scale
+        # Row t stacks frames t..t+4 (LFR with lfr_n = 1).
+        stacked = np.concatenate([frames[k : k + count] for k in range(LFR_M)], axis=1)
+        return (stacked + self._shift) * self._scale
 
     @torch.inference_mode()
-    def _forward(self, feats: np.ndarray, states: list[FsmnStreamState]) -> np.ndarray:
+    def _forward(self, feats: np.ndarray, states: list[FsmnStreamState], lengths: list[int]) -> np.ndarray:
         w = self._w
+        keep = self._lorder - 1
         x = torch.from_numpy(feats).to(self.device)  # (B, T, 400)
         x = torch.relu(_affine(_affine(x, w, "in_linear1"), w, "in_linear2"))
         caches = torch.from_numpy(np.stack([s.caches for s in states])).to(self.device)  # (B,L,P,K)
+        # Each stream's new cache is the `keep` columns ending at its own last real frame.
+        ends = torch.tensor(lengths, device=self.device)[:, None] + torch.arange(keep, device=self.device)[None]
+        gather = ends[:, None, :].expand(-1, self._proj_dim, -1)
         new_caches = []
         for layer in range(self._layers):
             p = f"fsmn.{layer}."
             proj = x @ w[p + "linear.linear.weight"].T  # (B, T, P)
             seq = torch.cat([caches[:, layer], proj.transpose(1, 2)], dim=2)  # (B, P, K + T)
-            new_caches.append(seq[:, :, -(self._lorder - 1) :])
+            new_caches.append(torch.gather(seq, 2, gather))
             kernel = w[p + "fsmn_block.conv_left.weight"][:, :, :, 0]  # (P, 1, lorder)
             memory = torch.nn.functional.conv1d(seq, kernel, groups=self._proj_dim)  # (B, P, T)
             x = torch.relu(_affine(proj + memory.transpose(1, 2), w, p + "affine"))
         x = _affine(_affine(x, w, "out_linear1"), w, "out_linear2")
         silence = torch.softmax(x, dim=-1)[..., SILENCE_PDF]
         stacked = torch.stack(new_caches, dim=1).cpu().numpy()
-        for state, cache in zip(states, stacked, strict=False):
+        for state, cache in zip(states, stacked):
             state.caches = np.ascontiguousarray(cache)
         return (1.0 - silence).cpu().numpy().astype(np.float32)
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
+from server import protocol
 from server.config import Config
+from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,14 @@ class ServerContext:
     engine_name: str
     model_name: str
     device: str
+    metrics: Metrics = field(default_factory=Metrics)
     connections: set = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def overloaded(self) -> bool:
+        """The executor is behind: finals wait longer than overload_backlog_ms."""
+        return self.executor.oldest_final_wait_s * 1000 > self.config.inference.overload_backlog_ms
 
 
 class CaptionServer:
@@ -58,15 +66,24 @@ class CaptionServer:
         if self._scorer is None:
             self._scorer = await loop.run_in_executor(None, FsmnScorer)  # tiny; always on the CPU
         inf = self.config.inference
+        metrics = Metrics()
         executor = InferenceExecutor(
-            self._engine, self._scorer, inf.max_batch_size, inf.max_wait_ms, inf.vad_max_batch_size
+            self._engine,
+            self._scorer,
+            inf.max_batch_size,
+            inf.max_wait_ms,
+            inf.vad_max_batch_size,
+            on_batch=metrics.observe_batch,
         )
         await executor.start()
-        self.ctx = ServerContext(self.config, executor, self._engine.name, self._engine.model, self._engine.device)
+        self.ctx = ServerContext(
+            self.config, executor, self._engine.name, self._engine.model, self._engine.device, metrics=metrics
+        )
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/", self._root)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         self._site = web.TCPSite(
@@ -137,26 +154,43 @@ class CaptionServer:
         assert self.ctx is not None
         limit = self.config.server.max_frame_bytes
         # Frames up to 4x the limit are read and rejected politely; beyond that aiohttp closes 1009.
-        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4 * limit, autoping=True)
+        # No permessage-deflate: PCM does not compress, and inflating every frame costs CPU per stream.
+        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4 * limit, autoping=True, compress=False)
         await ws.prepare(request)
         peer = f"{request.remote}:{id(ws) % 100000}"
         if len(self.ctx.connections) >= self.config.server.max_connections or self._stop.is_set():
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"server full, try again later")
+            reason = "server busy: all connections in use, try again later"
+            if self._stop.is_set():
+                reason = "server shutting down, try again later"
+            await ws.send_str(protocol.encode(protocol.error("busy", reason)))
+            self.ctx.metrics.disconnects.labels("busy").inc()
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
-        connection = Connection(ws, self.ctx, peer)
+        connection = Connection(ws, self.ctx, peer, transport=request.transport)
         self.ctx.connections.add(connection)
+        self.ctx.metrics.connections.set(len(self.ctx.connections))
         try:
             await connection.run()
         finally:
             self.ctx.connections.discard(connection)
+            self.ctx.metrics.connections.set(len(self.ctx.connections))
         return ws
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        assert self.ctx is not None
+        self.ctx.metrics.queue_depth.set(self.ctx.executor.queue_depth)
+        self.ctx.metrics.backlog.set(self.ctx.executor.oldest_final_wait_s)
+        return web.Response(body=self.ctx.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self.ctx is not None
         stats = self.ctx.executor.stats
+        overloaded = self.ctx.overloaded
         return web.json_response(
             {
-                "status": "ok",
+                "status": "degraded" if overloaded else "ok",
+                "overloaded": overloaded,
+                "backlog_ms": round(self.ctx.executor.oldest_final_wait_s * 1000),
                 "engine": self.ctx.engine_name,
                 "model": self.ctx.model_name,
                 "device": self.ctx.device,

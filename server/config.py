@@ -24,6 +24,8 @@ class ServerConfig:
     max_frame_bytes: int
     max_errors_per_connection: int
     send_queue_partials: int
+    max_queued_replies: int
+    send_timeout_s: float
     shutdown_grace_s: float
     tls_cert_file: str
     tls_key_file: str
@@ -56,6 +58,7 @@ class InferenceConfig:
     max_wait_ms: int
     partial_interval_ms: int
     vad_max_batch_size: int
+    overload_backlog_ms: int
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("server", "max_frame_bytes"): (320, 64 * 1024 * 1024),
     ("server", "max_errors_per_connection"): (1, 1_000_000),
     ("server", "send_queue_partials"): (1, 1000),
+    ("server", "max_queued_replies"): (1, 100_000),
+    ("server", "send_timeout_s"): (0.1, 3600),
+    ("inference", "overload_backlog_ms"): (10, 600_000),
     ("server", "shutdown_grace_s"): (0, 3600),
     ("server", "disconnect_flush_s"): (0, 3600),
     ("audio", "preroll_ms"): (0, 2000),
@@ -117,7 +123,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "partial_min_window_s"): (5, 30),
 }
 
-ENGINES = ("whisper",)
+ENGINES = ("whisper", "instant")
 
 
 def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:

@@ -46,6 +46,7 @@ class Stream:
     results: list[dict[str, Any]] = field(default_factory=list)
     finals_task: asyncio.Task | None = None
     client_gone: bool = False
+    first_audio_at: float | None = None
 
 
 def session_settings(ctx_config, start: protocol.StartStream) -> SessionSettings:
@@ -71,11 +72,12 @@ def session_settings(ctx_config, start: protocol.StartStream) -> SessionSettings
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, ctx: ServerContext, peer: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, ctx: ServerContext, peer: str, transport=None) -> None:
         self.ws = ws
+        self._transport = transport
         self.ctx = ctx
         self.peer = peer
-        self.outbox = Outbox(ctx.config.server.send_queue_partials)
+        self.outbox = Outbox(ctx.config.server.send_queue_partials, ctx.config.server.max_queued_replies)
         self.stream: Stream | None = None
         self.errors = 0
         self._lock = asyncio.Lock()  # one frame/message at a time touches the stream
@@ -153,10 +155,15 @@ class Connection:
                 return
             if not data:
                 return
+            received_before = stream.session.samples_received
             try:
                 work = stream.session.push(data)
             except AudioFormatError as exc:
                 self._error("bad_audio", f"{exc}; frame dropped")
+                return
+            self._account_audio(stream, stream.session.samples_received - received_before)
+            if not work.needed:  # clear silence: no model call at all
+                self._handle(stream, stream.session.apply(None))
                 return
             try:
                 probabilities = await self.ctx.executor.score_speech(work.state, work.samples)
@@ -167,10 +174,19 @@ class Connection:
                 probabilities = np.zeros(0, dtype=np.float32)
             self._handle(stream, stream.session.apply(probabilities))
 
+    def _account_audio(self, stream: Stream, new_samples: int) -> None:
+        now = time.monotonic()
+        if stream.first_audio_at is None:
+            stream.first_audio_at = now - new_samples / 16000  # that audio began before it arrived
+        self.ctx.metrics.audio_seconds.inc(new_samples / 16000)
+        # Positive when audio is processed later than real time (the server, or the link, is behind).
+        lag = (now - stream.first_audio_at) - stream.session.samples_received / 16000
+        self.ctx.metrics.lag.observe(max(0.0, lag))
+
     def _start_stream(self, start: protocol.StartStream) -> None:
         try:
             settings = session_settings(self.ctx.config, start)
-            session = StreamSession(settings, self.ctx.executor.scorer.new_state())
+            session = StreamSession(settings, self.ctx.executor.scorer.new_state)
         except ValueError as exc:
             self._error("bad_setting", str(exc))
             return
@@ -191,11 +207,16 @@ class Connection:
             if isinstance(event, SpeechStarted):
                 stream.stabilizers[event.segment_id] = PartialStabilizer()
             elif isinstance(event, PartialDue):
+                if self.ctx.overloaded:  # degrade: partial cadence drops first, finals keep flowing
+                    self.ctx.metrics.partials_skipped.inc()
+                    continue
                 future = self.ctx.executor.submit_partial(
                     stream.stream_id, event.segment_id, event.audio, _partial(stream.options)
                 )
                 self._spawn(self._deliver_partial(stream, event, future))
             elif isinstance(event, SegmentClosed):
+                self.ctx.metrics.segments.labels(event.reason).inc()
+                self.ctx.metrics.stage.labels("endpoint").observe((event.end - event.speech_end) / 16000)
                 stream.closed_segments.add(event.segment_id)
                 future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, event.audio, stream.options)
                 stream.finals.put_nowait((event, future, time.monotonic()))
@@ -212,6 +233,7 @@ class Connection:
         split = stabilizer.update(result.text)
         if not (split.stable or split.unstable):
             return
+        self.ctx.metrics.partials.inc()
         self.outbox.put(
             protocol.partial(
                 stream.start.mode,
@@ -230,10 +252,13 @@ class Connection:
         """Sends finals in segment order, then the end reply once the stream has ended."""
         while (item := await stream.finals.get()) is not None:
             event, future, submitted = item
-            text, timestamps, failure = "", None, None
+            text, timestamps, failure, timing = "", None, None, {}
             try:
                 result = await future
                 text, timestamps = result.text, result.timestamps
+                timing = {k: result.extra[k] for k in ("queue_ms", "decode_ms") if k in result.extra}
+                if "queue_ms" in timing:
+                    self.ctx.metrics.stage.labels("queue").observe(timing["queue_ms"] / 1000)
             except Exception as exc:
                 failure = str(exc) or type(exc).__name__
                 log.error(
@@ -255,12 +280,14 @@ class Connection:
                 event.reason,
                 _shift(timestamps, event),
             )
-            # Time from segment close to its text: queueing plus decoding (the endpointing share
-            # of latency is everything before that).
-            reply["decode_ms"] = round((time.monotonic() - submitted) * 1000)
+            # Where the time went after the segment closed: waiting for the model, the model
+            # call itself, and (the rest of final_ms) waiting for earlier segments' finals.
+            reply.update(timing)
+            reply["final_ms"] = round((time.monotonic() - submitted) * 1000)
             if failure is not None:
                 reply["error"] = f"decoding failed: {failure}"
             stream.results.append(reply)
+            self.ctx.metrics.finals.inc()
             log.info(
                 "%s: final %r #%d [%d-%d ms]%s: %s",
                 self.peer,
@@ -280,6 +307,8 @@ class Connection:
                 )
             if stream.start.mode != "offline":
                 self.outbox.put(reply)
+                if self.outbox.overflowing:
+                    self._spawn(self._disconnect_slow_reader("client is not reading replies"))
         self.outbox.put(protocol.end(stream.start.mode, stream.start.wav_name, stream.results))
 
     async def _finish_stream(self, client_gone: bool = False) -> None:
@@ -305,17 +334,34 @@ class Connection:
 
     # --- outbound ----------------------------------------------------------------------------
     async def _write_loop(self) -> None:
+        timeout = self.ctx.config.server.send_timeout_s
         while (message := await self.outbox.get()) is not None:
             if self.ws.closed:
                 continue
             try:
-                await self.ws.send_str(protocol.encode(message))
+                await asyncio.wait_for(self.ws.send_str(protocol.encode(message)), timeout)
+            except asyncio.TimeoutError:
+                self._spawn(self._disconnect_slow_reader(f"client accepted no data for {timeout:g} s"))
             except (ConnectionError, RuntimeError) as exc:
                 log.info("%s: send failed (%s); client gone", self.peer, exc)
+
+    async def _disconnect_slow_reader(self, reason: str) -> None:
+        """A client that stops reading cannot hold server memory: drop it. Its captions stay in the log."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.warning("%s: disconnecting: %s", self.peer, reason)
+        self.ctx.metrics.disconnects.labels("slow_reader").inc()
+        self.outbox.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode()), 2)
+        if self._transport is not None:  # a client that reads nothing never answers the close frame
+            self._transport.abort()
 
     def _error(self, code: str, message: str, wav_name: str | None = None, count: bool = True) -> None:
         if count:
             self.errors += 1
+        self.ctx.metrics.errors.labels(code).inc()
         log.info("%s: error %s: %s", self.peer, code, message)
         self.outbox.put(protocol.error(code, message, wav_name))
 

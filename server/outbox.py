@@ -8,13 +8,19 @@ from typing import Any
 
 
 class Outbox:
-    def __init__(self, max_partials: int) -> None:
+    def __init__(self, max_partials: int, max_items: int = 1_000_000) -> None:
         self._items: deque[tuple[dict[str, Any], bool]] = deque()
         self._max_partials = max_partials
+        self._max_items = max_items
         self._partials = 0
         self._ready = asyncio.Event()
         self._closed = False
         self.dropped_partials = 0
+
+    @property
+    def overflowing(self) -> bool:
+        """More undroppable replies are waiting than the client may fall behind by."""
+        return len(self._items) - self._partials > self._max_items
 
     def put(self, message: dict[str, Any], droppable: bool = False) -> None:
         if self._closed:

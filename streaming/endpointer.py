@@ -74,6 +74,11 @@ class Endpointer:
         return self._open
 
     @property
+    def onset_pending(self) -> bool:
+        """Speech has started but is not yet long enough to open a segment."""
+        return self._run_start is not None
+
+    @property
     def last_speech_end(self) -> int:
         """Frame after the newest speech frame of the open segment."""
         return self._last_speech_end

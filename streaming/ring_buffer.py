@@ -1,4 +1,7 @@
-"""Fixed-capacity float32 audio history addressed by absolute sample index."""
+"""Fixed-capacity audio history addressed by absolute sample index.
+
+Stored as int16 (the wire format's precision) to halve memory per connection; reads return float32.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ class RingBuffer:
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
-        self._data = np.zeros(capacity, dtype=np.float32)
+        self._data = np.zeros(capacity, dtype=np.int16)
         self._capacity = capacity
         self._end = 0  # absolute index one past the newest sample
 
@@ -26,6 +29,7 @@ class RingBuffer:
 
     def append(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, dtype=np.float32)
+        samples = (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
         if len(samples) > self._capacity:
             # Only the newest `capacity` samples can be held; the rest are skipped but counted.
             self._end += len(samples) - self._capacity
@@ -47,4 +51,5 @@ class RingBuffer:
         out = np.empty(n, dtype=np.float32)
         out[:first] = self._data[pos : pos + first]
         out[first:] = self._data[: n - first]
+        out *= 1.0 / 32768.0
         return out

@@ -10,6 +10,7 @@ Two-phase so the FSMN model can be batched across streams by the caller:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from streaming.endpointer import FRAME_MS, Closed, Endpointer, EndpointSettings,
 from streaming.events import SAMPLE_RATE, Event, PartialDue, SegmentClosed, SpeechStarted
 from streaming.pcm import Resampler, decode_pcm16
 from streaming.ring_buffer import RingBuffer
-from streaming.vad.energy import EnergyGate, frame_dbfs
+from streaming.vad.energy import EnergyGate, frame_levels_dbfs
 from streaming.vad.fsmn import SpeechScorer
 from streaming.vad.webrtc import WebrtcFrames
 
@@ -35,26 +36,41 @@ class SessionSettings:
     webrtc_aggressiveness: int
     fsmn_speech_threshold: float
     ring_buffer_s: float
+    skip_silent_fsmn: bool = True  # False only to compare against the always-score path
 
 
 @dataclass
 class ScoreWork:
-    """FSMN input for one push: the stream's scorer state and its new 16 kHz samples."""
+    """FSMN input for one push: the stream's scorer state and the 16 kHz samples to score.
+
+    `needed` is False when every frame waiting for FSMN is clear silence (below the energy gate,
+    no segment open or opening): then the caller skips the model and calls `apply(None)`.
+    """
 
     state: Any
     samples: np.ndarray
+    needed: bool = True
+
+
+# After skipping FSMN over silence, it restarts on this much earlier audio so its memory
+# (4 layers x 19 frames of context) is warm again when speech arrives; those outputs are dropped.
+FSMN_WARMUP_FRAMES = 100
 
 
 class StreamSession:
-    def __init__(self, settings: SessionSettings, scorer_state: Any) -> None:
+    def __init__(self, settings: SessionSettings, new_scorer_state: Callable[[], Any]) -> None:
         self.settings = settings
         self._resampler = Resampler(settings.sample_rate_hz)
         self._buffer = RingBuffer(int(settings.ring_buffer_s * SAMPLE_RATE))
         self._gate = EnergyGate(settings.energy_gate_dbfs)
         self._webrtc = WebrtcFrames(settings.webrtc_aggressiveness)
         self._endpointer = Endpointer(settings.endpoint)
-        self._scorer_state = scorer_state
+        self._new_scorer_state = new_scorer_state
+        self._scorer_state = new_scorer_state()
+        self._scorer_stale = False  # FSMN skipped some audio; its state must restart before use
+        self._discard = 0  # warm-up probabilities still to drop after a restart
         self._framed = 0  # absolute sample index up to which cheap stages have run
+        self._carry = np.zeros(0, dtype=np.float32)  # samples of an incomplete 10 ms frame
         # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
         self._pending: deque[tuple[float, bool]] = deque()
         self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
@@ -80,19 +96,51 @@ class StreamSession:
 
     def _store(self, samples: np.ndarray) -> ScoreWork:
         self._buffer.append(samples)
-        while self._framed + FRAME_SAMPLES <= self._buffer.end:
-            frame = self._buffer.read(self._framed, self._framed + FRAME_SAMPLES)
-            level = frame_dbfs(frame)
-            # webrtcvad is only asked about frames loud enough to pass the gate.
-            webrtc_speech = self._gate.passes(level) and self._webrtc.is_speech(frame)
-            self._pending.append((level, webrtc_speech))
-            self._framed += FRAME_SAMPLES
+        data = np.concatenate([self._carry, samples]) if len(self._carry) else samples
+        count = len(data) // FRAME_SAMPLES
+        self._carry = data[count * FRAME_SAMPLES :].copy()
+        if count:
+            frames = data[: count * FRAME_SAMPLES].reshape(count, FRAME_SAMPLES)
+            levels = frame_levels_dbfs(frames)
+            loud = levels >= self.settings.energy_gate_dbfs
+            webrtc = np.zeros(count, dtype=bool)
+            for i in np.flatnonzero(loud):  # webrtcvad is only asked about frames that pass the gate
+                webrtc[i] = self._webrtc.is_speech(frames[i])
+            self._pending.extend(zip(levels.tolist(), webrtc.tolist()))
+            self._framed += count * FRAME_SAMPLES
+        return self._score_work(samples)
+
+    def _score_work(self, samples: np.ndarray) -> ScoreWork:
+        gate = self.settings.energy_gate_dbfs
+        clear_silence = (
+            self.settings.skip_silent_fsmn
+            and not self._endpointer.in_segment
+            and not self._endpointer.onset_pending
+            and all(level < gate for level, _ in self._pending)
+        )
+        if clear_silence:
+            self._scorer_stale = True
+            return ScoreWork(None, samples, needed=False)
+        if self._scorer_stale:
+            self._scorer_stale = False
+            self._scorer_state = self._new_scorer_state()
+            first_pending = self._framed // FRAME_SAMPLES - len(self._pending)
+            oldest_frame = -(-self._buffer.start // FRAME_SAMPLES)
+            warm_start = max(oldest_frame, first_pending - FSMN_WARMUP_FRAMES)
+            self._discard = first_pending - warm_start
+            samples = self._buffer.read(warm_start * FRAME_SAMPLES, self._buffer.end)
         return ScoreWork(self._scorer_state, samples)
 
-    def apply(self, probabilities: np.ndarray) -> list[Event]:
-        """Consume FSMN probabilities (one per frame, in order) and return the resulting events."""
+    def apply(self, probabilities: np.ndarray | None) -> list[Event]:
+        """Consume FSMN probabilities (one per frame, in order; None when push() said they are not
+        needed: every waiting frame is then silence) and return the resulting events."""
         events: list[Event] = []
         threshold = self.settings.fsmn_speech_threshold
+        if probabilities is None:
+            probabilities = np.zeros(len(self._pending), dtype=np.float32)
+        elif self._discard:
+            dropped = min(self._discard, len(probabilities))
+            probabilities, self._discard = probabilities[dropped:], self._discard - dropped
         for prob in np.asarray(probabilities, dtype=np.float32):
             if not self._pending:
                 break  # the scorer can never be ahead of framing; ignore any surplus
@@ -107,6 +155,8 @@ class StreamSession:
 
     def feed(self, pcm: bytes, scorer: SpeechScorer) -> list[Event]:
         work = self.push(pcm)
+        if not work.needed:
+            return self.apply(None)
         return self.apply(scorer.score([(work.state, work.samples)])[0])
 
     def finish(self) -> list[Event]:

@@ -28,7 +28,7 @@ class PartialStabilizer:
     def update(self, hypothesis: str) -> PartialText:
         words = hypothesis.split()
         agreed = 0
-        for old, new in zip(self._previous, words, strict=False):
+        for old, new in zip(self._previous, words):
             if _norm(old) != _norm(new):
                 break
             agreed += 1

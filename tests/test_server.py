@@ -266,6 +266,8 @@ async def test_full_server_refuses_with_try_again_later(start_server):
     async with await connect(server.url) as first:
         await start(first)
         second = await connect(server.url)
+        busy = await recv(second, 10)
+        assert busy["type"] == "error" and busy["code"] == "busy" and "try again later" in busy["message"]
         with pytest.raises(websockets.ConnectionClosed):
             await recv(second, 10)
         assert second.close_code == 1013

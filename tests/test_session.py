@@ -15,7 +15,9 @@ TOLERANCE_MS = 60  # detected speech edges vs. the true phrase edges
 MS = 16  # samples per millisecond at 16 kHz
 
 
-def settings(rate=16000, silence_ms=300, max_segment_s=30.0, partial_interval_ms=0, preroll_ms=300):
+def settings(
+    rate=16000, silence_ms=300, max_segment_s=30.0, partial_interval_ms=0, preroll_ms=300, skip_silent_fsmn=True
+):
     return SessionSettings(
         sample_rate_hz=rate,
         endpoint=EndpointSettings(silence_ms, max_segment_s, 40, preroll_ms, 600),
@@ -24,11 +26,12 @@ def settings(rate=16000, silence_ms=300, max_segment_s=30.0, partial_interval_ms
         webrtc_aggressiveness=2,
         fsmn_speech_threshold=0.5,
         ring_buffer_s=35.0,
+        skip_silent_fsmn=skip_silent_fsmn,
     )
 
 
 def stream(scorer, audio, rate=16000, chunk_ms=100, **kw):
-    session = StreamSession(settings(rate=rate, **kw), scorer.new_state())
+    session = StreamSession(settings(rate=rate, **kw), scorer.new_state)
     pcm = to_pcm16(audio)
     step = rate * chunk_ms // 1000 * 2
     events = []
@@ -50,7 +53,7 @@ def test_segments_follow_known_speech_boundaries(scorer):
     script = compose([1.0, "hello world", 1.0, "the quick brown fox jumps over the lazy dog", 1.5, "good morning", 0.8])
     segments = closed(stream(scorer, script.audio))
     assert len(segments) == 3
-    for segment, (start, end) in zip(segments, script.spans, strict=False):
+    for segment, (start, end) in zip(segments, script.spans):
         assert_edges(segment, start, end)
         assert segment.reason == "silence"
 
@@ -67,7 +70,7 @@ def test_gap_shorter_than_silence_ms_joins_and_longer_splits(scorer):
 
 def test_segment_closes_silence_ms_after_speech_ends(scorer):
     script = compose([0.5, "hello world", 2.0])
-    session = StreamSession(settings(), scorer.new_state())
+    session = StreamSession(settings(), scorer.new_state)
     pcm, closed_at = to_pcm16(script.audio), None
     for offset in range(0, len(pcm), 320):  # 10 ms chunks: find the exact moment of closing
         if closed(session.feed(pcm[offset : offset + 320], scorer)):
@@ -99,7 +102,7 @@ def test_long_speech_is_cut_at_max_segment_without_losing_audio(scorer):
     segments = closed(stream(scorer, script.audio))
     assert segments[0].reason == "max_length"
     assert all(s.end - s.start <= 30 * 16000 for s in segments)
-    for before, after in zip(segments, segments[1:], strict=False):
+    for before, after in zip(segments, segments[1:]):
         assert after.start == before.end  # contiguous through the cut
     assert_edges(segments[-1], segments[-1].speech_start, script.spans[-1][1])
 
@@ -116,7 +119,7 @@ def test_resampled_streams_find_the_same_boundaries(scorer, rate):
     audio = soxr.resample(script.audio, 16000, rate).astype(np.float32)
     segments = closed(stream(scorer, audio, rate=rate))
     assert len(segments) == 2
-    for segment, (start, end) in zip(segments, script.spans, strict=False):
+    for segment, (start, end) in zip(segments, script.spans):
         assert_edges(segment, start, end)
 
 
@@ -158,3 +161,45 @@ def test_chunk_size_does_not_change_the_result(scorer):
     a = [(s.start, s.end) for s in closed(stream(scorer, script.audio, chunk_ms=20))]
     b = [(s.start, s.end) for s in closed(stream(scorer, script.audio, chunk_ms=370))]
     assert a == b and len(a) == 2
+
+
+def test_skipping_fsmn_on_clear_silence_keeps_the_same_boundaries(scorer):
+    script = compose([1.0, "hello world", 1.2, "good morning everyone", 0.25, "welcome back", 1.5, "thanks", 0.6])
+    always = [
+        (s.start, s.end, s.speech_start, s.speech_end)
+        for s in closed(stream(scorer, script.audio, skip_silent_fsmn=False))
+    ]
+    skipping = [(s.start, s.end, s.speech_start, s.speech_end) for s in closed(stream(scorer, script.audio))]
+    assert len(always) == 3
+    assert skipping == always
+
+
+def test_streams_scored_together_match_streams_scored_alone(scorer):
+    scripts = [
+        compose([0.5, "hello world", 1.0, "good morning everyone", 0.6]),
+        compose([0.2, "the quick brown fox jumps over the lazy dog", 0.8]),
+        compose([1.3, "please open the door", 0.4, "thank you", 0.9]),
+    ]
+    alone = [
+        [(s.start, s.end) for s in closed(stream(scorer, sc.audio, chunk_ms=chunk))]
+        for sc, chunk in zip(scripts, (100, 60, 130))
+    ]
+    sessions = [StreamSession(settings(), scorer.new_state) for _ in scripts]
+    pcms = [to_pcm16(sc.audio) for sc in scripts]
+    steps = [1600 * 2, 960 * 2, 2080 * 2]  # different chunk sizes: unequal frame counts per batch
+    events = [[] for _ in scripts]
+    offsets = [0, 0, 0]
+    while any(o < len(p) for o, p in zip(offsets, pcms)):
+        batch = []
+        for i, session in enumerate(sessions):
+            if offsets[i] < len(pcms[i]):
+                work = session.push(pcms[i][offsets[i] : offsets[i] + steps[i]])
+                offsets[i] += steps[i]
+                batch.append((i, work))
+        needed = [(i, w) for i, w in batch if w.needed]
+        probs = dict(zip([i for i, _ in needed], scorer.score([(w.state, w.samples) for _, w in needed])))
+        for i, _ in batch:
+            events[i] += sessions[i].apply(probs.get(i))
+    together = [[(s.start, s.end) for s in closed(ev + session.finish())] for ev, session in zip(events, sessions)]
+    assert together == alone
+    assert [len(a) for a in alone] == [2, 1, 2]

@@ -62,7 +62,7 @@ def test_batched_streams_equal_separate_streams(scorer: FsmnScorer):
     b = compose([0.2, "good morning everyone", 0.4]).audio[: len(a)]
     sa, sb, s1, s2 = (scorer.new_state() for _ in range(4))
     batched_a, batched_b, alone_a, alone_b = [], [], [], []
-    for chunk_a, chunk_b in zip(np.array_split(a, 20), np.array_split(b, 20), strict=False):
+    for chunk_a, chunk_b in zip(np.array_split(a, 20), np.array_split(b, 20)):
         pa, pb = scorer.score([(sa, chunk_a), (sb, chunk_b)])
         batched_a.append(pa)
         batched_b.append(pb)

@@ -11,6 +11,12 @@ def frame_dbfs(frame: np.ndarray) -> float:
     return 20.0 * np.log10(max(rms, 1e-6))
 
 
+def frame_levels_dbfs(frames: np.ndarray) -> np.ndarray:
+    """Levels of each row of a (frames, samples) array, vectorised."""
+    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    return 10.0 * np.log10(np.maximum(power, 1e-12))
+
+
 class EnergyGate:
     def __init__(self, floor_dbfs: float) -> None:
         self.floor_dbfs = floor_dbfs

@@ -1,0 +1,284 @@
+"""Load harness: N paced real-time streams against a real server process over loopback.
+
+    .venv/bin/python bench/load.py --engine instant --streams 1 50 100 200 400 --vad-batch 1 256
+    .venv/bin/python bench/load.py --engine whisper --streams 1 2 4
+
+The server runs as its own process (`run_server.py` with a generated config); the clients run in
+this process, each sending an espeak-ng script with known phrase boundaries in 100 ms chunks paced
+to the wall clock. Every run is bounded in time. Reported per run:
+- lag: how far behind real time the server processed audio (server histogram, /metrics)
+- end of speech -> final caption p50/p95/p99, and its split: endpointing (silence rule, FSMN
+  look-ahead, chunking, lag) vs queue (waiting for the model) vs decode (the model call)
+- partial cadence (median gap between partials of a stream)
+- server CPU % (of one core) and RSS, RSS per connection
+- finals expected / received / duplicated (lost or duplicated must be 0)
+The `instant` engine (fixed text, no recognition; a benchmark engine) isolates the server's own
+cost; `whisper` shows the real total on the embedded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import websockets  # noqa: E402
+
+from tests.speech import compose, to_pcm16  # noqa: E402
+
+CHUNK_MS = 100
+SCRIPT = [0.6, "hello world", 0.8, "good morning everyone", 1.0, "please open the door", 0.9]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, overrides: dict[str, str]) -> None:
+    text = (ROOT / "config.toml").read_text()
+    for key, value in overrides.items():
+        text, count = re.subn(rf"(?m)^{key} = [^#\n]*", f"{key} = {value} ", text)
+        assert count == 1, key
+    path.write_text(text)
+
+
+class ServerProcess:
+    def __init__(self, engine: str, vad_batch: int, streams: int) -> None:
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory()
+        config = Path(self.dir.name, "config.toml")
+        write_config(
+            config,
+            {
+                "engine": f'"{engine}"',
+                "vad_max_batch_size": str(vad_batch),
+                "max_connections": str(max(64, streams + 8)),
+            },
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "run_server.py"),
+                "--config",
+                str(config),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.proc.stderr.read().decode()) from None
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+            return response.read().decode()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.dir.cleanup()
+
+
+def histogram_quantiles(metrics: str, name: str, qs=(0.5, 0.95, 0.99)) -> list[float]:
+    buckets = []
+    for line in metrics.splitlines():
+        match = re.match(rf'{name}_bucket{{le="([^"]+)"}} (\S+)', line)
+        if match:
+            buckets.append((float(match.group(1)), float(match.group(2))))
+    total = buckets[-1][1] if buckets else 0
+    out = []
+    for q in qs:
+        bound = next((le for le, count in buckets if total and count >= q * total), float("nan"))
+        out.append(bound)
+    return out
+
+
+async def stream(
+    url: str, index: int, chunks: list[bytes], spans_ms: list[tuple[float, float]], start_at: float, results: list
+) -> None:
+    sent_at: list[float] = []
+    finals, partial_times = [], []
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    async with websockets.connect(url, subprotocols=["binary"], ping_interval=None, max_size=None) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "mode": "2pass",
+                    "wav_name": f"s{index}",
+                    "wav_format": "pcm",
+                    "audio_fs": 16000,
+                    "is_speaking": True,
+                    "chunk_size": [5, 10, 5],
+                    "chunk_interval": 10,
+                }
+            )
+        )
+
+        async def send() -> None:
+            began = time.monotonic()
+            for i, chunk in enumerate(chunks):
+                await asyncio.sleep(max(0.0, began + i * CHUNK_MS / 1000 - time.monotonic()))
+                sent_at.append(time.monotonic())
+                await ws.send(chunk)
+            await ws.send(json.dumps({"is_speaking": False}))
+
+        sender = asyncio.create_task(send())
+        async for raw in ws:
+            reply = json.loads(raw)
+            now = time.monotonic()
+            if reply.get("type") == "partial":
+                partial_times.append(now)
+            elif reply.get("type") == "final":
+                span_end = min(spans_ms, key=lambda s: abs(s[1] - reply["end_ms"]))[1]
+                chunk = min(int(span_end // CHUNK_MS), len(sent_at) - 1)
+                finals.append({**reply, "latency_ms": (now - sent_at[chunk]) * 1000})
+            if reply.get("is_final"):
+                break
+        await sender
+    gaps = [b - a for a, b in zip(partial_times, partial_times[1:]) if b - a < 2.0]
+    results.append({"finals": finals, "partial_gaps": gaps})
+
+
+async def run_clients(url: str, count: int, script) -> list[dict]:
+    pcm = to_pcm16(script.audio)
+    step = 16000 * CHUNK_MS // 1000 * 2
+    chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+    spans_ms = [(a / 16, b / 16) for a, b in script.spans]
+    begin = time.monotonic() + 0.5
+    results: list[dict] = []
+    tasks = [stream(url, i, chunks, spans_ms, begin + (i % 50) * 0.02, results) for i in range(count)]
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=len(script.audio) / 16000 + 240)
+    return results
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def one_run(engine: str, vad_batch: int, count: int, script) -> dict:
+    server = ServerProcess(engine, vad_batch, count)
+    try:
+        idle_rss = server.rss_mib()
+        cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+        peak = {"rss": idle_rss}
+
+        async def main():
+            async def sample():
+                while True:
+                    peak["rss"] = max(peak["rss"], server.rss_mib())
+                    await asyncio.sleep(0.5)
+
+            sampler = asyncio.create_task(sample())
+            try:
+                return await run_clients(server.url, count, script)
+            finally:
+                sampler.cancel()
+
+        results = asyncio.run(main())
+        cpu = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before) * 100
+        metrics = server.get("/metrics")
+    finally:
+        server.stop()
+    finals = [f for r in results for f in r["finals"]]
+    expected = count * len(script.spans)
+    duplicates = sum(len(r["finals"]) - len({f["segment_id"] for f in r["finals"]}) for r in results)
+    latency = [f["latency_ms"] for f in finals]
+    endpoint = [f["latency_ms"] - f.get("final_ms", 0) for f in finals]
+    lag = histogram_quantiles(metrics, "caption_stream_lag_seconds")
+    gaps = [g for r in results for g in r["partial_gaps"]]
+    return {
+        "engine": engine,
+        "vad_batch": vad_batch,
+        "streams": count,
+        "lag_ms": [x * 1000 for x in lag],
+        "latency_ms": [pct(latency, q) for q in (0.5, 0.95, 0.99)],
+        "endpoint_p95": pct(endpoint, 0.95),
+        "queue_p95": pct([f.get("queue_ms", 0) for f in finals], 0.95),
+        "decode_p95": pct([f.get("decode_ms", 0) for f in finals], 0.95),
+        "partial_gap_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
+        "cpu": cpu,
+        "rss": peak["rss"],
+        "rss_per_conn_kib": (peak["rss"] - idle_rss) * 1024 / count,
+        "finals": (expected, len(finals), duplicates),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", default="instant", choices=["instant", "whisper"])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 50, 100, 200])
+    parser.add_argument("--vad-batch", type=int, nargs="+", default=[256], help="vad_max_batch_size per run")
+    args = parser.parse_args()
+    script = compose(SCRIPT)
+    print(
+        f"script {len(script.audio) / 16000:.1f} s, {len(script.spans)} phrases per stream, {CHUNK_MS} ms chunks; "
+        f"clients in this process, server in its own; CPU % is of one core (2 cores here)"
+    )
+    header = (
+        f"{'engine':>8} {'vadB':>4} {'streams':>7} | {'lag p50/p95/p99 ms':>20} | {'final p50/p95/p99 ms':>22} | "
+        f"{'endp95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | {'cpu%':>5} {'rssMiB':>6} "
+        f"{'KiB/conn':>8} | finals exp/got/dup"
+    )
+    print(header)
+    for vad_batch in args.vad_batch:
+        for count in args.streams:
+            r = one_run(args.engine, vad_batch, count, script)
+            lag = "/".join(f"{x:.0f}" for x in r["lag_ms"])
+            lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
+            print(
+                f"{r['engine']:>8} {vad_batch:>4} {count:>7} | {lag:>20} | {lat:>22} | {r['endpoint_p95']:>6.0f} "
+                f"{r['queue_p95']:>7.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | {r['cpu']:>5.0f} "
+                f"{r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | {'/'.join(map(str, r['finals']))}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Prometheus metrics for one server instance (its own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("caption_connections", "Open WebSocket connections", registry=r)
+        self.audio_seconds = Counter("caption_audio_seconds", "Audio received, in seconds at 16 kHz", registry=r)
+        self.segments = Counter("caption_segments", "Segments closed", ["reason"], registry=r)
+        self.finals = Counter("caption_finals", "Final captions produced", registry=r)
+        self.partials = Counter("caption_partials", "Partial captions sent", registry=r)
+        self.partials_skipped = Counter(
+            "caption_partials_skipped", "Partial re-decodes not requested because the executor was behind", registry=r
+        )
+        self.errors = Counter("caption_errors", "Errors reported to clients", ["code"], registry=r)
+        self.disconnects = Counter("caption_disconnects", "Connections closed by the server", ["reason"], registry=r)
+        self.queue_depth = Gauge("caption_queue_depth", "Decode requests waiting", registry=r)
+        self.backlog = Gauge("caption_backlog_seconds", "Age of the oldest waiting final", registry=r)
+        self.batch_size = Histogram(
+            "caption_batch_size", "Requests per model call", ["kind"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.stage = Histogram(
+            "caption_stage_seconds",
+            "Time per stage: vad and decode are model calls; queue is "
+            "waiting for the model; endpoint is audio time from speech end to segment close",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag = Histogram(
+            "caption_stream_lag_seconds",
+            "How far behind real time a stream's audio is processed",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def observe_batch(self, kind: str, size: int, seconds: float) -> None:
+        self.batch_size.labels(kind).observe(size)
+        self.stage.labels(kind).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
