@@ -207,6 +207,7 @@ def one_run(engine: str, vad_batch: int, count: int, script) -> dict:
     try:
         idle_rss = server.rss_mib()
         cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
+        client_before = sum(os.times()[:2])
         peak = {"rss": idle_rss}
 
         async def main():
@@ -222,7 +223,9 @@ def one_run(engine: str, vad_batch: int, count: int, script) -> dict:
                 sampler.cancel()
 
         results = asyncio.run(main())
-        cpu = (server.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before) * 100
+        wall = time.monotonic() - wall_before
+        cpu = (server.cpu_seconds() - cpu_before) / wall * 100
+        client_cpu = (sum(os.times()[:2]) - client_before) / wall * 100
         metrics = server.get("/metrics")
     finally:
         server.stop()
@@ -244,6 +247,7 @@ def one_run(engine: str, vad_batch: int, count: int, script) -> dict:
         "decode_p95": pct([f.get("decode_ms", 0) for f in finals], 0.95),
         "partial_gap_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
         "cpu": cpu,
+        "client_cpu": client_cpu,
         "rss": peak["rss"],
         "rss_per_conn_kib": (peak["rss"] - idle_rss) * 1024 / count,
         "finals": (expected, len(finals), duplicates),
@@ -263,7 +267,7 @@ def main() -> None:
     )
     header = (
         f"{'engine':>8} {'vadB':>4} {'streams':>7} | {'lag p50/p95/p99 ms':>20} | {'final p50/p95/p99 ms':>22} | "
-        f"{'endp95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | {'cpu%':>5} {'rssMiB':>6} "
+        f"{'endp95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | {'cpu%':>5} {'cli%':>4} {'rssMiB':>6} "
         f"{'KiB/conn':>8} | finals exp/got/dup"
     )
     print(header)
@@ -274,8 +278,9 @@ def main() -> None:
             lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
             print(
                 f"{r['engine']:>8} {vad_batch:>4} {count:>7} | {lag:>20} | {lat:>22} | {r['endpoint_p95']:>6.0f} "
-                f"{r['queue_p95']:>7.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | {r['cpu']:>5.0f} "
-                f"{r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | {'/'.join(map(str, r['finals']))}",
+                f"{r['queue_p95']:>7.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | "
+                f"{r['cpu']:>5.0f} {r['client_cpu']:>4.0f} {r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | "
+                f"{'/'.join(map(str, r['finals']))}",
                 flush=True,
             )
 

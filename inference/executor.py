@@ -68,6 +68,7 @@ class InferenceExecutor:
         max_wait_ms: int,
         vad_max_batch_size: int,
         on_batch: Callable[[str, int, float], None] | None = None,
+        vad_max_wait_ms: int = 0,
     ):
         """`on_batch(kind, size, seconds)` is told about every model call ("decode" or "vad")."""
         self.engine = engine
@@ -75,6 +76,7 @@ class InferenceExecutor:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.vad_max_batch_size = vad_max_batch_size
+        self.vad_max_wait_s = vad_max_wait_ms / 1000
         self._on_batch = on_batch or (lambda kind, size, seconds: None)
         self.stats = ExecutorStats()
         self._finals: deque[_Decode] = deque()
@@ -287,6 +289,10 @@ class InferenceExecutor:
             await self._score_ready.wait()
             if self._closed:
                 break
+            # Gather chunks for a moment: one call for many streams costs little more than one call
+            # for a single stream, and at this step's scale a few ms do not matter to endpointing.
+            if self.vad_max_wait_s > 0 and len(self._scores) < self.vad_max_batch_size:
+                await asyncio.sleep(self.vad_max_wait_s)
             batch = [self._scores.popleft() for _ in range(min(len(self._scores), self.vad_max_batch_size))]
             if not self._scores:
                 self._score_ready.clear()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import kaldi_native_fbank as knf
 import numpy as np
 import torch
+
+from inference.fbank import log_mel, split_frames
 
 LFR_M = 5  # frames stacked per model input (config.yaml lfr_m); lfr_n = 1
 LFR_PAD = (LFR_M - 1) // 2
@@ -47,29 +48,13 @@ def _load_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return shift, scale
 
 
-def _fbank_options() -> knf.FbankOptions:
-    # Same settings funasr's WavFrontendOnline passes for fsmn-vad (config.yaml frontend_conf).
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = 16000.0
-    opts.frame_opts.frame_length_ms = 25.0
-    opts.frame_opts.frame_shift_ms = 10.0
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.window_type = "hamming"
-    opts.frame_opts.snip_edges = True
-    opts.mel_opts.num_bins = 80
-    opts.energy_floor = 0.0
-    return opts
-
-
 @dataclass
 class FsmnStreamState:
     """Everything one stream carries between chunks; owned by the stream, not the model."""
 
-    fbank: knf.OnlineFbank
-    fbank_frames_read: int = 0
-    fbank_frames_popped: int = 0
+    caches: np.ndarray  # (layers, proj_dim, lorder - 1) FSMN memory, float32
+    residual: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # samples of the next frame
     tail: np.ndarray | None = None  # the last LFR_M - 1 fbank frames, context for the next rows
-    caches: np.ndarray | None = None  # (layers, proj_dim, lorder - 1) float32
 
 
 class FsmnScorer:
@@ -83,21 +68,28 @@ class FsmnScorer:
         self._proj_dim, self._lorder = conv.shape[0], conv.shape[2]
         shift, scale = _load_cmvn(model_dir / "am.mvn")
         self._shift, self._scale = shift, scale
-        self._opts = _fbank_options()
 
     def new_state(self) -> FsmnStreamState:
-        return FsmnStreamState(
-            fbank=knf.OnlineFbank(self._opts),
-            caches=np.zeros((self._layers, self._proj_dim, self._lorder - 1), dtype=np.float32),
-        )
+        return FsmnStreamState(np.zeros((self._layers, self._proj_dim, self._lorder - 1), dtype=np.float32))
 
     def score(self, work: Sequence[tuple[FsmnStreamState, np.ndarray]]) -> list[np.ndarray]:
         """Speech probability per newly complete 10 ms frame, for each (state, samples) pair.
 
-        All streams with new frames go through the model in one call, padded at the end to the
-        longest; the FSMN memory is causal, so padding never changes a real frame's output.
+        Features for every stream's new frames are computed in one vectorised pass, and all
+        streams go through the model in one call, padded at the end to the longest; the FSMN
+        memory is causal, so padding never changes a real frame's output.
         """
-        features = [self._features(state, samples) for state, samples in work]
+        frames, counts = [], []
+        for state, samples in work:
+            # Kaldi features expect int16-range samples.
+            pending = np.concatenate([state.residual, np.asarray(samples, dtype=np.float32) * 32768.0])
+            stream_frames, consumed = split_frames(pending)
+            state.residual = pending[consumed:].copy()
+            frames.append(stream_frames)
+            counts.append(len(stream_frames))
+        mel = log_mel(np.concatenate(frames)) if sum(counts) else np.zeros((0, 80), dtype=np.float32)
+        bounds = np.cumsum([0, *counts])
+        features = [self._lfr(state, mel[a:b]) for (state, _), a, b in zip(work, bounds[:-1], bounds[1:])]
         results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(work)
         active = [i for i, feats in enumerate(features) if len(feats)]
         if not active:
@@ -111,28 +103,17 @@ class FsmnScorer:
             results[i] = probs[row, : lengths[row]]
         return results
 
-    def _features(self, state: FsmnStreamState, samples: np.ndarray) -> np.ndarray:
-        if len(samples):
-            # Kaldi features expect int16-range samples.
-            state.fbank.accept_waveform(16000, (samples * 32768.0).tolist())
-        ready = state.fbank.num_frames_ready
-        if ready == state.fbank_frames_read:
+    def _lfr(self, state: FsmnStreamState, fresh: np.ndarray) -> np.ndarray:
+        """Stack 5 consecutive fbank frames per model input (lfr_m 5, lfr_n 1), then normalise."""
+        if not len(fresh):
             return np.zeros((0, LFR_M * 80), dtype=np.float32)
-        # copy each frame: pop() below frees knf's memory behind get_frame's views
-        fresh = np.array([state.fbank.get_frame(i) for i in range(state.fbank_frames_read, ready)], dtype=np.float32)
-        if state.fbank_frames_read == 0:  # funasr pads the first LFR window with the first frame
-            fresh = np.concatenate([np.repeat(fresh[:1], LFR_PAD, axis=0), fresh])
-        state.fbank_frames_read = ready
-        unpopped = ready - state.fbank_frames_popped
-        if unpopped > 200:
-            state.fbank.pop(unpopped)  # let knf free frames already read (indices stay absolute)
-            state.fbank_frames_popped += unpopped
-        frames = np.concatenate([state.tail, fresh]) if state.tail is not None else fresh
+        if state.tail is None:  # funasr pads the first LFR window with the first frame
+            state.tail = np.repeat(fresh[:1], LFR_PAD, axis=0)
+        frames = np.concatenate([state.tail, fresh])
         count = len(frames) - (LFR_M - 1)
         state.tail = frames[-(LFR_M - 1) :]
         if count <= 0:
             return np.zeros((0, LFR_M * 80), dtype=np.float32)
-        # Row t stacks frames t..t+4 (LFR with lfr_n = 1).
         stacked = np.concatenate([frames[k : k + count] for k in range(LFR_M)], axis=1)
         return (stacked + self._shift) * self._scale
 

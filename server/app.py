@@ -74,6 +74,7 @@ class CaptionServer:
             inf.max_wait_ms,
             inf.vad_max_batch_size,
             on_batch=metrics.observe_batch,
+            vad_max_wait_ms=inf.vad_max_wait_ms,
         )
         await executor.start()
         self.ctx = ServerContext(

@@ -58,6 +58,7 @@ class InferenceConfig:
     max_wait_ms: int
     partial_interval_ms: int
     vad_max_batch_size: int
+    vad_max_wait_ms: int
     overload_backlog_ms: int
 
 
@@ -116,6 +117,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "max_wait_ms"): (0, 1000),
     ("inference", "partial_interval_ms"): (100, 10_000),
     ("inference", "vad_max_batch_size"): (1, 4096),
+    ("inference", "vad_max_wait_ms"): (0, 200),
     ("whisper", "cpu_threads"): (0, 256),
     ("whisper", "beam_size"): (1, 16),
     ("whisper", "no_speech_threshold"): (0, 1),

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from inference.engines.base import DecodeOptions
@@ -31,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_UNSCORED_S = 5.0  # audio allowed to wait for VAD before the connection stops reading
+
 
 @dataclass
 class Stream:
@@ -47,6 +48,7 @@ class Stream:
     finals_task: asyncio.Task | None = None
     client_gone: bool = False
     first_audio_at: float | None = None
+    pump: asyncio.Task | None = None  # the stream's VAD scoring loop, when running
 
 
 def session_settings(ctx_config, start: protocol.StartStream) -> SessionSettings:
@@ -157,21 +159,32 @@ class Connection:
                 return
             received_before = stream.session.samples_received
             try:
-                work = stream.session.push(data)
+                stream.session.push(data)
             except AudioFormatError as exc:
                 self._error("bad_audio", f"{exc}; frame dropped")
                 return
             self._account_audio(stream, stream.session.samples_received - received_before)
-            if not work.needed:  # clear silence: no model call at all
-                self._handle(stream, stream.session.apply(None))
+            if stream.pump is None or stream.pump.done():
+                stream.pump = asyncio.create_task(self._pump(stream), name=f"vad {self.peer}")
+            elif stream.session.unscored_s > MAX_UNSCORED_S:
+                await asyncio.shield(stream.pump)  # VAD far behind: stop reading (TCP backpressure)
+
+    async def _pump(self, stream: Stream) -> None:
+        """Scores whatever audio arrived since the last score, until none is left.
+
+        One score in flight per stream; frames arriving meanwhile join the next one, so a stream
+        keeps up with real time however long a batched VAD call takes."""
+        while (work := stream.session.take_work()) is not None:
+            probabilities = None  # None: clear silence (or a failed call) - no FSMN needed
+            if work.needed:
+                try:
+                    probabilities = await self.ctx.executor.score_speech(work.state, work.samples)
+                except ExecutorClosed:
+                    return
+                except Exception:
+                    log.exception("%s: VAD scoring failed; treating the audio as silence", self.peer)
+            if stream.session.finished:
                 return
-            try:
-                probabilities = await self.ctx.executor.score_speech(work.state, work.samples)
-            except ExecutorClosed:
-                return
-            except Exception:
-                log.exception("%s: VAD scoring failed; treating the chunk as silence", self.peer)
-                probabilities = np.zeros(0, dtype=np.float32)
             self._handle(stream, stream.session.apply(probabilities))
 
     def _account_audio(self, stream: Stream, new_samples: int) -> None:
@@ -321,6 +334,8 @@ class Connection:
         assert stream is not None
         self.stream = None
         stream.client_gone = client_gone
+        if stream.pump is not None:
+            await asyncio.shield(stream.pump)  # every frame received is scored before the end
         self._handle(stream, stream.session.finish())
         self.ctx.executor.forget_stream(stream.stream_id)
         stream.finals.put_nowait(None)

@@ -1,10 +1,12 @@
 """One audio stream: PCM bytes -> resample -> ring buffer -> VAD stages -> endpointer -> events.
 
-Two-phase so the FSMN model can be batched across streams by the caller:
-    work = session.push(pcm)            # cheap: decode, resample, energy gate, webrtcvad
-    probs = scorer.score([work])[0]     # FSMN, possibly batched with other streams' work
+Phased so the FSMN model can be batched across streams by the caller:
+    session.push(pcm)                   # cheap: decode, resample, energy gate, webrtcvad
+    work = session.take_work()          # all audio FSMN has not seen yet (any number of pushes)
+    probs = scorer.score([work])[0]     # FSMN, batched with other streams' work
     events = session.apply(probs)       # endpointing decisions -> typed events
-`feed(pcm, scorer)` does all three for tests and single-stream use.
+Pushes may go on while a score is in flight; the next take_work() covers them all, so a stream
+never falls behind by one model call per chunk. `feed(pcm, scorer)` does it all for tests.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class StreamSession:
         self._discard = 0  # warm-up probabilities still to drop after a restart
         self._framed = 0  # absolute sample index up to which cheap stages have run
         self._carry = np.zeros(0, dtype=np.float32)  # samples of an incomplete 10 ms frame
+        self._unscored: list[np.ndarray] = []  # pushed audio FSMN has not been given yet
         # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
         self._pending: deque[tuple[float, bool]] = deque()
         self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
@@ -87,15 +90,26 @@ class StreamSession:
     def in_segment(self) -> bool:
         return self._endpointer.in_segment
 
-    def push(self, pcm: bytes) -> ScoreWork:
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def unscored_s(self) -> float:
+        """Audio received that FSMN has not scored yet, in seconds."""
+        return sum(len(s) for s in self._unscored) / SAMPLE_RATE
+
+    def push(self, pcm: bytes) -> None:
         """Store a PCM16LE frame and run the cheap stages. Raises AudioFormatError on bad bytes."""
         if self._finished:
             raise RuntimeError("stream already finished")
         samples = self._resampler.process(decode_pcm16(pcm))
-        return self._store(samples)
+        self._store(samples)
 
-    def _store(self, samples: np.ndarray) -> ScoreWork:
+    def _store(self, samples: np.ndarray) -> None:
         self._buffer.append(samples)
+        if len(samples):
+            self._unscored.append(samples)
         data = np.concatenate([self._carry, samples]) if len(self._carry) else samples
         count = len(data) // FRAME_SAMPLES
         self._carry = data[count * FRAME_SAMPLES :].copy()
@@ -108,9 +122,13 @@ class StreamSession:
                 webrtc[i] = self._webrtc.is_speech(frames[i])
             self._pending.extend(zip(levels.tolist(), webrtc.tolist()))
             self._framed += count * FRAME_SAMPLES
-        return self._score_work(samples)
 
-    def _score_work(self, samples: np.ndarray) -> ScoreWork:
+    def take_work(self) -> ScoreWork | None:
+        """FSMN input for everything pushed since the last call, or None if nothing was."""
+        if not self._unscored or self._finished:
+            return None
+        samples = np.concatenate(self._unscored) if len(self._unscored) > 1 else self._unscored[0]
+        self._unscored = []
         gate = self.settings.energy_gate_dbfs
         clear_silence = (
             self.settings.skip_silent_fsmn
@@ -137,6 +155,8 @@ class StreamSession:
         events: list[Event] = []
         threshold = self.settings.fsmn_speech_threshold
         if probabilities is None:
+            # Every waiting frame is silence; FSMN missed this audio, so it restarts next time.
+            self._scorer_stale = True
             probabilities = np.zeros(len(self._pending), dtype=np.float32)
         elif self._discard:
             dropped = min(self._discard, len(probabilities))
@@ -154,7 +174,10 @@ class StreamSession:
         return events
 
     def feed(self, pcm: bytes, scorer: SpeechScorer) -> list[Event]:
-        work = self.push(pcm)
+        self.push(pcm)
+        work = self.take_work()
+        if work is None:
+            return []
         if not work.needed:
             return self.apply(None)
         return self.apply(scorer.score([(work.state, work.samples)])[0])

@@ -193,9 +193,9 @@ def test_streams_scored_together_match_streams_scored_alone(scorer):
         batch = []
         for i, session in enumerate(sessions):
             if offsets[i] < len(pcms[i]):
-                work = session.push(pcms[i][offsets[i] : offsets[i] + steps[i]])
+                session.push(pcms[i][offsets[i] : offsets[i] + steps[i]])
                 offsets[i] += steps[i]
-                batch.append((i, work))
+                batch.append((i, session.take_work()))
         needed = [(i, w) for i, w in batch if w.needed]
         probs = dict(zip([i for i, _ in needed], scorer.score([(w.state, w.samples) for _, w in needed])))
         for i, _ in batch:

@@ -70,3 +70,23 @@ def test_batched_streams_equal_separate_streams(scorer: FsmnScorer):
         alone_b.append(scorer.score([(s2, chunk_b)])[0])
     np.testing.assert_allclose(np.concatenate(batched_a), np.concatenate(alone_a), atol=1e-5)
     np.testing.assert_allclose(np.concatenate(batched_b), np.concatenate(alone_b), atol=1e-5)
+
+
+def test_vectorised_fbank_matches_kaldi_native_fbank():
+    import kaldi_native_fbank as knf
+
+    from inference.fbank import log_mel, split_frames
+
+    opts = knf.FbankOptions()  # the options funasr's frontend passes for fsmn-vad
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.window_type = "hamming"
+    opts.mel_opts.num_bins = 80
+    opts.energy_floor = 0.0
+    audio = compose([0.2, "hello world", 0.3]).audio * 32768
+    fbank = knf.OnlineFbank(opts)
+    fbank.accept_waveform(16000, audio.tolist())
+    reference = np.array([fbank.get_frame(i) for i in range(fbank.num_frames_ready)])
+    frames, consumed = split_frames(audio)
+    ours = log_mel(frames)
+    assert ours.shape == reference.shape and consumed == len(frames) * 160
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
