@@ -51,12 +51,14 @@ class CaptionServer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._stop = asyncio.Event()
+        self._owns_scorer = False
 
     async def startup(self) -> None:
         from inference.devices import resolve_device
         from inference.engines import create_engine
         from inference.executor import InferenceExecutor
         from inference.vad_fsmn import FsmnScorer
+        from inference.vad_process import ProcessScorer
 
         loop = asyncio.get_running_loop()
         if self._engine is None:
@@ -64,7 +66,10 @@ class CaptionServer:
             # Loading weights takes seconds; keep the loop responsive to signals meanwhile.
             self._engine = await loop.run_in_executor(None, create_engine, self.config, device)
         if self._scorer is None:
-            self._scorer = await loop.run_in_executor(None, FsmnScorer)  # tiny; always on the CPU
+            # Tiny and always on the CPU; in its own process so it does not compete for the GIL.
+            factory = ProcessScorer if self.config.inference.vad_process else FsmnScorer
+            self._scorer = await loop.run_in_executor(None, factory)
+            self._owns_scorer = True
         inf = self.config.inference
         metrics = Metrics()
         executor = InferenceExecutor(
@@ -139,6 +144,8 @@ class CaptionServer:
             if not_done:
                 log.warning("%d connection(s) did not finish within %.1f s", len(not_done), grace)
         await self.ctx.executor.close()
+        if self._owns_scorer and hasattr(self._scorer, "close"):
+            self._scorer.close()
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -59,6 +59,7 @@ class InferenceConfig:
     partial_interval_ms: int
     vad_max_batch_size: int
     vad_max_wait_ms: int
+    vad_process: bool
     overload_backlog_ms: int
 
 
@@ -138,6 +139,9 @@ def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         value = float(value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
     elif kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")

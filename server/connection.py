@@ -186,15 +186,19 @@ class Connection:
             if stream.session.finished:
                 return
             self._handle(stream, stream.session.apply(probabilities))
+            self._observe_lag(stream)
 
     def _account_audio(self, stream: Stream, new_samples: int) -> None:
         now = time.monotonic()
         if stream.first_audio_at is None:
             stream.first_audio_at = now - new_samples / 16000  # that audio began before it arrived
         self.ctx.metrics.audio_seconds.inc(new_samples / 16000)
-        # Positive when audio is processed later than real time (the server, or the link, is behind).
-        lag = (now - stream.first_audio_at) - stream.session.samples_received / 16000
-        self.ctx.metrics.lag.observe(max(0.0, lag))
+
+    def _observe_lag(self, stream: Stream) -> None:
+        # How far behind real time the stream's audio has been through VAD and endpointing.
+        if stream.first_audio_at is not None:
+            lag = (time.monotonic() - stream.first_audio_at) - stream.session.samples_decided / 16000
+            self.ctx.metrics.lag.observe(max(0.0, lag))
 
     def _start_stream(self, start: protocol.StartStream) -> None:
         try:

@@ -14,9 +14,14 @@ class AudioFormatError(ValueError):
 
 def decode_pcm16(frame: bytes) -> np.ndarray:
     """PCM16LE bytes -> float32 samples in [-1, 1)."""
+    return decode_int16(frame).astype(np.float32) / 32768.0
+
+
+def decode_int16(frame: bytes) -> np.ndarray:
+    """PCM16LE bytes -> int16 samples (a view, no copy)."""
     if len(frame) % 2:
         raise AudioFormatError(f"binary frame has {len(frame)} bytes; PCM16 needs an even count (2 bytes per sample)")
-    return np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+    return np.frombuffer(frame, dtype="<i2")
 
 
 class Resampler:

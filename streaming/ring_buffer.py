@@ -8,6 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    if samples.dtype == np.int16:
+        return samples
+    return (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
+
+
 class RingBuffer:
     """Keeps the newest `capacity` samples; older ones are overwritten, never reallocated."""
 
@@ -28,8 +34,8 @@ class RingBuffer:
         return max(0, self._end - self._capacity)
 
     def append(self, samples: np.ndarray) -> None:
-        samples = np.asarray(samples, dtype=np.float32)
-        samples = (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
+        """Float samples in [-1, 1), or int16 samples as they came off the wire."""
+        samples = to_int16(samples)
         if len(samples) > self._capacity:
             # Only the newest `capacity` samples can be held; the rest are skipped but counted.
             self._end += len(samples) - self._capacity

@@ -20,8 +20,8 @@ import numpy as np
 
 from streaming.endpointer import FRAME_MS, Closed, Endpointer, EndpointSettings, Opened
 from streaming.events import SAMPLE_RATE, Event, PartialDue, SegmentClosed, SpeechStarted
-from streaming.pcm import Resampler, decode_pcm16
-from streaming.ring_buffer import RingBuffer
+from streaming.pcm import Resampler, decode_int16, decode_pcm16
+from streaming.ring_buffer import RingBuffer, to_int16
 from streaming.vad.energy import EnergyGate, frame_levels_dbfs
 from streaming.vad.fsmn import SpeechScorer
 from streaming.vad.webrtc import WebrtcFrames
@@ -72,7 +72,7 @@ class StreamSession:
         self._scorer_stale = False  # FSMN skipped some audio; its state must restart before use
         self._discard = 0  # warm-up probabilities still to drop after a restart
         self._framed = 0  # absolute sample index up to which cheap stages have run
-        self._carry = np.zeros(0, dtype=np.float32)  # samples of an incomplete 10 ms frame
+        self._carry = np.zeros(0, dtype=np.int16)  # samples of an incomplete 10 ms frame
         self._unscored: list[np.ndarray] = []  # pushed audio FSMN has not been given yet
         # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
         self._pending: deque[tuple[float, bool]] = deque()
@@ -95,6 +95,11 @@ class StreamSession:
         return self._finished
 
     @property
+    def samples_decided(self) -> int:
+        """16 kHz samples whose speech/silence decision has been made (FSMN look-ahead aside)."""
+        return self._endpointer.frames_seen * FRAME_SAMPLES
+
+    @property
     def unscored_s(self) -> float:
         """Audio received that FSMN has not scored yet, in seconds."""
         return sum(len(s) for s in self._unscored) / SAMPLE_RATE
@@ -103,10 +108,13 @@ class StreamSession:
         """Store a PCM16LE frame and run the cheap stages. Raises AudioFormatError on bad bytes."""
         if self._finished:
             raise RuntimeError("stream already finished")
-        samples = self._resampler.process(decode_pcm16(pcm))
-        self._store(samples)
+        if self._resampler.input_rate_hz == SAMPLE_RATE:
+            self._store(decode_int16(pcm))  # the common case stays in int16 end to end
+        else:
+            self._store(to_int16(self._resampler.process(decode_pcm16(pcm))))
 
     def _store(self, samples: np.ndarray) -> None:
+        """Takes int16 samples at 16 kHz."""
         self._buffer.append(samples)
         if len(samples):
             self._unscored.append(samples)
@@ -127,7 +135,8 @@ class StreamSession:
         """FSMN input for everything pushed since the last call, or None if nothing was."""
         if not self._unscored or self._finished:
             return None
-        samples = np.concatenate(self._unscored) if len(self._unscored) > 1 else self._unscored[0]
+        pcm = np.concatenate(self._unscored) if len(self._unscored) > 1 else self._unscored[0]
+        samples = pcm.astype(np.float32) / 32768.0
         self._unscored = []
         gate = self.settings.energy_gate_dbfs
         clear_silence = (
@@ -189,7 +198,7 @@ class StreamSession:
         self._finished = True
         tail = self._resampler.flush()
         if len(tail):
-            self._buffer.append(tail)
+            self._buffer.append(to_int16(tail))
         # Frames still waiting for FSMN (its look-ahead) are kept in the closing segment; the last
         # of them loud enough to pass the gate bounds where speech may have ended.
         loud = [i for i, (level, _) in enumerate(self._pending) if self._gate.passes(level)]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import urllib.request
 
 import numpy as np
@@ -335,3 +336,42 @@ async def test_hotwords_and_language_reach_the_engine_per_connection(shared_serv
     assert "pytorch" not in final_words(plain)
     assert "pytorch" in final_words(hinted)
     assert final_words(french) != final_words(plain)
+
+
+async def test_metrics_and_default_vad_worker_process(whisper_engine, phrases):
+    from tests.conftest import make_config
+    from tests.server_thread import ServerThread
+
+    server = ServerThread(make_config(), whisper_engine, None).start()  # default: FSMN in a worker process
+    try:
+        replies = await transcribe(server.url, phrases["hello"].audio)
+        assert final_words(replies) == "hello world"
+        status, kind, body = http_get(server.http + "/metrics")
+        assert status == 200 and "text/plain" in kind
+        assert 'caption_segments_total{reason="silence"} 1.0' in body
+        assert "caption_audio_seconds_total" in body and 'caption_batch_size_count{kind="vad"}' in body
+        assert 'caption_stage_seconds_count{stage="decode"}' in body
+        health = json.loads(http_get(server.http + "/healthz")[2])
+        assert health["status"] == "ok" and health["overloaded"] is False
+    finally:
+        server.stop()
+
+
+async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_server, whisper_engine, phrases):
+    engine = RecordingEngine(whisper_engine)
+    server = start_server(engine=engine, inference={"overload_backlog_ms": 10, "partial_interval_ms": 300})
+    engine.gate.clear()  # the model stalls: finals pile up
+    async with await connect(server.url) as ws:
+        await start(ws)
+        await send_audio(ws, compose([0.3, "hello world", 0.6, "good morning", 0.6]).audio)
+        await asyncio.sleep(0.5)
+        health = json.loads(http_get(server.http + "/healthz")[2])
+        assert health["status"] == "degraded" and health["overloaded"] and health["backlog_ms"] >= 10
+        await send_audio(ws, phrases["fox"].audio, realtime=True)  # speech while degraded
+        engine.gate.set()
+        await ws.send(json.dumps({"is_speaking": False}))
+        replies = await until_end(ws)
+    assert len(finals(replies)) == 3  # finals keep flowing
+    metrics = http_get(server.http + "/metrics")[2]
+    skipped = float(re.search(r"^caption_partials_skipped_total (\S+)$", metrics, re.M).group(1))
+    assert skipped >= 1

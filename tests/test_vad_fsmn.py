@@ -90,3 +90,23 @@ def test_vectorised_fbank_matches_kaldi_native_fbank():
     ours = log_mel(frames)
     assert ours.shape == reference.shape and consumed == len(frames) * 160
     np.testing.assert_allclose(ours, reference, atol=1e-3)
+
+
+def test_worker_process_scorer_matches_in_process_scorer(scorer: FsmnScorer):
+    from inference.vad_process import ProcessScorer
+
+    remote = ProcessScorer()
+    try:
+        a = compose([0.3, "hello world", 0.3]).audio
+        b = compose([0.2, "good morning everyone", 0.4]).audio
+        local_states = [scorer.new_state(), scorer.new_state()]
+        remote_states = [remote.new_state(), remote.new_state()]
+        for chunk_a, chunk_b in zip(np.array_split(a, 7), np.array_split(b, 7)):
+            local = scorer.score(list(zip(local_states, [chunk_a, chunk_b])))
+            far = remote.score(list(zip(remote_states, [chunk_a, chunk_b])))
+            for x, y in zip(local, far):
+                np.testing.assert_allclose(x, y, atol=1e-4)
+        del remote_states  # released handles are dropped in the worker on the next call
+        assert remote.score([(remote.new_state(), a[:1600])])[0].shape == (6,)
+    finally:
+        remote.close()

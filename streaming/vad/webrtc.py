@@ -15,5 +15,7 @@ class WebrtcFrames:
         self._vad = webrtcvad.Vad(aggressiveness)
 
     def is_speech(self, frame: np.ndarray) -> bool:
-        pcm = (np.clip(frame, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
-        return self._vad.is_speech(pcm, SAMPLE_RATE)
+        """One 10 ms frame of int16 samples (float frames are converted)."""
+        if frame.dtype != np.int16:
+            frame = (np.clip(frame, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+        return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
