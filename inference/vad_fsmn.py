@@ -94,13 +94,14 @@ class FsmnScorer:
         active = [i for i, feats in enumerate(features) if len(feats)]
         if not active:
             return results
-        lengths = [len(features[i]) for i in active]
-        batch = np.zeros((len(active), max(lengths), LFR_M * 80), dtype=np.float32)
-        for row, i in enumerate(active):
-            batch[row, : lengths[row]] = features[i]
-        probs = self._forward(batch, [work[i][0] for i in active], lengths)
-        for row, i in enumerate(active):
-            results[i] = probs[row, : lengths[row]]
+        for group in _similar_lengths(active, [len(features[i]) for i in active]):
+            lengths = [len(features[i]) for i in group]
+            batch = np.zeros((len(group), max(lengths), LFR_M * 80), dtype=np.float32)
+            for row, i in enumerate(group):
+                batch[row, : lengths[row]] = features[i]
+            probs = self._forward(batch, [work[i][0] for i in group], lengths)
+            for row, i in enumerate(group):
+                results[i] = probs[row, : lengths[row]]
         return results
 
     def _lfr(self, state: FsmnStreamState, fresh: np.ndarray) -> np.ndarray:
@@ -142,6 +143,21 @@ class FsmnScorer:
         for state, cache in zip(states, stacked):
             state.caches = np.ascontiguousarray(cache)
         return (1.0 - silence).cpu().numpy().astype(np.float32)
+
+
+def _similar_lengths(indices: list[int], lengths: list[int], slack: float = 1.5) -> list[list[int]]:
+    """Split streams into groups whose frame counts differ by at most `slack`x, so padding to a
+    group's longest wastes little (one stream restarting with a long warm-up must not make
+    every other stream in the batch pay for its length)."""
+    order = sorted(range(len(indices)), key=lambda k: lengths[k])
+    groups: list[list[int]] = []
+    floor = 0
+    for k in order:
+        if not groups or lengths[k] > slack * floor:
+            groups.append([])
+            floor = lengths[k]
+        groups[-1].append(indices[k])
+    return groups
 
 
 def _affine(x: torch.Tensor, w: dict[str, torch.Tensor], name: str) -> torch.Tensor:

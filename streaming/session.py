@@ -55,8 +55,9 @@ class ScoreWork:
 
 
 # After skipping FSMN over silence, it restarts on this much earlier audio so its memory
-# (4 layers x 19 frames of context) is warm again when speech arrives; those outputs are dropped.
-FSMN_WARMUP_FRAMES = 100
+# (4 layers x 19 frames of context, plus LFR's 2) is warm again when speech arrives; those
+# outputs are dropped.
+FSMN_WARMUP_FRAMES = 80
 
 
 class StreamSession:

@@ -375,3 +375,35 @@ async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_se
     metrics = http_get(server.http + "/metrics")[2]
     skipped = float(re.search(r"^caption_partials_skipped_total (\S+)$", metrics, re.M).group(1))
     assert skipped >= 1
+
+
+async def test_client_that_stops_reading_is_disconnected_and_others_carry_on(start_server, phrases):
+    import socket
+
+    server = start_server(server={"send_timeout_s": 1.0, "max_errors_per_connection": 1_000_000})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a tiny TCP window
+    sock.connect(("127.0.0.1", server.server.port))
+    stalled = await websockets.connect(
+        server.url, sock=sock, subprotocols=["binary"], ping_interval=None, max_queue=1
+    )  # max_queue=1: the client library stops reading from the socket, like a frozen client
+
+    async def flood():
+        try:
+            for _ in range(20000):  # each bad message earns a ~250-byte error reply nobody reads
+                await stalled.send("{bad")
+        except websockets.ConnectionClosed:
+            pass
+
+    flooding = asyncio.create_task(flood())
+    good = await transcribe(server.url, phrases["door"].audio, realtime=True)
+    assert final_words(good) == "please open the door"
+    for _ in range(100):
+        metrics = http_get(server.http + "/metrics")[2]
+        if 'caption_disconnects_total{reason="slow_reader"} 1.0' in metrics:
+            break
+        await asyncio.sleep(0.1)
+    assert 'caption_disconnects_total{reason="slow_reader"} 1.0' in metrics
+    flooding.cancel()
+    await asyncio.gather(flooding, return_exceptions=True)
+    stalled.transport.abort()
