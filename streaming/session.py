@@ -45,8 +45,9 @@ class SessionSettings:
 class ScoreWork:
     """FSMN input for one push: the stream's scorer state and the 16 kHz samples to score.
 
-    `needed` is False when every frame waiting for FSMN is clear silence (below the energy gate,
-    no segment open or opening): then the caller skips the model and calls `apply(None)`.
+    `needed` is False when every frame waiting for FSMN is clear silence (no segment open or
+    opening, and no frame both above the energy gate and speech to webrtcvad): then the caller
+    skips the model and calls `apply(None)`.
     """
 
     state: Any
@@ -140,11 +141,13 @@ class StreamSession:
         samples = pcm.astype(np.float32) / 32768.0
         self._unscored = []
         gate = self.settings.energy_gate_dbfs
+        # While no segment is open or opening, a frame is speech only if the gate, webrtcvad and
+        # FSMN all say so; when no waiting frame has the first two, FSMN cannot change anything.
         clear_silence = (
             self.settings.skip_silent_fsmn
             and not self._endpointer.in_segment
             and not self._endpointer.onset_pending
-            and all(level < gate for level, _ in self._pending)
+            and not any(level >= gate and webrtc for level, webrtc in self._pending)
         )
         if clear_silence:
             self._scorer_stale = True

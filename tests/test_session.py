@@ -203,3 +203,18 @@ def test_streams_scored_together_match_streams_scored_alone(scorer):
     together = [[(s.start, s.end) for s in closed(ev + session.finish())] for ev, session in zip(events, sessions)]
     assert together == alone
     assert [len(a) for a in alone] == [2, 1, 2]
+
+
+def test_fsmn_is_not_asked_about_noise_webrtcvad_rejects(scorer):
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 10 ** (-35 / 20), 16000 * 4).astype(np.float32)  # well above the -50 dBFS gate
+    session = StreamSession(settings(), scorer.new_state)
+    pcm, needed, total = to_pcm16(noise), 0, 0
+    for offset in range(0, len(pcm), 3200):
+        session.push(pcm[offset : offset + 3200])
+        work = session.take_work()
+        total += 1
+        needed += work.needed
+        session.apply(scorer.score([(work.state, work.samples)])[0] if work.needed else None)
+    assert not closed(session.finish())
+    assert needed <= total // 2, (needed, total)  # measured 16 of 40 here
