@@ -26,9 +26,6 @@ from inference.engines.base import DecodeOptions, DecodeResult, Engine
 log = logging.getLogger(__name__)
 
 
-VAD_BATCHES_IN_FLIGHT = 2
-
-
 class ExecutorClosed(RuntimeError):
     """The server is shutting down; the request was not decoded."""
 
@@ -88,7 +85,7 @@ class InferenceExecutor:
         self._decode_ready = asyncio.Event()
         self._score_ready = asyncio.Event()
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
-        self._vad_pool = ThreadPoolExecutor(VAD_BATCHES_IN_FLIGHT, thread_name_prefix="vad")
+        self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         # Requests handed to a worker thread and not yet answered; close() must answer them too.
@@ -287,55 +284,37 @@ class InferenceExecutor:
 
     # --- VAD loop --------------------------------------------------------------------------
     async def _score_loop(self) -> None:
-        # Two batches may be in flight: while the scorer works on one, the next is already
-        # queued, so it never idles between calls. Each stream has at most one chunk in flight,
-        # so the two batches never share a stream.
-        slots = asyncio.Semaphore(VAD_BATCHES_IN_FLIGHT)
-        running: set[asyncio.Task] = set()
-        try:
-            while not self._closed:
-                await self._score_ready.wait()
-                if self._closed:
-                    break
-                # Gather chunks for a moment: one call for many streams costs little more than one
-                # call for a single stream, and a few ms do not matter to endpointing.
-                if self.vad_max_wait_s > 0 and len(self._scores) < self.vad_max_batch_size:
-                    await asyncio.sleep(self.vad_max_wait_s)
-                await slots.acquire()
-                batch = [self._scores.popleft() for _ in range(min(len(self._scores), self.vad_max_batch_size))]
-                if not self._scores:
-                    self._score_ready.clear()
-                if not batch:
-                    slots.release()
-                    continue
-                task = asyncio.create_task(self._score_batch(batch))
-                running.add(task)
-                task.add_done_callback(lambda t: (running.discard(t), slots.release()))
-        finally:
-            for task in running:
-                task.cancel()
-
-    async def _score_batch(self, batch: list[_Score]) -> None:
         loop = asyncio.get_running_loop()
-        self._scoring.extend(batch)
-        started = time.monotonic()
-        try:
-            results = await loop.run_in_executor(
-                self._vad_pool, self.scorer.score, [(w.state, w.samples) for w in batch]
-            )
-        except Exception as exc:
-            log.exception("VAD scoring failed")
-            results = [exc] * len(batch)
-        finally:
-            done = {id(w) for w in batch}
-            self._scoring = [w for w in self._scoring if id(w) not in done]
-        self._on_batch("vad", len(batch), time.monotonic() - started)
-        self.stats.vad_batches += 1
-        self.stats.vad_chunks += len(batch)
-        for work, result in zip(batch, results):
-            if work.future.done():
+        while not self._closed:
+            await self._score_ready.wait()
+            if self._closed:
+                break
+            # Gather chunks for a moment: one call for many streams costs little more than one call
+            # for a single stream, and at this step's scale a few ms do not matter to endpointing.
+            if self.vad_max_wait_s > 0 and len(self._scores) < self.vad_max_batch_size:
+                await asyncio.sleep(self.vad_max_wait_s)
+            batch = [self._scores.popleft() for _ in range(min(len(self._scores), self.vad_max_batch_size))]
+            if not self._scores:
+                self._score_ready.clear()
+            if not batch:
                 continue
-            if isinstance(result, BaseException):
-                work.future.set_exception(result)
-            else:
-                work.future.set_result(result)
+            self._scoring = batch
+            started = time.monotonic()
+            try:
+                results = await loop.run_in_executor(
+                    self._vad_pool, self.scorer.score, [(w.state, w.samples) for w in batch]
+                )
+            except Exception as exc:
+                log.exception("VAD scoring failed")
+                results = [exc] * len(batch)
+            self._scoring = []
+            self._on_batch("vad", len(batch), time.monotonic() - started)
+            self.stats.vad_batches += 1
+            self.stats.vad_chunks += len(batch)
+            for work, result in zip(batch, results):
+                if work.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    work.future.set_exception(result)
+                else:
+                    work.future.set_result(result)
