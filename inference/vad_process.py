@@ -9,13 +9,17 @@ process (still one state per stream, apart from the model); the parent sends eac
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import threading
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _scorer = None
 _states: dict = {}
@@ -52,12 +56,17 @@ class StreamHandle:
 
 class ProcessScorer:
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a process holding threads
-        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker)
         self._handles = itertools.count()
         self._released: list[int] = []
         self._lock = threading.Lock()
-        self._pool.submit(_score_in_worker, [], []).result()  # start and load the model now
+        self._pool = self._start_worker()
+
+    @staticmethod
+    def _start_worker() -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")  # never fork a process holding threads
+        pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker)
+        pool.submit(_score_in_worker, [], []).result()  # start it and load the model now
+        return pool
 
     def new_state(self) -> StreamHandle:
         return StreamHandle(next(self._handles), self)
@@ -70,7 +79,16 @@ class ProcessScorer:
         with self._lock:
             released, self._released = self._released, []
         batch = [(state.handle, np.asarray(samples, dtype=np.float32)) for state, samples in work]
-        return self._pool.submit(_score_in_worker, batch, released).result()
+        try:
+            return self._pool.submit(_score_in_worker, batch, released).result()
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory). Start a new one rather than leave every
+            # stream deaf; streams' FSMN states restart from this chunk (a blip, not a lost word
+            # for long: the next frames are scored normally).
+            log.error("VAD worker process died; starting a new one")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start_worker()
+            return self._pool.submit(_score_in_worker, batch, []).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

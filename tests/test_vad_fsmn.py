@@ -110,3 +110,22 @@ def test_worker_process_scorer_matches_in_process_scorer(scorer: FsmnScorer):
         assert remote.score([(remote.new_state(), a[:1600])])[0].shape == (6,)
     finally:
         remote.close()
+
+
+def test_a_dead_vad_worker_is_replaced(scorer: FsmnScorer):
+    import os
+    import signal
+
+    from inference.vad_process import ProcessScorer
+
+    remote = ProcessScorer()
+    try:
+        audio = compose([0.3, "hello world", 0.3]).audio
+        state = remote.new_state()
+        first = remote.score([(state, audio)])[0]
+        (worker_pid,) = remote._pool._processes  # the one worker process
+        os.kill(worker_pid, signal.SIGKILL)
+        again = remote.score([(remote.new_state(), audio)])[0]  # answered by a fresh worker
+        np.testing.assert_allclose(again, first, atol=1e-4)
+    finally:
+        remote.close()
