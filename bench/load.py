@@ -108,25 +108,12 @@ class ServerProcess:
 
     def pids(self) -> list[int]:
         """The server and its children (the VAD worker process)."""
-        found = [self.proc.pid]
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                        found.append(int(entry.name))
-                except OSError:
-                    pass
-        return found
+        children = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+        return [self.proc.pid] + [pid for pid in children if (_stat_fields(pid) or [0, 0])[1] == str(self.proc.pid)]
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:
-                pass
-        return total
+        fields = [f for f in map(_stat_fields, self.pids()) if f]
+        return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> float:
         total = 0.0
@@ -146,6 +133,14 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.dir.cleanup()
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...); None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def histogram_quantiles(metrics: str, name: str, qs=(0.5, 0.95, 0.99)) -> list[float]:

@@ -54,9 +54,6 @@ class ExecutorStats:
     partials_dropped: int = 0
     errors: int = 0
     cpu_fallbacks: int = 0
-    vad_batches: int = 0
-    vad_chunks: int = 0
-    decode_seconds: float = 0.0
 
 
 class InferenceExecutor:
@@ -202,23 +199,18 @@ class InferenceExecutor:
             elapsed = time.monotonic() - started
             self.stats.batches += 1
             self.stats.decoded += len(batch)
-            self.stats.decode_seconds += elapsed
             self._on_batch("decode", len(batch), elapsed)
             for request, result in zip(batch, results):
-                if request.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    request.future.set_exception(result)
-                else:
+                if not isinstance(result, BaseException):
                     timing = {
                         "queue_ms": round((started - request.submitted) * 1000),
                         "decode_ms": round(elapsed * 1000),
                     }
-                    request.future.set_result(replace(result, extra={**result.extra, **timing}))
+                    result = replace(result, extra={**result.extra, **timing})
+                _answer(request.future, result)
 
     async def _gather_more(self) -> None:
-        # Wait (up to max_wait after the oldest request) for a fuller batch; finals skip the wait
-        # only when the batch is already full.
+        # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.
         oldest = min((r.submitted for r in itertools.chain(self._finals, self._partials.values())), default=None)
         if oldest is None:
             return
@@ -309,12 +301,15 @@ class InferenceExecutor:
                 results = [exc] * len(batch)
             self._scoring = []
             self._on_batch("vad", len(batch), time.monotonic() - started)
-            self.stats.vad_batches += 1
-            self.stats.vad_chunks += len(batch)
             for work, result in zip(batch, results):
-                if work.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    work.future.set_exception(result)
-                else:
-                    work.future.set_result(result)
+                _answer(work.future, result)
+
+
+def _answer(future: asyncio.Future, result: Any) -> None:
+    """Resolve a caller's future with a result, or with the exception that stands for one."""
+    if future.done():  # the caller gave up (disconnected) or close() answered it already
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from inference.executor import ExecutorClosed
 from server import protocol
 from server.outbox import Outbox
 from streaming.endpointer import EndpointSettings
-from streaming.events import PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
+from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
 from streaming.pcm import AudioFormatError
 from streaming.session import SessionSettings, StreamSession
 from streaming.stabilizer import PartialStabilizer
@@ -191,13 +192,13 @@ class Connection:
     def _account_audio(self, stream: Stream, new_samples: int) -> None:
         now = time.monotonic()
         if stream.first_audio_at is None:
-            stream.first_audio_at = now - new_samples / 16000  # that audio began before it arrived
-        self.ctx.metrics.audio_seconds.inc(new_samples / 16000)
+            stream.first_audio_at = now - new_samples / SAMPLE_RATE  # that audio began before it arrived
+        self.ctx.metrics.audio_seconds.inc(new_samples / SAMPLE_RATE)
 
     def _observe_lag(self, stream: Stream) -> None:
         # How far behind real time the stream's audio has been through VAD and endpointing.
         if stream.first_audio_at is not None:
-            lag = (time.monotonic() - stream.first_audio_at) - stream.session.samples_decided / 16000
+            lag = (time.monotonic() - stream.first_audio_at) - stream.session.samples_decided / SAMPLE_RATE
             self.ctx.metrics.lag.observe(max(0.0, lag))
 
     def _start_stream(self, start: protocol.StartStream) -> None:
@@ -233,7 +234,7 @@ class Connection:
                 self._spawn(self._deliver_partial(stream, event, future))
             elif isinstance(event, SegmentClosed):
                 self.ctx.metrics.segments.labels(event.reason).inc()
-                self.ctx.metrics.stage.labels("endpoint").observe((event.end - event.speech_end) / 16000)
+                self.ctx.metrics.stage.labels("endpoint").observe((event.end - event.speech_end) / SAMPLE_RATE)
                 stream.closed_segments.add(event.segment_id)
                 future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, event.audio, stream.options)
                 stream.finals.put_nowait((event, future, time.monotonic()))
@@ -399,7 +400,7 @@ class Connection:
 
 
 def _partial(options: DecodeOptions) -> DecodeOptions:
-    return DecodeOptions(language=options.language, hotwords=options.hotwords, itn=options.itn, partial=True)
+    return dataclasses.replace(options, partial=True)
 
 
 def _shift(timestamps, event: SegmentClosed):

@@ -81,16 +81,11 @@ class StreamSession:
         self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
         self._last_partial_end = 0
         self._finished = False
-        self._tail_speech_end = 0
 
     @property
     def samples_received(self) -> int:
         """16 kHz samples stored so far (after resampling)."""
         return self._buffer.end
-
-    @property
-    def in_segment(self) -> bool:
-        return self._endpointer.in_segment
 
     @property
     def finished(self) -> bool:
@@ -137,21 +132,18 @@ class StreamSession:
         """FSMN input for everything pushed since the last call, or None if nothing was."""
         if not self._unscored or self._finished:
             return None
-        pcm = np.concatenate(self._unscored) if len(self._unscored) > 1 else self._unscored[0]
-        samples = pcm.astype(np.float32) / 32768.0
-        self._unscored = []
-        gate = self.settings.energy_gate_dbfs
+        unscored, self._unscored = self._unscored, []
         # While no segment is open or opening, a frame is speech only if the gate, webrtcvad and
         # FSMN all say so; when no waiting frame has the first two, FSMN cannot change anything.
         clear_silence = (
             self.settings.skip_silent_fsmn
             and not self._endpointer.in_segment
             and not self._endpointer.onset_pending
-            and not any(level >= gate and webrtc for level, webrtc in self._pending)
+            and not any(webrtc and self._gate.passes(level) for level, webrtc in self._pending)
         )
         if clear_silence:
             self._scorer_stale = True
-            return ScoreWork(None, samples, needed=False)
+            return ScoreWork(None, np.zeros(0, dtype=np.float32), needed=False)
         if self._scorer_stale:
             self._scorer_stale = False
             self._scorer_state = self._new_scorer_state()
@@ -159,8 +151,10 @@ class StreamSession:
             oldest_frame = -(-self._buffer.start // FRAME_SAMPLES)
             warm_start = max(oldest_frame, first_pending - FSMN_WARMUP_FRAMES)
             self._discard = first_pending - warm_start
-            samples = self._buffer.read(warm_start * FRAME_SAMPLES, self._buffer.end)
-        return ScoreWork(self._scorer_state, samples)
+            # The buffer holds the unscored audio too, behind the warm-up.
+            return ScoreWork(self._scorer_state, self._buffer.read(warm_start * FRAME_SAMPLES, self._buffer.end))
+        pcm = np.concatenate(unscored) if len(unscored) > 1 else unscored[0]
+        return ScoreWork(self._scorer_state, pcm.astype(np.float32) / 32768.0)
 
     def apply(self, probabilities: np.ndarray | None) -> list[Event]:
         """Consume FSMN probabilities (one per frame, in order; None when push() said they are not
@@ -206,10 +200,10 @@ class StreamSession:
         # Frames still waiting for FSMN (its look-ahead) are kept in the closing segment; the last
         # of them loud enough to pass the gate bounds where speech may have ended.
         loud = [i for i, (level, _) in enumerate(self._pending) if self._gate.passes(level)]
-        self._tail_speech_end = (self._endpointer.frames_seen + loud[-1] + 1) * FRAME_SAMPLES if loud else 0
-        return [self._to_event(d, end_sample=self._buffer.end) for d in self._endpointer.finish()]
+        tail_speech_end = (self._endpointer.frames_seen + loud[-1] + 1) * FRAME_SAMPLES if loud else 0
+        return [self._to_event(d, self._buffer.end, tail_speech_end) for d in self._endpointer.finish()]
 
-    def _to_event(self, decision: Opened | Closed, end_sample: int | None = None) -> Event:
+    def _to_event(self, decision: Opened | Closed, end_sample: int | None = None, tail_speech_end: int = 0) -> Event:
         if isinstance(decision, Opened):
             start = self._clamp(decision.start * FRAME_SAMPLES)
             self._last_partial_end = start
@@ -218,7 +212,7 @@ class StreamSession:
         end = end_sample if end_sample is not None else decision.end * FRAME_SAMPLES
         speech_end = decision.speech_end * FRAME_SAMPLES
         if decision.reason == "end_of_stream":
-            speech_end = min(end, max(speech_end, self._tail_speech_end))
+            speech_end = min(end, max(speech_end, tail_speech_end))
         return SegmentClosed(
             segment_id=decision.segment_id,
             start=start,

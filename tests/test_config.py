@@ -27,6 +27,9 @@ def test_every_default_in_config_toml_has_a_comment():
         ({"audio": {"sample_rates_hz": [8000]}}, "must include 16000"),
         ({"audio": {"ring_buffer_s": 5.0}}, "audio.ring_buffer_s must be at least"),
         ({"server": {"bogus": 1}}, "unknown setting(s) in [server]: bogus"),
+        ({"inference": {"vad_process": "yes"}}, "inference.vad_process must be true or false"),
+        ({"inference": {"vad_max_wait_ms": 5000}}, "inference.vad_max_wait_ms must be between"),
+        ({"server": {"send_timeout_s": 0}}, "server.send_timeout_s must be between"),
     ],
 )
 def test_bad_settings_fail_at_start_naming_the_setting(overrides, message):

@@ -5,12 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def frame_dbfs(frame: np.ndarray) -> float:
-    """RMS level of float samples in dB relative to full scale (silence -> -120)."""
-    rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float64)))) if len(frame) else 0.0
-    return 20.0 * np.log10(max(rms, 1e-6))
-
-
 def frame_levels_dbfs(frames: np.ndarray) -> np.ndarray:
     """Levels of each row of a (frames, samples) array of floats or int16, vectorised."""
     x = frames.astype(np.float32)
