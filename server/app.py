@@ -188,6 +188,7 @@ class CaptionServer:
         assert self.ctx is not None
         self.ctx.metrics.queue_depth.set(self.ctx.executor.queue_depth)
         self.ctx.metrics.backlog.set(self.ctx.executor.oldest_final_wait_s)
+        self.ctx.metrics.queued_replies.set(sum(len(c.outbox) for c in self.ctx.connections))
         return web.Response(body=self.ctx.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -324,9 +324,7 @@ class Connection:
                     count=False,
                 )
             if stream.start.mode != "offline":
-                self.outbox.put(reply)
-                if self.outbox.overflowing:
-                    self._spawn(self._disconnect_slow_reader("client is not reading replies"))
+                self._send(reply)
         self.outbox.put(protocol.end(stream.start.mode, stream.start.wav_name, stream.results))
 
     async def _finish_stream(self, client_gone: bool = False) -> None:
@@ -383,7 +381,14 @@ class Connection:
             self.errors += 1
         self.ctx.metrics.errors.labels(code).inc()
         log.info("%s: error %s: %s", self.peer, code, message)
-        self.outbox.put(protocol.error(code, message, wav_name))
+        self._send(protocol.error(code, message, wav_name))
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """Queue a reply that must not be dropped; a client too far behind is disconnected, so a
+        frozen client costs at most max_queued_replies messages of server memory."""
+        self.outbox.put(message)
+        if self.outbox.overflowing and not self._stopping:
+            self._spawn(self._disconnect_slow_reader("client is not reading replies"))
 
     async def _close(self, code: int, reason: str) -> None:
         self.outbox.close()

@@ -49,6 +49,9 @@ class Metrics:
         self.errors = Counter("caption_errors", "Errors reported to clients", ["code"], registry=r)
         self.disconnects = Counter("caption_disconnects", "Connections closed by the server", ["reason"], registry=r)
         self.queue_depth = Gauge("caption_queue_depth", "Decode requests waiting", registry=r)
+        self.queued_replies = Gauge(
+            "caption_queued_replies", "Replies waiting to be sent, over all connections", registry=r
+        )
         self.backlog = Gauge("caption_backlog_seconds", "Age of the oldest waiting final", registry=r)
         self.batch_size = Histogram(
             "caption_batch_size", "Requests per model call", ["kind"], buckets=BATCH_BUCKETS, registry=r

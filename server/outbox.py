@@ -17,6 +17,9 @@ class Outbox:
         self._closed = False
         self.dropped_partials = 0
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     @property
     def overflowing(self) -> bool:
         """More undroppable replies are waiting than the client may fall behind by."""

@@ -407,3 +407,47 @@ async def test_client_that_stops_reading_is_disconnected_and_others_carry_on(sta
     flooding.cancel()
     await asyncio.gather(flooding, return_exceptions=True)
     stalled.transport.abort()
+
+
+async def test_frozen_client_costs_bounded_server_memory(start_server, phrases):
+    # send_timeout_s is long, so only the queue bound can stop the growth: a frozen client's replies
+    # must never pile up past max_queued_replies however much it sends.
+    import socket
+
+    bound = 40
+    server = start_server(
+        server={"send_timeout_s": 60.0, "max_queued_replies": bound, "max_errors_per_connection": 1_000_000}
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.server.port))
+    stalled = await websockets.connect(
+        server.url, sock=sock, subprotocols=["binary"], ping_interval=None, max_queue=1
+    )
+    queued = []
+
+    async def flood():
+        try:
+            for i in range(40000):
+                await stalled.send("{bad")
+                if i % 500 == 0:
+                    await asyncio.sleep(0)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def sample():
+        while True:
+            metrics = http_get(server.http + "/metrics")[2]
+            queued.append(float(re.search(r"^caption_queued_replies (\S+)$", metrics, re.M).group(1)))
+            if 'caption_disconnects_total{reason="slow_reader"} 1.0' in metrics:
+                return
+            await asyncio.sleep(0.05)
+
+    flooding = asyncio.create_task(flood())
+    await asyncio.wait_for(sample(), 60)  # until the server drops the frozen client
+    good = await transcribe(server.url, phrases["door"].audio)
+    assert final_words(good) == "please open the door"
+    assert max(queued) <= bound + 1, f"replies queued for a frozen client grew to {max(queued)}"
+    flooding.cancel()
+    await asyncio.gather(flooding, return_exceptions=True)
+    stalled.transport.abort()
