@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from streaming.stabilizer import is_cjk
+
 MODES = ("offline", "online", "2pass")
 MAX_WAV_NAME = 256
 MAX_HOTWORDS = 200
@@ -231,14 +233,9 @@ def error(code: str, message: str, wav_name: str | None = None) -> dict[str, Any
 def appendable(text: str) -> str:
     """FunASR's clients concatenate `text` of successive replies; end space-separated text with a
     space so words of consecutive replies do not run together (CJK text needs none)."""
-    if not text or text[-1].isspace() or _is_cjk(text[-1]):
+    if not text or text[-1].isspace() or is_cjk(text[-1]):
         return text
     return text + " "
-
-
-def _is_cjk(char: str) -> bool:
-    code = ord(char)
-    return 0x3000 <= code <= 0x9FFF or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF or 0xFF00 <= code <= 0xFFEF
 
 
 def partial(

@@ -29,3 +29,22 @@ def test_final_delta_is_what_append_only_clients_lack():
     s.update("good morning every")
     s.update("good morning everyone")
     assert s.final_delta("Good morning everyone, welcome.") == "everyone, welcome."
+
+
+def test_chinese_characters_are_tokens_so_chinese_partials_become_stable():
+    s = PartialStabilizer()
+    s.update("今天天")
+    second = s.update("今天天气很")
+    assert (second.stable, second.unstable, second.delta) == ("今天天", "气很", "今天天")
+    third = s.update("今天天气很好 OK 吗")
+    assert third.stable == "今天天气很" and third.unstable == "好 OK 吗"
+    assert s.final_delta("今天天气很好，OK吗？") == "好，OK吗？"
+
+
+def test_settled_text_from_a_streaming_model_is_stable_at_once():
+    s = PartialStabilizer()
+    first = s.settle("我们")
+    assert (first.stable, first.unstable, first.delta) == ("我们", "", "我们")
+    second = s.settle("我们开始 lecture")
+    assert (second.stable, second.delta) == ("我们开始 lecture", "开始 lecture")
+    assert s.final_delta("我们开始 lecture。") == "。"
