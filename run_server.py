@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         app.run(cfg)
     except Exception as exc:  # startup failures (device missing, port taken) get one clear line
         from inference.devices import DeviceUnavailable
+        from inference.model_hub import ModelUnavailable
+        from text.hotwords import HotwordFileError
 
-        if isinstance(exc, (DeviceUnavailable, OSError)):
+        if isinstance(exc, (DeviceUnavailable, ModelUnavailable, HotwordFileError, OSError)):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

@@ -1,9 +1,12 @@
 """One executor for every connection: batches decode requests and FSMN VAD chunks across streams.
 
 Decoding runs on one worker thread (one device), VAD scoring on another, so a long decode never
-delays endpointing. Finals are served before partials; a partial is dropped (its future gets
-None) when a newer partial or the final for the same stream arrives. When the model raises, every
-request in the failed call gets the exception, so no client ever waits forever.
+delays endpointing. Finals are served first, then streaming steps (engines with a streaming model:
+one chunk per stream per call, in order, never dropped - the model's cache depends on every chunk),
+then partial re-decodes; a partial is dropped (its future gets None) when a newer partial or the
+final for the same stream arrives. Finals get inverse text normalisation here, for every engine.
+When the model raises, every request in the failed call gets the exception, so no client ever
+waits forever.
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ class _Decode:
 
 
 @dataclass
+class _Step:
+    """One chunk for an engine's streaming model; `state` is that stream's cache."""
+
+    stream_id: int
+    segment_id: int
+    state: Any
+    audio: np.ndarray
+    is_final: bool
+    options: DecodeOptions
+    future: asyncio.Future
+    submitted: float = field(default_factory=time.monotonic)
+
+
+@dataclass
 class _Score:
     state: Any
     samples: np.ndarray
@@ -66,8 +83,10 @@ class InferenceExecutor:
         vad_max_batch_size: int,
         on_batch: Callable[[str, int, float], None] | None = None,
         vad_max_wait_ms: int = 0,
+        normalizer: Callable[[str, str | None], str] | None = None,
     ):
-        """`on_batch(kind, size, seconds)` is told about every model call ("decode" or "vad")."""
+        """`on_batch(kind, size, seconds)` is told about every model call ("decode", "stream" or "vad").
+        `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it."""
         self.engine = engine
         self.scorer = scorer
         self.max_batch_size = max_batch_size
@@ -78,6 +97,8 @@ class InferenceExecutor:
         self.stats = ExecutorStats()
         self._finals: deque[_Decode] = deque()
         self._partials: dict[int, _Decode] = {}  # stream id -> newest pending partial
+        self._steps: dict[int, deque[_Step]] = {}  # stream id -> its streaming chunks, in order
+        self._normalizer = normalizer
         self._scores: deque[_Score] = deque()
         self._decode_ready = asyncio.Event()
         self._score_ready = asyncio.Event()
@@ -105,11 +126,14 @@ class InferenceExecutor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for request in [*self._finals, *self._partials.values(), *self._scores, *self._decoding, *self._scoring]:
+        steps = [step for queue in self._steps.values() for step in queue]
+        waiting = [*self._finals, *self._partials.values(), *steps, *self._scores, *self._decoding, *self._scoring]
+        for request in waiting:
             if not request.future.done():
                 request.future.set_exception(ExecutorClosed("server shutting down"))
         self._finals.clear()
         self._partials.clear()
+        self._steps.clear()
         self._scores.clear()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._vad_pool.shutdown(wait=False, cancel_futures=True)
@@ -120,7 +144,16 @@ class InferenceExecutor:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._finals) + len(self._partials)
+        return len(self._finals) + len(self._partials) + sum(len(q) for q in self._steps.values())
+
+    @property
+    def streaming(self) -> bool:
+        """The engine has a streaming model: partials come from submit_step, not re-decodes."""
+        return getattr(self.engine, "streaming", False)
+
+    def new_stream_state(self, *args: Any) -> Any:
+        """A fresh cache for the engine's streaming model (one per stream and segment)."""
+        return self.engine.new_stream_state(*args)
 
     @property
     def oldest_final_wait_s(self) -> float:
@@ -133,6 +166,7 @@ class InferenceExecutor:
         """Future resolving to the DecodeResult of a closed segment (never dropped)."""
         future = self._new_future()
         self._drop_partial(stream_id, up_to_segment=segment_id)
+        self._drop_steps(stream_id, up_to_segment=segment_id)
         self._finals.append(_Decode(stream_id, segment_id, audio, options, future))
         self._decode_ready.set()
         return future
@@ -147,6 +181,24 @@ class InferenceExecutor:
         self._decode_ready.set()
         return future
 
+    def submit_step(
+        self,
+        stream_id: int,
+        segment_id: int,
+        state: Any,
+        audio: np.ndarray,
+        is_final: bool,
+        options: DecodeOptions,
+    ) -> asyncio.Future:
+        """Future resolving to the streaming model's DecodeResult after this chunk: the segment's
+        text so far (with is_final, its finished text). Chunks of one stream run in submission order.
+        A chunk whose segment gets an offline final first resolves to None (that final replaces it)."""
+        future = self._new_future()
+        step = _Step(stream_id, segment_id, state, audio, is_final, options, future)
+        self._steps.setdefault(stream_id, deque()).append(step)
+        self._decode_ready.set()
+        return future
+
     def score_speech(self, state: Any, samples: np.ndarray) -> asyncio.Future:
         """Future resolving to FSMN speech probabilities for this stream's new samples."""
         future = self._new_future()
@@ -157,6 +209,8 @@ class InferenceExecutor:
     def forget_stream(self, stream_id: int) -> None:
         """The stream no longer wants partials (it ended); its finals stay queued."""
         self._drop_partial(stream_id)
+        if not any(step.is_final for step in self._steps.get(stream_id, ())):
+            self._drop_steps(stream_id)
 
     def _new_future(self) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -173,6 +227,19 @@ class InferenceExecutor:
             pending.future.set_result(None)
         self.stats.partials_dropped += 1
 
+    def _drop_steps(self, stream_id: int, up_to_segment: int | None = None) -> None:
+        queue = self._steps.get(stream_id)
+        if not queue:
+            return
+        keep = deque(s for s in queue if s.is_final or (up_to_segment is not None and s.segment_id > up_to_segment))
+        for step in queue:
+            if step not in keep and not step.future.done():
+                step.future.set_result(None)
+        if keep:
+            self._steps[stream_id] = keep
+        else:
+            del self._steps[stream_id]
+
     # --- decode loop -----------------------------------------------------------------------
     async def _decode_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +249,7 @@ class InferenceExecutor:
                 break
             await self._gather_more()
             batch = self._take_batch()
-            if not (self._finals or self._partials):
+            if not (self._finals or self._partials or self._steps):
                 self._decode_ready.clear()
             batch = [r for r in batch if not r.future.done()]  # e.g. cancelled by a vanished caller
             if not batch:
@@ -199,9 +266,13 @@ class InferenceExecutor:
             elapsed = time.monotonic() - started
             self.stats.batches += 1
             self.stats.decoded += len(batch)
-            self._on_batch("decode", len(batch), elapsed)
+            steps = sum(isinstance(r, _Step) for r in batch)
+            if steps:
+                self._on_batch("stream", steps, elapsed)
+            if len(batch) > steps:
+                self._on_batch("decode", len(batch) - steps, elapsed)
             for request, result in zip(batch, results):
-                if not isinstance(result, BaseException):
+                if not isinstance(result, BaseException) and result is not None:
                     timing = {
                         "queue_ms": round((started - request.submitted) * 1000),
                         "decode_ms": round(elapsed * 1000),
@@ -211,7 +282,8 @@ class InferenceExecutor:
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.
-        oldest = min((r.submitted for r in itertools.chain(self._finals, self._partials.values())), default=None)
+        waiting = itertools.chain(self._finals, self._partials.values(), (q[0] for q in self._steps.values()))
+        oldest = min((r.submitted for r in waiting), default=None)
         if oldest is None:
             return
         deadline = oldest + self.max_wait_s
@@ -226,18 +298,64 @@ class InferenceExecutor:
                 return
         self._decode_ready.set()
 
-    def _take_batch(self) -> list[_Decode]:
-        batch: list[_Decode] = []
+    def _take_batch(self) -> list[_Decode | _Step]:
+        batch: list[_Decode | _Step] = []
         while self._finals and len(batch) < self.max_batch_size:
             batch.append(self._finals.popleft())
+        # One chunk per stream: a stream's next chunk needs the cache this one leaves behind.
+        for stream_id in sorted(self._steps, key=lambda sid: self._steps[sid][0].submitted):
+            if len(batch) >= self.max_batch_size:
+                break
+            queue = self._steps[stream_id]
+            batch.append(queue.popleft())
+            if not queue:
+                del self._steps[stream_id]
         for stream_id in list(self._partials):
             if len(batch) >= self.max_batch_size:
                 break
             batch.append(self._partials.pop(stream_id))
         return batch
 
-    def _decode_batch(self, batch: Sequence[_Decode]) -> list[DecodeResult | BaseException]:
-        """Runs on the decode thread. Returns one result or exception per request."""
+    def _decode_batch(self, batch: Sequence[_Decode | _Step]) -> list[DecodeResult | BaseException]:
+        """Runs on the decode thread. Returns one result or exception per request, in batch order."""
+        decodes = [r for r in batch if isinstance(r, _Decode)]
+        steps = [r for r in batch if isinstance(r, _Step)]
+        answers: dict[int, DecodeResult | BaseException] = {}
+        if decodes:
+            try:
+                decoded = self._decode_requests(decodes)
+            except Exception as exc:  # every attempt failed (e.g. out of memory on the CPU too)
+                log.exception("decode of %d request(s) failed", len(decodes))
+                self.stats.errors += 1
+                decoded = [exc] * len(decodes)
+            answers.update(zip(map(id, decodes), decoded))
+        if steps:
+            answers.update(zip(map(id, steps), self._stream_steps(steps)))
+        return [self._normalize(r, answers[id(r)]) for r in batch]
+
+    def _normalize(self, request: _Decode | _Step, result: DecodeResult | BaseException):
+        # Finals only: partials are provisional, and rewriting them would make stable text move.
+        final = request.is_final if isinstance(request, _Step) else not request.options.partial
+        if isinstance(result, BaseException) or not final or self._normalizer is None or not request.options.itn:
+            return result
+        if result.extra.get("itn_done"):  # the engine normalised already (SenseVoice does its own)
+            return result
+        language = result.extra.get("language") or request.options.language
+        return replace(result, text=self._normalizer(result.text, language))
+
+    def _stream_steps(self, steps: Sequence[_Step]) -> list[DecodeResult | BaseException]:
+        try:
+            results = self.engine.stream([(s.state, s.audio, s.is_final, s.options) for s in steps])
+            if len(results) != len(steps):
+                raise RuntimeError(f"engine returned {len(results)} results for {len(steps)} chunks")
+            return results
+        except Exception as exc:
+            if len(steps) == 1:
+                return [exc]
+            log.warning("streaming batch of %d failed (%s); retrying one by one", len(steps), exc)
+            return [self._stream_steps([step])[0] for step in steps]
+
+    def _decode_requests(self, batch: Sequence[_Decode]) -> list[DecodeResult | BaseException]:
         audios = [r.audio for r in batch]
         options = [r.options for r in batch]
         try:

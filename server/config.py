@@ -61,6 +61,21 @@ class InferenceConfig:
     vad_max_wait_ms: int
     vad_process: bool
     overload_backlog_ms: int
+    hotword_file: str
+
+
+@dataclass(frozen=True)
+class FunasrConfig:
+    offline_model: str
+    online_model: str
+    vad_model: str
+    punc_model: str
+    hub: str
+    model_cache_dir: str
+    allow_download: bool
+    encoder_chunk_look_back: int
+    decoder_chunk_look_back: int
+    fp16: bool
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class Config:
     endpointing: EndpointingConfig
     inference: InferenceConfig
     whisper: WhisperConfig
+    funasr: FunasrConfig
 
 
 _SECTIONS = {
@@ -91,6 +107,7 @@ _SECTIONS = {
     "endpointing": EndpointingConfig,
     "inference": InferenceConfig,
     "whisper": WhisperConfig,
+    "funasr": FunasrConfig,
 }
 
 # (section, key) -> (low, high) inclusive; checked after types.
@@ -124,9 +141,11 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "no_speech_threshold"): (0, 1),
     ("whisper", "min_window_s"): (5, 30),
     ("whisper", "partial_min_window_s"): (5, 30),
+    ("funasr", "encoder_chunk_look_back"): (0, 64),
+    ("funasr", "decoder_chunk_look_back"): (0, 64),
 }
 
-ENGINES = ("whisper", "instant")
+ENGINES = ("whisper", "funasr", "instant")
 
 
 def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
@@ -203,6 +222,12 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError(f"inference.engine must be one of {ENGINES}, got {config.inference.engine!r}")
     if not _valid_device(config.inference.device):
         raise ConfigError(f"inference.device must be auto, cpu, cuda, cuda:N or mps, got {config.inference.device!r}")
+    if config.funasr.hub not in ("ms", "hf"):
+        raise ConfigError(f"funasr.hub must be 'ms' (ModelScope) or 'hf' (Hugging Face), got {config.funasr.hub!r}")
+    if not config.funasr.offline_model:
+        raise ConfigError("funasr.offline_model must name a model (a hub id or a local directory)")
+    if config.inference.hotword_file and not Path(config.inference.hotword_file).expanduser().is_file():
+        raise ConfigError(f"inference.hotword_file does not exist: {config.inference.hotword_file}")
     if config.whisper.compute_type not in ("auto", "int8", "int8_float16", "float16", "float32"):
         raise ConfigError(f"whisper.compute_type is not a CTranslate2 type: {config.whisper.compute_type!r}")
 

@@ -20,11 +20,13 @@ from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed
 from server import protocol
 from server.outbox import Outbox
+from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
 from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
 from streaming.pcm import AudioFormatError
 from streaming.session import SessionSettings, StreamSession
 from streaming.stabilizer import PartialStabilizer
+from text.hotwords import merge_hotwords
 
 if TYPE_CHECKING:
     from server.app import ServerContext
@@ -50,13 +52,24 @@ class Stream:
     client_gone: bool = False
     first_audio_at: float | None = None
     pump: asyncio.Task | None = None  # the stream's VAD scoring loop, when running
+    # Streaming engines (online/2pass): the model's cache for the open segment, and its chunker.
+    chunker: SegmentChunker | None = None
+    step_state: Any = None
+    step_segment: int | None = None  # the segment step_state belongs to; None = not streaming it
 
 
-def session_settings(ctx_config, start: protocol.StartStream) -> SessionSettings:
-    """Server config plus the client's per-stream overrides."""
+def chunk_ms(start: protocol.StartStream) -> int:
+    """FunASR's chunk_size [look-back, chunk, look-ahead] counts 60 ms frames; the middle one is the step."""
+    return max(1, start.chunk_size[1]) * 60
+
+
+def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = False) -> SessionSettings:
+    """Server config plus the client's per-stream overrides. A streaming engine is fed one chunk per tick."""
     ep, audio, inf = ctx_config.endpointing, ctx_config.audio, ctx_config.inference
     max_segment_s = start.max_segment_s if start.max_segment_s is not None else ep.max_segment_s
     partial_ms = inf.partial_interval_ms if start.partial_interval_ms is None else start.partial_interval_ms
+    if streaming and partial_ms != 0:
+        partial_ms = chunk_ms(start)
     return SessionSettings(
         sample_rate_hz=start.audio_fs,
         endpoint=EndpointSettings(
@@ -202,17 +215,20 @@ class Connection:
             self.ctx.metrics.lag.observe(max(0.0, lag))
 
     def _start_stream(self, start: protocol.StartStream) -> None:
+        streaming = self.ctx.executor.streaming and start.mode != "offline"
         try:
-            settings = session_settings(self.ctx.config, start)
+            settings = session_settings(self.ctx.config, start, streaming)
             session = StreamSession(settings, self.ctx.executor.scorer.new_state)
         except ValueError as exc:
             self._error("bad_setting", str(exc))
             return
+        hotwords = merge_hotwords(self.ctx.hotwords, start.hotwords)
         stream = Stream(
             start=start,
             session=session,
             stream_id=self.ctx.executor.new_stream_id(),
-            options=DecodeOptions(language=start.language, hotwords=start.hotwords, itn=start.itn),
+            options=DecodeOptions(language=start.language, hotwords=hotwords, itn=start.itn),
+            chunker=SegmentChunker(chunk_ms(start) * SAMPLE_RATE // 1000) if streaming else None,
         )
         stream.finals_task = asyncio.create_task(self._finals_loop(stream), name=f"finals {self.peer}")
         self.stream = stream
@@ -224,7 +240,13 @@ class Connection:
         for event in events:
             if isinstance(event, SpeechStarted):
                 stream.stabilizers[event.segment_id] = PartialStabilizer()
+                if stream.chunker is not None:
+                    stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)
+                    stream.step_segment = event.segment_id
             elif isinstance(event, PartialDue):
+                if stream.chunker is not None:
+                    self._stream_partial(stream, event)
+                    continue
                 if self.ctx.overloaded:  # degrade: partial cadence drops first, finals keep flowing
                     self.ctx.metrics.partials_skipped.inc()
                     continue
@@ -236,19 +258,61 @@ class Connection:
                 self.ctx.metrics.segments.labels(event.reason).inc()
                 self.ctx.metrics.stage.labels("endpoint").observe((event.end - event.speech_end) / SAMPLE_RATE)
                 stream.closed_segments.add(event.segment_id)
-                future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, event.audio, stream.options)
+                if stream.start.mode == "online" and stream.step_segment == event.segment_id:
+                    future = self._stream_final(stream, event)  # the streaming model's own text is final
+                else:
+                    future = self.ctx.executor.submit_final(
+                        stream.stream_id, event.segment_id, event.audio, stream.options
+                    )
+                stream.step_state = stream.step_segment = None
                 stream.finals.put_nowait((event, future, time.monotonic()))
 
-    async def _deliver_partial(self, stream: Stream, event: PartialDue, future: asyncio.Future) -> None:
+    def _stream_partial(self, stream: Stream, event: PartialDue) -> None:
+        """Hand the streaming model the new whole chunks of the open segment."""
+        if stream.step_segment != event.segment_id:
+            return  # this segment's streaming was given up (overload)
+        if self.ctx.overloaded and stream.start.mode == "2pass":
+            # Degrade: the offline pass will caption this segment; stop streaming it.
+            self.ctx.metrics.partials_skipped.inc()
+            stream.step_state = stream.step_segment = None
+            return
+        assert stream.chunker is not None
+        options = _partial(stream.options)
+        for chunk in stream.chunker.feed(event.segment_id, event.audio):
+            future = self.ctx.executor.submit_step(
+                stream.stream_id, event.segment_id, stream.step_state, chunk, False, options
+            )
+            self._spawn(self._deliver_partial(stream, event, future, settled=True))
+
+    def _stream_final(self, stream: Stream, event: SegmentClosed) -> asyncio.Future:
+        """Online mode: the rest of the segment goes through the streaming model; its flush is the final."""
+        assert stream.chunker is not None
+        *chunks, tail = stream.chunker.finish(event.segment_id, event.audio)
+        options = _partial(stream.options)
+        for chunk in chunks:
+            future = self.ctx.executor.submit_step(
+                stream.stream_id, event.segment_id, stream.step_state, chunk, False, options
+            )
+            self._spawn(self._deliver_partial(stream, event, future, settled=True))
+        return self.ctx.executor.submit_step(
+            stream.stream_id, event.segment_id, stream.step_state, tail, True, stream.options
+        )
+
+    async def _deliver_partial(
+        self, stream: Stream, event: PartialDue | SegmentClosed, future: asyncio.Future, settled: bool = False
+    ) -> None:
+        """`settled`: the text comes from a streaming model, which never revises what it has said."""
         try:
             result = await future
         except Exception as exc:
             log.debug("%s: partial decode failed: %s", self.peer, exc)
             return
-        if result is None or event.segment_id in stream.closed_segments or stream.client_gone:
+        if result is None or stream.client_gone:
             return  # superseded by a newer partial or by the final
+        if event.segment_id in stream.closed_segments and not (settled and stream.start.mode == "online"):
+            return  # the final is on its way and replaces this
         stabilizer = stream.stabilizers.setdefault(event.segment_id, PartialStabilizer())
-        split = stabilizer.update(result.text)
+        split = stabilizer.settle(result.text) if settled else stabilizer.update(result.text)
         if not (split.stable or split.unstable):
             return
         self.ctx.metrics.partials.inc()
@@ -258,7 +322,7 @@ class Connection:
                 stream.start.wav_name,
                 event.segment_id,
                 samples_to_ms(event.speech_start),
-                samples_to_ms(event.end),
+                samples_to_ms(event.end if isinstance(event, PartialDue) else event.speech_end),
                 split.delta,
                 split.stable,
                 split.unstable,

@@ -56,8 +56,20 @@ class PartialStabilizer:
         return PartialText(join(self._committed), join(unstable), join(delta))
 
     def final_delta(self, final_text: str) -> str:
-        """What an append-only client must add to its committed tokens to end with the final text."""
-        return join(tokenize(final_text)[len(self._committed) :])
+        """What an append-only client must add to its committed tokens to end with the final text.
+
+        The final may add punctuation between committed tokens (a punctuation model ran); those marks
+        cannot be inserted into printed text, so the committed tokens are matched past them and only
+        what follows the last committed token is added."""
+        tokens = tokenize(final_text)
+        matched, position = 0, 0
+        while matched < len(self._committed) and position < len(tokens):
+            if _norm(tokens[position]) == _norm(self._committed[matched]):
+                matched += 1
+            elif _norm(tokens[position]):  # a real disagreement (e.g. ITN rewrote words): count tokens
+                return join(tokens[len(self._committed) :])
+            position += 1
+        return join(tokens[position:])
 
 
 def is_cjk(char: str) -> bool:

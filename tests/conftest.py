@@ -28,6 +28,35 @@ def whisper_engine():
     return WhisperEngine(config_module.load().whisper, "cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_funasr(tmp_path_factory):
+    """Tiny random FunASR model directories (stand-ins for hub weights, which cannot be fetched here)."""
+    from tests.tiny_funasr import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("funasr-models"))
+
+
+def funasr_settings(tiny_funasr, **overrides) -> dict:
+    """A [funasr] section pointing at the tiny models; downloads off, so nothing leaves loopback."""
+    settings = {
+        "offline_model": str(tiny_funasr["offline"]),
+        "online_model": str(tiny_funasr["online"]),
+        "punc_model": str(tiny_funasr["punc"]),
+        "allow_download": False,
+    }
+    settings.update(overrides)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def funasr_engine(tiny_funasr):
+    """The production FunasrEngine (AutoModel loading path) over the tiny models."""
+    from inference.engines import create_engine
+
+    config = make_config(inference={"engine": "funasr"}, funasr=funasr_settings(tiny_funasr))
+    return create_engine(config, "cpu")
+
+
 def make_config(**sections):
     """Default config.toml with {section: {key: value}} overrides; the port is always 0 (any free)."""
     overrides = {"server": {"port": 0}}

@@ -421,9 +421,7 @@ async def test_frozen_client_costs_bounded_server_memory(start_server, phrases):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", server.server.port))
-    stalled = await websockets.connect(
-        server.url, sock=sock, subprotocols=["binary"], ping_interval=None, max_queue=1
-    )
+    stalled = await websockets.connect(server.url, sock=sock, subprotocols=["binary"], ping_interval=None, max_queue=1)
     queued = []
 
     async def flood():

@@ -48,3 +48,12 @@ def test_settled_text_from_a_streaming_model_is_stable_at_once():
     second = s.settle("我们开始 lecture")
     assert (second.stable, second.delta) == ("我们开始 lecture", "开始 lecture")
     assert s.final_delta("我们开始 lecture。") == "。"
+
+
+def test_final_delta_skips_punctuation_the_final_inserted_into_committed_text():
+    s = PartialStabilizer()
+    s.settle("今天天气很好我们出发")
+    assert s.final_delta("今天天气很好，我们出发吧。") == "吧。"
+    s = PartialStabilizer()
+    s.settle("hello world")
+    assert s.final_delta("Hello, world. Bye.") == "Bye."

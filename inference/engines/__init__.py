@@ -11,6 +11,10 @@ def create_engine(config, device: str) -> Engine:
         from inference.engines.whisper import WhisperEngine
 
         return WhisperEngine(config.whisper, device)
+    if config.inference.engine == "funasr":
+        from inference.engines.funasr import FunasrEngine
+
+        return FunasrEngine(config.funasr, device)
     if config.inference.engine == "instant":
         from inference.engines.instant import InstantEngine
 

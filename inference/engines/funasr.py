@@ -1,0 +1,220 @@
+"""FunASR's Chinese model family: SeACo-Paraformer (or SenseVoiceSmall) offline, Paraformer streaming
+for partials, CT-Transformer punctuation. Every model loads through funasr.AutoModel from a local
+directory that inference.model_hub resolved first (hub cache or download), so a missing model stops
+startup with one clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inference.engines.base import DecodeOptions, DecodeResult
+from inference.model_hub import ModelUnavailable, resolve_model_dir
+
+log = logging.getLogger(__name__)
+
+_SENSEVOICE_LANGUAGES = ("zh", "en", "yue", "ja", "ko")
+_TAG = re.compile(r"<\|[^|]*\|>")
+_UNKNOWN = "<unk>"  # FunASR models spell tokens outside their vocabulary so; nothing a reader should see
+_CJK_GAP = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef]) +(?=[\u3000-\u9fff\uff00-\uffef])")
+MIN_AUDIO_SAMPLES = 2400  # 150 ms: shorter clips crash Paraformer's frontend ("n must be > 0") and hold no word
+
+
+@dataclass
+class StreamState:
+    """One stream's streaming-model cache for the open segment, and the text it produced so far."""
+
+    chunk_size: tuple[int, int, int]
+    cache: dict = field(default_factory=dict)
+    text: str = ""
+
+
+def _quiet_import_automodel():
+    # funasr prints an ffmpeg notice to stdout on import; startup output should be our own lines.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from funasr import AutoModel
+    return AutoModel
+
+
+def load_automodel(spec: str, role: str, settings, device: str):
+    """Resolve `spec` to a directory and load it the way FunASR documents: AutoModel(model=dir)."""
+    path = resolve_model_dir(spec, role, settings.hub, settings.model_cache_dir, settings.allow_download)
+    AutoModel = _quiet_import_automodel()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            # ncpu: AutoModel sets torch's process-wide thread count from it on every call.
+            # Not fp16=True: that casts the weights but not the features, and Paraformer then fails
+            # on mixed dtypes; half precision comes from autocast around each call instead.
+            return AutoModel(
+                model=str(path), device=device, disable_update=True, disable_pbar=True, ncpu=os.cpu_count() or 1
+            )
+    except Exception as exc:
+        raise ModelUnavailable(f"funasr.{role} = {spec!r}: loading {path} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def hotword_argument(hotwords: Sequence[tuple[str, int]]) -> str:
+    """SeACo's `hotword=` string: phrases joined by spaces. FunASR fetches a hotword argument that
+    starts with "http" and reads one ending in ".txt" as a server file, so such phrases (which no
+    speaker says) are left out rather than let a client make the server open URLs or files."""
+    phrases = []
+    for phrase, _ in hotwords:
+        lowered = phrase.lower()
+        if lowered.startswith("http") or lowered.endswith(".txt") or "://" in lowered:
+            log.warning("hotword %r dropped: it looks like a URL or file name", phrase)
+            continue
+        phrases.append(phrase)
+    return " ".join(phrases)
+
+
+def _clean(text) -> str:
+    """Model text as captions show it: no <unk>, single spaces, none between Chinese characters
+    (with timestamps on, FunASR separates every character by a space)."""
+    return _CJK_GAP.sub("", " ".join(str(text).replace(_UNKNOWN, " ").split()))
+
+
+def _model_class(model) -> str:
+    return str(getattr(model, "kwargs", {}).get("model", type(getattr(model, "model", model)).__name__))
+
+
+class FunasrEngine:
+    name = "funasr"
+
+    def __init__(self, settings, device: str) -> None:
+        self.settings = settings
+        self.device = device
+        self._offline = load_automodel(settings.offline_model, "offline_model", settings, device)
+        self._online = (
+            load_automodel(settings.online_model, "online_model", settings, device) if settings.online_model else None
+        )
+        self._punc = (
+            load_automodel(settings.punc_model, "punc_model", settings, device) if settings.punc_model else None
+        )
+        self.offline_class = _model_class(self._offline)
+        self.sensevoice = "SenseVoice" in self.offline_class
+        self.model = " + ".join(m for m in (settings.offline_model, settings.online_model, settings.punc_model) if m)
+        self._cpu: FunasrEngine | None = None
+        log.info(
+            "funasr engine: offline %s (%s), online %s, punc %s on %s",
+            settings.offline_model,
+            self.offline_class,
+            settings.online_model or "-",
+            settings.punc_model or "-",
+            device,
+        )
+
+    @property
+    def streaming(self) -> bool:
+        """Partials come from the streaming model, chunk by chunk, instead of offline re-decodes."""
+        return self._online is not None
+
+    # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
+    def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+        results: list[DecodeResult | None] = [None] * len(audios)
+        # One model call per hotword list / language: SeACo takes one hotword string per call.
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, option in enumerate(options):
+            groups.setdefault((self._hotword_string(option), self._language(option)), []).append(i)
+        for (hotwords, language), indices in groups.items():
+            audible = [i for i in indices if len(audios[i]) >= MIN_AUDIO_SAMPLES]
+            for i in set(indices) - set(audible):
+                results[i] = DecodeResult(text="")
+            if not audible:
+                continue
+            batch = [np.ascontiguousarray(audios[i], dtype=np.float32) for i in audible]
+            for i, item in zip(audible, self._generate_offline(batch, hotwords, language)):
+                results[i] = self._offline_result(item, options[i])
+        return results  # type: ignore[return-value]
+
+    def _generate_offline(self, batch: list[np.ndarray], hotwords: str, language: str) -> list[dict]:
+        kwargs: dict[str, Any] = {"batch_size": len(batch), "disable_pbar": True}
+        if self.sensevoice:
+            kwargs.update(language=language, use_itn=True)
+        elif hotwords:  # even "" switches SeACo's biasing on, so only pass real ones
+            kwargs["hotword"] = hotwords
+        with self._precision():
+            out = self._offline.generate(input=batch, **kwargs)
+        if len(out) != len(batch):
+            # FunASR returns [] for a batch in which no item produced a token; ask item by item.
+            if len(batch) == 1:
+                return [{"text": ""}]
+            return [item for audio in batch for item in self._generate_offline([audio], hotwords, language)]
+        return out
+
+    def _precision(self):
+        if self.settings.fp16 and self.device.startswith("cuda"):
+            import torch
+
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _offline_result(self, item: dict, option: DecodeOptions) -> DecodeResult:
+        text = _clean(item.get("text", ""))
+        extra: dict[str, Any] = {}
+        if self.sensevoice:
+            tags = _TAG.findall(text)
+            language = next((t[2:-2] for t in tags if t[2:-2] in _SENSEVOICE_LANGUAGES), None)
+            text = _TAG.sub("", text).strip()
+            extra = {"language": language, "itn_done": True}  # SenseVoice writes numbers and punctuation itself
+        elif not option.partial:
+            text = self.punctuate(text)
+        stamps = item.get("timestamp")
+        timestamps = tuple((int(a), int(b)) for a, b in stamps) if stamps is not None and len(stamps) else None
+        return DecodeResult(text=text, timestamps=timestamps, extra=extra)
+
+    def punctuate(self, text: str) -> str:
+        if self._punc is None or not text.strip():
+            return text
+        if text.lstrip().lower().startswith("http"):
+            return text  # FunASR would fetch text starting with "http" as a URL instead of punctuating it
+        with self._precision():
+            out = self._punc.generate(input=text, disable_pbar=True)
+        return _clean(out[0].get("text", text)) if out else text
+
+    def _hotword_string(self, option: DecodeOptions) -> str:
+        return hotword_argument(option.hotwords)
+
+    def _language(self, option: DecodeOptions) -> str:
+        return option.language if option.language in _SENSEVOICE_LANGUAGES else "auto"
+
+    # --- streaming: partials in online/2pass modes, the final in online mode -------------------
+    def new_stream_state(self, chunk_size: tuple[int, int, int] = (5, 10, 5)) -> StreamState:
+        return StreamState(tuple(chunk_size))
+
+    def stream(self, steps: Sequence[tuple[StreamState, np.ndarray, bool, DecodeOptions]]) -> list[DecodeResult]:
+        """One chunk per stream. FunASR's streaming Paraformer keeps its cache in a dict per call, so
+        chunks of different streams cannot share one forward pass; each gets its own call."""
+        assert self._online is not None, "stream() needs funasr.online_model"
+        results = []
+        for state, audio, is_final, option in steps:
+            with self._precision():
+                out = self._online.generate(
+                    input=np.ascontiguousarray(audio, dtype=np.float32),
+                    cache=state.cache,
+                    is_final=is_final,
+                    chunk_size=list(state.chunk_size),
+                    encoder_chunk_look_back=self.settings.encoder_chunk_look_back,
+                    decoder_chunk_look_back=self.settings.decoder_chunk_look_back,
+                    disable_pbar=True,
+                )
+            state.text += "".join(_clean(item.get("text", "")) for item in out)
+            text = state.text
+            if is_final:
+                state.cache.clear()  # the segment is over; nothing may leak into the next one
+                if not option.partial:
+                    text = self.punctuate(text)
+            results.append(DecodeResult(text=text))
+        return results
+
+    def on_cpu(self) -> FunasrEngine:
+        if self._cpu is None:
+            self._cpu = self if self.device == "cpu" else FunasrEngine(self.settings, "cpu")
+        return self._cpu

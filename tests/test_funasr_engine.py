@@ -1,0 +1,199 @@
+"""The funasr engine over tiny random FunASR models (stand-ins for hub weights), loaded through the
+production AutoModel path. These check calls, batching, caches and messages - not words."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from inference.engines.base import DecodeOptions, DecodeResult
+from inference.executor import InferenceExecutor
+from inference.model_hub import ModelUnavailable
+from tests.conftest import funasr_settings, make_config
+from tests.speech import compose
+
+SCRIPT = compose([0.2, "good morning everyone", 0.3])
+
+
+@pytest.fixture
+def clips():
+    rng = np.random.default_rng(7)
+    speech = SCRIPT.audio
+    return [speech, speech[: len(speech) // 2], (rng.standard_normal(24000) * 0.05).astype(np.float32), speech[::-1]]
+
+
+def spy(monkeypatch, model):
+    """Record every generate() call of a real FunASR model, then let it run."""
+    calls = []
+    real = model.generate
+
+    def generate(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", generate)
+    return calls
+
+
+def test_a_batch_of_finals_is_one_offline_call_with_clean_text_and_timestamps(funasr_engine, monkeypatch, clips):
+    calls = spy(monkeypatch, funasr_engine._offline)
+    results = funasr_engine.decode(clips, [DecodeOptions()] * len(clips))
+    assert len(calls) == 1 and calls[0]["batch_size"] == 4 and len(calls[0]["input"]) == 4
+    assert "hotword" not in calls[0]  # even an empty hotword string switches SeACo's biasing on
+    assert len(results) == 4 and all(isinstance(r, DecodeResult) for r in results)
+    for result, clip in zip(results, clips):
+        assert "  " not in result.text and not any(
+            a > "\u3000" and b == " " and c > "\u3000" for a, b, c in zip(result.text, result.text[1:], result.text[2:])
+        ), f"characters must not be space-separated: {result.text!r}"
+        if result.timestamps:
+            ends = [end for _, end in result.timestamps]
+            assert ends == sorted(ends) and ends[-1] <= len(clip) * 1000 // 16000 + 100
+
+
+def test_hotwords_reach_seaco_one_call_per_hotword_list(funasr_engine, monkeypatch, clips):
+    calls = spy(monkeypatch, funasr_engine._offline)
+    lecture = (("阿里巴巴", 20), ("达摩院", 30))
+    options = [
+        DecodeOptions(hotwords=lecture),
+        DecodeOptions(),
+        DecodeOptions(hotwords=lecture),
+        DecodeOptions(hotwords=(("http://evil.example/x", 20), ("语音", 20), ("secrets.txt", 20))),
+    ]
+    funasr_engine.decode(clips, options)
+    by_hotword = {call.get("hotword"): len(call["input"]) for call in calls}
+    # URL- and file-like phrases never reach FunASR, which would fetch or open them.
+    assert by_hotword == {"阿里巴巴 达摩院": 2, None: 1, "语音": 1}
+
+
+def test_clips_too_short_for_the_model_get_empty_text_without_a_call(funasr_engine, monkeypatch, clips):
+    calls = spy(monkeypatch, funasr_engine._offline)
+    results = funasr_engine.decode([clips[0][:100], clips[0]], [DecodeOptions()] * 2)
+    assert results[0].text == "" and len(calls) == 1 and len(calls[0]["input"]) == 1
+
+
+def test_punctuation_runs_on_finals_not_on_partials(funasr_engine, monkeypatch, clips):
+    punc_calls = spy(monkeypatch, funasr_engine._punc)
+    partial = funasr_engine.decode([clips[0]], [DecodeOptions(partial=True)])[0]
+    assert punc_calls == []
+    final = funasr_engine.decode([clips[0]], [DecodeOptions()])[0]
+    assert partial.text, "the tiny model writes (random) characters for speech"
+    assert len(punc_calls) == 1 and punc_calls[0]["input"] == partial.text
+    assert final.text != partial.text  # the punctuation model changed it (random marks, but marks)
+
+
+def run_stream(engine, state, audio, chunk=9600):
+    texts = []
+    for offset in range(0, len(audio) - chunk + 1, chunk):
+        step = (state, audio[offset : offset + chunk], False, DecodeOptions(partial=True))
+        texts.append(engine.stream([step])[0].text)
+    tail = audio[len(audio) // chunk * chunk :]
+    texts.append(engine.stream([(state, tail, True, DecodeOptions())])[0].text)
+    return texts
+
+
+def test_streaming_caches_of_two_streams_are_kept_apart(funasr_engine, clips):
+    a, b = clips[0], clips[3]
+    alone_a = run_stream(funasr_engine, funasr_engine.new_stream_state((5, 10, 5)), a)
+    alone_b = run_stream(funasr_engine, funasr_engine.new_stream_state((5, 10, 5)), b)
+    assert alone_a != alone_b
+    state_a, state_b = funasr_engine.new_stream_state((5, 10, 5)), funasr_engine.new_stream_state((5, 10, 5))
+    together_a, together_b = [], []
+    for offset in range(0, 9600 * 3, 9600):  # interleave chunk by chunk, in one engine call each time
+        pair = funasr_engine.stream(
+            [
+                (state_a, a[offset : offset + 9600], False, DecodeOptions(partial=True)),
+                (state_b, b[offset : offset + 9600], False, DecodeOptions(partial=True)),
+            ]
+        )
+        together_a.append(pair[0].text)
+        together_b.append(pair[1].text)
+    assert together_a == alone_a[:3] and together_b == alone_b[:3]
+    # Text so far only grows; the final chunk flushes the cache so the next segment starts clean.
+    assert all(later.startswith(earlier) for earlier, later in zip(alone_a, alone_a[1:-1]))
+    run_stream(funasr_engine, state_a, a[9600 * 3 :])
+    assert state_a.cache == {} or all(not v for v in state_a.cache.values())
+
+
+async def test_executor_batches_finals_of_many_streams_and_keeps_each_streams_chunks_in_order(
+    funasr_engine, scorer, monkeypatch, clips
+):
+    offline_calls = spy(monkeypatch, funasr_engine._offline)
+    executor = InferenceExecutor(funasr_engine, scorer, 8, 50, 64)
+    await executor.start()
+    try:
+        finals = [executor.submit_final(i, 0, clip, DecodeOptions()) for i, clip in enumerate(clips)]
+        a, b = clips[0], clips[3]
+        state_a, state_b = executor.new_stream_state((5, 10, 5)), executor.new_stream_state((5, 10, 5))
+        steps_a = [executor.submit_step(10, 0, state_a, a[o : o + 9600], False, DecodeOptions(partial=True))
+                   for o in range(0, 9600 * 3, 9600)]  # fmt: skip
+        steps_b = [executor.submit_step(11, 0, state_b, b[o : o + 9600], False, DecodeOptions(partial=True))
+                   for o in range(0, 9600 * 3, 9600)]  # fmt: skip
+        results = await asyncio.gather(*finals)
+        texts_a = [r.text for r in await asyncio.gather(*steps_a)]
+        texts_b = [r.text for r in await asyncio.gather(*steps_b)]
+    finally:
+        await executor.close()
+    assert len(offline_calls) == 1 and len(offline_calls[0]["input"]) == 4  # one batch for four streams
+    assert all("queue_ms" in r.extra and "decode_ms" in r.extra for r in results)
+    expected_a = run_stream(funasr_engine, funasr_engine.new_stream_state((5, 10, 5)), a)[:3]
+    expected_b = run_stream(funasr_engine, funasr_engine.new_stream_state((5, 10, 5)), b)[:3]
+    assert texts_a == expected_a and texts_b == expected_b
+
+
+def test_sensevoice_as_the_offline_model_strips_its_tags_and_does_its_own_itn(tiny_funasr, clips):
+    from inference.engines import create_engine
+
+    sensevoice = str(tiny_funasr["sensevoice"])
+    settings = funasr_settings(tiny_funasr, offline_model=sensevoice, online_model="", punc_model="")
+    engine = create_engine(make_config(inference={"engine": "funasr"}, funasr=settings), "cpu")
+    assert engine.sensevoice and not engine.streaming
+    results = engine.decode(clips[:2], [DecodeOptions(language="zh"), DecodeOptions()])
+    assert all("<|" not in r.text for r in results)
+    assert all(r.extra["itn_done"] for r in results)
+
+
+def test_missing_hub_model_fails_with_one_clear_message(tiny_funasr, tmp_path):
+    from inference.engines import create_engine
+
+    settings = funasr_settings(tiny_funasr, offline_model="paraformer-zh", model_cache_dir=str(tmp_path))
+    with pytest.raises(ModelUnavailable) as caught:
+        create_engine(make_config(inference={"engine": "funasr"}, funasr=settings), "cpu")
+    message = str(caught.value)
+    assert "paraformer-zh" in message and str(tmp_path) in message and "funasr.offline_model" in message
+    assert "iic/speech_seaco_paraformer" in message  # the repo it would download
+
+
+@pytest.mark.parametrize("spec, says", [("/no/such/model", "no such directory"), ("{empty}", "missing config.yaml")])
+def test_bad_local_model_directory_is_named(tiny_funasr, tmp_path, spec, says):
+    from inference.engines import create_engine
+
+    spec = spec.replace("{empty}", str(tmp_path))
+    settings = funasr_settings(tiny_funasr, online_model=spec)
+    with pytest.raises(ModelUnavailable, match=says):
+        create_engine(make_config(inference={"engine": "funasr"}, funasr=settings), "cpu")
+
+
+def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp_path):
+    from server.config import DEFAULT_CONFIG_PATH
+
+    text = DEFAULT_CONFIG_PATH.read_text()
+    text = text.replace('engine = "whisper"', 'engine = "funasr"').replace(
+        'model_cache_dir = ""', f'model_cache_dir = "{tmp_path}"'
+    )
+    text = text.replace("allow_download = true", "allow_download = false").replace("port = 10095", "port = 0")
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "run_server.py", "--config", str(path), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "paraformer-zh" in errors[0] and str(tmp_path) in errors[0]

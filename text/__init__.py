@@ -1,0 +1,1 @@
+"""Text post-processing for captions: inverse text normalisation and hotword lists."""
