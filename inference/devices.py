@@ -37,3 +37,32 @@ def resolve_device(requested: str) -> str:
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA out-of-memory errors from torch or CTranslate2 (both say so in the message)."""
     return "out of memory" in str(exc).lower()
+
+
+def clear_cache(device: str) -> dict:
+    """Give cached, unused CUDA memory back to the driver; report memory before and after.
+
+    Only torch's caching allocator is affected (FunASR models); CTranslate2 (Whisper) keeps its own."""
+    if not device.startswith("cuda"):
+        return {"device": device, "cleared": False, "message": f"device is {device}: no CUDA cache to clear"}
+    import gc
+
+    import torch
+
+    def usage() -> dict:
+        return {
+            "allocated_bytes": int(torch.cuda.memory_allocated(device)),
+            "reserved_bytes": int(torch.cuda.memory_reserved(device)),
+        }
+
+    before = usage()
+    gc.collect()  # tensors only garbage holds on to are freed first, so their blocks can be released
+    torch.cuda.empty_cache()
+    after = usage()
+    return {
+        "device": device,
+        "cleared": True,
+        "before": before,
+        "after": after,
+        "released_bytes": before["reserved_bytes"] - after["reserved_bytes"],
+    }

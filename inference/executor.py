@@ -212,6 +212,13 @@ class InferenceExecutor:
         if not any(step.is_final for step in self._steps.get(stream_id, ())):
             self._drop_steps(stream_id)
 
+    async def clear_device_cache(self) -> dict:
+        """Empty the CUDA cache on the decode thread, between model calls (never under one)."""
+        from inference.devices import clear_cache
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_pool, clear_cache, self.engine.device)
+
     def _new_future(self) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         if self._closed:

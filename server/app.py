@@ -104,6 +104,7 @@ class CaptionServer:
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_post("/admin/gpu/clear-cache", self._clear_gpu_cache)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         self._site = web.TCPSite(
@@ -204,6 +205,12 @@ class CaptionServer:
         self.ctx.metrics.backlog.set(self.ctx.executor.oldest_final_wait_s)
         self.ctx.metrics.queued_replies.set(sum(len(c.outbox) for c in self.ctx.connections))
         return web.Response(body=self.ctx.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _clear_gpu_cache(self, request: web.Request) -> web.Response:
+        assert self.ctx is not None
+        report = await self.ctx.executor.clear_device_cache()
+        log.info("GPU cache clear requested: %s", report)
+        return web.json_response(report)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self.ctx is not None

@@ -39,3 +39,21 @@ class SimulatedCudaEngine(RecordingEngine):
         if len(audios) > self.max_ok:
             raise RuntimeError("CUDA failed with error out of memory")
         return self.inner.decode(audios, options)
+
+
+class SpokenFormEngine:
+    """Stand-in for a recogniser that writes numbers as spoken words (Paraformer does; no model here
+    speaks Chinese): answers every clip with `text`, so the executor's ITN stage can be checked."""
+
+    name, model, device = "spoken-form", "stand-in (fixed spoken-form text)", "cpu"
+
+    def __init__(self, text: str, extra: dict | None = None):
+        self.text, self.extra = text, extra or {}
+
+    def decode(self, audios, options):
+        from inference.engines.base import DecodeResult
+
+        return [DecodeResult(self.text, extra=dict(self.extra)) for _ in audios]
+
+    def on_cpu(self):
+        return self

@@ -32,3 +32,24 @@ def test_out_of_memory_is_recognised_from_torch_and_ctranslate2_messages():
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("CUDA failed with error out of memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_clearing_the_cache_on_cpu_is_a_clear_no_op():
+    from inference.devices import clear_cache
+
+    report = clear_cache("cpu")
+    assert report["cleared"] is False and "no CUDA cache" in report["message"]
+
+
+def test_clearing_the_cuda_cache_reports_memory_before_and_after(monkeypatch):
+    # Simulated GPU (none here): a caching allocator holding 3 GiB, of which empty_cache frees 2 GiB.
+    from inference.devices import clear_cache
+
+    reserved = {"bytes": 3 << 30}
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 << 30)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: reserved["bytes"])
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: reserved.update(bytes=1 << 30))
+    report = clear_cache("cuda:0")
+    assert report["cleared"] is True
+    assert report["before"] == {"allocated_bytes": 1 << 30, "reserved_bytes": 3 << 30}
+    assert report["after"]["reserved_bytes"] == 1 << 30 and report["released_bytes"] == 2 << 30

@@ -158,3 +158,27 @@ async def test_vad_chunks_from_many_streams_are_scored_in_one_call(whisper_engin
     assert sum(calls) == 6 and len(calls) < 6
     for r in results[1:]:
         np.testing.assert_allclose(r, results[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "spoken, options, extra, expected",
+    [
+        ("二零二五年三月十五号下午三点十五分", DecodeOptions(), {}, "2025年3月15日下午3:15"),
+        ("一千二百三十四元", DecodeOptions(itn=False), {}, "一千二百三十四元"),  # the client turned ITN off
+        ("一千二百三十四元", DecodeOptions(partial=True), {}, "一千二百三十四元"),  # partials stay as heard
+        ("一千二百三十四元", DecodeOptions(), {"itn_done": True}, "一千二百三十四元"),  # engine did its own
+        ("it costs twenty five dollars", DecodeOptions(language="en"), {}, "it costs $25"),
+    ],
+)
+async def test_finals_get_inverse_text_normalisation_as_each_stream_asks(scorer, spoken, options, extra, expected):
+    from tests.engines import SpokenFormEngine
+    from text.itn import InverseNormalizer
+
+    executor = InferenceExecutor(SpokenFormEngine(spoken, extra), scorer, 4, 0, 64, normalizer=InverseNormalizer())
+    await executor.start()
+    try:
+        submit = executor.submit_partial if options.partial else executor.submit_final
+        result = await submit(0, 0, np.zeros(16000, np.float32), options)
+    finally:
+        await executor.close()
+    assert result.text == expected

@@ -197,3 +197,33 @@ def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "paraformer-zh" in errors[0] and str(tmp_path) in errors[0]
+
+
+def test_vad_model_setting_resolves_to_the_shipped_copy_or_a_directory(tmp_path):
+    from inference.vad_fsmn import FsmnScorer, packaged_model_dir
+    from server.app import vad_model_dir
+
+    config = make_config()
+    assert config.funasr.vad_model == "fsmn-vad" and vad_model_dir(config.funasr) is None
+    local = make_config(funasr={"vad_model": str(packaged_model_dir())}).funasr
+    assert vad_model_dir(local) == str(packaged_model_dir())
+    FsmnScorer(vad_model_dir(local))  # loads
+    with pytest.raises(ModelUnavailable, match="missing config.yaml"):
+        vad_model_dir(make_config(funasr={"vad_model": str(tmp_path)}).funasr)
+
+
+def test_documented_smoke_command_runs_end_to_end(tiny_funasr, tmp_path, capsys):
+    # The same script users run against the real hub models; here pointed at the tiny ones.
+    from server.config import DEFAULT_CONFIG_PATH
+    from tests.speech import write_wav
+    from tools.funasr_smoke import main
+
+    text = DEFAULT_CONFIG_PATH.read_text()
+    defaults = {"offline": "paraformer-zh", "online": "paraformer-zh-streaming", "punc": "ct-punc"}
+    for role, default in defaults.items():
+        text = text.replace(f'{role}_model = "{default}"', f'{role}_model = "{tiny_funasr[role]}"', 1)
+    (tmp_path / "config.toml").write_text(text)
+    wav = write_wav(tmp_path / "speech.wav", SCRIPT.audio)
+    assert main([str(wav), "--config", str(tmp_path / "config.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "SeacoParaformer" in out and "offline  (" in out and "streaming (" in out

@@ -449,3 +449,12 @@ async def test_frozen_client_costs_bounded_server_memory(start_server, phrases):
     flooding.cancel()
     await asyncio.gather(flooding, return_exceptions=True)
     stalled.transport.abort()
+
+
+async def test_gpu_cache_clear_endpoint_answers_clearly_on_cpu(shared_server):
+    request = urllib.request.Request(shared_server.http + "/admin/gpu/clear-cache", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        report = json.loads(response.read())
+    assert report == {"device": "cpu", "cleared": False, "message": "device is cpu: no CUDA cache to clear"}
+    async with await connect(shared_server.url) as ws:  # the server carries on
+        await start(ws)
