@@ -45,12 +45,25 @@ def _quiet_import_automodel():
     return AutoModel
 
 
+@contextlib.contextmanager
+def _funasr_logs_quiet():
+    # FunASR logs a dozen INFO lines per model on the root logger ("download models from model hub"
+    # even for a local directory); keep its warnings, drop that noise from the server's log.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def load_automodel(spec: str, role: str, settings, device: str):
     """Resolve `spec` to a directory and load it the way FunASR documents: AutoModel(model=dir)."""
     path = resolve_model_dir(spec, role, settings.hub, settings.model_cache_dir, settings.allow_download)
     AutoModel = _quiet_import_automodel()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), _funasr_logs_quiet():
             # ncpu: AutoModel sets torch's process-wide thread count from it on every call.
             # Not fp16=True: that casts the weights but not the features, and Paraformer then fails
             # on mixed dtypes; half precision comes from autocast around each call instead.
