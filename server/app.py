@@ -15,10 +15,13 @@ from aiohttp import WSCloseCode, web
 from server import protocol
 from server.config import Config
 from server.metrics import Metrics
+from server.outbox import Outbox
+from server.sessions import SESSION_ID, SessionHub
 
 log = logging.getLogger(__name__)
 
 STATUS_PAGE = Path(__file__).with_name("status.html")
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_js"  # the page, overlay and JS library
 
 
 @dataclass
@@ -32,7 +35,9 @@ class ServerContext:
     device: str
     metrics: Metrics = field(default_factory=Metrics)
     hotwords: tuple[tuple[str, int], ...] = ()  # the server's hotword file, merged into every stream's
+    sessions: SessionHub | None = None
     connections: set = field(default_factory=set)
+    subscribers: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -98,10 +103,21 @@ class CaptionServer:
             self._engine.device,
             metrics=metrics,
             hotwords=hotwords,
+            sessions=SessionHub(
+                self.config.server.session_keep_s,
+                self.config.server.session_max_finals,
+                self.config.server.send_queue_partials,
+                self.config.server.max_queued_replies,
+            ),
         )
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/", self._root)
         app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/subscribe", self._subscribe)
+        app.router.add_get("/status", self._status_page)
+        app.router.add_get("/overlay", self._overlay)
+        if CLIENT_DIR.is_dir():
+            app.router.add_static("/client_js/", CLIENT_DIR, follow_symlinks=False)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/admin/gpu/clear-cache", self._clear_gpu_cache)
@@ -158,6 +174,8 @@ class CaptionServer:
                 task.cancel()
             if not_done:
                 log.warning("%d connection(s) did not finish within %.1f s", len(not_done), grace)
+        if self.ctx.sessions is not None:
+            self.ctx.sessions.close_subscribers()
         await self.ctx.executor.close()
         if self._owns_scorer and hasattr(self._scorer, "close"):
             self._scorer.close()
@@ -166,10 +184,54 @@ class CaptionServer:
 
     # --- routes ------------------------------------------------------------------------------
     async def _root(self, request: web.Request) -> web.StreamResponse:
-        # FunASR's clients connect to "/" with no path; browsers get the status page there.
+        # FunASR's clients connect to "/" with no path; browsers get the captions page there.
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request)
+        page = CLIENT_DIR / "index.html"
+        return web.FileResponse(page if page.is_file() else STATUS_PAGE)
+
+    async def _status_page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATUS_PAGE)
+
+    async def _overlay(self, request: web.Request) -> web.StreamResponse:
+        page = CLIENT_DIR / "overlay.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text="overlay page not installed (client_js/overlay.html)")
+        return web.FileResponse(page)
+
+    async def _subscribe(self, request: web.Request) -> web.StreamResponse:
+        """A display following one session's captions: stored finals first, then live ones."""
+        assert self.ctx is not None and self.ctx.sessions is not None
+        session_id = request.query.get("session", "")
+        if not SESSION_ID.match(session_id):
+            raise web.HTTPBadRequest(text="session must be 1..64 characters of A-Z a-z 0-9 _ -")
+        ws = web.WebSocketResponse(max_msg_size=4096, autoping=True, heartbeat=30.0)
+        await ws.prepare(request)
+        if self.ctx.subscribers >= self.config.server.max_subscribers or self._stop.is_set():
+            reason = "server busy: too many caption displays, try again later"
+            await ws.send_str(protocol.encode(protocol.error("busy", reason)))
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
+            return ws
+        self.ctx.subscribers += 1
+        outbox = self.ctx.sessions.subscribe(session_id)
+        await ws.send_str(protocol.encode(protocol.subscribed(session_id)))
+        reader = asyncio.create_task(_drain_until_closed(ws, outbox))
+        try:
+            while (message := await outbox.get()) is not None:
+                await asyncio.wait_for(ws.send_str(protocol.encode(message)), self.config.server.send_timeout_s)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            self.ctx.subscribers -= 1
+            self.ctx.sessions.unsubscribe(session_id, outbox)
+            reader.cancel()
+            if not ws.closed:
+                reason = "server shutting down" if self._stop.is_set() else "display too slow"
+                await ws.close(
+                    code=WSCloseCode.GOING_AWAY if self._stop.is_set() else WSCloseCode.POLICY_VIOLATION,
+                    message=reason.encode(),
+                )
+        return ws
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         from server.connection import Connection
@@ -233,6 +295,13 @@ class CaptionServer:
                 "decode_errors": stats.errors,
             }
         )
+
+
+async def _drain_until_closed(ws: web.WebSocketResponse, outbox: Outbox) -> None:
+    # Subscribers only listen; reading keeps pings answered and notices when they leave.
+    async for _ in ws:
+        pass
+    outbox.close()
 
 
 def vad_model_dir(settings) -> str | None:

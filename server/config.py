@@ -30,6 +30,9 @@ class ServerConfig:
     tls_cert_file: str
     tls_key_file: str
     disconnect_flush_s: float
+    session_keep_s: float
+    session_max_finals: int
+    max_subscribers: int
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "overload_backlog_ms"): (10, 600_000),
     ("server", "shutdown_grace_s"): (0, 3600),
     ("server", "disconnect_flush_s"): (0, 3600),
+    ("server", "session_keep_s"): (0, 7 * 24 * 3600),
+    ("server", "session_max_finals"): (1, 1_000_000),
+    ("server", "max_subscribers"): (0, 100_000),
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),
     ("endpointing", "silence_ms"): (50, 10_000),

@@ -20,6 +20,7 @@ from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed
 from server import protocol
 from server.outbox import Outbox
+from server.sessions import CaptionSession, new_session_id
 from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
 from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_UNSCORED_S = 5.0  # audio allowed to wait for VAD before the connection stops reading
+SESSION_TAKEN_OVER = 4001  # close code: the captions session continues on another connection
 
 
 @dataclass
@@ -56,6 +58,17 @@ class Stream:
     chunker: SegmentChunker | None = None
     step_state: Any = None
     step_segment: int | None = None  # the segment step_state belongs to; None = not streaming it
+    # The captions session this stream feeds; its segment ids and times continue the session's.
+    captions: CaptionSession | None = None
+    segment_base: int = 0
+    time_base_ms: int = 0
+    segments_opened: int = 0
+
+    def segment_id(self, local_id: int) -> int:
+        return self.segment_base + local_id
+
+    def ms(self, samples: int) -> int:
+        return self.time_base_ms + samples_to_ms(samples)
 
 
 def chunk_ms(start: protocol.StartStream) -> int:
@@ -145,7 +158,7 @@ class Connection:
                 self._error(exc.code, exc.message)
                 return
             if isinstance(parsed, protocol.StartStream):
-                self._start_stream(parsed)
+                await self._start_stream(parsed)
             elif isinstance(parsed, protocol.EndStream):
                 if self.stream is None:
                     self.outbox.put(protocol.end("2pass", "stream", []))
@@ -214,7 +227,7 @@ class Connection:
             lag = (time.monotonic() - stream.first_audio_at) - stream.session.samples_decided / SAMPLE_RATE
             self.ctx.metrics.lag.observe(max(0.0, lag))
 
-    def _start_stream(self, start: protocol.StartStream) -> None:
+    async def _start_stream(self, start: protocol.StartStream) -> None:
         streaming = self.ctx.executor.streaming and start.mode != "offline"
         try:
             settings = session_settings(self.ctx.config, start, streaming)
@@ -230,16 +243,45 @@ class Connection:
             options=DecodeOptions(language=start.language, hotwords=hotwords, itn=start.itn),
             chunker=SegmentChunker(chunk_ms(start) * SAMPLE_RATE // 1000) if streaming else None,
         )
+        captions = self.ctx.sessions.get(start.session_id or new_session_id())
+        previous = captions.owner
+        if previous is not None and previous is not self:
+            # The client came back on a new socket before the server noticed the old one die (or a
+            # second client took the session over): the old stream ends first, so its finals are
+            # stored and numbered before this stream continues the session.
+            await previous.hand_over()
+        captions.owner = self
+        stream.captions = captions
+        stream.segment_base, stream.time_base_ms = captions.next_segment_id, captions.audio_ms
         stream.finals_task = asyncio.create_task(self._finals_loop(stream), name=f"finals {self.peer}")
         self.stream = stream
-        self.outbox.put(protocol.ready(start, self.ctx.engine_name, self.ctx.model_name))
-        log.info("%s: stream %r started (mode %s, %d Hz)", self.peer, start.wav_name, start.mode, start.audio_fs)
+        resumed = start.resume_after is not None
+        self.outbox.put(protocol.ready(start, self.ctx.engine_name, self.ctx.model_name, captions.session_id, resumed))
+        if resumed:
+            for final in captions.finals_after(start.resume_after):
+                self.outbox.put(final)
+        log.info(
+            "%s: stream %r started (mode %s, %d Hz, session %s%s)",
+            self.peer,
+            start.wav_name,
+            start.mode,
+            start.audio_fs,
+            captions.session_id,
+            f", resumed after segment {start.resume_after}" if resumed else "",
+        )
+
+    async def hand_over(self) -> None:
+        """Another connection resumes this one's session: end the stream here, then close."""
+        await self._finish_stream(client_gone=self.ws.closed)
+        self._stopping = True
+        self._spawn(self._close(SESSION_TAKEN_OVER, "session resumed on another connection"))
 
     # --- events from the streaming core ------------------------------------------------------
     def _handle(self, stream: Stream, events) -> None:
         for event in events:
             if isinstance(event, SpeechStarted):
                 stream.stabilizers[event.segment_id] = PartialStabilizer()
+                stream.segments_opened = max(stream.segments_opened, event.segment_id + 1)
                 if stream.chunker is not None:
                     stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)
                     stream.step_segment = event.segment_id
@@ -316,19 +358,18 @@ class Connection:
         if not (split.stable or split.unstable):
             return
         self.ctx.metrics.partials.inc()
-        self.outbox.put(
-            protocol.partial(
-                stream.start.mode,
-                stream.start.wav_name,
-                event.segment_id,
-                samples_to_ms(event.speech_start),
-                samples_to_ms(event.end if isinstance(event, PartialDue) else event.speech_end),
-                split.delta,
-                split.stable,
-                split.unstable,
-            ),
-            droppable=True,
+        reply = protocol.partial(
+            stream.start.mode,
+            stream.start.wav_name,
+            stream.segment_id(event.segment_id),
+            stream.ms(event.speech_start),
+            stream.ms(event.end if isinstance(event, PartialDue) else event.speech_end),
+            split.delta,
+            split.stable,
+            split.unstable,
         )
+        self.outbox.put(reply, droppable=True)
+        self._publish(stream, reply)
 
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
@@ -354,13 +395,13 @@ class Connection:
             reply = protocol.final(
                 stream.start.mode,
                 stream.start.wav_name,
-                event.segment_id,
-                event.start_ms,
-                event.end_ms,
+                stream.segment_id(event.segment_id),
+                stream.ms(event.speech_start),
+                stream.ms(event.speech_end),
                 text,
                 stabilizer.final_delta(text),
                 event.reason,
-                _shift(timestamps, event),
+                _shift(timestamps, stream.ms(event.start)),
             )
             # Where the time went after the segment closed: waiting for the model, the model
             # call itself, and (the rest of final_ms) waiting for earlier segments' finals.
@@ -369,6 +410,7 @@ class Connection:
             if failure is not None:
                 reply["error"] = f"decoding failed: {failure}"
             stream.results.append(reply)
+            self._publish(stream, reply)
             self.ctx.metrics.finals.inc()
             log.info(
                 "%s: final %r #%d [%d-%d ms]%s: %s",
@@ -389,7 +431,10 @@ class Connection:
                 )
             if stream.start.mode != "offline":
                 self._send(reply)
-        self.outbox.put(protocol.end(stream.start.mode, stream.start.wav_name, stream.results))
+        self._finish_session(stream)
+        end = protocol.end(stream.start.mode, stream.start.wav_name, stream.results)
+        self.outbox.put(end)
+        self._publish(stream, end)
 
     async def _finish_stream(self, client_gone: bool = False) -> None:
         async with self._lock:
@@ -440,6 +485,20 @@ class Connection:
         if self._transport is not None:  # a client that reads nothing never answers the close frame
             self._transport.abort()
 
+    def _publish(self, stream: Stream, reply: dict[str, Any]) -> None:
+        if stream.captions is not None:
+            self.ctx.sessions.publish(stream.captions, {**reply, "session_id": stream.captions.session_id})
+
+    def _finish_session(self, stream: Stream) -> None:
+        """The stream's finals are all out: the session's next stream continues after them."""
+        captions = stream.captions
+        if captions is None:
+            return
+        captions.next_segment_id = stream.segment_base + stream.segments_opened
+        captions.audio_ms = stream.ms(stream.session.samples_received)
+        if captions.owner is self:
+            captions.owner = None
+
     def _error(self, code: str, message: str, wav_name: str | None = None, count: bool = True) -> None:
         if count:
             self.errors += 1
@@ -472,9 +531,8 @@ def _partial(options: DecodeOptions) -> DecodeOptions:
     return dataclasses.replace(options, partial=True)
 
 
-def _shift(timestamps, event: SegmentClosed):
-    # Engines time tokens from the segment audio's start; clients want stream time.
+def _shift(timestamps, offset_ms: int):
+    # Engines time tokens from the segment audio's start; clients want session time.
     if not timestamps:
         return None
-    offset = samples_to_ms(event.start)
-    return tuple((a + offset, b + offset) for a, b in timestamps)
+    return tuple((a + offset_ms, b + offset_ms) for a, b in timestamps)

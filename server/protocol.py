@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from server.sessions import SESSION_ID
 from streaming.stabilizer import is_cjk
 
 MODES = ("offline", "online", "2pass")
@@ -44,6 +45,8 @@ class StartStream:
     silence_ms: int | None = None
     max_segment_s: float | None = None
     partial_interval_ms: int | None = None
+    session_id: str | None = None  # captions session to join or resume; None = a new one
+    resume_after: int | None = None  # resume: replay the session's finals with a higher segment_id (-1 = all)
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,19 @@ def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> 
         silence_ms=_int_in(message, "silence_ms", None, 50, 5000),
         max_segment_s=_number_in(message, "max_segment_s", None, 1.0, limits.max_segment_s),
         partial_interval_ms=_partial_interval(message),
+        session_id=_session_id(message.get("session_id")),
+        resume_after=_int_in(message, "resume_after", None, -1, 2**31),
     )
+
+
+def _session_id(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not SESSION_ID.match(value):
+        raise ProtocolError(
+            "bad_setting", f"session_id must be 1..64 characters of A-Z a-z 0-9 _ -; got {str(value)[:80]!r}"
+        )
+    return value
 
 
 def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
@@ -211,16 +226,23 @@ def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
-def ready(start: StartStream, engine: str, model: str) -> dict[str, Any]:
+def ready(start: StartStream, engine: str, model: str, session_id: str = "", resumed: bool = False) -> dict[str, Any]:
     return {
         "type": "ready",
         "text": "",
         "is_final": False,
         "wav_name": start.wav_name,
+        "session_id": session_id,
+        "resumed": resumed,
         "engine": engine,
         "model": model,
         "sample_rate": 16000,
     }
+
+
+def subscribed(session_id: str) -> dict[str, Any]:
+    """First reply on /subscribe; the session's captions follow."""
+    return {"type": "subscribed", "session_id": session_id, "text": "", "is_final": False}
 
 
 def error(code: str, message: str, wav_name: str | None = None) -> dict[str, Any]:

@@ -53,7 +53,7 @@ async def test_healthz_and_status_page(shared_server):
     async with await connect(shared_server.url) as ws:
         await start(ws)
         assert json.loads(http_get(shared_server.http + "/healthz")[2])["connections"] == 1
-    status, kind, body = http_get(shared_server.http + "/")
+    status, kind, body = http_get(shared_server.http + "/status")
     assert status == 200 and "text/html" in kind and "/healthz" in body
 
 

@@ -1,0 +1,135 @@
+"""Captions sessions across connections: subscribers (overlays), resume after a dropped socket,
+takeover by a new connection - over real sockets with the embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.speech import compose
+from tests.wsclient import connect, finals, recv, send_audio, start, until_end, words
+
+FIRST = compose([0.3, "good morning everyone", 0.8])
+SECOND = compose([0.3, "please open the door", 0.8])
+HALF_SPOKEN = compose([0.3, "thank you very much"])  # no trailing silence: the segment is still open
+
+
+async def subscriber(url: str, session: str):
+    ws = await websockets.connect(f"{url}/subscribe?session={session}", ping_interval=None)
+    hello = await recv(ws)
+    assert hello == {"type": "subscribed", "session_id": session, "text": "", "is_final": False}
+    return ws
+
+
+async def collect_until_end(ws, timeout=60) -> list[dict]:
+    messages = []
+    while not messages or messages[-1].get("type") != "end":
+        messages.append(await recv(ws, timeout))
+    return messages
+
+
+async def stream(url: str, audio, **start_fields) -> tuple[dict, list[dict]]:
+    async with await connect(url) as ws:
+        ready = await start(ws, **start_fields)
+        await send_audio(ws, audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        return ready, await until_end(ws)
+
+
+async def test_a_display_subscribed_to_a_session_sees_its_captions_live_and_a_late_one_gets_them_replayed(
+    shared_server,
+):
+    early = await subscriber(shared_server.url, "lecture-1")
+    ready, replies = await stream(shared_server.url, FIRST.audio, session_id="lecture-1")
+    assert ready["session_id"] == "lecture-1" and ready["resumed"] is False
+    seen = await collect_until_end(early)
+    assert [f["final_text"] for f in finals(seen)] == [f["final_text"] for f in finals(replies)]
+    assert all(m["session_id"] == "lecture-1" for m in seen)
+    late = await subscriber(shared_server.url, "lecture-1")
+    replayed = await recv(late)
+    assert replayed["type"] == "final" and replayed["replayed"] is True
+    assert words(replayed["final_text"]) == "good morning everyone"
+    await early.close()
+    await late.close()
+
+
+async def test_sessions_are_separate_and_a_generated_id_is_returned(shared_server):
+    other = await subscriber(shared_server.url, "someone-else")
+    ready, _ = await stream(shared_server.url, FIRST.audio)
+    assert len(ready["session_id"]) == 12
+    with pytest.raises(asyncio.TimeoutError):
+        await recv(other, timeout=1.0)  # nothing of another session leaks here
+    await other.close()
+
+
+async def test_reconnect_with_resume_gets_the_missed_final_once_and_the_session_continues(shared_server):
+    session = "resume-test"
+    async with await connect(shared_server.url) as ws:
+        await start(ws, session_id=session)
+        await send_audio(ws, FIRST.audio)
+        first = await recv(ws)
+        while first.get("type") != "final":
+            first = await recv(ws)
+        await send_audio(ws, HALF_SPOKEN.audio)  # mid-segment when the network drops
+        await asyncio.sleep(0.5)
+        ws.transport.abort()
+    assert first["segment_id"] == 0
+    async with await connect(shared_server.url) as ws:
+        ready = await start(ws, session_id=session, resume_after=first["segment_id"])
+        assert ready["resumed"] is True
+        missed = await recv(ws)
+        assert missed["type"] == "final" and missed["replayed"] is True and missed["segment_id"] == 1
+        assert words(missed["final_text"]) == "thank you very much"
+        await send_audio(ws, SECOND.audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        rest = await until_end(ws)
+    live = finals(rest)
+    assert [f["segment_id"] for f in live] == [2] and words(live[0]["final_text"]) == "please open the door"
+    # The session's timeline continues: the new segment starts after everything heard before.
+    assert live[0]["start_ms"] > missed["end_ms"] > first["end_ms"]
+    assert not any(f.get("replayed") for f in live)
+
+
+async def test_a_second_connection_on_a_live_session_takes_it_over_after_the_first_finishes(shared_server):
+    session = "takeover"
+    async with await connect(shared_server.url) as old:
+        await start(old, session_id=session)
+        await send_audio(old, HALF_SPOKEN.audio)
+        await asyncio.sleep(0.5)
+        async with await connect(shared_server.url) as new:
+            ready = await start(new, session_id=session, resume_after=-1)
+            old_replies = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    old_replies.append(await recv(old))
+            assert closed.value.rcvd.code == 4001
+            assert [words(f["final_text"]) for f in finals(old_replies)] == ["thank you very much"]
+            replayed = await recv(new)
+            assert ready["resumed"] and replayed["replayed"] and replayed["segment_id"] == 0
+
+
+@pytest.mark.parametrize("session_id", ["has space", "x" * 65, 5, "../etc"])
+async def test_bad_session_id_is_refused_clearly(shared_server, session_id):
+    async with await connect(shared_server.url) as ws:
+        await ws.send(json.dumps({"mode": "2pass", "session_id": session_id}))
+        reply = await recv(ws)
+        assert reply["type"] == "error" and reply["code"] == "bad_setting" and "session_id" in reply["message"]
+        await start(ws)  # the connection still works
+
+
+def test_bad_subscribe_session_is_a_400(shared_server):
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(shared_server.http + "/subscribe?session=a%20b", timeout=10)
+    assert caught.value.code == 400
+
+
+def test_static_client_files_cannot_escape_their_folder(shared_server):
+    for path in ("/client_js/../server/config.py", "/client_js/%2e%2e/config.toml"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(shared_server.http + path, timeout=10)
+        assert caught.value.code in (403, 404)
