@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
+from aiohttp.abc import AbstractAccessLogger
 
 from server import protocol
+from server.auth import ANONYMOUS, AuthError, Gate, Principal
 from server.config import Config
 from server.metrics import Metrics
 from server.outbox import Outbox
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 STATUS_PAGE = Path(__file__).with_name("status.html")
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_js"  # the page, overlay and JS library
+PUBLIC_PAGES = ("/", "/overlay", "/status")  # hold no data; they ask for a token themselves
+LOOPBACK = ("127.0.0.1", "::1")
+PRINCIPAL = web.RequestKey("principal", Principal)  # who the guard let in, for the handlers
 
 
 @dataclass
@@ -36,6 +41,7 @@ class ServerContext:
     metrics: Metrics = field(default_factory=Metrics)
     hotwords: tuple[tuple[str, int], ...] = ()  # the server's hotword file, merged into every stream's
     sessions: SessionHub | None = None
+    gate: Gate | None = None
     connections: set = field(default_factory=set)
     subscribers: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -103,6 +109,7 @@ class CaptionServer:
             self._engine.device,
             metrics=metrics,
             hotwords=hotwords,
+            gate=Gate(self.config.auth),
             sessions=SessionHub(
                 self.config.server.session_keep_s,
                 self.config.server.session_max_finals,
@@ -110,7 +117,7 @@ class CaptionServer:
                 self.config.server.max_queued_replies,
             ),
         )
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[self._guard])
         app.router.add_get("/", self._root)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/subscribe", self._subscribe)
@@ -121,7 +128,9 @@ class CaptionServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/admin/gpu/clear-cache", self._clear_gpu_cache)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=1.0, access_log_class=PathOnlyAccessLogger
+        )
         await self._runner.setup()
         self._site = web.TCPSite(
             self._runner, self.config.server.host, self.config.server.port, ssl_context=self._tls_context()
@@ -182,6 +191,31 @@ class CaptionServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    # --- who may do what ---------------------------------------------------------------------
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        assert self.ctx is not None and self.ctx.gate is not None
+        gate = self.ctx.gate
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if not upgrade and (request.path in PUBLIC_PAGES or request.path.startswith("/client_js/")):
+            return await handler(request)
+        if upgrade and not gate.origin_allowed(request):
+            # Checked before the upgrade: a foreign page must not ride a visitor's network position.
+            message = "this page's origin may not open caption sockets here (see auth.allowed_origins)"
+            return web.json_response({"code": "forbidden_origin", "error": message}, status=403)
+        admin = request.path.startswith("/admin/")
+        try:
+            if admin and not gate.enabled and request.remote not in LOOPBACK:
+                raise AuthError(403, "forbidden", "admin endpoints need auth.admin_tokens, or a request from this host")
+            request[PRINCIPAL] = gate.identify(request, admin=admin)
+        except AuthError as exc:
+            self.ctx.metrics.errors.labels(exc.code).inc()
+            if upgrade:  # browsers cannot read a refused handshake: say it in the socket, then close
+                return await _refuse_socket(request, exc.code, exc.message, WSCloseCode.POLICY_VIOLATION)
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return web.json_response({"code": exc.code, "error": exc.message}, status=exc.status, headers=headers)
+        return await handler(request)
+
     # --- routes ------------------------------------------------------------------------------
     async def _root(self, request: web.Request) -> web.StreamResponse:
         # FunASR's clients connect to "/" with no path; browsers get the captions page there.
@@ -205,7 +239,8 @@ class CaptionServer:
         session_id = request.query.get("session", "")
         if not SESSION_ID.match(session_id):
             raise web.HTTPBadRequest(text="session must be 1..64 characters of A-Z a-z 0-9 _ -")
-        ws = web.WebSocketResponse(max_msg_size=4096, autoping=True, heartbeat=30.0)
+        heartbeat = self.config.server.ping_interval_s or None
+        ws = web.WebSocketResponse(max_msg_size=4096, autoping=True, heartbeat=heartbeat)
         await ws.prepare(request)
         if self.ctx.subscribers >= self.config.server.max_subscribers or self._stop.is_set():
             reason = "server busy: too many caption displays, try again later"
@@ -240,13 +275,23 @@ class CaptionServer:
         limit = self.config.server.max_frame_bytes
         # Frames up to 4x the limit are read and rejected politely; beyond that aiohttp closes 1009.
         # No permessage-deflate: PCM does not compress, and inflating every frame costs CPU per stream.
-        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4 * limit, autoping=True, compress=False)
+        # Pings keep idle links open and find dead ones; decoding runs off the event loop, so a busy
+        # server still answers and sends pings on time.
+        heartbeat = self.config.server.ping_interval_s or None
+        ws = web.WebSocketResponse(
+            protocols=("binary",), max_msg_size=4 * limit, autoping=True, compress=False, heartbeat=heartbeat
+        )
         await ws.prepare(request)
         peer = f"{request.remote}:{id(ws) % 100000}"
-        if len(self.ctx.connections) >= self.config.server.max_connections or self._stop.is_set():
+        principal = request.get(PRINCIPAL, ANONYMOUS)
+        reason = None
+        if self._stop.is_set():
+            reason = "server shutting down, try again later"
+        elif len(self.ctx.connections) >= self.config.server.max_connections:
             reason = "server busy: all connections in use, try again later"
-            if self._stop.is_set():
-                reason = "server shutting down, try again later"
+        else:
+            reason = self.ctx.gate.admit(principal, request.remote or "")
+        if reason is not None:
             await ws.send_str(protocol.encode(protocol.error("busy", reason)))
             self.ctx.metrics.disconnects.labels("busy").inc()
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
@@ -257,6 +302,7 @@ class CaptionServer:
         try:
             await connection.run()
         finally:
+            self.ctx.gate.release(principal, request.remote or "")
             self.ctx.connections.discard(connection)
             self.ctx.metrics.connections.set(len(self.ctx.connections))
         return ws
@@ -295,6 +341,21 @@ class CaptionServer:
                 "decode_errors": stats.errors,
             }
         )
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log prints the query string, which may carry ?token=: log the path only."""
+
+    def log(self, request, response, time: float) -> None:
+        self.logger.info('%s "%s %s" %s %.3fs', request.remote, request.method, request.path, response.status, time)
+
+
+async def _refuse_socket(request: web.Request, code: str, message: str, close_code: int) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=("binary",))
+    await ws.prepare(request)
+    await ws.send_str(protocol.encode(protocol.error(code, message)))
+    await ws.close(code=close_code, message=message[:120].encode())
+    return ws
 
 
 async def _drain_until_closed(ws: web.WebSocketResponse, outbox: Outbox) -> None:

@@ -33,6 +33,9 @@ class ServerConfig:
     session_keep_s: float
     session_max_finals: int
     max_subscribers: int
+    max_stream_audio_s: float
+    idle_timeout_s: float
+    ping_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,15 @@ class WhisperConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[str, ...]
+    admin_tokens: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
+    max_connections_per_token: int
+    max_connections_per_ip: int
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     audio: AudioConfig
@@ -102,6 +114,7 @@ class Config:
     inference: InferenceConfig
     whisper: WhisperConfig
     funasr: FunasrConfig
+    auth: AuthConfig
 
 
 _SECTIONS = {
@@ -111,6 +124,7 @@ _SECTIONS = {
     "inference": InferenceConfig,
     "whisper": WhisperConfig,
     "funasr": FunasrConfig,
+    "auth": AuthConfig,
 }
 
 # (section, key) -> (low, high) inclusive; checked after types.
@@ -128,6 +142,11 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("server", "session_keep_s"): (0, 7 * 24 * 3600),
     ("server", "session_max_finals"): (1, 1_000_000),
     ("server", "max_subscribers"): (0, 100_000),
+    ("server", "max_stream_audio_s"): (1, 7 * 24 * 3600),
+    ("server", "idle_timeout_s"): (0, 24 * 3600),
+    ("server", "ping_interval_s"): (0, 3600),
+    ("auth", "max_connections_per_token"): (0, 100_000),
+    ("auth", "max_connections_per_ip"): (0, 100_000),
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),
     ("endpointing", "silence_ms"): (50, 10_000),
@@ -178,6 +197,10 @@ def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
         ):
             raise ConfigError(f"{name} must be a non-empty list of positive integers, got {value!r}")
         value = tuple(value)
+    elif kind == "tuple[str, ...]":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{name} must be a list of non-empty strings")  # never echo: may hold tokens
+        value = tuple(v.strip() for v in value)
     bounds = _RANGES.get((section, field.name))
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
         raise ConfigError(f"{name} must be between {bounds[0]} and {bounds[1]}, got {value!r}")

@@ -113,12 +113,15 @@ class Connection:
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._writer: asyncio.Task | None = None
+        self._last_message = time.monotonic()
         self._limits = protocol.Limits(ctx.config.audio.sample_rates_hz, ctx.config.endpointing.max_segment_s)
 
     async def run(self) -> None:
         self._writer = writer = asyncio.create_task(self._write_loop(), name=f"writer {self.peer}")
+        watchdog = asyncio.create_task(self._close_when_idle(), name=f"idle {self.peer}")
         try:
             async for message in self.ws:
+                self._last_message = time.monotonic()
                 if self._stopping:
                     break
                 if message.type == WSMsgType.TEXT:
@@ -136,12 +139,30 @@ class Connection:
             if self.stream is not None:
                 gone = self.ws.closed
                 await self._finish_stream(client_gone=gone)
+            watchdog.cancel()
             self.outbox.close()
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 await asyncio.wait_for(writer, timeout=5)
             writer.cancel()
             for task in list(self._tasks):
                 task.cancel()
+
+    async def _close_when_idle(self) -> None:
+        """A client that sends nothing for idle_timeout_s (no audio, no message) is closed; its
+        audio so far is finalized first, as for any other end."""
+        limit = self.ctx.config.server.idle_timeout_s
+        if not limit:
+            return
+        while True:
+            quiet = time.monotonic() - self._last_message
+            if quiet >= limit:
+                break
+            await asyncio.sleep(limit - quiet)
+        log.info("%s: idle for %g s; closing", self.peer, limit)
+        self.ctx.metrics.disconnects.labels("idle").inc()
+        self._stopping = True
+        await self._finish_stream()
+        await self._close(WSCloseCode.OK, f"idle for {limit:g} s")
 
     async def shutdown(self) -> None:
         """Server stopping: finalize the open stream, send its captions, close with 1001."""
@@ -191,6 +212,17 @@ class Connection:
                 self._error("bad_audio", f"{exc}; frame dropped")
                 return
             self._account_audio(stream, stream.session.samples_received - received_before)
+            limit_s = self.ctx.config.server.max_stream_audio_s
+            if stream.session.samples_received > limit_s * SAMPLE_RATE:
+                self._error(
+                    "audio_limit",
+                    f"a stream may carry at most {limit_s:g} s of audio (max_stream_audio_s); the stream is "
+                    "ended and its captions sent - start a new stream to go on",
+                    stream.start.wav_name,
+                    count=False,
+                )
+                await self._end_stream_locked(client_gone=False)
+                return
             if stream.pump is None or stream.pump.done():
                 stream.pump = asyncio.create_task(self._pump(stream), name=f"vad {self.peer}")
             elif stream.session.unscored_s > MAX_UNSCORED_S:

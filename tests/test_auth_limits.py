@@ -1,0 +1,199 @@
+"""Auth (tokens, admin, Origin), per-token/per-IP limits, idle timeout, keepalive under load and the
+per-stream audio cap - each against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.engines import RecordingEngine
+from tests.speech import compose
+from tests.wsclient import START, finals, recv, send_audio, until_end, words
+
+USER, ADMIN = "user-secret-7f3a", "admin-secret-91bc"
+PHRASE = compose([0.3, "good morning everyone", 0.6])
+
+
+@pytest.fixture
+def secured(start_server):
+    return start_server(auth={"tokens": [USER], "admin_tokens": [ADMIN]})
+
+
+def http(url: str, token: str | None = None, method: str = "GET") -> tuple[int, dict]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            is_json = response.headers.get_content_type() == "application/json"
+            return response.status, json.loads(body) if is_json else {}
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+async def open_stream(url: str, **connect_args) -> dict:
+    """Connect, configure a stream; returns the first reply (ready, or the error that refused us)."""
+    async with websockets.connect(url, ping_interval=None, **connect_args) as ws:
+        try:
+            await ws.send(json.dumps(START))
+        except websockets.ConnectionClosed:
+            pass  # refused at once: the reason is already waiting to be read
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if reply["type"] == "error":
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await recv(ws, 10)
+            reply["close_code"] = closed.value.rcvd.code
+        return reply
+
+
+@pytest.mark.parametrize(
+    "how, accepted",
+    [
+        ("none", False),
+        ("wrong", False),
+        ("header", True),
+        ("query", True),
+        ("subprotocol", True),
+        ("admin-header", True),
+    ],
+)
+async def test_websocket_needs_a_valid_token_given_any_way_a_client_can(secured, how, accepted):
+    url, args = secured.url, {"subprotocols": ["binary"]}
+    if how == "wrong":
+        url += "/?token=not-the-token"
+    elif how == "header":
+        args["additional_headers"] = {"Authorization": f"Bearer {USER}"}
+    elif how == "admin-header":
+        args["additional_headers"] = {"Authorization": f"Bearer {ADMIN}"}
+    elif how == "query":
+        url += f"/?token={USER}"
+    elif how == "subprotocol":
+        args["subprotocols"] = ["binary", f"token.{USER}"]
+    reply = await open_stream(url, **args)
+    if accepted:
+        assert reply["type"] == "ready"
+    else:
+        assert reply["code"] == "unauthorized" and reply["close_code"] == 1008
+        assert "token" in reply["message"]
+
+
+@pytest.mark.parametrize(
+    "path, method, token, status",
+    [
+        ("/healthz", "GET", None, 401),
+        ("/healthz", "GET", "nope", 401),
+        ("/healthz", "GET", USER, 200),
+        ("/metrics", "GET", None, 401),
+        ("/metrics", "GET", USER, 200),
+        ("/admin/gpu/clear-cache", "POST", None, 401),
+        ("/admin/gpu/clear-cache", "POST", USER, 403),
+        ("/admin/gpu/clear-cache", "POST", ADMIN, 200),
+        ("/status", "GET", None, 200),  # pages hold no data; they ask for a token themselves
+    ],
+)
+def test_http_api_matrix(secured, path, method, token, status):
+    code, body = http(secured.http + path, token, method)
+    assert code == status
+    if status in (401, 403):
+        assert body["code"] in ("unauthorized", "forbidden") and body["error"]
+
+
+@pytest.mark.parametrize(
+    "allowed, origin, ok",
+    [
+        ([], None, True),  # not a browser
+        ([], "http://127.0.0.1:{port}", True),  # this server's own page
+        ([], "http://evil.example", False),
+        (["https://lecture.example.org"], "https://lecture.example.org", True),
+        (["https://lecture.example.org"], "http://127.0.0.1:{port}", False),
+        (["*"], "http://anything.example", True),
+    ],
+)
+async def test_browser_origin_allowlist(start_server, allowed, origin, ok):
+    server = start_server(auth={"allowed_origins": allowed})
+    args = {"origin": origin.format(port=server.server.port)} if origin else {}
+    if ok:
+        assert (await open_stream(server.url, **args))["type"] == "ready"
+    else:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await open_stream(server.url, **args)
+        assert refused.value.response.status_code == 403
+
+
+async def test_per_ip_and_per_token_connection_limits(start_server):
+    server = start_server(auth={"tokens": [USER, "second-token"], "max_connections_per_token": 1})
+    headers = {"Authorization": f"Bearer {USER}"}
+    async with websockets.connect(server.url, additional_headers=headers, ping_interval=None):
+        refused = await open_stream(server.url, additional_headers=headers)
+        assert refused["code"] == "busy" and refused["close_code"] == 1013 and "token" in refused["message"]
+        other = await open_stream(server.url, additional_headers={"Authorization": "Bearer second-token"})
+        assert other["type"] == "ready"
+    assert (await open_stream(server.url, additional_headers=headers))["type"] == "ready"  # released
+
+    per_ip = start_server(auth={"max_connections_per_ip": 2})
+    async with websockets.connect(per_ip.url, ping_interval=None), websockets.connect(per_ip.url, ping_interval=None):
+        refused = await open_stream(per_ip.url)
+        assert refused["code"] == "busy" and "127.0.0.1" in refused["message"]
+
+
+async def test_tokens_never_reach_the_logs(secured, caplog):
+    caplog.set_level(logging.DEBUG)
+    await open_stream(secured.url + f"/?token={USER}")
+    await open_stream(secured.url + "/?token=wrong-secret-xyz")
+    http(secured.http + "/healthz", ADMIN)
+    http(secured.http + f"/metrics?token={USER}")
+    # The server's records (aiohttp's access log included); the test's own client logs its request line.
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets"))
+    assert "/healthz" in logged or "/metrics" in logged  # the access log ran
+    for secret in (USER, ADMIN, "wrong-secret-xyz"):
+        assert secret not in logged
+
+
+async def test_idle_connection_is_closed_after_its_open_segment_is_finalized(start_server):
+    server = start_server(server={"idle_timeout_s": 1.5})
+    async with websockets.connect(server.url, ping_interval=None) as ws:
+        await ws.send(json.dumps(START))
+        await recv(ws)
+        await send_audio(ws, compose([0.3, "thank you very much"]).audio)  # then nothing: mid-segment
+        replies = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                replies.append(await recv(ws, 30))
+    assert closed.value.rcvd.code == 1000 and "idle" in closed.value.rcvd.reason
+    assert words(finals(replies)[0]["final_text"]) == "thank you very much"
+
+
+async def test_keepalive_does_not_close_a_connection_while_the_server_is_busy_decoding(start_server, whisper_engine):
+    engine = RecordingEngine(whisper_engine)
+    server = start_server(engine=engine, server={"ping_interval_s": 0.4})
+    engine.gate.clear()  # the model is "busy" for 3 s: every decode waits
+    async with websockets.connect(server.url, ping_interval=None) as ws:
+        await ws.send(json.dumps(START))
+        await recv(ws)
+        await send_audio(ws, PHRASE.audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        await asyncio.sleep(3.0)  # ~7 server pings; the client library answers them
+        engine.gate.set()
+        replies = await until_end(ws)
+    assert words(finals(replies)[0]["final_text"]) == "good morning everyone"
+
+
+async def test_a_stream_past_its_audio_cap_is_ended_with_its_captions(start_server):
+    server = start_server(server={"max_stream_audio_s": 2.0})
+    long_audio = compose([0.3, "good morning everyone", 0.6, "please open the door", 0.6]).audio
+    async with websockets.connect(server.url, ping_interval=None) as ws:
+        await ws.send(json.dumps(START))
+        await recv(ws)
+        await send_audio(ws, long_audio)
+        replies = await until_end(ws)
+    errors = [r for r in replies if r["type"] == "error"]
+    assert errors and errors[0]["code"] == "audio_limit" and "max_stream_audio_s" in errors[0]["message"]
+    assert words(finals(replies)[0]["final_text"]) == "good morning everyone"
+    assert replies[-1]["type"] == "end"
