@@ -1,4 +1,5 @@
-"""Start the live caption server: python run_server.py [--config F] [--host H] [--port P] [--device D]."""
+"""Start the live caption server: python run_server.py [--config F] [--host H] [--port P] [--device D]
+[--certfile C --keyfile K]."""
 
 from __future__ import annotations
 
@@ -15,13 +16,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=None, help="interface to listen on")
     parser.add_argument("--port", type=int, default=None, help="TCP port (default 10095)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--certfile", default=None, help="PEM certificate: serve https/wss (server.tls_cert_file)")
+    parser.add_argument("--keyfile", default=None, help="PEM private key for --certfile (server.tls_key_file)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config.load(
             args.config,
-            {"server": {"host": args.host, "port": args.port}, "inference": {"device": args.device}},
+            {
+                "server": {
+                    "host": args.host,
+                    "port": args.port,
+                    "tls_cert_file": args.certfile,
+                    "tls_key_file": args.keyfile,
+                },
+                "inference": {"device": args.device},
+            },
         )
     except config.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

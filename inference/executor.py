@@ -33,6 +33,10 @@ class ExecutorClosed(RuntimeError):
     """The server is shutting down; the request was not decoded."""
 
 
+class ExecutorCrashed(RuntimeError):
+    """The batching loop failed while this request was in flight; the loop was restarted."""
+
+
 @dataclass
 class _Decode:
     stream_id: int
@@ -71,6 +75,7 @@ class ExecutorStats:
     partials_dropped: int = 0
     errors: int = 0
     cpu_fallbacks: int = 0
+    restarts: int = 0
 
 
 class InferenceExecutor:
@@ -114,8 +119,8 @@ class InferenceExecutor:
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._decode_loop(), name="decode-loop"),
-            asyncio.create_task(self._score_loop(), name="vad-loop"),
+            asyncio.create_task(self._supervise(self._decode_loop, "_decoding"), name="decode-loop"),
+            asyncio.create_task(self._supervise(self._score_loop, "_scoring"), name="vad-loop"),
         ]
 
     async def close(self) -> None:
@@ -248,6 +253,24 @@ class InferenceExecutor:
             del self._steps[stream_id]
 
     # --- decode loop -----------------------------------------------------------------------
+    async def _supervise(self, run_loop, in_flight: str) -> None:
+        """Restart a batching loop that died from a bug; what it held in flight gets an error."""
+        while not self._closed:
+            try:
+                await run_loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.restarts += 1
+                requests = getattr(self, in_flight)
+                setattr(self, in_flight, [])
+                log.exception(
+                    "%s crashed with %d request(s) in flight; restarting it", run_loop.__name__, len(requests)
+                )
+                for request in requests:
+                    _answer(request.future, ExecutorCrashed(f"inference loop failed ({type(exc).__name__}); retry"))
+                await asyncio.sleep(0.1)  # a loop that fails at once must not spin
+
     async def _decode_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
@@ -269,7 +292,6 @@ class InferenceExecutor:
                 self.stats.errors += 1
                 log.exception("decode of %d request(s) failed", len(batch))
                 results = [exc] * len(batch)
-            self._decoding = []
             elapsed = time.monotonic() - started
             self.stats.batches += 1
             self.stats.decoded += len(batch)
@@ -286,6 +308,7 @@ class InferenceExecutor:
                     }
                     result = replace(result, extra={**result.extra, **timing})
                 _answer(request.future, result)
+            self._decoding = []
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.
@@ -424,10 +447,10 @@ class InferenceExecutor:
             except Exception as exc:
                 log.exception("VAD scoring failed")
                 results = [exc] * len(batch)
-            self._scoring = []
             self._on_batch("vad", len(batch), time.monotonic() - started)
             for work, result in zip(batch, results):
                 _answer(work.future, result)
+            self._scoring = []
 
 
 def _answer(future: asyncio.Future, result: Any) -> None:

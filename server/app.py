@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class CaptionServer:
         self._site: web.TCPSite | None = None
         self._stop = asyncio.Event()
         self._owns_scorer = False
+        self.restarting = False  # a stop announced to clients as a restart (close code 1012)
 
     async def startup(self) -> None:
         from inference.devices import resolve_device
@@ -167,8 +169,13 @@ class CaptionServer:
         """Run until stop() (or a signal) is received."""
         await self._stop.wait()
 
-    def stop(self) -> None:
+    def stop(self, restart: bool = False) -> None:
+        self.restarting = restart
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     async def shutdown(self) -> None:
         """Stop accepting, finalize open segments, close sockets with 1001, then cancel stragglers."""
@@ -176,7 +183,7 @@ class CaptionServer:
         if self._site is not None:
             await self._site.stop()
         grace = self.config.server.shutdown_grace_s
-        pending = [asyncio.create_task(c.shutdown()) for c in list(self.ctx.connections)]
+        pending = [asyncio.create_task(c.shutdown(self.restarting)) for c in list(self.ctx.connections)]
         if pending:
             done, not_done = await asyncio.wait(pending, timeout=grace)
             for task in not_done:
@@ -339,6 +346,7 @@ class CaptionServer:
                 "batches": stats.batches,
                 "partials_dropped": stats.partials_dropped,
                 "decode_errors": stats.errors,
+                "executor_restarts": stats.restarts,
             }
         )
 
@@ -379,11 +387,22 @@ def vad_model_dir(settings) -> str | None:
 
 
 async def serve_until_signalled(config: Config) -> None:
+    """SIGTERM/SIGINT: graceful stop (sockets close 1001); SIGHUP: the same, announced as a restart
+    (1012) for a supervisor to start us again. A second signal while stopping exits at once."""
     server = CaptionServer(config)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+
+    def on_signal(sig: signal.Signals) -> None:
+        if server.stopping:
+            log.warning("%s during shutdown: exiting now, without waiting for open segments", sig.name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s: shutting down gracefully (a second signal forces exit)", sig.name)
+        server.stop(restart=sig == signal.SIGHUP)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, server.stop)
+            loop.add_signal_handler(sig, on_signal, sig)
     await server.startup()
     try:
         await server.serve()

@@ -164,11 +164,14 @@ class Connection:
         await self._finish_stream()
         await self._close(WSCloseCode.OK, f"idle for {limit:g} s")
 
-    async def shutdown(self) -> None:
-        """Server stopping: finalize the open stream, send its captions, close with 1001."""
+    async def shutdown(self, restart: bool = False) -> None:
+        """Server stopping: finalize the open stream, send its captions, close with 1001 (1012 on restart)."""
         self._stopping = True
         await self._finish_stream()
-        await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
+        if restart:
+            await self._close(WSCloseCode.SERVICE_RESTART, "server restarting, reconnect shortly")
+        else:
+            await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
 
     # --- inbound -----------------------------------------------------------------------------
     async def _on_text(self, text: str) -> None:

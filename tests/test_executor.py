@@ -182,3 +182,27 @@ async def test_finals_get_inverse_text_normalisation_as_each_stream_asks(scorer,
     finally:
         await executor.close()
     assert result.text == expected
+
+
+async def test_a_crashed_batching_loop_fails_its_in_flight_requests_and_restarts(whisper_engine, scorer, clips):
+    # Injected executor death: the per-batch callback raises once, after a batch was decoded but
+    # before it was answered - a bug in the loop itself, not a model error.
+    from inference.executor import ExecutorCrashed
+
+    crashes = []
+
+    def on_batch(kind, size, seconds):
+        if not crashes:
+            crashes.append(kind)
+            raise RuntimeError("injected executor bug")
+
+    executor = InferenceExecutor(whisper_engine, scorer, 4, 0, 64, on_batch=on_batch)
+    await executor.start()
+    try:
+        in_flight = executor.submit_final(0, 0, clips[0], DecodeOptions())
+        with pytest.raises(ExecutorCrashed, match="retry"):
+            await asyncio.wait_for(in_flight, 60)
+        later = await asyncio.wait_for(executor.submit_final(1, 0, clips[1], DecodeOptions()), 60)
+    finally:
+        await executor.close()
+    assert words(later.text) == "good morning" and executor.stats.restarts == 1
