@@ -14,7 +14,7 @@ import websockets
 
 from tests.engines import RecordingEngine
 from tests.speech import compose
-from tests.wsclient import START, finals, recv, send_audio, until_end, words
+from tests.wsclient import START, final_words, finals, recv, send_audio, transcribe, until_end, words
 
 USER, ADMIN = "user-secret-7f3a", "admin-secret-91bc"
 PHRASE = compose([0.3, "good morning everyone", 0.6])
@@ -197,3 +197,38 @@ async def test_a_stream_past_its_audio_cap_is_ended_with_its_captions(start_serv
     assert errors and errors[0]["code"] == "audio_limit" and "max_stream_audio_s" in errors[0]["message"]
     assert words(finals(replies)[0]["final_text"]) == "good morning everyone"
     assert replies[-1]["type"] == "end"
+
+
+async def test_slowloris_clients_do_not_disturb_a_live_stream_and_stalled_sockets_are_closed(start_server):
+    import base64
+    import os
+    import socket
+
+    server = start_server(server={"idle_timeout_s": 1.5})
+    port = server.server.port
+    half_headers, half_frames = [], []
+    for _ in range(20):  # an HTTP request that never finishes its headers
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websock")
+        half_headers.append(sock)
+    for _ in range(5):  # a WebSocket that starts a frame and never finishes it
+        sock = socket.create_connection(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert b"101" in sock.recv(4096).split(b"\r\n")[0]
+        sock.sendall(b"\x82\xfe\x10\x00\x00\x00")  # binary frame header for 4096 bytes, a 2-byte mask, stop
+        sock.settimeout(10)
+        half_frames.append(sock)
+    good = await transcribe(server.url, PHRASE.audio, realtime=True)
+    assert final_words(good) == "good morning everyone"
+    for sock in half_frames:  # the idle timeout closes them: the server sends its close and hangs up
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data[:1] == b"\x88"  # a close frame
+        sock.close()
+    for sock in half_headers:
+        sock.close()
