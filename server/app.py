@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 STATUS_PAGE = Path(__file__).with_name("status.html")
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_js"  # the page, overlay and JS library
 PUBLIC_PAGES = ("/", "/overlay", "/status")  # hold no data; they ask for a token themselves
+PRIVATE_CLIENT_DIRS = ("node_modules", "test", "examples")  # under client_js/ but not for browsers
+PUBLIC_SUFFIXES = (".js", ".css", ".html", ".ts", ".svg", ".png", ".ico", ".json")
 LOOPBACK = ("127.0.0.1", "::1")
 PRINCIPAL = web.RequestKey("principal", Principal)  # who the guard let in, for the handlers
 
@@ -125,8 +127,7 @@ class CaptionServer:
         app.router.add_get("/subscribe", self._subscribe)
         app.router.add_get("/status", self._status_page)
         app.router.add_get("/overlay", self._overlay)
-        if CLIENT_DIR.is_dir():
-            app.router.add_static("/client_js/", CLIENT_DIR, follow_symlinks=False)
+        app.router.add_get("/client_js/{path:.+}", self._client_file)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/admin/gpu/clear-cache", self._clear_gpu_cache)
@@ -231,6 +232,20 @@ class CaptionServer:
         page = CLIENT_DIR / "index.html"
         return web.FileResponse(page if page.is_file() else STATUS_PAGE)
 
+    async def _client_file(self, request: web.Request) -> web.StreamResponse:
+        """The page's and overlay's own files and the JS library; nothing else under client_js/."""
+        relative = Path(request.match_info["path"])
+        target = (CLIENT_DIR / relative).resolve()
+        if (
+            not target.is_relative_to(CLIENT_DIR)
+            or relative.parts[0] in PRIVATE_CLIENT_DIRS
+            or any(part.startswith(".") for part in relative.parts)
+            or target.suffix not in PUBLIC_SUFFIXES
+            or not target.is_file()
+        ):
+            raise web.HTTPNotFound()
+        return web.FileResponse(target)
+
     async def _status_page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATUS_PAGE)
 
@@ -247,7 +262,7 @@ class CaptionServer:
         if not SESSION_ID.match(session_id):
             raise web.HTTPBadRequest(text="session must be 1..64 characters of A-Z a-z 0-9 _ -")
         heartbeat = self.config.server.ping_interval_s or None
-        ws = web.WebSocketResponse(max_msg_size=4096, autoping=True, heartbeat=heartbeat)
+        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4096, autoping=True, heartbeat=heartbeat)
         await ws.prepare(request)
         if self.ctx.subscribers >= self.config.server.max_subscribers or self._stop.is_set():
             reason = "server busy: too many caption displays, try again later"

@@ -451,9 +451,9 @@ class Connection:
                 "%s: final %r #%d [%d-%d ms]%s: %s",
                 self.peer,
                 stream.start.wav_name,
-                event.segment_id,
-                event.start_ms,
-                event.end_ms,
+                stream.segment_id(event.segment_id),
+                stream.ms(event.speech_start),
+                stream.ms(event.speech_end),
                 " (client gone)" if stream.client_gone else "",
                 text,
             )

@@ -133,3 +133,15 @@ def test_static_client_files_cannot_escape_their_folder(shared_server):
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(shared_server.http + path, timeout=10)
         assert caught.value.code in (403, 404)
+
+
+def test_only_the_pages_own_files_are_served_from_client_js(shared_server):
+    from server.app import CLIENT_DIR
+
+    if (CLIENT_DIR / "livecaption.js").is_file():
+        with urllib.request.urlopen(shared_server.http + "/client_js/livecaption.js", timeout=10) as response:
+            assert response.status == 200 and b"CaptionClient" in response.read()
+    for path in ("/client_js/node_modules/ws/package.json", "/client_js/test/x.test.js", "/client_js/.hidden.js"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(shared_server.http + path, timeout=10)
+        assert caught.value.code == 404

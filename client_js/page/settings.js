@@ -1,0 +1,87 @@
+// Page settings remembered across reloads (localStorage; silently per-load when storage is blocked).
+
+const KEY = "livecaption.page.v1";
+
+export const DEFAULTS = Object.freeze({
+  fontSize: 24, // px
+  lines: 8, // caption lines visible in the scrollback
+  mode: "2pass",
+  itn: true,
+  hotwords: "",
+  deviceId: "",
+  sessionId: "",
+});
+
+export const LIMITS = Object.freeze({ fontSize: [12, 96], lines: [2, 40] });
+
+export function clampInt(value, [low, high], fallback) {
+  const n = Math.round(Number(value));
+  return Number.isFinite(n) ? Math.min(high, Math.max(low, n)) : fallback;
+}
+
+export function loadSettings() {
+  let stored = {};
+  try {
+    stored = JSON.parse(localStorage.getItem(KEY) || "{}") || {};
+  } catch {
+    stored = {};
+  }
+  const s = { ...DEFAULTS, ...stored };
+  s.fontSize = clampInt(s.fontSize, LIMITS.fontSize, DEFAULTS.fontSize);
+  s.lines = clampInt(s.lines, LIMITS.lines, DEFAULTS.lines);
+  if (!["2pass", "online", "offline"].includes(s.mode)) s.mode = DEFAULTS.mode;
+  s.itn = s.itn !== false;
+  return s;
+}
+
+export function saveSettings(settings) {
+  try {
+    localStorage.setItem(KEY, JSON.stringify(settings));
+  } catch {
+    /* private mode or storage full: settings last for this page load only */
+  }
+}
+
+/**
+ * Hotwords box -> {phrase: weight}: one phrase per line, optionally ending in a weight 1..100.
+ * Throws Error with a message naming the line for anything the server would reject.
+ */
+export function parseHotwords(text) {
+  const words = {};
+  const lines = String(text || "").split(/\r?\n|,/);
+  for (const raw of lines) {
+    const line = raw.trim();
+    if (!line) continue;
+    const match = /^(.*?)\s+(\d+)$/.exec(line);
+    const phrase = (match ? match[1] : line).trim();
+    const weight = match ? Number(match[2]) : 20; // FunASR's weight for an unweighted hotword
+    if (weight < 1 || weight > 100) throw new Error(`Hotword "${phrase}": the weight must be 1 to 100, not ${weight}.`);
+    if (phrase.length > 64) throw new Error(`Hotword "${phrase.slice(0, 20)}…" is longer than 64 characters.`);
+    words[phrase] = weight;
+  }
+  if (Object.keys(words).length > 200) throw new Error("At most 200 hotwords.");
+  return Object.keys(words).length ? words : null;
+}
+
+export const SESSION_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+// The access token (auth.tokens on the server) lives in sessionStorage: this tab only, never
+// written to disk with the other settings.
+const TOKEN_KEY = "livecaption.token";
+
+export function loadToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+export function saveToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    /* storage blocked: the field still holds it for this page load */
+  }
+}
