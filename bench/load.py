@@ -69,6 +69,8 @@ class ServerProcess:
                 "engine": f'"{engine}"',
                 "vad_max_batch_size": str(vad_batch),
                 "max_connections": str(max(64, streams + 8)),
+                "db_path": f'"{self.dir.name}/captions.db"',
+                "upload_dir": f'"{self.dir.name}/uploads"',
             },
         )
         self.proc = subprocess.Popen(

@@ -103,6 +103,7 @@ class InferenceExecutor:
         self._finals: deque[_Decode] = deque()
         self._partials: dict[int, _Decode] = {}  # stream id -> newest pending partial
         self._steps: dict[int, deque[_Step]] = {}  # stream id -> its streaming chunks, in order
+        self._background: deque[_Decode] = deque()  # file transcription: only when no live work waits
         self._normalizer = normalizer
         self._scores: deque[_Score] = deque()
         self._decode_ready = asyncio.Event()
@@ -132,13 +133,17 @@ class InferenceExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         steps = [step for queue in self._steps.values() for step in queue]
-        waiting = [*self._finals, *self._partials.values(), *steps, *self._scores, *self._decoding, *self._scoring]
+        waiting = [
+            *self._finals, *self._partials.values(), *steps, *self._background, *self._scores, *self._decoding,
+            *self._scoring,
+        ]  # fmt: skip
         for request in waiting:
             if not request.future.done():
                 request.future.set_exception(ExecutorClosed("server shutting down"))
         self._finals.clear()
         self._partials.clear()
         self._steps.clear()
+        self._background.clear()
         self._scores.clear()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._vad_pool.shutdown(wait=False, cancel_futures=True)
@@ -185,6 +190,18 @@ class InferenceExecutor:
         self._partials[stream_id] = _Decode(stream_id, segment_id, audio, options, future)
         self._decode_ready.set()
         return future
+
+    def submit_background(self, audio: np.ndarray, options: DecodeOptions) -> asyncio.Future:
+        """A segment of a file being transcribed: decoded in batches of its own, and only while no
+        live final, streaming chunk or partial is waiting (live captions keep priority)."""
+        future = self._new_future()
+        self._background.append(_Decode(-1, -1, audio, options, future))
+        self._decode_ready.set()
+        return future
+
+    @property
+    def background_depth(self) -> int:
+        return len(self._background)
 
     def submit_step(
         self,
@@ -279,7 +296,7 @@ class InferenceExecutor:
                 break
             await self._gather_more()
             batch = self._take_batch()
-            if not (self._finals or self._partials or self._steps):
+            if not (self._finals or self._partials or self._steps or self._background):
                 self._decode_ready.clear()
             batch = [r for r in batch if not r.future.done()]  # e.g. cancelled by a vanished caller
             if not batch:
@@ -312,7 +329,9 @@ class InferenceExecutor:
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.
-        waiting = itertools.chain(self._finals, self._partials.values(), (q[0] for q in self._steps.values()))
+        waiting = itertools.chain(
+            self._finals, self._partials.values(), (q[0] for q in self._steps.values()), self._background
+        )
         oldest = min((r.submitted for r in waiting), default=None)
         if oldest is None:
             return
@@ -344,6 +363,9 @@ class InferenceExecutor:
             if len(batch) >= self.max_batch_size:
                 break
             batch.append(self._partials.pop(stream_id))
+        if not batch:
+            while self._background and len(batch) < self.max_batch_size:
+                batch.append(self._background.popleft())
         return batch
 
     def _decode_batch(self, batch: Sequence[_Decode | _Step]) -> list[DecodeResult | BaseException]:

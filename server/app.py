@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 STATUS_PAGE = Path(__file__).with_name("status.html")
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_js"  # the page, overlay and JS library
-PUBLIC_PAGES = ("/", "/overlay", "/status")  # hold no data; they ask for a token themselves
+PUBLIC_PAGES = ("/", "/overlay", "/status", "/files")  # hold no data; they ask for a token themselves
 PRIVATE_CLIENT_DIRS = ("node_modules", "test", "examples")  # under client_js/ but not for browsers
 PUBLIC_SUFFIXES = (".js", ".css", ".html", ".ts", ".svg", ".png", ".ico", ".json")
 LOOPBACK = ("127.0.0.1", "::1")
@@ -45,6 +45,7 @@ class ServerContext:
     hotwords: tuple[tuple[str, int], ...] = ()  # the server's hotword file, merged into every stream's
     sessions: SessionHub | None = None
     gate: Gate | None = None
+    jobs: object | None = None  # jobs.runner.JobRunner: batch queue and history database
     connections: set = field(default_factory=set)
     subscribers: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -75,6 +76,10 @@ class CaptionServer:
         from inference.executor import InferenceExecutor
         from inference.vad_fsmn import FsmnScorer
         from inference.vad_process import ProcessScorer
+        from jobs.api import JobsApi
+        from jobs.openai_api import OpenAIApi
+        from jobs.runner import JobRunner
+        from jobs.store import Store
         from text.hotwords import load_hotword_file
         from text.itn import InverseNormalizer
 
@@ -121,12 +126,18 @@ class CaptionServer:
                 self.config.server.max_queued_replies,
             ),
         )
+        store = await loop.run_in_executor(None, Store, self.config.jobs.db_path)
+        self.ctx.jobs = JobRunner(store, executor, self.config, self._engine.name)
+        await self.ctx.jobs.start()
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._guard])
+        JobsApi(self.ctx.jobs, self.config).add_routes(app)
+        OpenAIApi(self.ctx, self.config).add_routes(app)
         app.router.add_get("/", self._root)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/subscribe", self._subscribe)
         app.router.add_get("/status", self._status_page)
         app.router.add_get("/overlay", self._overlay)
+        app.router.add_get("/files", self._files_page)
         app.router.add_get("/client_js/{path:.+}", self._client_file)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -193,6 +204,8 @@ class CaptionServer:
                 log.warning("%d connection(s) did not finish within %.1f s", len(not_done), grace)
         if self.ctx.sessions is not None:
             self.ctx.sessions.close_subscribers()
+        if self.ctx.jobs is not None:
+            await self.ctx.jobs.close()  # history writes land; unfinished files resume on the next start
         await self.ctx.executor.close()
         if self._owns_scorer and hasattr(self._scorer, "close"):
             self._scorer.close()
@@ -253,6 +266,12 @@ class CaptionServer:
         page = CLIENT_DIR / "overlay.html"
         if not page.is_file():
             raise web.HTTPNotFound(text="overlay page not installed (client_js/overlay.html)")
+        return web.FileResponse(page)
+
+    async def _files_page(self, request: web.Request) -> web.StreamResponse:
+        page = CLIENT_DIR / "files.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text="files page not installed (client_js/files.html)")
         return web.FileResponse(page)
 
     async def _subscribe(self, request: web.Request) -> web.StreamResponse:
@@ -348,7 +367,7 @@ class CaptionServer:
         overloaded = self.ctx.overloaded
         return web.json_response(
             {
-                "status": "degraded" if overloaded else "ok",
+                "status": "degraded" if overloaded or (self.ctx.jobs and not self.ctx.jobs.healthy) else "ok",
                 "overloaded": overloaded,
                 "backlog_ms": round(self.ctx.executor.oldest_final_wait_s * 1000),
                 "engine": self.ctx.engine_name,
@@ -362,6 +381,13 @@ class CaptionServer:
                 "partials_dropped": stats.partials_dropped,
                 "decode_errors": stats.errors,
                 "executor_restarts": stats.restarts,
+                "history": {
+                    "ok": self.ctx.jobs.healthy,
+                    "error": self.ctx.jobs.last_error,
+                    "path": str(self.ctx.jobs.store.path),
+                }
+                if self.ctx.jobs
+                else None,
             }
         )
 

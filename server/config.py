@@ -107,6 +107,16 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class JobsConfig:
+    db_path: str
+    upload_dir: str
+    allowed_dir: str
+    max_upload_mb: int
+    concurrent_files: int
+    record_live: bool
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     audio: AudioConfig
@@ -115,6 +125,7 @@ class Config:
     whisper: WhisperConfig
     funasr: FunasrConfig
     auth: AuthConfig
+    jobs: JobsConfig
 
 
 _SECTIONS = {
@@ -125,6 +136,7 @@ _SECTIONS = {
     "whisper": WhisperConfig,
     "funasr": FunasrConfig,
     "auth": AuthConfig,
+    "jobs": JobsConfig,
 }
 
 # (section, key) -> (low, high) inclusive; checked after types.
@@ -147,6 +159,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("server", "ping_interval_s"): (0, 3600),
     ("auth", "max_connections_per_token"): (0, 100_000),
     ("auth", "max_connections_per_ip"): (0, 100_000),
+    ("jobs", "max_upload_mb"): (1, 1_000_000),
+    ("jobs", "concurrent_files"): (1, 64),
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),
     ("endpointing", "silence_ms"): (50, 10_000),

@@ -446,6 +446,8 @@ class Connection:
                 reply["error"] = f"decoding failed: {failure}"
             stream.results.append(reply)
             self._publish(stream, reply)
+            if self.ctx.jobs is not None and stream.captions is not None:
+                self.ctx.jobs.record_live_final(stream.captions.session_id, reply, _history_options(stream))
             self.ctx.metrics.finals.inc()
             log.info(
                 "%s: final %r #%d [%d-%d ms]%s: %s",
@@ -560,6 +562,11 @@ class Connection:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _history_options(stream: Stream) -> dict[str, Any]:
+    return {"mode": stream.start.mode, "language": stream.start.language, "itn": stream.start.itn,
+            "hotwords": [list(h) for h in stream.start.hotwords], "wav_name": stream.start.wav_name}  # fmt: skip
 
 
 def _partial(options: DecodeOptions) -> DecodeOptions:

@@ -59,7 +59,11 @@ def funasr_engine(tiny_funasr):
 
 def make_config(**sections):
     """Default config.toml with {section: {key: value}} overrides; the port is always 0 (any free)."""
-    overrides = {"server": {"port": 0}}
+    import tempfile
+
+    # Every server gets its own history database and upload folder, never the user's.
+    data = tempfile.mkdtemp(prefix="livecaption-test-")
+    overrides = {"server": {"port": 0}, "jobs": {"db_path": f"{data}/captions.db", "upload_dir": f"{data}/uploads"}}
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
     return config_module.load(None, overrides)

@@ -27,6 +27,8 @@ MID_SPEECH = compose([0.3, "please open the door"])  # no trailing silence: the 
 class ServerProcess:
     def __init__(self, tmp_path: Path, **server_settings) -> None:
         text = DEFAULT_CONFIG_PATH.read_text().replace("port = 10095", "port = 0")
+        data = {"db_path": f'"{tmp_path}/captions.db"', "upload_dir": f'"{tmp_path}/uploads"'}
+        server_settings = {**data, **server_settings}
         for key, value in server_settings.items():
             text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
         config = tmp_path / "config.toml"

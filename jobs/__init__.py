@@ -1,0 +1,1 @@
+"""File transcription: decoding media files, batch jobs with crash-resume, history and exports."""

@@ -1,0 +1,311 @@
+"""HTTP API for batch jobs, history and exports (aiohttp handlers; the work is in runner/store)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from jobs import exports
+from server.protocol import ProtocolError, parse_hotwords
+
+FILE_FORMATS = {"txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt", "json": "application/json"}
+JOB_FORMATS = {"zip": "application/zip", "csv": "text/csv", "json": "application/json"}
+MAX_FILES_PER_JOB = 1000
+
+
+class JobsApi:
+    def __init__(self, runner, config) -> None:
+        self.runner = runner
+        self.config = config.jobs
+        self.max_segment_s = config.endpointing.max_segment_s
+        self.upload_dir = Path(self.config.upload_dir).expanduser()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/jobs", self.submit)
+        app.router.add_get("/api/jobs", self.list_jobs)
+        app.router.add_get("/api/jobs/{job_id}", self.get_job)
+        app.router.add_delete("/api/jobs/{job_id}", self.delete_job)
+        app.router.add_get("/api/jobs/{job_id}/export.{fmt}", self.export_job)
+        app.router.add_get("/api/files/{file_id:\\d+}/export.{fmt}", self.export_file)
+        app.router.add_get("/api/history", self.history)
+        app.router.add_get("/api/sessions/{session_id}/export.{fmt}", self.export_session)
+        app.router.add_delete("/api/sessions/{session_id}", self.delete_session)
+
+    # --- submission -----------------------------------------------------------------------------
+    async def submit(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > 200:
+            raise _bad("Idempotency-Key is longer than 200 characters")
+        if request.content_type == "application/json":
+            files, options = await self._server_paths(request)
+        elif request.content_type == "multipart/form-data":
+            files, options = await self._uploads(request)
+        else:
+            raise _bad('send multipart/form-data with files, or JSON {"paths": [...], "options": {...}}')
+        unique, duplicates, seen = [], [], set()
+        for name, path, digest in files:
+            (duplicates if digest in seen else unique).append((name, path, digest))
+            seen.add(digest)
+        if not unique:
+            raise _bad("no files in the request")
+        job_id = await self.runner.db(self.runner.store.create_job, unique, options, key)
+        self.runner.wake()
+        job = await self.runner.db(self.runner.store.job, job_id)
+        body = {
+            "job_id": job_id,
+            "files": [{"id": f["id"], "name": f["name"]} for f in job["files"]],
+            "duplicates": [name for name, _, _ in duplicates],  # same content twice in one job: kept once
+        }
+        return web.json_response(body, status=201)
+
+    async def _uploads(self, request: web.Request) -> tuple[list, dict]:
+        reader = await request.multipart()
+        folder = self.upload_dir / uuid.uuid4().hex
+        files, fields = [], {}
+        limit = self.config.max_upload_mb * 1024 * 1024
+        while (part := await reader.next()) is not None:
+            if part.filename is None:
+                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:100_000]
+                continue
+            if len(files) >= MAX_FILES_PER_JOB:
+                raise _bad(f"at most {MAX_FILES_PER_JOB} files per job")
+            name = exports.safe_name(part.filename) or "upload"
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / f"{len(files):04d}-{name}"
+            digest, size = hashlib.sha256(), 0
+            with open(target, "wb") as out:
+                while chunk := await part.read_chunk(1 << 20):
+                    size += len(chunk)
+                    if size > limit:
+                        out.close()
+                        target.unlink(missing_ok=True)
+                        raise web.HTTPRequestEntityTooLarge(
+                            max_size=limit,
+                            actual_size=size,
+                            text=json.dumps(
+                                {
+                                    "error": f"{part.filename!r} is larger than max_upload_mb "
+                                    f"({self.config.max_upload_mb} MB)",
+                                    "code": "too_large",
+                                }
+                            ),
+                            content_type="application/json",
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # stored durably before the upload is acknowledged
+            files.append((part.filename[:255], str(target), digest.hexdigest()))
+        if folder.exists():
+            descriptor = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)  # the directory entries too
+            finally:
+                os.close(descriptor)
+        return files, self._options(json.loads(fields["options"]) if fields.get("options") else fields)
+
+    async def _server_paths(self, request: web.Request) -> tuple[list, dict]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _bad("the request body is not valid JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("paths"), list):
+            raise _bad('JSON body must be {"paths": ["file.wav", ...], "options": {...}}')
+        if not self.config.allowed_dir:
+            raise _bad("server-side paths are disabled (jobs.allowed_dir is empty); upload the files instead", 403)
+        root = Path(self.config.allowed_dir).expanduser().resolve()
+        files = []
+        for raw in body["paths"][: MAX_FILES_PER_JOB + 1]:
+            if not isinstance(raw, str) or not raw or "\x00" in raw:
+                raise _bad(f"bad path {str(raw)[:100]!r}")
+            path = (root / raw).resolve()
+            if not path.is_relative_to(root):
+                raise _bad(f"path {raw[:200]!r} is outside the allowed directory", 403)
+            if not path.is_file():
+                raise _bad(f"no such file in the allowed directory: {raw[:200]!r}", 404)
+            digest = await asyncio.get_running_loop().run_in_executor(None, _sha256, path)
+            files.append((path.name, str(path), digest))
+        if len(files) > MAX_FILES_PER_JOB:
+            raise _bad(f"at most {MAX_FILES_PER_JOB} files per job")
+        return files, self._options(body.get("options") or {})
+
+    def _options(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise _bad("options must be a JSON object")
+        options: dict[str, Any] = {}
+        if raw.get("language") not in (None, ""):
+            language = raw["language"]
+            if not isinstance(language, str) or not language.isalpha() or not 2 <= len(language) <= 8:
+                raise _bad(f"language must be a code such as 'en'; got {str(language)[:20]!r}")
+            options["language"] = language.lower()
+        try:
+            options["hotwords"] = [list(h) for h in parse_hotwords(raw.get("hotwords", ""))]
+        except ProtocolError as exc:
+            raise _bad(exc.message) from None
+        itn = raw.get("itn", True)
+        if isinstance(itn, str):
+            itn = itn.lower() not in ("false", "0", "no")
+        options["itn"] = bool(itn)
+        if raw.get("max_segment_s") not in (None, ""):
+            try:
+                value = float(raw["max_segment_s"])
+            except (TypeError, ValueError):
+                value = float("nan")
+            if not 1 <= value <= self.max_segment_s:
+                raise _bad(f"max_segment_s must be a number 1..{self.max_segment_s:g}")
+            options["max_segment_s"] = value
+        return options
+
+    # --- progress -------------------------------------------------------------------------------
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        jobs = await self.runner.db(self.runner.store.jobs)
+        return web.json_response({"jobs": [progress(job) for job in jobs]})
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        return web.json_response(progress(await self._job(request)))
+
+    async def delete_job(self, request: web.Request) -> web.Response:
+        job = await self._job(request)
+        if any(f["id"] in self.runner.active for f in job["files"]):
+            raise _bad("the job is being transcribed; wait for it to finish before deleting it", 409)
+        paths = await self.runner.db(self.runner.store.delete_job, job["id"])
+        for path in paths:
+            if Path(path).is_relative_to(self.upload_dir):
+                Path(path).unlink(missing_ok=True)
+        return web.json_response({"deleted": job["id"]})
+
+    async def _job(self, request: web.Request) -> dict[str, Any]:
+        job = await self.runner.db(self.runner.store.job, request.match_info["job_id"])
+        if job is None:
+            raise _bad("no such job", 404)
+        return job
+
+    # --- exports --------------------------------------------------------------------------------
+    async def export_job(self, request: web.Request) -> web.Response:
+        fmt = _format(request, JOB_FORMATS)
+        job = await self._job(request)
+        results = {}
+        for file in job["files"]:
+            results[file["name"]] = await self.runner.db(self.runner.store.segments, file["id"])
+        if fmt == "zip":
+            body: bytes | str = exports.zip_job(results)
+        elif fmt == "csv":
+            body = exports.to_csv(results)
+        else:
+            body = exports.job_json(results, {"job_id": job["id"], "options": job["options"], "status": job["status"]})
+        return _download(body, f"job-{job['id']}.{fmt}", JOB_FORMATS[fmt])
+
+    async def export_file(self, request: web.Request) -> web.Response:
+        fmt = _format(request, FILE_FORMATS)
+        row = await self.runner.db(self.runner.store.file, int(request.match_info["file_id"]))
+        if row is None:
+            raise _bad("no such file", 404)
+        segments = await self.runner.db(self.runner.store.segments, row.id)
+        return _download(_render(fmt, segments, {"file": row.name}), f"{exports.safe_name(row.name)}.{fmt}",
+                         FILE_FORMATS[fmt])  # fmt: skip
+
+    async def export_session(self, request: web.Request) -> web.Response:
+        fmt = _format(request, FILE_FORMATS)
+        session_id = request.match_info["session_id"]
+        finals = await self.runner.db(self.runner.store.live_finals, session_id)
+        if not finals:
+            raise _bad("no such session in the history", 404)
+        return _download(_render(fmt, finals, {"session_id": session_id}), f"{exports.safe_name(session_id)}.{fmt}",
+                         FILE_FORMATS[fmt])  # fmt: skip
+
+    async def history(self, request: web.Request) -> web.Response:
+        try:
+            since = float(request.query["since"]) if request.query.get("since") else None
+            until = float(request.query["until"]) if request.query.get("until") else None
+        except ValueError:
+            raise _bad("since/until must be Unix times in seconds") from None
+        text = request.query.get("q", "")[:200]
+        rows = await self.runner.db(self.runner.store.search, text, since, until)
+        return web.json_response({"results": rows})
+
+    async def delete_session(self, request: web.Request) -> web.Response:
+        if not await self.runner.db(self.runner.store.delete_session, request.match_info["session_id"]):
+            raise _bad("no such session in the history", 404)
+        return web.json_response({"deleted": request.match_info["session_id"]})
+
+
+def progress(job: dict[str, Any]) -> dict[str, Any]:
+    """Per-file and overall progress in audio seconds, with an ETA from the rate so far."""
+    files = []
+    for f in job["files"]:
+        duration = f["duration_s"]
+        percent = 100.0 if f["status"] == "done" else (min(99.9, 100 * f["done_s"] / duration) if duration else 0.0)
+        files.append({**{k: f[k] for k in ("id", "name", "status", "duration_s", "done_s", "error", "segments")},
+                      "percent": round(percent, 1)})  # fmt: skip
+    total = sum(f["duration_s"] or 0 for f in job["files"])
+    done = sum(min(f["done_s"], f["duration_s"] or f["done_s"]) for f in job["files"])
+    finished = all(f["status"] in ("done", "failed") for f in job["files"])
+    percent = 100.0 if finished else (100 * done / total if total else 0.0)
+    eta = None
+    if job.get("started") and done > 0 and not finished:
+        rate = done / max(1e-6, time.time() - job["started"])
+        eta = round((total - done) / rate, 1)
+    return {
+        "id": job["id"],
+        "status": job["status"],
+        "created": job["created"],
+        "options": job["options"],
+        "percent": round(min(percent, 100.0), 1),
+        "eta_s": eta,
+        "audio_s": round(total, 2),
+        "done_s": round(done, 2),
+        "files": files,
+    }
+
+
+def _render(fmt: str, segments: list[dict], metadata: dict) -> str:
+    if fmt == "txt":
+        return exports.to_txt(segments)
+    if fmt == "srt":
+        return exports.to_srt(segments)
+    if fmt == "vtt":
+        return exports.to_vtt(segments)
+    return exports.to_json(segments, metadata)
+
+
+def _format(request: web.Request, formats: dict[str, str]) -> str:
+    fmt = request.match_info["fmt"].lower()
+    if fmt not in formats:
+        raise _bad(f"format must be one of {', '.join(formats)}", 404)
+    return fmt
+
+
+def _download(body: bytes | str, filename: str, content_type: str) -> web.Response:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    disposition = f"attachment; filename*=UTF-8''{_quote(exports.safe_name(filename))}"
+    charset = "utf-8" if content_type.startswith(("text/", "application/json", "application/x-subrip")) else None
+    return web.Response(body=data, content_type=content_type, charset=charset,
+                        headers={"Content-Disposition": disposition})  # fmt: skip
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+def _bad(message: str, status: int = 400) -> web.HTTPException:
+    kinds = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict}
+    code = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}[status]
+    return kinds[status](text=json.dumps({"error": message, "code": code}), content_type="application/json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,143 @@
+"""OpenAI-compatible transcription: POST /v1/audio/transcriptions and GET /v1/models, so the
+official `openai` client (and tools built on it) work against this server. One request is one
+file, decoded at once through the same VAD and executor as everything else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from inference.engines.base import DecodeOptions
+from jobs import exports
+from jobs.media import MediaError, iter_audio, probe
+from jobs.segmenter import file_settings, segments
+from streaming.events import samples_to_ms
+
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")  # names clients send; all -> the engine
+
+
+class OpenAIApi:
+    def __init__(self, ctx, config) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.limit = config.jobs.max_upload_mb * 1024 * 1024
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/audio/transcriptions", self.transcribe)
+        app.router.add_get("/v1/models", self.models)
+
+    async def models(self, request: web.Request) -> web.Response:
+        ids = [*MODEL_ALIASES, self.ctx.engine_name]
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": "livecaption"} for i in ids]
+        return web.json_response({"object": "list", "data": data})
+
+    async def transcribe(self, request: web.Request) -> web.StreamResponse:
+        if request.content_type != "multipart/form-data":
+            raise _error("send multipart/form-data with a `file` field", "file")
+        fields: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="livecaption-") as tmp:
+            upload: Path | None = None
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if part.name == "file" and part.filename is not None:
+                    upload = Path(tmp) / (exports.safe_name(part.filename) or "audio")
+                    await self._save(part, upload)
+                else:
+                    fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")[:10_000]
+            if upload is None:
+                raise _error("the `file` field is required", "file")
+            response_format = fields.get("response_format", "json") or "json"
+            if response_format not in FORMATS:
+                raise _error(f"response_format must be one of {', '.join(FORMATS)}", "response_format")
+            try:
+                temperature = float(fields.get("temperature", "0") or 0)
+            except ValueError:
+                temperature = -1.0
+            if not 0 <= temperature <= 1:
+                raise _error("temperature must be a number between 0 and 1", "temperature")
+            language = (fields.get("language") or "").strip().lower() or None
+            if language is not None and (not language.isalpha() or not 2 <= len(language) <= 8):
+                raise _error("language must be an ISO-639-1 code such as 'en'", "language")
+            prompt = (fields.get("prompt") or "").strip()[:500]
+            options = DecodeOptions(language=language, hotwords=((prompt, 20),) if prompt else ())
+            try:
+                result = await self._run(upload, options)
+            except MediaError as exc:
+                raise _error(str(exc), "file") from None
+        return _respond(result, response_format, language)
+
+    async def _save(self, part, target: Path) -> None:
+        size = 0
+        with open(target, "wb") as out:
+            while chunk := await part.read_chunk(1 << 20):
+                size += len(chunk)
+                if size > self.limit:
+                    raise _error(f"the file is larger than {self.config.jobs.max_upload_mb} MB", "file", 413)
+                out.write(chunk)
+
+    async def _run(self, path: Path, options: DecodeOptions) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, probe, str(path))
+        executor = self.ctx.executor
+        stream_id = executor.new_stream_id()
+        chunks = iter_audio(str(path), chunk_s=1.0)
+
+        async def read():
+            while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
+                yield chunk
+
+        found = []
+        async for event in segments(read(), file_settings(self.config), executor):
+            found.append((event, executor.submit_final(stream_id, event.segment_id, event.audio, options)))
+        pieces = []
+        for event, future in found:
+            decoded = await future
+            pieces.append(
+                {
+                    "start_ms": samples_to_ms(event.speech_start),
+                    "end_ms": samples_to_ms(event.speech_end),
+                    "text": decoded.text.strip(),
+                }  # fmt: skip
+            )
+        return {"segments": pieces, "duration": info.duration_s}
+
+
+def _respond(result: dict[str, Any], response_format: str, language: str | None) -> web.Response:
+    pieces = [p for p in result["segments"] if p["text"]]
+    text = " ".join(p["text"] for p in pieces)
+    if response_format == "text":
+        return web.Response(text=text + "\n", content_type="text/plain")
+    if response_format == "srt":
+        return web.Response(text=exports.to_srt(pieces), content_type="text/plain")
+    if response_format == "vtt":
+        return web.Response(text=exports.to_vtt(pieces), content_type="text/vtt")
+    if response_format == "json":
+        return web.json_response({"text": text})
+    segments = [
+        {"id": i, "seek": 0, "start": p["start_ms"] / 1000, "end": p["end_ms"] / 1000, "text": p["text"],
+         "tokens": [], "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0}
+        for i, p in enumerate(pieces)
+    ]  # fmt: skip
+    return web.json_response(
+        {
+            "task": "transcribe",
+            "language": language or "",
+            "duration": result["duration"] or 0.0,
+            "text": text,
+            "segments": segments,
+        }  # fmt: skip
+    )
+
+
+def _error(message: str, param: str, status: int = 400) -> web.HTTPException:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}})
+    kind = web.HTTPRequestEntityTooLarge if status == 413 else web.HTTPBadRequest
+    if status == 413:
+        return kind(max_size=0, actual_size=0, text=body, content_type="application/json")
+    return kind(text=body, content_type="application/json")

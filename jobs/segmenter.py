@@ -1,0 +1,65 @@
+"""Cut a file's audio into VAD segments with the live endpointing chain (energy gate, webrtcvad,
+FSMN through the executor's batched VAD lane), as fast as the audio can be read."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import numpy as np
+
+from streaming.endpointer import EndpointSettings
+from streaming.events import SegmentClosed
+from streaming.ring_buffer import to_int16
+from streaming.session import SessionSettings, StreamSession
+
+
+def file_settings(config, max_segment_s: float | None = None) -> SessionSettings:
+    """The server's endpointing settings, without partials; a job may shorten the segment limit."""
+    ep, audio = config.endpointing, config.audio
+    max_segment = min(max_segment_s or ep.max_segment_s, ep.max_segment_s)
+    return SessionSettings(
+        sample_rate_hz=16000,
+        endpoint=EndpointSettings(
+            silence_ms=ep.silence_ms,
+            max_segment_s=max_segment,
+            speech_onset_ms=ep.speech_onset_ms,
+            preroll_ms=audio.preroll_ms,
+            cut_search_ms=min(ep.cut_search_ms, int(max_segment * 1000) // 4),
+        ),
+        partial_interval_ms=0,
+        energy_gate_dbfs=ep.energy_gate_dbfs,
+        webrtc_aggressiveness=ep.webrtc_aggressiveness,
+        fsmn_speech_threshold=ep.fsmn_speech_threshold,
+        ring_buffer_s=audio.ring_buffer_s,
+    )
+
+
+async def segments(chunks: AsyncIterator[np.ndarray] | Iterable, settings: SessionSettings, executor):
+    """Yield SegmentClosed events for 16 kHz float32 chunks (each well under the ring buffer: the
+    open segment must still be buffered when it closes)."""
+    session = StreamSession(settings, executor.scorer.new_state)
+
+    async def scored() -> list:
+        events = []
+        while (work := session.take_work()) is not None:
+            probabilities = await executor.score_speech(work.state, work.samples) if work.needed else None
+            events.extend(session.apply(probabilities))
+        return events
+
+    async for chunk in _aiter(chunks):
+        session.push(to_int16(np.asarray(chunk, dtype=np.float32)).tobytes())
+        for event in await scored():
+            if isinstance(event, SegmentClosed):
+                yield event
+    for event in session.finish():
+        if isinstance(event, SegmentClosed):
+            yield event
+
+
+async def _aiter(chunks):
+    if hasattr(chunks, "__aiter__"):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
