@@ -273,3 +273,20 @@ async def test_cli_uploads_follows_with_progress_bars_and_writes_transcripts(
     assert [words(c.content) for c in cues] == PHRASES
     err = capsys.readouterr().err
     assert "100%" in err and "broken.mp3" in err  # tqdm bars, and the failed file named
+
+
+async def test_a_client_that_vanishes_mid_segment_still_gets_that_segment_into_history(start_server):
+    from tests.wsclient import connect, send_audio, start
+
+    server = start_server()
+    async with await connect(server.url) as ws:
+        await start(ws, session_id="vanished")
+        await send_audio(ws, compose([0.3, "thank you very much"]).audio)  # no trailing silence: open segment
+        await asyncio.sleep(0.5)
+        ws.transport.abort()
+    for _ in range(100):
+        status, found = await get(server.http, "/api/history?q=thank")
+        if found["results"]:
+            break
+        await asyncio.sleep(0.2)
+    assert [(r["source"], words(r["text"])) for r in found["results"]] == [("vanished", "thank you very much")]
