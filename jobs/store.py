@@ -180,7 +180,10 @@ class Store:
                 ("failed" if error else "done", error, error, file_id),
             )
             self.db.execute(
-                "UPDATE jobs SET status = 'done', finished = ? WHERE id = (SELECT job_id FROM files WHERE id = ?) "
+                # done when every file is finished; failed when none of them could be transcribed
+                "UPDATE jobs SET finished = ?, status = CASE WHEN EXISTS "
+                "(SELECT 1 FROM files WHERE job_id = jobs.id AND status = 'done') THEN 'done' ELSE 'failed' END "
+                "WHERE id = (SELECT job_id FROM files WHERE id = ?) "
                 "AND NOT EXISTS (SELECT 1 FROM files WHERE job_id = jobs.id AND status IN ('queued', 'running'))",
                 (time.time(), file_id),
             )

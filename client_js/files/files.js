@@ -1,0 +1,738 @@
+// Files and history page: upload audio for batch transcription, follow the jobs, search and
+// download the history (live sessions and transcribed files). Talks to the server's /api/ (jobs/api.py).
+
+import { shortTime } from "../page/captions-export.js";
+import { loadToken, parseHotwords, saveToken } from "../page/settings.js";
+
+const POLL_ACTIVE_MS = 1000; // while a job is queued or running
+const POLL_IDLE_MS = 15000; // otherwise: jobs may also arrive from the CLI or another browser
+const POLL_RETRY_MS = 5000; // after a failed poll (server restarting)
+const HISTORY_LIMIT = 200; // rows /api/history returns at most (jobs/store.py search)
+const OPTIONS_KEY = "livecaption.files.v1"; // upload options remembered across reloads
+
+const FILE_FORMATS = [
+  ["txt", "TXT"],
+  ["srt", "SRT"],
+  ["vtt", "WebVTT"],
+  ["json", "JSON"],
+];
+const JOB_FORMATS = [
+  ["zip", "ZIP"],
+  ["csv", "CSV"],
+  ["json", "JSON"],
+];
+const STATUS_TEXT = { queued: "Queued", running: "Transcribing", done: "Done", failed: "Failed", cancelled: "Cancelled" };
+const ACTIVE = new Set(["queued", "running"]);
+
+// The server root, from this module's own address (…/client_js/files/files.js), so the page also
+// works behind a proxy that mounts the server under a path.
+const ROOT = new URL("../../", import.meta.url);
+const apiUrl = (path) => new URL(path, ROOT).href;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  message: $("message"),
+  tokenForm: $("token-form"),
+  token: $("token"),
+  drop: $("drop"),
+  fileInput: $("file-input"),
+  queue: $("queue"),
+  language: $("language"),
+  hotwords: $("hotwords"),
+  itn: $("itn"),
+  maxSegment: $("max-segment"),
+  choose: $("choose"),
+  upload: $("upload"),
+  clear: $("clear"),
+  uploadProgress: $("upload-progress"),
+  uploadText: $("upload-text"),
+  jobsTitle: $("jobs-title"),
+  jobsEmpty: $("jobs-empty"),
+  jobs: $("jobs"),
+  historyForm: $("history-form"),
+  q: $("q"),
+  since: $("since"),
+  until: $("until"),
+  historyCount: $("history-count"),
+  history: $("history"),
+};
+
+let token = "";
+let unauthorized = false; // after a 401: no polling until a token is entered
+let queued = []; // File objects chosen or dropped, not yet uploaded
+let uploading = false;
+let pollTimer = 0;
+let jobsSeq = 0; // answers to older requests are dropped (they may arrive after newer ones)
+let historySeq = 0;
+const jobViews = new Map(); // job id -> its DOM parts, updated in place so focus survives polls
+const lastStatus = new Map(); // "job:<id>" / "file:<id>" -> status at the previous poll
+const fileNames = new Map(); // file id -> name, for file results in the history
+
+// --- small helpers ---------------------------------------------------------------------------
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = value;
+    else if (key.startsWith("data-") || key.startsWith("aria-") || key === "role") el.setAttribute(key, value);
+    else el[key] = value;
+  }
+  el.append(...children.filter((c) => c !== null && c !== undefined));
+  return el;
+}
+
+function showMessage(text, kind = "info", reason = "") {
+  ui.message.textContent = text;
+  ui.message.dataset.kind = kind;
+  ui.message.dataset.reason = reason;
+}
+
+function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor(s / 60) % 60} min`;
+}
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 ** 2) return `${(bytes / 1024).toFixed(1)} KB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GB`;
+}
+
+const formatTime = (unixSeconds) => new Date(unixSeconds * 1000).toLocaleString();
+
+// --- the API: every request carries the token; failures become ApiError with the server's words
+class ApiError extends Error {
+  constructor(status, message, code = "") {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** The server's {"error": …} body (jobs/api.py, server/app.py), or its first words of text. */
+function errorFrom(status, bodyText) {
+  let message = "";
+  let code = "";
+  try {
+    const body = JSON.parse(bodyText);
+    message = body.error || body.message || "";
+    code = body.code || "";
+  } catch {
+    message = String(bodyText || "")
+      .replace(/<[^>]*>/g, " ")
+      .replace(/\s+/g, " ")
+      .trim()
+      .slice(0, 300);
+  }
+  if (!message) message = `the server answered ${status}`;
+  return new ApiError(status, message, code);
+}
+
+async function api(path, init = {}) {
+  const headers = new Headers(init.headers || {});
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  let response;
+  try {
+    response = await fetch(apiUrl(path), { ...init, headers });
+  } catch {
+    throw new ApiError(0, "The caption server cannot be reached. Is it running?");
+  }
+  if (!response.ok) {
+    const error = errorFrom(response.status, await response.text());
+    if (response.status === 401) askForToken(error);
+    throw error;
+  }
+  unauthorized = false;
+  return response;
+}
+
+/** Shows what went wrong, unless it was a 401 (the token form already says so). */
+function report(error, prefix) {
+  if (error instanceof ApiError && error.status === 401) return;
+  const text = error instanceof ApiError ? error.message : String(error && error.message ? error.message : error);
+  showMessage(prefix ? `${prefix}: ${text}` : text, "error", error.code || "error");
+}
+
+// --- access token ----------------------------------------------------------------------------
+function setupToken() {
+  // A shared link may carry ?token=: take it, then drop it from the address bar (and history).
+  const query = new URLSearchParams(location.search);
+  if (query.has("token")) {
+    saveToken(query.get("token").trim());
+    token = query.get("token").trim();
+    query.delete("token");
+    const rest = query.toString();
+    history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+  }
+  token = token || loadToken(); // the captions page keeps it under the same key
+  ui.token.value = token;
+  ui.tokenForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    token = ui.token.value.trim();
+    saveToken(token);
+    unauthorized = false;
+    ui.tokenForm.hidden = true;
+    showMessage("");
+    refreshJobs();
+    searchHistory();
+  });
+}
+
+function askForToken(error) {
+  const first = !unauthorized;
+  unauthorized = true;
+  clearTimeout(pollTimer);
+  ui.tokenForm.hidden = false;
+  const text = token
+    ? `The server did not accept the access token (${error.message}). Enter a valid one.`
+    : "This server needs an access token: enter it below.";
+  showMessage(text, "error", "token");
+  if (first) ui.token.focus();
+}
+
+// --- downloads -------------------------------------------------------------------------------
+function downloadLink(path, label, what) {
+  return h("a", {
+    class: "button",
+    href: apiUrl(path),
+    download: "",
+    text: label,
+    "data-download": "",
+    "aria-label": `Download ${what} as ${label}`,
+  });
+}
+
+function filenameFrom(response, fallback) {
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = /filename\*=UTF-8''([^;]+)/i.exec(disposition);
+  return match ? decodeURIComponent(match[1]) : fallback;
+}
+
+// A plain link cannot carry an Authorization header: with a token, fetch the file and save it.
+// (Putting ?token= into every link would spread the token into history and the logs of proxies.)
+document.addEventListener("click", async (event) => {
+  const link = event.target instanceof Element ? event.target.closest("a[data-download]") : null;
+  if (!link || !token) return;
+  event.preventDefault();
+  try {
+    const response = await api(link.href);
+    const blob = await response.blob();
+    const url = URL.createObjectURL(blob);
+    const save = h("a", { href: url, download: filenameFrom(response, link.href.split("/").pop()), hidden: true });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (error) {
+    report(error, "Download failed");
+  }
+});
+
+// --- choosing files: drop zone (mouse and keyboard), file dialog -------------------------------
+function addFiles(fileList) {
+  const known = new Set(queued.map((f) => `${f.name}/${f.size}/${f.lastModified}`));
+  let added = 0;
+  for (const file of fileList) {
+    const key = `${file.name}/${file.size}/${file.lastModified}`;
+    if (known.has(key)) continue;
+    known.add(key);
+    queued.push(file);
+    added += 1;
+  }
+  renderQueue();
+  if (added) showMessage(`${queued.length} file${queued.length === 1 ? "" : "s"} ready to upload.`);
+}
+
+function renderQueue() {
+  ui.queue.replaceChildren(
+    ...queued.map((file, index) =>
+      h(
+        "li",
+        {},
+        h("span", { class: "file-name", text: file.name }),
+        h("span", { class: "muted", text: formatBytes(file.size) }),
+        h("button", {
+          type: "button",
+          class: "small",
+          text: "Remove",
+          "aria-label": `Remove ${file.name}`,
+          disabled: uploading,
+          onclick: () => {
+            queued.splice(index, 1);
+            renderQueue();
+            (ui.queue.querySelector("button") || ui.choose).focus();
+          },
+        }),
+      ),
+    ),
+  );
+  ui.upload.disabled = uploading || queued.length === 0;
+  ui.clear.disabled = uploading || queued.length === 0;
+}
+
+function setupChoosing() {
+  const openDialog = () => ui.fileInput.click();
+  ui.choose.addEventListener("click", openDialog);
+  ui.drop.addEventListener("click", openDialog);
+  ui.drop.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault(); // Space would scroll the page
+      openDialog();
+    }
+  });
+  ui.fileInput.addEventListener("change", () => {
+    addFiles(ui.fileInput.files);
+    ui.fileInput.value = ""; // choosing the same file again fires change again
+  });
+  let depth = 0; // dragenter/dragleave also fire for the zone's children
+  ui.drop.addEventListener("dragenter", (event) => {
+    event.preventDefault();
+    depth += 1;
+    ui.drop.classList.add("over");
+  });
+  ui.drop.addEventListener("dragleave", () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) ui.drop.classList.remove("over");
+  });
+  ui.drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer) event.dataTransfer.dropEffect = "copy";
+  });
+  ui.drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    depth = 0;
+    ui.drop.classList.remove("over");
+    if (event.dataTransfer && event.dataTransfer.files.length) addFiles(event.dataTransfer.files);
+  });
+  // A file dropped beside the zone must not replace the page with the file.
+  for (const type of ["dragover", "drop"]) window.addEventListener(type, (event) => event.preventDefault());
+  ui.clear.addEventListener("click", () => {
+    queued = [];
+    renderQueue();
+    showMessage("");
+  });
+  ui.upload.addEventListener("click", uploadQueued);
+}
+
+// --- upload options ----------------------------------------------------------------------------
+/** The form -> the `options` JSON the server reads (jobs/api.py _options). Throws Error on bad input. */
+function readOptions() {
+  const options = { itn: ui.itn.checked };
+  const language = ui.language.value.trim();
+  if (language) {
+    if (!/^[A-Za-z]{2,8}$/.test(language)) throw new Error(`Language: a code such as en, de or zh, not "${language}".`);
+    options.language = language.toLowerCase();
+  }
+  const hotwords = parseHotwords(ui.hotwords.value);
+  if (hotwords) options.hotwords = JSON.stringify(hotwords); // FunASR's '{"word": weight}' string
+  const maxSegment = ui.maxSegment.value.trim();
+  if (maxSegment) options.max_segment_s = Number(maxSegment); // the server checks the range
+  return options;
+}
+
+function loadOptions() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(OPTIONS_KEY) || "{}") || {};
+    ui.language.value = saved.language || "";
+    ui.hotwords.value = saved.hotwords || "";
+    ui.itn.checked = saved.itn !== false;
+    ui.maxSegment.value = saved.maxSegment || "";
+  } catch {
+    /* storage blocked or garbled: the defaults in the form stay */
+  }
+  const save = () => {
+    try {
+      localStorage.setItem(
+        OPTIONS_KEY,
+        JSON.stringify({
+          language: ui.language.value,
+          hotwords: ui.hotwords.value,
+          itn: ui.itn.checked,
+          maxSegment: ui.maxSegment.value,
+        }),
+      );
+    } catch {
+      /* private mode: options last for this page load */
+    }
+  };
+  for (const el of [ui.language, ui.hotwords, ui.itn, ui.maxSegment]) el.addEventListener("change", save);
+}
+
+// --- upload: XMLHttpRequest, because fetch() cannot report upload progress ----------------------
+function postFiles(files, options) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    for (const file of files) form.append("file", file, file.name);
+    form.append("options", JSON.stringify(options));
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", apiUrl("api/jobs"));
+    if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+    xhr.upload.addEventListener("progress", (event) => {
+      if (!event.lengthComputable) return;
+      const percent = (100 * event.loaded) / event.total;
+      ui.uploadProgress.value = percent;
+      ui.uploadText.textContent = `Uploading… ${Math.floor(percent)}% of ${formatBytes(event.total)}`;
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status === 201) {
+        resolve(JSON.parse(xhr.responseText));
+        return;
+      }
+      const error = errorFrom(xhr.status, xhr.responseText);
+      if (xhr.status === 401) askForToken(error);
+      reject(error);
+    });
+    // The server answers 413 as soon as a file passes max_upload_mb and may close the connection
+    // before the browser has sent the rest; the browser then reports a network error, not the 413.
+    xhr.addEventListener("error", () =>
+      reject(
+        new ApiError(0, "the connection closed during the upload: a file may be larger than the server accepts, or the server is unreachable"),
+      ),
+    );
+    xhr.send(form);
+  });
+}
+
+async function uploadQueued() {
+  if (!queued.length || uploading) return;
+  let options;
+  try {
+    options = readOptions();
+  } catch (error) {
+    showMessage(error.message, "error", "options");
+    $("options-panel").open = true;
+    return;
+  }
+  uploading = true;
+  renderQueue();
+  ui.uploadProgress.hidden = false;
+  ui.uploadProgress.value = 0;
+  const files = queued.slice();
+  showMessage(`Uploading ${files.length} file${files.length === 1 ? "" : "s"}…`);
+  try {
+    const result = await postFiles(files, options);
+    queued = [];
+    // Announce how this page's own files end, even a failure that comes before the next poll.
+    lastStatus.set(`job:${result.job_id}`, "queued");
+    for (const file of result.files) lastStatus.set(`file:${file.id}`, "queued");
+    const skipped = result.duplicates && result.duplicates.length ? ` (skipped, same content twice: ${result.duplicates.join(", ")})` : "";
+    showMessage(`Uploaded: job ${result.job_id} with ${result.files.length} file${result.files.length === 1 ? "" : "s"}${skipped}.`, "info", "uploaded");
+    refreshJobs();
+  } catch (error) {
+    const prefix = error.status === 413 ? "Upload refused, too large" : "Upload failed";
+    report(error, prefix);
+  } finally {
+    uploading = false;
+    ui.uploadProgress.hidden = true;
+    ui.uploadText.textContent = "";
+    renderQueue();
+  }
+}
+
+// --- jobs: polled, updated in place -------------------------------------------------------------
+function schedulePoll(ms) {
+  clearTimeout(pollTimer);
+  if (!unauthorized) pollTimer = setTimeout(refreshJobs, ms);
+}
+
+async function refreshJobs() {
+  clearTimeout(pollTimer);
+  const seq = ++jobsSeq;
+  try {
+    const { jobs } = await (await api("api/jobs")).json();
+    if (seq !== jobsSeq) return;
+    renderJobs(jobs);
+    schedulePoll(jobs.some((job) => ACTIVE.has(job.status)) ? POLL_ACTIVE_MS : POLL_IDLE_MS);
+  } catch (error) {
+    if (seq !== jobsSeq) return;
+    report(error, "Jobs could not be loaded");
+    schedulePoll(POLL_RETRY_MS);
+  }
+}
+
+function progressText(job) {
+  const parts = [`${Math.floor(job.percent)}%`];
+  if (ACTIVE.has(job.status) && job.eta_s !== null && job.eta_s !== undefined) parts.push(`about ${formatDuration(job.eta_s)} left`);
+  if (job.audio_s) parts.push(`${formatDuration(job.done_s)} of ${formatDuration(job.audio_s)} of audio`);
+  return parts.join(" · ");
+}
+
+function setProgress(bar, percent, text) {
+  bar.value = percent;
+  bar.setAttribute("aria-valuetext", text);
+}
+
+function buildJob(job) {
+  const title = h("h3", { class: "job-title" }, "Job ", h("code", { text: job.id }));
+  const status = h("span", { class: "badge" });
+  const meta = h("span", { class: "muted" });
+  const bar = h("progress", { max: 100, value: 0, "aria-label": `Job ${job.id}` });
+  const text = h("span", { class: "progress-text" });
+  const files = h("ul", { class: "file-rows", "aria-label": `Files of job ${job.id}` });
+  const downloads = h(
+    "span",
+    { class: "downloads", role: "group", "aria-label": `Download every file of job ${job.id}`, hidden: true },
+    "All files:",
+    ...JOB_FORMATS.map(([fmt, label]) => downloadLink(`api/jobs/${job.id}/export.${fmt}`, label, `job ${job.id}`)),
+  );
+  const remove = h("button", { type: "button", class: "delete", text: "Delete job", "aria-label": `Delete job ${job.id}` });
+  remove.addEventListener("click", () => deleteJob(job.id));
+  const root = h(
+    "li",
+    { class: "job", "data-job-id": job.id },
+    h("div", { class: "job-head" }, title, status, meta),
+    h("div", { class: "progress-line" }, bar, text),
+    files,
+    h("div", { class: "job-actions" }, downloads, remove),
+  );
+  return { root, status, meta, bar, text, files, downloads, rows: new Map() };
+}
+
+function buildFileRow(file) {
+  const status = h("span", { class: "badge" });
+  const bar = h("progress", { max: 100, value: 0, "aria-label": file.name });
+  const percent = h("span", { class: "progress-text" });
+  const downloads = h(
+    "span",
+    { class: "downloads", role: "group", "aria-label": `Download ${file.name}`, hidden: true },
+    ...FILE_FORMATS.map(([fmt, label]) => downloadLink(`api/files/${file.id}/export.${fmt}`, label, file.name)),
+  );
+  const error = h("p", { class: "file-error", hidden: true });
+  const root = h(
+    "li",
+    { class: "file-row", "data-file-id": String(file.id) },
+    h("span", { class: "file-name", text: file.name }),
+    status,
+    bar,
+    percent,
+    downloads,
+    error,
+  );
+  return { root, status, bar, percent, downloads, error };
+}
+
+function updateFileRow(row, file) {
+  row.root.dataset.status = file.status;
+  row.status.textContent = STATUS_TEXT[file.status] || file.status;
+  row.status.dataset.status = file.status;
+  const text = `${Math.floor(file.percent)}%`;
+  setProgress(row.bar, file.percent, `${text}, ${STATUS_TEXT[file.status] || file.status}`);
+  row.percent.textContent = file.duration_s ? `${text} of ${formatDuration(file.duration_s)}` : text;
+  row.downloads.hidden = file.status !== "done";
+  row.error.hidden = !file.error;
+  row.error.textContent = file.error || "";
+}
+
+function renderJobs(jobs) {
+  const news = [];
+  const seen = new Set();
+  jobs.forEach((job, index) => {
+    seen.add(job.id);
+    let view = jobViews.get(job.id);
+    if (!view) {
+      view = buildJob(job);
+      jobViews.set(job.id, view);
+    }
+    // Reorder only when needed: moving a node that holds focus would drop the focus.
+    if (ui.jobs.children[index] !== view.root) ui.jobs.insertBefore(view.root, ui.jobs.children[index] || null);
+    const failed = job.files.filter((f) => f.status === "failed").length;
+    // The server calls a job "done" once every file has finished, even when all of them failed.
+    const shown = job.status === "done" && failed === job.files.length ? "failed" : job.status;
+    view.root.dataset.status = shown;
+    view.status.textContent = STATUS_TEXT[shown] || shown;
+    view.status.dataset.status = shown;
+    view.meta.textContent = `${formatTime(job.created)} · ${job.files.length} file${job.files.length === 1 ? "" : "s"}${failed ? `, ${failed} failed` : ""}`;
+    const text = progressText(job);
+    setProgress(view.bar, job.percent, text);
+    view.text.textContent = text;
+    view.downloads.hidden = !job.files.some((f) => f.status === "done");
+    for (const file of job.files) {
+      fileNames.set(String(file.id), file.name);
+      let row = view.rows.get(file.id);
+      if (!row) {
+        row = buildFileRow(file);
+        view.rows.set(file.id, row);
+        view.files.append(row.root);
+      }
+      updateFileRow(row, file);
+      const before = lastStatus.get(`file:${file.id}`);
+      if (before && before !== file.status && !ACTIVE.has(file.status)) {
+        news.push(file.status === "failed" ? `${file.name} failed: ${file.error || "no reason given"}.` : `${file.name} is ${STATUS_TEXT[file.status].toLowerCase()}.`);
+      }
+      lastStatus.set(`file:${file.id}`, file.status);
+    }
+    const before = lastStatus.get(`job:${job.id}`);
+    if (before && ACTIVE.has(before) && !ACTIVE.has(job.status)) news.push(`Job ${job.id} finished.`);
+    lastStatus.set(`job:${job.id}`, job.status);
+  });
+  for (const [id, view] of jobViews) {
+    if (seen.has(id)) continue;
+    view.root.remove();
+    jobViews.delete(id);
+  }
+  ui.jobsEmpty.hidden = jobs.length > 0;
+  // History results found before the jobs arrived show "file 12": name them now.
+  for (const hit of ui.history.querySelectorAll('.hit[data-kind="file"]')) {
+    const name = fileNames.get(hit.dataset.source);
+    if (name) hit.querySelector(".hit-title").textContent = name;
+  }
+  if (news.length) showMessage(news.join(" "), news.some((n) => n.includes(" failed:")) ? "error" : "info", "jobs");
+}
+
+async function deleteJob(id) {
+  if (!confirm(`Delete job ${id}, its uploaded files and their transcripts?`)) return;
+  try {
+    await api(`api/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
+    const view = jobViews.get(id);
+    if (view) {
+      view.root.remove();
+      jobViews.delete(id);
+    }
+    ui.jobsEmpty.hidden = jobViews.size > 0;
+    ui.jobsTitle.focus(); // the button that had focus is gone
+    showMessage(`Job ${id} deleted.`, "info", "deleted");
+    refreshJobs();
+  } catch (error) {
+    report(error, error.status === 409 ? "Not deleted" : "Delete failed");
+  }
+}
+
+// --- history: search, grouped by live session or file ----------------------------------------------
+/** A yyyy-mm-dd date input -> Unix seconds at local midnight (plus `days`), or null when empty. */
+function dayStart(value, days = 0) {
+  if (!value) return null;
+  const [year, month, day] = value.split("-").map(Number);
+  return new Date(year, month - 1, day + days).getTime() / 1000;
+}
+
+async function searchHistory() {
+  const params = new URLSearchParams();
+  const q = ui.q.value.trim();
+  const since = dayStart(ui.since.value);
+  const until = dayStart(ui.until.value, 1); // the whole "to" day
+  if (since !== null && until !== null && until <= since) {
+    showMessage("History: the To date is before the From date.", "error", "dates");
+    return;
+  }
+  if (q) params.set("q", q);
+  if (since !== null) params.set("since", String(since));
+  if (until !== null) params.set("until", String(until));
+  const seq = ++historySeq;
+  ui.historyCount.textContent = "Searching…";
+  try {
+    const { results } = await (await api(`api/history?${params}`)).json();
+    if (seq !== historySeq) return;
+    renderHistory(results, q);
+  } catch (error) {
+    if (seq !== historySeq) return;
+    ui.historyCount.textContent = "";
+    report(error, "Search failed");
+  }
+}
+
+/** `text` with each occurrence of `q` (case-insensitive) in a <mark>; text nodes only. */
+function highlighted(text, q) {
+  if (!q) return [text];
+  const parts = [];
+  const lower = text.toLowerCase();
+  const needle = q.toLowerCase();
+  let at = 0;
+  for (let i = lower.indexOf(needle); i !== -1; i = lower.indexOf(needle, at)) {
+    if (i > at) parts.push(text.slice(at, i));
+    parts.push(h("mark", { text: text.slice(i, i + needle.length) }));
+    at = i + needle.length;
+  }
+  parts.push(text.slice(at));
+  return parts;
+}
+
+function renderHistory(rows, q) {
+  const groups = new Map();
+  for (const row of rows) {
+    const key = `${row.kind}:${row.source}`;
+    if (!groups.has(key)) groups.set(key, { kind: row.kind, source: row.source, created: row.created, rows: [] });
+    const group = groups.get(key);
+    group.created = Math.max(group.created, row.created);
+    group.rows.push(row);
+  }
+  ui.history.replaceChildren(...[...groups.values()].map((group) => historyGroup(group, q)));
+  const where = q ? ` containing “${q}”` : "";
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+  const kinds = [...groups.values()].map((g) => g.kind);
+  const sessions = kinds.filter((k) => k === "live").length;
+  const files = kinds.length - sessions;
+  const from = [sessions && plural(sessions, "live session"), files && plural(files, "file")].filter(Boolean);
+  ui.historyCount.textContent = rows.length
+    ? `${plural(rows.length, "caption")}${where} from ${from.join(" and ")}` +
+      (rows.length >= HISTORY_LIMIT ? ` (the newest ${HISTORY_LIMIT}; narrow the search to see the rest)` : "")
+    : `Nothing found${where}.`;
+}
+
+function historyGroup(group, q) {
+  const live = group.kind === "live";
+  const name = live ? group.source : fileNames.get(group.source) || `file ${group.source}`;
+  const exportBase = live ? `api/sessions/${encodeURIComponent(group.source)}` : `api/files/${encodeURIComponent(group.source)}`;
+  const lines = [...group.rows]
+    .sort((a, b) => a.start_ms - b.start_ms)
+    .map((row) => h("li", {}, h("time", { text: `[${shortTime(row.start_ms)}]` }), " ", ...highlighted(row.text, q)));
+  const actions = h(
+    "div",
+    { class: "hit-actions" },
+    h(
+      "span",
+      { class: "downloads", role: "group", "aria-label": `Download ${live ? "session" : "file"} ${name}` },
+      "Download",
+      ...FILE_FORMATS.map(([fmt, label]) => downloadLink(`${exportBase}/export.${fmt}`, label, name)),
+    ),
+  );
+  const root = h(
+    "li",
+    { class: "hit", "data-kind": group.kind, "data-source": group.source },
+    h(
+      "div",
+      { class: "hit-head" },
+      h("span", { class: "badge", "data-kind": group.kind, text: live ? "Live session" : "File" }),
+      h("h3", { class: "hit-title", text: name }),
+      h("time", { class: "muted", dateTime: new Date(group.created * 1000).toISOString(), text: formatTime(group.created) }),
+    ),
+    h("ol", { class: "hit-lines" }, ...lines),
+    actions,
+  );
+  if (live) {
+    const remove = h("button", { type: "button", class: "delete", text: "Delete session", "aria-label": `Delete session ${name}` });
+    remove.addEventListener("click", () => deleteSession(group.source, root));
+    actions.append(remove);
+  }
+  return root;
+}
+
+async function deleteSession(sessionId, element) {
+  if (!confirm(`Delete every caption of session ${sessionId} from the history?`)) return;
+  try {
+    await api(`api/sessions/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
+    element.remove();
+    ui.q.focus();
+    showMessage(`Session ${sessionId} deleted from the history.`, "info", "deleted");
+  } catch (error) {
+    report(error, "Delete failed");
+  }
+}
+
+// --- start ---------------------------------------------------------------------------------------
+setupToken();
+setupChoosing();
+loadOptions();
+renderQueue();
+ui.historyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  searchHistory();
+});
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && !unauthorized) refreshJobs();
+});
+refreshJobs();
+searchHistory();
