@@ -59,7 +59,7 @@ def write_config(path: Path, overrides: dict[str, str]) -> None:
 
 
 class ServerProcess:
-    def __init__(self, engine: str, vad_batch: int, streams: int) -> None:
+    def __init__(self, engine: str, vad_batch: int, streams: int, extra: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.dir = tempfile.TemporaryDirectory()
         config = Path(self.dir.name, "config.toml")
@@ -71,6 +71,7 @@ class ServerProcess:
                 "max_connections": str(max(64, streams + 8)),
                 "db_path": f'"{self.dir.name}/captions.db"',
                 "upload_dir": f'"{self.dir.name}/uploads"',
+                **(extra or {}),
             },
         )
         self.proc = subprocess.Popen(

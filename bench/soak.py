@@ -79,12 +79,14 @@ def main() -> None:
     parser.add_argument("--engine", default="instant", choices=["instant", "whisper"])
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--session-keep-s", type=float, default=None, help="override server.session_keep_s")
     args = parser.parse_args()
     script = compose(SCRIPT)
     pcm = to_pcm16(script.audio)
     step = 16000 * CHUNK_MS // 1000 * 2
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
-    server = ServerProcess(args.engine, 256, args.streams)
+    extra = {"session_keep_s": str(args.session_keep_s)} if args.session_keep_s is not None else None
+    server = ServerProcess(args.engine, 256, args.streams, extra)
     tally = {"expected": 0, "received": 0, "duplicates": 0}
     samples: list[tuple[float, float]] = []
     try:
