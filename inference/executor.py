@@ -260,9 +260,11 @@ class InferenceExecutor:
         queue = self._steps.get(stream_id)
         if not queue:
             return
-        keep = deque(s for s in queue if s.is_final or (up_to_segment is not None and s.segment_id > up_to_segment))
+        keep: deque[_Step] = deque()
         for step in queue:
-            if step not in keep and not step.future.done():
+            if step.is_final or (up_to_segment is not None and step.segment_id > up_to_segment):
+                keep.append(step)
+            elif not step.future.done():
                 step.future.set_result(None)
         if keep:
             self._steps[stream_id] = keep

@@ -14,11 +14,36 @@ from typing import Any
 from aiohttp import web
 
 from jobs import exports
-from server.protocol import ProtocolError, parse_hotwords
+from server.protocol import ProtocolError, is_language_code, parse_hotwords
 
 FILE_FORMATS = {"txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt", "json": "application/json"}
 JOB_FORMATS = {"zip": "application/zip", "csv": "text/csv", "json": "application/json"}
 MAX_FILES_PER_JOB = 1000
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"upload passed {size} bytes")
+        self.size = size
+
+
+async def save_part(part, target: Path, limit: int, durable: bool = False) -> str:
+    """Stream one multipart file to `target`; returns its SHA-256. Past `limit` bytes the partial
+    file is removed and UploadTooLarge raised. `durable`: fsync before returning."""
+    digest, size = hashlib.sha256(), 0
+    with open(target, "wb") as out:
+        while chunk := await part.read_chunk(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise UploadTooLarge(size)
+            digest.update(chunk)
+            out.write(chunk)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    return digest.hexdigest()
 
 
 class JobsApi:
@@ -80,30 +105,21 @@ class JobsApi:
             name = exports.safe_name(part.filename) or "upload"
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{len(files):04d}-{name}"
-            digest, size = hashlib.sha256(), 0
-            with open(target, "wb") as out:
-                while chunk := await part.read_chunk(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        out.close()
-                        target.unlink(missing_ok=True)
-                        raise web.HTTPRequestEntityTooLarge(
-                            max_size=limit,
-                            actual_size=size,
-                            text=json.dumps(
-                                {
-                                    "error": f"{part.filename!r} is larger than max_upload_mb "
-                                    f"({self.config.max_upload_mb} MB)",
-                                    "code": "too_large",
-                                }
-                            ),
-                            content_type="application/json",
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())  # stored durably before the upload is acknowledged
-            files.append((part.filename[:255], str(target), digest.hexdigest()))
+            try:
+                digest = await save_part(part, target, limit, durable=True)  # durable before the ack
+            except UploadTooLarge as exc:
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=limit,
+                    actual_size=exc.size,
+                    text=json.dumps(
+                        {
+                            "error": f"{part.filename!r} is larger than max_upload_mb ({self.config.max_upload_mb} MB)",
+                            "code": "too_large",
+                        }
+                    ),
+                    content_type="application/json",
+                ) from None
+            files.append((part.filename[:255], str(target), digest))
         if folder.exists():
             descriptor = os.open(folder, os.O_RDONLY)
             try:
@@ -143,7 +159,7 @@ class JobsApi:
         options: dict[str, Any] = {}
         if raw.get("language") not in (None, ""):
             language = raw["language"]
-            if not isinstance(language, str) or not language.isalpha() or not 2 <= len(language) <= 8:
+            if not is_language_code(language):
                 raise _bad(f"language must be a code such as 'en'; got {str(language)[:20]!r}")
             options["language"] = language.lower()
         try:

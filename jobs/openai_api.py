@@ -14,8 +14,10 @@ from aiohttp import web
 
 from inference.engines.base import DecodeOptions
 from jobs import exports
-from jobs.media import MediaError, iter_audio, probe
-from jobs.segmenter import file_settings, segments
+from jobs.api import UploadTooLarge, save_part
+from jobs.media import MediaError, probe
+from jobs.segmenter import file_settings, read_audio, segments
+from server.protocol import is_language_code
 from streaming.events import samples_to_ms
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -62,7 +64,7 @@ class OpenAIApi:
             if not 0 <= temperature <= 1:
                 raise _error("temperature must be a number between 0 and 1", "temperature")
             language = (fields.get("language") or "").strip().lower() or None
-            if language is not None and (not language.isalpha() or not 2 <= len(language) <= 8):
+            if language is not None and not is_language_code(language):
                 raise _error("language must be an ISO-639-1 code such as 'en'", "language")
             prompt = (fields.get("prompt") or "").strip()[:500]
             options = DecodeOptions(language=language, hotwords=((prompt, 20),) if prompt else ())
@@ -73,27 +75,18 @@ class OpenAIApi:
         return _respond(result, response_format, language)
 
     async def _save(self, part, target: Path) -> None:
-        size = 0
-        with open(target, "wb") as out:
-            while chunk := await part.read_chunk(1 << 20):
-                size += len(chunk)
-                if size > self.limit:
-                    raise _error(f"the file is larger than {self.config.jobs.max_upload_mb} MB", "file", 413)
-                out.write(chunk)
+        try:
+            await save_part(part, target, self.limit)
+        except UploadTooLarge:
+            raise _error(f"the file is larger than {self.config.jobs.max_upload_mb} MB", "file", 413) from None
 
     async def _run(self, path: Path, options: DecodeOptions) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(None, probe, str(path))
         executor = self.ctx.executor
         stream_id = executor.new_stream_id()
-        chunks = iter_audio(str(path), chunk_s=1.0)
-
-        async def read():
-            while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
-                yield chunk
-
         found = []
-        async for event in segments(read(), file_settings(self.config), executor):
+        async for event in segments(read_audio(str(path)), file_settings(self.config), executor):
             found.append((event, executor.submit_final(stream_id, event.segment_id, event.audio, options)))
         pieces = []
         for event, future in found:

@@ -12,17 +12,14 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from inference.engines.base import DecodeOptions
-from jobs.media import MediaError, iter_audio, probe
-from jobs.segmenter import file_settings, segments
+from jobs.media import MediaError, probe
+from jobs.segmenter import file_settings, read_audio, segments
 from jobs.store import FileRow, Store
 from streaming.events import SAMPLE_RATE, samples_to_ms
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_S = 1.0  # well under the ring buffer, so an open 30 s segment is never overwritten
 IN_FLIGHT_SEGMENTS = 8  # decoded-but-uncommitted segments per file; bounds memory on long files
 
 
@@ -157,7 +154,7 @@ class JobRunner:
             seq += 1
 
         try:
-            async for event in segments(self._read(row.path, resume_s), settings, self.executor):
+            async for event in segments(read_audio(row.path, resume_s, self._media), settings, self.executor):
                 pending.append((event, self.executor.submit_background(event.audio, decode_options)))
                 while pending and (pending[0][1].done() or len(pending) > IN_FLIGHT_SEGMENTS):
                     await commit_head()
@@ -170,10 +167,3 @@ class JobRunner:
             return
         await self.db(self.store.finish_file, row.id, None)
         log.info("file %d (%s) done: %d segment(s)", row.id, row.name, seq)
-
-    async def _read(self, path: str, start_s: float):
-        loop = asyncio.get_running_loop()
-        chunks = iter_audio(path, chunk_s=READ_CHUNK_S, start_s=start_s)
-        while (chunk := await loop.run_in_executor(self._media, next, chunks, None)) is not None:
-            for offset in range(0, len(chunk), int(READ_CHUNK_S * SAMPLE_RATE)):
-                yield np.asarray(chunk[offset : offset + int(READ_CHUNK_S * SAMPLE_RATE)], dtype=np.float32)

@@ -3,14 +3,27 @@ FSMN through the executor's batched VAD lane), as fast as the audio can be read.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import Executor
 
 import numpy as np
 
+from jobs.media import iter_audio
 from streaming.endpointer import EndpointSettings
 from streaming.events import SegmentClosed
 from streaming.ring_buffer import to_int16
 from streaming.session import SessionSettings, StreamSession
+
+READ_CHUNK_S = 1.0  # well under the ring buffer, so an open 30 s segment is never overwritten
+
+
+async def read_audio(path: str, start_s: float = 0.0, pool: Executor | None = None) -> AsyncIterator[np.ndarray]:
+    """A file's 16 kHz audio in READ_CHUNK_S chunks, decoded on `pool` (the event loop never waits)."""
+    loop = asyncio.get_running_loop()
+    chunks = iter_audio(path, chunk_s=READ_CHUNK_S, start_s=start_s)
+    while (chunk := await loop.run_in_executor(pool, next, chunks, None)) is not None:
+        yield chunk
 
 
 def file_settings(config, max_segment_s: float | None = None) -> SessionSettings:

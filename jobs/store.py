@@ -121,11 +121,12 @@ class Store:
             return None
         job = dict(row)
         job["options"] = json.loads(job["options"])
-        job["files"] = [dict(r) for r in self.db.execute("SELECT * FROM files WHERE job_id = ? ORDER BY id", (job_id,))]
-        for file in job["files"]:
-            file["segments"] = self.db.execute(
-                "SELECT COUNT(*) FROM segments WHERE file_id = ?", (file["id"],)
-            ).fetchone()[0]
+        files = self.db.execute(
+            "SELECT f.*, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS segments "
+            "FROM files f WHERE f.job_id = ? ORDER BY f.id",
+            (job_id,),
+        )
+        job["files"] = [dict(r) for r in files]
         return job
 
     def jobs(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -217,7 +217,7 @@ class CaptionServer:
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
         assert self.ctx is not None and self.ctx.gate is not None
         gate = self.ctx.gate
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        upgrade = _is_upgrade(request)
         if not upgrade and (request.path in PUBLIC_PAGES or request.path.startswith("/client_js/")):
             return await handler(request)
         if upgrade and not gate.origin_allowed(request):
@@ -240,7 +240,7 @@ class CaptionServer:
     # --- routes ------------------------------------------------------------------------------
     async def _root(self, request: web.Request) -> web.StreamResponse:
         # FunASR's clients connect to "/" with no path; browsers get the captions page there.
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if _is_upgrade(request):
             return await self._websocket(request)
         page = CLIENT_DIR / "index.html"
         return web.FileResponse(page if page.is_file() else STATUS_PAGE)
@@ -263,16 +263,10 @@ class CaptionServer:
         return web.FileResponse(STATUS_PAGE)
 
     async def _overlay(self, request: web.Request) -> web.StreamResponse:
-        page = CLIENT_DIR / "overlay.html"
-        if not page.is_file():
-            raise web.HTTPNotFound(text="overlay page not installed (client_js/overlay.html)")
-        return web.FileResponse(page)
+        return _client_page("overlay.html")
 
     async def _files_page(self, request: web.Request) -> web.StreamResponse:
-        page = CLIENT_DIR / "files.html"
-        if not page.is_file():
-            raise web.HTTPNotFound(text="files page not installed (client_js/files.html)")
-        return web.FileResponse(page)
+        return _client_page("files.html")
 
     async def _subscribe(self, request: web.Request) -> web.StreamResponse:
         """A display following one session's captions: stored finals first, then live ones."""
@@ -397,6 +391,17 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 
     def log(self, request, response, time: float) -> None:
         self.logger.info('%s "%s %s" %s %.3fs', request.remote, request.method, request.path, response.status, time)
+
+
+def _client_page(name: str) -> web.FileResponse:
+    page = CLIENT_DIR / name
+    if not page.is_file():
+        raise web.HTTPNotFound(text=f"page not installed (client_js/{name})")
+    return web.FileResponse(page)
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
 async def _refuse_socket(request: web.Request, code: str, message: str, close_code: int) -> web.WebSocketResponse:

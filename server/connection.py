@@ -354,8 +354,12 @@ class Connection:
             stream.step_state = stream.step_segment = None
             return
         assert stream.chunker is not None
+        self._submit_chunks(stream, event, stream.chunker.feed(event.segment_id, event.audio))
+
+    def _submit_chunks(self, stream: Stream, event: PartialDue | SegmentClosed, chunks: list) -> None:
+        """Chunks whose text shows as settled partials (the streaming model never revises it)."""
         options = _partial(stream.options)
-        for chunk in stream.chunker.feed(event.segment_id, event.audio):
+        for chunk in chunks:
             future = self.ctx.executor.submit_step(
                 stream.stream_id, event.segment_id, stream.step_state, chunk, False, options
             )
@@ -365,12 +369,7 @@ class Connection:
         """Online mode: the rest of the segment goes through the streaming model; its flush is the final."""
         assert stream.chunker is not None
         *chunks, tail = stream.chunker.finish(event.segment_id, event.audio)
-        options = _partial(stream.options)
-        for chunk in chunks:
-            future = self.ctx.executor.submit_step(
-                stream.stream_id, event.segment_id, stream.step_state, chunk, False, options
-            )
-            self._spawn(self._deliver_partial(stream, event, future, settled=True))
+        self._submit_chunks(stream, event, chunks)
         return self.ctx.executor.submit_step(
             stream.stream_id, event.segment_id, stream.step_state, tail, True, stream.options
         )

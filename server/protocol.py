@@ -101,9 +101,7 @@ def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> 
     if not isinstance(wav_name, str) or len(wav_name) > MAX_WAV_NAME:
         raise ProtocolError("bad_setting", f"wav_name must be a string of at most {MAX_WAV_NAME} characters")
     language = message.get("language")
-    if language is not None and (
-        not isinstance(language, str) or not language.isalpha() or not 2 <= len(language) <= 8
-    ):
+    if language is not None and not is_language_code(language):
         raise ProtocolError("bad_setting", f"language must be a language code such as 'en'; got {language!r}")
     return StartStream(
         mode=mode,
@@ -131,6 +129,11 @@ def _session_id(value: Any) -> str | None:
             "bad_setting", f"session_id must be 1..64 characters of A-Z a-z 0-9 _ -; got {str(value)[:80]!r}"
         )
     return value
+
+
+def is_language_code(value: Any) -> bool:
+    """A language code such as "en" or "yue" (letters only, 2..8)."""
+    return isinstance(value, str) and value.isalpha() and 2 <= len(value) <= 8
 
 
 def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
