@@ -1,6 +1,8 @@
 """Transcribe files through the server's batch queue, with progress bars:
 
     python -m client.jobs talk1.mp3 talk2.m4a --url http://127.0.0.1:10095 --out results/ --format srt
+    python -m client.jobs lecture.mp3 --engine funasr      # an engine the server loaded for files
+    python -m client.jobs --list-engines
 
 Uploads the files as one job, shows one tqdm bar per file (percent of audio done) and one for the
 job, then writes each file's transcript to --out. A job survives a server restart: run
@@ -30,6 +32,7 @@ async def submit(session: aiohttp.ClientSession, url: str, files: list[Path], op
         body = await response.json(content_type=None)
         if response.status != 201:
             raise SystemExit(f"error: the server refused the job ({response.status}): {body.get('error', body)}")
+    print(f"job {body['job_id']}: transcribed by {body.get('engine') or 'the server default engine'}", file=sys.stderr)
     for name in body.get("duplicates", []):
         print(f"note: {name} is a duplicate of another file in this job; transcribed once", file=sys.stderr)
     return body["job_id"]
@@ -76,10 +79,23 @@ async def download(session: aiohttp.ClientSession, url: str, job: dict, out: Pat
             print(f"wrote {target}")
 
 
+async def list_engines(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.get(f"{url}/api/engines") as response:
+        body = await response.json(content_type=None)
+        if response.status != 200:
+            raise SystemExit(f"error: cannot list engines ({response.status}): {body.get('error', body)}")
+    for engine in body["engines"]:
+        default = "  (default: the live captions' engine)" if engine["name"] == body["default"] else ""
+        print(f"{engine['name']}\t{engine['model']}{default}")
+
+
 async def run(args) -> int:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     url = args.url.rstrip("/")
     async with aiohttp.ClientSession(headers=headers) as session:
+        if args.list_engines:
+            await list_engines(session, url)
+            return 0
         if args.job:
             job_id = args.job
         else:
@@ -87,6 +103,8 @@ async def run(args) -> int:
             if missing or not args.files:
                 raise SystemExit(f"error: no such file: {', '.join(missing)}" if missing else "error: name some files")
             options = {"itn": not args.no_itn}
+            if args.engine:
+                options["engine"] = args.engine
             if args.language:
                 options["language"] = args.language
             if args.hotwords:
@@ -103,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", help="audio or video files")
     parser.add_argument("--url", default="http://127.0.0.1:10095")
     parser.add_argument("--job", help="follow an existing job instead of submitting")
+    parser.add_argument("--engine", help="engine for these files (see --list-engines); default: the live engine")
+    parser.add_argument("--list-engines", action="store_true", help="print the engines the server offers, then exit")
     parser.add_argument("--language")
     parser.add_argument("--hotwords", help='"word1 word2" or \'{"word": 30}\'')
     parser.add_argument("--no-itn", action="store_true")

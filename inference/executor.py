@@ -7,6 +7,10 @@ then partial re-decodes; a partial is dropped (its future gets None) when a newe
 final for the same stream arrives. Finals get inverse text normalisation here, for every engine.
 When the model raises, every request in the failed call gets the exception, so no client ever
 waits forever.
+
+Besides the live engine the executor may hold job engines (config jobs.engines), which files ask for
+by name. They run on the same decode thread, only when no live work waits: first file requests that
+are answered at once (the OpenAI endpoint), then queued job segments. A batch never mixes engines.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class ExecutorCrashed(RuntimeError):
     """The batching loop failed while this request was in flight; the loop was restarted."""
 
 
+class UnknownEngine(ValueError):
+    """A request named an engine this executor does not hold."""
+
+
 @dataclass
 class _Decode:
     stream_id: int
@@ -44,6 +52,7 @@ class _Decode:
     audio: np.ndarray
     options: DecodeOptions
     future: asyncio.Future
+    engine: str = ""  # name of the engine that decodes it (set on submission)
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -89,10 +98,15 @@ class InferenceExecutor:
         on_batch: Callable[[str, int, float], None] | None = None,
         vad_max_wait_ms: int = 0,
         normalizer: Callable[[str, str | None], str] | None = None,
+        job_engines: Sequence[Engine] = (),
     ):
         """`on_batch(kind, size, seconds)` is told about every model call ("decode", "stream" or "vad").
-        `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it."""
+        `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it.
+        `job_engines`: more engines that file requests may name (the live `engine` is always one)."""
         self.engine = engine
+        self.engines: dict[str, Engine] = {engine.name: engine}  # by name; the live engine first
+        for extra in job_engines:
+            self.engines.setdefault(extra.name, extra)
         self.scorer = scorer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -103,7 +117,8 @@ class InferenceExecutor:
         self._finals: deque[_Decode] = deque()
         self._partials: dict[int, _Decode] = {}  # stream id -> newest pending partial
         self._steps: dict[int, deque[_Step]] = {}  # stream id -> its streaming chunks, in order
-        self._background: deque[_Decode] = deque()  # file transcription: only when no live work waits
+        self._on_demand: deque[_Decode] = deque()  # files answered at once with a job engine: after live work
+        self._background: deque[_Decode] = deque()  # file transcription: only when no other work waits
         self._normalizer = normalizer
         self._scores: deque[_Score] = deque()
         self._decode_ready = asyncio.Event()
@@ -134,8 +149,8 @@ class InferenceExecutor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         steps = [step for queue in self._steps.values() for step in queue]
         waiting = [
-            *self._finals, *self._partials.values(), *steps, *self._background, *self._scores, *self._decoding,
-            *self._scoring,
+            *self._finals, *self._partials.values(), *steps, *self._on_demand, *self._background, *self._scores,
+            *self._decoding, *self._scoring,
         ]  # fmt: skip
         for request in waiting:
             if not request.future.done():
@@ -143,6 +158,7 @@ class InferenceExecutor:
         self._finals.clear()
         self._partials.clear()
         self._steps.clear()
+        self._on_demand.clear()
         self._background.clear()
         self._scores.clear()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
@@ -161,6 +177,14 @@ class InferenceExecutor:
         """The engine has a streaming model: partials come from submit_step, not re-decodes."""
         return getattr(self.engine, "streaming", False)
 
+    def engine_name(self, name: str | None = None) -> str:
+        """The engine a request naming `name` gets (None = the live engine); UnknownEngine if none."""
+        if name is None or name == self.engine.name:
+            return self.engine.name
+        if name not in self.engines:
+            raise UnknownEngine(f"engine {name!r} is not loaded; loaded: {', '.join(self.engines)}")
+        return name
+
     def new_stream_state(self, *args: Any) -> Any:
         """A fresh cache for the engine's streaming model (one per stream and segment)."""
         return self.engine.new_stream_state(*args)
@@ -171,13 +195,19 @@ class InferenceExecutor:
         return time.monotonic() - self._finals[0].submitted if self._finals else 0.0
 
     def submit_final(
-        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions
+        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions, engine: str | None = None
     ) -> asyncio.Future:
-        """Future resolving to the DecodeResult of a closed segment (never dropped)."""
+        """Future resolving to the DecodeResult of a closed segment (never dropped). `engine` names a
+        job engine for a file answered at once: decoded after live work, before queued job segments."""
+        name = self.engine_name(engine)
         future = self._new_future()
+        if name != self.engine.name:
+            self._on_demand.append(_Decode(stream_id, segment_id, audio, options, future, name))
+            self._decode_ready.set()
+            return future
         self._drop_partial(stream_id, up_to_segment=segment_id)
         self._drop_steps(stream_id, up_to_segment=segment_id)
-        self._finals.append(_Decode(stream_id, segment_id, audio, options, future))
+        self._finals.append(_Decode(stream_id, segment_id, audio, options, future, name))
         self._decode_ready.set()
         return future
 
@@ -187,15 +217,17 @@ class InferenceExecutor:
         """Future resolving to a DecodeResult, or to None if a newer request made it stale."""
         future = self._new_future()
         self._drop_partial(stream_id)
-        self._partials[stream_id] = _Decode(stream_id, segment_id, audio, options, future)
+        self._partials[stream_id] = _Decode(stream_id, segment_id, audio, options, future, self.engine.name)
         self._decode_ready.set()
         return future
 
-    def submit_background(self, audio: np.ndarray, options: DecodeOptions) -> asyncio.Future:
-        """A segment of a file being transcribed: decoded in batches of its own, and only while no
-        live final, streaming chunk or partial is waiting (live captions keep priority)."""
+    def submit_background(self, audio: np.ndarray, options: DecodeOptions, engine: str | None = None) -> asyncio.Future:
+        """A segment of a file being transcribed by `engine` (None = the live engine): decoded in
+        batches of its own, and only while no live final, streaming chunk or partial is waiting
+        (live captions keep priority)."""
+        name = self.engine_name(engine)
         future = self._new_future()
-        self._background.append(_Decode(-1, -1, audio, options, future))
+        self._background.append(_Decode(-1, -1, audio, options, future, name))
         self._decode_ready.set()
         return future
 
@@ -298,7 +330,7 @@ class InferenceExecutor:
                 break
             await self._gather_more()
             batch = self._take_batch()
-            if not (self._finals or self._partials or self._steps or self._background):
+            if not (self._finals or self._partials or self._steps or self._on_demand or self._background):
                 self._decode_ready.clear()
             batch = [r for r in batch if not r.future.done()]  # e.g. cancelled by a vanished caller
             if not batch:
@@ -324,6 +356,7 @@ class InferenceExecutor:
                     timing = {
                         "queue_ms": round((started - request.submitted) * 1000),
                         "decode_ms": round(elapsed * 1000),
+                        "engine": getattr(request, "engine", "") or self.engine.name,  # steps: the live engine
                     }
                     result = replace(result, extra={**result.extra, **timing})
                 _answer(request.future, result)
@@ -332,8 +365,9 @@ class InferenceExecutor:
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.
         waiting = itertools.chain(
-            self._finals, self._partials.values(), (q[0] for q in self._steps.values()), self._background
-        )
+            self._finals, self._partials.values(), (q[0] for q in self._steps.values()), self._on_demand,
+            self._background,
+        )  # fmt: skip
         oldest = min((r.submitted for r in waiting), default=None)
         if oldest is None:
             return
@@ -365,9 +399,10 @@ class InferenceExecutor:
             if len(batch) >= self.max_batch_size:
                 break
             batch.append(self._partials.pop(stream_id))
-        if not batch:
-            while self._background and len(batch) < self.max_batch_size:
-                batch.append(self._background.popleft())
+        # Then file work, oldest first: one engine's requests per batch.
+        for queue in (self._on_demand, self._background):
+            if not batch and queue:
+                _take_same_engine(queue, self.max_batch_size, batch)
         return batch
 
     def _decode_batch(self, batch: Sequence[_Decode | _Step]) -> list[DecodeResult | BaseException]:
@@ -410,10 +445,14 @@ class InferenceExecutor:
             return [self._stream_steps([step])[0] for step in steps]
 
     def _decode_requests(self, batch: Sequence[_Decode]) -> list[DecodeResult | BaseException]:
+        names = {r.engine for r in batch}
+        if len(names) != 1:  # _take_batch never builds one; it would decode with the wrong model
+            raise RuntimeError(f"a decode batch mixes engines: {sorted(names)}")
+        engine = self.engines[names.pop()]
         audios = [r.audio for r in batch]
         options = [r.options for r in batch]
         try:
-            return self._decode_with_oom_recovery(self.engine, audios, options)
+            return self._decode_with_oom_recovery(engine, audios, options)
         except Exception as exc:
             if len(batch) == 1 or is_out_of_memory(exc):
                 raise
@@ -422,7 +461,7 @@ class InferenceExecutor:
             out: list[DecodeResult | BaseException] = []
             for audio, option in zip(audios, options):
                 try:
-                    out.extend(self._decode_with_oom_recovery(self.engine, [audio], [option]))
+                    out.extend(self._decode_with_oom_recovery(engine, [audio], [option]))
                 except Exception as single:
                     out.append(single)
             return out
@@ -475,6 +514,17 @@ class InferenceExecutor:
             for work, result in zip(batch, results):
                 _answer(work.future, result)
             self._scoring = []
+
+
+def _take_same_engine(queue: deque[_Decode], limit: int, batch: list) -> None:
+    """Move up to `limit` requests for the engine of the queue's oldest one into `batch`, in order;
+    requests for other engines keep their places."""
+    engine = queue[0].engine
+    skipped: list[_Decode] = []
+    while queue and len(batch) < limit:
+        request = queue.popleft()
+        (batch if request.engine == engine else skipped).append(request)
+    queue.extendleft(reversed(skipped))
 
 
 def _answer(future: asyncio.Future, result: Any) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -46,14 +47,32 @@ async def save_part(part, target: Path, limit: int, durable: bool = False) -> st
     return digest.hexdigest()
 
 
+def find_engine(executor, value: str) -> str | None:
+    """The loaded engine that `value` names, by engine name ("funasr") or by its model as
+    /api/engines or a file's record spells it; None when no loaded engine matches."""
+    wanted = value.strip()
+    for name, engine in executor.engines.items():
+        if wanted.lower() == name or wanted in (engine.model, getattr(engine, "file_model", None)):
+            return name
+    return None
+
+
+def loaded_engines(executor) -> str:
+    """The loaded engines for an error message: "whisper (model; live), funasr (model)"."""
+    live = executor.engine.name
+    return ", ".join(f"{n} ({e.model}{'; live' if n == live else ''})" for n, e in executor.engines.items())
+
+
 class JobsApi:
     def __init__(self, runner, config) -> None:
         self.runner = runner
+        self.executor = runner.executor
         self.config = config.jobs
         self.max_segment_s = config.endpointing.max_segment_s
         self.upload_dir = Path(self.config.upload_dir).expanduser()
 
     def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/engines", self.engines)
         app.router.add_post("/api/jobs", self.submit)
         app.router.add_get("/api/jobs", self.list_jobs)
         app.router.add_get("/api/jobs/{job_id}", self.get_job)
@@ -81,19 +100,28 @@ class JobsApi:
             seen.add(digest)
         if not unique:
             raise _bad("no files in the request")
-        job_id = await self.runner.db(self.runner.store.create_job, unique, options, key)
+        engine = options.pop("engine")  # kept in its own column: what the job asked for
+        job_id = await self.runner.db(self.runner.store.create_job, unique, options, key, engine)
         self.runner.wake()
         job = await self.runner.db(self.runner.store.job, job_id)
         body = {
             "job_id": job_id,
+            "engine": job["engine"],
             "files": [{"id": f["id"], "name": f["name"]} for f in job["files"]],
             "duplicates": [name for name, _, _ in duplicates],  # same content twice in one job: kept once
         }
         return web.json_response(body, status=201)
 
     async def _uploads(self, request: web.Request) -> tuple[list, dict]:
-        reader = await request.multipart()
         folder = self.upload_dir / uuid.uuid4().hex
+        try:
+            return await self._store_uploads(request, folder)
+        except BaseException:  # a refused request leaves nothing behind
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    async def _store_uploads(self, request: web.Request, folder: Path) -> tuple[list, dict]:
+        reader = await request.multipart()
         files, fields = [], {}
         limit = self.config.max_upload_mb * 1024 * 1024
         while (part := await reader.next()) is not None:
@@ -126,7 +154,15 @@ class JobsApi:
                 os.fsync(descriptor)  # the directory entries too
             finally:
                 os.close(descriptor)
-        return files, self._options(json.loads(fields["options"]) if fields.get("options") else fields)
+        if not fields.get("options"):
+            return files, self._options(fields)
+        try:
+            options = json.loads(fields["options"])
+        except json.JSONDecodeError:
+            raise _bad("the options field is not valid JSON") from None
+        if isinstance(options, dict):  # `-F engine=...` next to an options JSON counts too
+            options = {**{k: fields[k] for k in ("engine", "model") if fields.get(k)}, **options}
+        return files, self._options(options)
 
     async def _server_paths(self, request: web.Request) -> tuple[list, dict]:
         try:
@@ -178,7 +214,37 @@ class JobsApi:
             if not 1 <= value <= self.max_segment_s:
                 raise _bad(f"max_segment_s must be a number 1..{self.max_segment_s:g}")
             options["max_segment_s"] = value
+        options["engine"] = self._engine(raw)
         return options
+
+    def _engine(self, raw: dict[str, Any]) -> str:
+        """The engine the job asks for by `engine` and/or `model` (the same thing named two ways);
+        the live engine when it names none."""
+        chosen = set()
+        for key in ("engine", "model"):
+            value = raw.get(key)
+            if value in (None, ""):
+                continue
+            if not isinstance(value, str) or len(value) > 300:
+                raise _bad(f"{key} must be the name of an engine")
+            name = find_engine(self.executor, value)
+            if name is None:
+                raise _bad(
+                    f"{key} {value[:100]!r} is not available on this server; choose one of: "
+                    f"{loaded_engines(self.executor)}",
+                    code="unknown_engine",
+                )
+            chosen.add(name)
+        if len(chosen) > 1:
+            raise _bad(f"engine and model name different engines ({', '.join(sorted(chosen))}); send one of them")
+        return chosen.pop() if chosen else self.executor.engine.name
+
+    async def engines(self, request: web.Request) -> web.Response:
+        """The engines a job may name; the live one is the default."""
+        live = self.executor.engine.name
+        listed = [{"name": name, "model": engine.model, "device": engine.device, "live": name == live}
+                  for name, engine in self.executor.engines.items()]  # fmt: skip
+        return web.json_response({"default": live, "engines": listed})
 
     # --- progress -------------------------------------------------------------------------------
     async def list_jobs(self, request: web.Request) -> web.Response:
@@ -216,7 +282,8 @@ class JobsApi:
         elif fmt == "csv":
             body = exports.to_csv(results)
         else:
-            body = exports.job_json(results, {"job_id": job["id"], "options": job["options"], "status": job["status"]})
+            metadata = {"job_id": job["id"], "engine": job["engine"], "options": job["options"]}
+            body = exports.job_json(results, {**metadata, "status": job["status"]})
         return _download(body, f"job-{job['id']}.{fmt}", JOB_FORMATS[fmt])
 
     async def export_file(self, request: web.Request) -> web.Response:
@@ -259,8 +326,8 @@ def progress(job: dict[str, Any]) -> dict[str, Any]:
     for f in job["files"]:
         duration = f["duration_s"]
         percent = 100.0 if f["status"] == "done" else (min(99.9, 100 * f["done_s"] / duration) if duration else 0.0)
-        files.append({**{k: f[k] for k in ("id", "name", "status", "duration_s", "done_s", "error", "segments")},
-                      "percent": round(percent, 1)})  # fmt: skip
+        keys = ("id", "name", "status", "duration_s", "done_s", "error", "segments", "engine", "model")
+        files.append({**{k: f[k] for k in keys}, "percent": round(percent, 1)})
     total = sum(f["duration_s"] or 0 for f in job["files"])
     done = sum(min(f["done_s"], f["duration_s"] or f["done_s"]) for f in job["files"])
     finished = all(f["status"] in ("done", "failed") for f in job["files"])
@@ -273,6 +340,7 @@ def progress(job: dict[str, Any]) -> dict[str, Any]:
         "id": job["id"],
         "status": job["status"],
         "created": job["created"],
+        "engine": job["engine"],  # asked for; each file says which engine and model produced it
         "options": job["options"],
         "percent": round(min(percent, 100.0), 1),
         "eta_s": eta,
@@ -313,9 +381,9 @@ def _quote(name: str) -> str:
     return quote(name, safe="")
 
 
-def _bad(message: str, status: int = 400) -> web.HTTPException:
+def _bad(message: str, status: int = 400, code: str | None = None) -> web.HTTPException:
     kinds = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict}
-    code = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}[status]
+    code = code or {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}[status]
     return kinds[status](text=json.dumps({"error": message, "code": code}), content_type="application/json")
 
 

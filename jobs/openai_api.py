@@ -1,6 +1,8 @@
 """OpenAI-compatible transcription: POST /v1/audio/transcriptions and GET /v1/models, so the
 official `openai` client (and tools built on it) work against this server. One request is one
-file, decoded at once through the same VAD and executor as everything else."""
+file, decoded at once through the same VAD and executor as everything else. `model` picks a loaded
+engine by its name or model (GET /v1/models lists them); OpenAI's own model names and other unknown
+names get the live engine, and an engine this server has not loaded is an error."""
 
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ from aiohttp import web
 
 from inference.engines.base import DecodeOptions
 from jobs import exports
-from jobs.api import UploadTooLarge, save_part
+from jobs.api import UploadTooLarge, find_engine, loaded_engines, save_part
 from jobs.media import MediaError, probe
 from jobs.segmenter import file_settings, read_audio, segments
+from server.config import ENGINES
 from server.protocol import is_language_code
 from streaming.events import samples_to_ms
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")  # names clients send; all -> the engine
+MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")  # OpenAI's; the live engine answers
 
 
 class OpenAIApi:
@@ -35,8 +38,14 @@ class OpenAIApi:
         app.router.add_get("/v1/models", self.models)
 
     async def models(self, request: web.Request) -> web.Response:
-        ids = [*MODEL_ALIASES, self.ctx.engine_name]
-        data = [{"id": i, "object": "model", "created": 0, "owned_by": "livecaption"} for i in ids]
+        """OpenAI's names (answered by the live engine), then every loaded engine by name."""
+        live = self.ctx.executor.engine
+        described = [(alias, f"{live.model} (live engine)") for alias in MODEL_ALIASES]
+        described += [(name, engine.model) for name, engine in self.ctx.executor.engines.items()]
+        data = [
+            {"id": i, "object": "model", "created": 0, "owned_by": "livecaption", "description": description}
+            for i, description in described
+        ]
         return web.json_response({"object": "list", "data": data})
 
     async def transcribe(self, request: web.Request) -> web.StreamResponse:
@@ -66,13 +75,24 @@ class OpenAIApi:
             language = (fields.get("language") or "").strip().lower() or None
             if language is not None and not is_language_code(language):
                 raise _error("language must be an ISO-639-1 code such as 'en'", "language")
+            engine = self._engine(fields.get("model") or "")
             prompt = (fields.get("prompt") or "").strip()[:500]
             options = DecodeOptions(language=language, hotwords=((prompt, 20),) if prompt else ())
             try:
-                result = await self._run(upload, options)
+                result = await self._run(upload, options, engine)
             except MediaError as exc:
                 raise _error(str(exc), "file") from None
         return _respond(result, response_format, language)
+
+    def _engine(self, model: str) -> str | None:
+        """A loaded engine named by `model`; None (the live engine) for OpenAI's names and others.
+        One of this server's engine names that is not loaded is an error, not a silent substitute."""
+        executor = self.ctx.executor
+        name = find_engine(executor, model) if model.strip() else None
+        if name is None and model.strip().lower() in ENGINES:
+            raise _error(f"model {model.strip()!r} is not loaded on this server; loaded: {loaded_engines(executor)}",
+                         "model")  # fmt: skip
+        return name
 
     async def _save(self, part, target: Path) -> None:
         try:
@@ -80,14 +100,14 @@ class OpenAIApi:
         except UploadTooLarge:
             raise _error(f"the file is larger than {self.config.jobs.max_upload_mb} MB", "file", 413) from None
 
-    async def _run(self, path: Path, options: DecodeOptions) -> dict[str, Any]:
+    async def _run(self, path: Path, options: DecodeOptions, engine: str | None) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(None, probe, str(path))
         executor = self.ctx.executor
         stream_id = executor.new_stream_id()
         found = []
         async for event in segments(read_audio(str(path)), file_settings(self.config), executor):
-            found.append((event, executor.submit_final(stream_id, event.segment_id, event.audio, options)))
+            found.append((event, executor.submit_final(stream_id, event.segment_id, event.audio, options, engine)))
         pieces = []
         for event, future in found:
             decoded = await future

@@ -1,7 +1,9 @@
 """The batch queue: transcribes queued files through the shared executor, a few files at a time,
 committing every segment to SQLite as it is decoded; on restart, files resume after their last
-committed segment. Also records live sessions' finals (history). Thin asyncio glue: decoding of
-media and every database call run on worker threads."""
+committed segment. Each file is decoded by the engine its job asked for (the live engine unless the
+job named one of config jobs.engines), and the file's row records that engine and its model. Also
+records live sessions' finals (history). Thin asyncio glue: decoding of media and every database
+call run on worker threads."""
 
 from __future__ import annotations
 
@@ -24,11 +26,10 @@ IN_FLIGHT_SEGMENTS = 8  # decoded-but-uncommitted segments per file; bounds memo
 
 
 class JobRunner:
-    def __init__(self, store: Store, executor, config, engine_name: str) -> None:
+    def __init__(self, store: Store, executor, config) -> None:
         self.store = store
         self.executor = executor
         self.config = config
-        self.engine_name = engine_name
         self.healthy = True
         self.last_error: str | None = None
         self._db = ThreadPoolExecutor(1, thread_name_prefix="history")  # SQLite: one writer thread
@@ -85,8 +86,9 @@ class JobRunner:
                 reply["start_ms"],
                 reply["end_ms"],
                 reply.get("final_text", ""),
-                self.engine_name,
+                self.executor.engine.name,
                 options,
+                self.executor.engine.model,
             )
         )
         self._background.add(task)
@@ -124,13 +126,25 @@ class JobRunner:
     async def _transcribe(self, row: FileRow) -> None:
         job = await self.db(self.store.job, row.job_id)
         options = job["options"]
+        engine = self.executor.engines.get(job["engine"] or self.executor.engine.name)
+        if engine is None:  # queued before a restart with other settings
+            loaded = ", ".join(self.executor.engines)
+            reason = f"engine {job['engine']!r} is not loaded on this server (loaded: {loaded}; see jobs.engines)"
+            await self.db(self.store.finish_file, row.id, reason)
+            return
+        model = getattr(engine, "file_model", engine.model)  # FunASR's streaming model never decodes files
+        if row.next_seq and row.model not in (None, model):
+            # Resuming with another model would mix two models' words in one transcript.
+            reason = f"its first segments came from {row.model}, which this server no longer runs; resubmit the file"
+            await self.db(self.store.finish_file, row.id, reason)
+            return
         loop = asyncio.get_running_loop()
         try:
             info = await loop.run_in_executor(self._media, probe, row.path)
         except MediaError as exc:
             await self.db(self.store.finish_file, row.id, str(exc))
             return
-        await self.db(self.store.start_file, row.id, info.duration_s)
+        await self.db(self.store.start_file, row.id, info.duration_s, engine.name, model)
         resume_s = row.done_s
         if resume_s:
             log.info("file %d (%s): resuming at %.2f s, segment %d", row.id, row.name, resume_s, row.next_seq)
@@ -155,7 +169,7 @@ class JobRunner:
 
         try:
             async for event in segments(read_audio(row.path, resume_s, self._media), settings, self.executor):
-                pending.append((event, self.executor.submit_background(event.audio, decode_options)))
+                pending.append((event, self.executor.submit_background(event.audio, decode_options, engine.name)))
                 while pending and (pending[0][1].done() or len(pending) > IN_FLIGHT_SEGMENTS):
                     await commit_head()
             while pending:

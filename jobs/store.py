@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,                  -- queued | running | done | failed | cancelled
     idempotency_key TEXT UNIQUE,
     started REAL,
-    finished REAL
+    finished REAL,
+    engine TEXT                            -- the engine the job asked for (NULL: made before engines were chosen)
 );
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS files (
     duration_s REAL,
     done_s REAL NOT NULL DEFAULT 0,        -- audio time through VAD and committed (resume point)
     next_seq INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    engine TEXT,                           -- the engine and model that produced its segments
+    model TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
@@ -48,7 +51,8 @@ CREATE TABLE IF NOT EXISTS live_sessions (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     engine TEXT NOT NULL,
-    options TEXT NOT NULL
+    options TEXT NOT NULL,
+    model TEXT
 );
 CREATE TABLE IF NOT EXISTS live_finals (
     session_id TEXT NOT NULL REFERENCES live_sessions(session_id) ON DELETE CASCADE,
@@ -61,6 +65,8 @@ CREATE TABLE IF NOT EXISTS live_finals (
 );
 CREATE INDEX IF NOT EXISTS files_by_job ON files(job_id);
 """
+# Columns added after the first release: a database made before them gets them on open.
+ADDED_COLUMNS = {"jobs": ("engine TEXT",), "files": ("engine TEXT", "model TEXT"), "live_sessions": ("model TEXT",)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class FileRow:
     done_s: float
     next_seq: int
     error: str | None
+    engine: str | None = None  # what produced the committed segments (None: nothing yet, or an old row)
+    model: str | None = None
 
 
 class Store:
@@ -87,6 +95,11 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     def close(self) -> None:
         self.db.close()
@@ -96,9 +109,14 @@ class Store:
 
     # --- jobs ---------------------------------------------------------------------------------
     def create_job(
-        self, files: list[tuple[str, str, str]], options: dict[str, Any], idempotency_key: str | None = None
+        self,
+        files: list[tuple[str, str, str]],
+        options: dict[str, Any],
+        idempotency_key: str | None = None,
+        engine: str | None = None,
     ) -> str:
-        """files: (name, stored path, sha256). Returns the job id (an existing one for a repeated key)."""
+        """files: (name, stored path, sha256); engine: the one its files ask for. Returns the job id
+        (an existing one for a repeated key)."""
         if idempotency_key:
             row = self.db.execute("SELECT id FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
             if row:
@@ -106,8 +124,9 @@ class Store:
         job_id = uuid.uuid4().hex[:12]
         with self._tx():
             self.db.execute(
-                "INSERT INTO jobs (id, created, options, status, idempotency_key) VALUES (?, ?, ?, 'queued', ?)",
-                (job_id, time.time(), json.dumps(options, ensure_ascii=False), idempotency_key),
+                "INSERT INTO jobs (id, created, options, status, idempotency_key, engine) "
+                "VALUES (?, ?, ?, 'queued', ?, ?)",
+                (job_id, time.time(), json.dumps(options, ensure_ascii=False), idempotency_key, engine),
             )
             self.db.executemany(
                 "INSERT INTO files (job_id, name, path, sha256, status) VALUES (?, ?, ?, ?, 'queued')",
@@ -145,11 +164,13 @@ class Store:
         row = self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
         return _file_row(row) if row else None
 
-    def start_file(self, file_id: int, duration_s: float | None) -> None:
+    def start_file(self, file_id: int, duration_s: float | None, engine: str, model: str) -> None:
+        """The file is being transcribed by `engine` (`model`): recorded with its results."""
         with self._tx():
             self.db.execute(
-                "UPDATE files SET status = 'running', duration_s = COALESCE(?, duration_s) WHERE id = ?",
-                (duration_s, file_id),
+                "UPDATE files SET status = 'running', duration_s = COALESCE(?, duration_s), engine = ?, model = ? "
+                "WHERE id = ?",
+                (duration_s, engine, model, file_id),
             )
             self.db.execute(
                 "UPDATE jobs SET status = 'running', started = COALESCE(started, ?) "
@@ -204,13 +225,13 @@ class Store:
 
     # --- live history -------------------------------------------------------------------------
     def add_live_final(self, session_id: str, segment_id: int, start_ms: int, end_ms: int, text: str,
-                       engine: str, options: dict[str, Any]) -> None:  # fmt: skip
+                       engine: str, options: dict[str, Any], model: str | None = None) -> None:  # fmt: skip
         now = time.time()
         with self._tx():
             self.db.execute(
-                "INSERT INTO live_sessions (session_id, created, updated, engine, options) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(session_id) DO UPDATE SET updated = excluded.updated",
-                (session_id, now, now, engine, json.dumps(options, ensure_ascii=False)),
+                "INSERT INTO live_sessions (session_id, created, updated, engine, options, model) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET updated = excluded.updated",
+                (session_id, now, now, engine, json.dumps(options, ensure_ascii=False), model),
             )
             self.db.execute(
                 "INSERT OR REPLACE INTO live_finals (session_id, segment_id, start_ms, end_ms, text, created) "
@@ -235,10 +256,12 @@ class Store:
         since = since if since is not None else 0.0
         until = until if until is not None else 1e18
         rows = self.db.execute(
-            "SELECT 'live' AS kind, session_id AS source, segment_id AS seq, start_ms, end_ms, text, created "
-            "FROM live_finals WHERE text LIKE ? ESCAPE '\\' AND created BETWEEN ? AND ? "
+            "SELECT 'live' AS kind, l.session_id AS source, l.segment_id AS seq, l.start_ms, l.end_ms, l.text, "
+            "l.created, ls.engine, ls.model "
+            "FROM live_finals l JOIN live_sessions ls ON ls.session_id = l.session_id "
+            "WHERE l.text LIKE ? ESCAPE '\\' AND l.created BETWEEN ? AND ? "
             "UNION ALL "
-            "SELECT 'file', CAST(s.file_id AS TEXT), s.seq, s.start_ms, s.end_ms, s.text, j.created "
+            "SELECT 'file', CAST(s.file_id AS TEXT), s.seq, s.start_ms, s.end_ms, s.text, j.created, f.engine, f.model "
             "FROM segments s JOIN files f ON f.id = s.file_id JOIN jobs j ON j.id = f.job_id "
             "WHERE s.text LIKE ? ESCAPE '\\' AND j.created BETWEEN ? AND ? "
             "ORDER BY created DESC, seq LIMIT ?",
@@ -276,5 +299,5 @@ class _Transaction:
 def _file_row(row: sqlite3.Row) -> FileRow:
     return FileRow(
         row["id"], row["job_id"], row["name"], row["path"], row["status"], row["duration_s"], row["done_s"],
-        row["next_seq"], row["error"],
+        row["next_seq"], row["error"], row["engine"], row["model"],
     )  # fmt: skip

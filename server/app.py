@@ -57,10 +57,12 @@ class ServerContext:
 
 
 class CaptionServer:
-    def __init__(self, config: Config, engine=None, scorer=None) -> None:
-        """`engine`/`scorer` may be given ready-made (tests reuse one loaded model across servers)."""
+    def __init__(self, config: Config, engine=None, scorer=None, job_engines=()) -> None:
+        """`engine`/`scorer` may be given ready-made (tests reuse one loaded model across servers), and
+        so may engines that config.jobs.engines names (`job_engines`); the others are loaded."""
         self.config = config
         self._engine = engine
+        self._job_engines = {e.name: e for e in job_engines}
         self._scorer = scorer
         self.ctx: ServerContext | None = None
         self.port: int | None = None
@@ -85,10 +87,19 @@ class CaptionServer:
 
         loop = asyncio.get_running_loop()
         hotwords = load_hotword_file(self.config.inference.hotword_file) if self.config.inference.hotword_file else ()
+        device = None
         if self._engine is None:
             device = resolve_device(self.config.inference.device)
             # Loading weights takes seconds; keep the loop responsive to signals meanwhile.
             self._engine = await loop.run_in_executor(None, create_engine, self.config, device)
+        job_engines = []
+        for name in self.config.jobs.engines:
+            if name == self._engine.name:
+                continue  # files may always use the live engine
+            if name not in self._job_engines:
+                device = device or resolve_device(self.config.inference.device)
+                self._job_engines[name] = await loop.run_in_executor(None, load_job_engine, self.config, device, name)
+            job_engines.append(self._job_engines[name])
         if self._scorer is None:
             # Tiny and always on the CPU; in its own process so it does not compete for the GIL.
             factory = ProcessScorer if self.config.inference.vad_process else FsmnScorer
@@ -108,6 +119,7 @@ class CaptionServer:
             on_batch=metrics.observe_batch,
             vad_max_wait_ms=inf.vad_max_wait_ms,
             normalizer=normalizer,
+            job_engines=job_engines,
         )
         await executor.start()
         self.ctx = ServerContext(
@@ -127,7 +139,7 @@ class CaptionServer:
             ),
         )
         store = await loop.run_in_executor(None, Store, self.config.jobs.db_path)
-        self.ctx.jobs = JobRunner(store, executor, self.config, self._engine.name)
+        self.ctx.jobs = JobRunner(store, executor, self.config)
         await self.ctx.jobs.start()
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._guard])
         JobsApi(self.ctx.jobs, self.config).add_routes(app)
@@ -153,13 +165,14 @@ class CaptionServer:
         sockets = self._site._server.sockets if self._site._server else []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         log.info(
-            "serving on %s://%s:%d (engine %s, model %s, device %s)",
+            "serving on %s://%s:%d (engine %s, model %s, device %s%s)",
             self.scheme,
             self.config.server.host,
             self.port,
             self.ctx.engine_name,
             self.ctx.model_name,
             self.ctx.device,
+            "".join(f"; for files also {e.name}: {e.model}" for e in job_engines),
         )
 
     def _tls_context(self):
@@ -367,6 +380,11 @@ class CaptionServer:
                 "engine": self.ctx.engine_name,
                 "model": self.ctx.model_name,
                 "device": self.ctx.device,
+                "job_engines": [
+                    {"engine": name, "model": engine.model}
+                    for name, engine in self.ctx.executor.engines.items()
+                    if name != self.ctx.engine_name
+                ],
                 "connections": len(self.ctx.connections),
                 "queue_depth": self.ctx.executor.queue_depth,
                 "uptime_s": round(time.monotonic() - self.ctx.started, 1),
@@ -417,6 +435,21 @@ async def _drain_until_closed(ws: web.WebSocketResponse, outbox: Outbox) -> None
     async for _ in ws:
         pass
     outbox.close()
+
+
+def load_job_engine(config: Config, device: str, name: str):
+    """An engine that config.jobs.engines names, for files only (no streaming model). A failure is one
+    line naming the setting; the server does not start without an engine it was told to offer."""
+    from inference.engines import create_engine
+    from inference.model_hub import ModelUnavailable
+
+    try:
+        return create_engine(config, device, name, streaming=False)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, ModelUnavailable):
+            reason = f"{type(exc).__name__}: {reason}"
+        raise ModelUnavailable(f"jobs.engines lists {name!r}, which cannot be loaded: {reason}") from exc
 
 
 def vad_model_dir(settings) -> str | None:

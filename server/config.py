@@ -114,6 +114,7 @@ class JobsConfig:
     max_upload_mb: int
     concurrent_files: int
     record_live: bool
+    engines: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,11 @@ def _check_cross_field(config: Config) -> None:
             raise ConfigError(f"server.{name} does not exist: {path}")
     if config.inference.engine not in ENGINES:
         raise ConfigError(f"inference.engine must be one of {ENGINES}, got {config.inference.engine!r}")
+    for name in config.jobs.engines:
+        if name not in ENGINES:
+            raise ConfigError(f"jobs.engines may list {ENGINES}, got {name[:40]!r}")
+    if len(set(config.jobs.engines)) != len(config.jobs.engines):
+        raise ConfigError(f"jobs.engines lists an engine twice: {list(config.jobs.engines)}")
     if not _valid_device(config.inference.device):
         raise ConfigError(f"inference.device must be auto, cpu, cuda, cuda:N or mps, got {config.inference.device!r}")
     if config.funasr.hub not in ("ms", "hf"):

@@ -71,11 +71,12 @@ def make_config(**sections):
 
 @pytest.fixture
 def start_server(scorer, whisper_engine):
-    """start_server(engine=None, **config_sections) -> running ServerThread; stopped after the test."""
+    """start_server(engine=None, job_engines=(), **config_sections) -> running ServerThread; stopped
+    after the test. `job_engines`: loaded engines for the names in jobs.engines (others are loaded)."""
     servers = []
 
-    def start(engine=None, **sections):
-        server = ServerThread(make_config(**sections), engine or whisper_engine, scorer).start()
+    def start(engine=None, job_engines=(), **sections):
+        server = ServerThread(make_config(**sections), engine or whisper_engine, scorer, job_engines).start()
         servers.append(server)
         return server
 

@@ -9,10 +9,10 @@ import threading
 class ServerThread:
     """A real CaptionServer on its own event loop in a thread, listening on a loopback port."""
 
-    def __init__(self, config, engine, scorer) -> None:
+    def __init__(self, config, engine, scorer, job_engines=()) -> None:
         from server.app import CaptionServer
 
-        self.server = CaptionServer(config, engine=engine, scorer=scorer)
+        self.server = CaptionServer(config, engine=engine, scorer=scorer, job_engines=job_engines)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None

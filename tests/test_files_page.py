@@ -2,10 +2,11 @@
 
 A WAV with known words is uploaded through the file input and transcribed by the embedded Whisper
 model; the job list must follow it to 100 % and offer downloads that hold the words. A corrupt file
-dropped on the drop zone (a synthetic drop event with a DataTransfer) must fail with its reason on
-screen. A live session's words must be found by the history search, with its downloads, and the
-session deleted from there. A second server with an access token checks the token prompt and
-downloads that carry the token. Screenshots go to test-artifacts/files/.
+dropped on the drop zone (a synthetic drop event with a DataTransfer), sent to the other engine the
+server offers for files, must fail with its reason on screen. A live session's words must be found
+by the history search, with its downloads, and the session deleted from there. A second server with
+an access token checks the token prompt and downloads that carry the token. Screenshots go to
+test-artifacts/files/.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _wait_for_file(page, name: str, statuses: str) -> str:
 
 
 def test_upload_progress_downloads_failure_and_history(start_server, context, speech_wav, artifacts):
-    server = start_server()
+    server = start_server(jobs={"engines": ["instant"]})  # a second engine for files; it loads at once
     audio = compose(SPEECH).audio
     # Playwright's sync API runs an event loop in this thread: the live session gets its own thread.
     with ThreadPoolExecutor(1) as pool:
@@ -117,6 +118,12 @@ def test_upload_progress_downloads_failure_and_history(start_server, context, sp
     assert page.get_attribute("#message", "role") == "status"
     assert page.get_attribute("#message", "aria-live") == "polite"
     assert page.is_hidden("#token-form")
+    # The engine choice lists what the server loaded; the live engine is the default.
+    page.wait_for_selector("#engine option[value='instant']", state="attached")
+    engines = page.eval_on_selector_all("#engine option", "options => options.map((o) => [o.value, o.textContent])")
+    assert [value for value, _ in engines] == ["whisper", "instant"]
+    assert engines[0][1].startswith("whisper – ") and engines[0][1].endswith("(default)")
+    assert page.input_value("#engine") == "whisper"
 
     # Keyboard: the drop zone is a button; Enter (and Space) open the file dialog.
     page.focus("#drop")
@@ -181,6 +188,7 @@ def test_upload_progress_downloads_failure_and_history(start_server, context, sp
     page.wait_for_selector("#queue li:has-text('broken.mp3')")
     page.fill("#hotwords", "open the door 30\nFunASR")
     page.uncheck("#itn")
+    page.select_option("#engine", "instant")
     page.click("#upload")
     assert _wait_for_file(page, "broken.mp3", "done failed") == "failed"
     broken = page.locator(".file-row[data-status='failed']").first
@@ -202,6 +210,12 @@ def test_upload_progress_downloads_failure_and_history(start_server, context, sp
         "hotwords": [["open the door", 30], ["FunASR", 20]],
         "itn": False,
     }
+    jobs = page.request.get(f"{server.http}/api/jobs").json()["jobs"]
+    assert {job["files"][0]["name"]: job["engine"] for job in jobs} == {
+        "speech.wav": "whisper",
+        "broken.mp3": "instant",
+    }
+    assert page.locator(".job[data-status='failed'] .job-head .muted").inner_text().endswith("· instant")
 
     # History: the live session's words are found, with the session's downloads.
     page.fill("#q", "morning")

@@ -37,6 +37,7 @@ const ui = {
   drop: $("drop"),
   fileInput: $("file-input"),
   queue: $("queue"),
+  engine: $("engine"),
   language: $("language"),
   hotwords: $("hotwords"),
   itn: $("itn"),
@@ -177,6 +178,7 @@ function setupToken() {
     unauthorized = false;
     ui.tokenForm.hidden = true;
     showMessage("");
+    loadEngines();
     refreshJobs();
     searchHistory();
   });
@@ -322,6 +324,7 @@ function setupChoosing() {
 /** The form -> the `options` JSON the server reads (jobs/api.py _options). Throws Error on bad input. */
 function readOptions() {
   const options = { itn: ui.itn.checked };
+  if (ui.engine.value) options.engine = ui.engine.value;
   const language = ui.language.value.trim();
   if (language) {
     if (!/^[A-Za-z]{2,8}$/.test(language)) throw new Error(`Language: a code such as en, de or zh, not "${language}".`);
@@ -341,6 +344,7 @@ function loadOptions() {
     ui.hotwords.value = saved.hotwords || "";
     ui.itn.checked = saved.itn !== false;
     ui.maxSegment.value = saved.maxSegment || "";
+    ui.engine.dataset.saved = saved.engine || ""; // chosen once the server has listed its engines
   } catch {
     /* storage blocked or garbled: the defaults in the form stay */
   }
@@ -353,13 +357,35 @@ function loadOptions() {
           hotwords: ui.hotwords.value,
           itn: ui.itn.checked,
           maxSegment: ui.maxSegment.value,
+          engine: ui.engine.value,
         }),
       );
     } catch {
       /* private mode: options last for this page load */
     }
   };
-  for (const el of [ui.language, ui.hotwords, ui.itn, ui.maxSegment]) el.addEventListener("change", save);
+  for (const el of [ui.language, ui.hotwords, ui.itn, ui.maxSegment, ui.engine]) el.addEventListener("change", save);
+}
+
+/** Fills the engine choice from GET /api/engines: the live engine (the default) and any loaded for files. */
+async function loadEngines() {
+  let listed;
+  try {
+    listed = await (await api("api/engines")).json();
+  } catch (error) {
+    report(error, "Engines could not be loaded");
+    return; // "Server default" stays the only choice
+  }
+  const wanted = ui.engine.value || ui.engine.dataset.saved || listed.default;
+  ui.engine.replaceChildren(
+    ...listed.engines.map((engine) =>
+      h("option", {
+        value: engine.name,
+        text: `${engine.name} – ${engine.model}${engine.name === listed.default ? " (default)" : ""}`,
+      }),
+    ),
+  );
+  ui.engine.value = listed.engines.some((engine) => engine.name === wanted) ? wanted : listed.default;
 }
 
 // --- upload: XMLHttpRequest, because fetch() cannot report upload progress ----------------------
@@ -545,7 +571,8 @@ function renderJobs(jobs) {
     view.root.dataset.status = shown;
     view.status.textContent = STATUS_TEXT[shown] || shown;
     view.status.dataset.status = shown;
-    view.meta.textContent = `${formatTime(job.created)} · ${job.files.length} file${job.files.length === 1 ? "" : "s"}${failed ? `, ${failed} failed` : ""}`;
+    const engine = job.engine ? ` · ${job.engine}` : "";
+    view.meta.textContent = `${formatTime(job.created)} · ${job.files.length} file${job.files.length === 1 ? "" : "s"}${failed ? `, ${failed} failed` : ""}${engine}`;
     const text = progressText(job);
     setProgress(view.bar, job.percent, text);
     view.text.textContent = text;
@@ -654,7 +681,7 @@ function renderHistory(rows, q) {
   const groups = new Map();
   for (const row of rows) {
     const key = `${row.kind}:${row.source}`;
-    if (!groups.has(key)) groups.set(key, { kind: row.kind, source: row.source, created: row.created, rows: [] });
+    if (!groups.has(key)) groups.set(key, { kind: row.kind, source: row.source, created: row.created, engine: row.engine, rows: [] });
     const group = groups.get(key);
     group.created = Math.max(group.created, row.created);
     group.rows.push(row);
@@ -697,6 +724,7 @@ function historyGroup(group, q) {
       { class: "hit-head" },
       h("span", { class: "badge", "data-kind": group.kind, text: live ? "Live session" : "File" }),
       h("h3", { class: "hit-title", text: name }),
+      group.engine ? h("span", { class: "muted hit-engine", text: group.engine }) : null,
       h("time", { class: "muted", dateTime: new Date(group.created * 1000).toISOString(), text: formatTime(group.created) }),
     ),
     h("ol", { class: "hit-lines" }, ...lines),
@@ -726,6 +754,7 @@ async function deleteSession(sessionId, element) {
 setupToken();
 setupChoosing();
 loadOptions();
+loadEngines();
 renderQueue();
 ui.historyForm.addEventListener("submit", (event) => {
   event.preventDefault();

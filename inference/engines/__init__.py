@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from inference.engines.base import DecodeOptions, DecodeResult, Engine
 
 
-def create_engine(config, device: str) -> Engine:
-    """Build the engine named by config.inference.engine on an already resolved device."""
-    if config.inference.engine == "whisper":
+def create_engine(config, device: str, name: str | None = None, streaming: bool = True) -> Engine:
+    """Build an engine on an already resolved device: the live one (config.inference.engine) unless
+    `name` says which. `streaming=False` leaves out a streaming model (files never use one)."""
+    name = name or config.inference.engine
+    if name == "whisper":
         from inference.engines.whisper import WhisperEngine
 
         return WhisperEngine(config.whisper, device)
-    if config.inference.engine == "funasr":
+    if name == "funasr":
         from inference.engines.funasr import FunasrEngine
 
-        return FunasrEngine(config.funasr, device)
-    if config.inference.engine == "instant":
+        return FunasrEngine(config.funasr if streaming else replace(config.funasr, online_model=""), device)
+    if name == "instant":
         from inference.engines.instant import InstantEngine
 
         return InstantEngine()
-    raise ValueError(f"unknown engine {config.inference.engine!r}")
+    raise ValueError(f"unknown engine {name!r}")
 
 
 __all__ = ["DecodeOptions", "DecodeResult", "Engine", "create_engine"]

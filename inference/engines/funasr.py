@@ -114,6 +114,8 @@ class FunasrEngine:
         self.offline_class = _model_class(self._offline)
         self.sensevoice = "SenseVoice" in self.offline_class
         self.model = " + ".join(m for m in (settings.offline_model, settings.online_model, settings.punc_model) if m)
+        # What decodes whole files (never the streaming model): recorded with file results.
+        self.file_model = " + ".join(m for m in (settings.offline_model, settings.punc_model) if m)
         self._cpu: FunasrEngine | None = None
         log.info(
             "funasr engine: offline %s (%s), online %s, punc %s on %s",
