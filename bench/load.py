@@ -5,13 +5,18 @@
 
 The server runs as its own process (`run_server.py` with a generated config); the clients run in
 this process, each sending an espeak-ng script with known phrase boundaries in 100 ms chunks paced
-to the wall clock. Every run is bounded in time. Reported per run:
+to the wall clock (a chunk leaves when its audio has been spoken, as from a microphone). Every run
+is bounded in time. Reported per run:
 - lag: how far behind real time the server processed audio (server histogram, /metrics)
-- end of speech -> final caption p50/p95/p99, and its split: endpointing (silence rule, FSMN
-  look-ahead, chunking, lag) vs queue (waiting for the model) vs decode (the model call)
+- end of speech -> final caption p50/p95/p99, from the moment the speaker stopped (what a user
+  sees; it includes the client's own chunking, up to one chunk)
+- the server's own share of it (srv95): from the arrival of the chunk holding the speech end to
+  the final, minus queue and decode - the silence rule, FSMN look-ahead, batching and lag; its
+  floor is silence_ms. Then queue (waiting for the model) and decode (the model call) p95
 - partial cadence (median gap between partials of a stream)
 - server CPU % (of one core) and RSS, RSS per connection
-- finals expected / received / duplicated (lost or duplicated must be 0)
+- finals expected / received / duplicated (lost or duplicated must be 0); a run is cut off 60 s
+  after the script ends, and finals missing then are late (an overloaded server)
 The `instant` engine (fixed text, no recognition; a benchmark engine) isolates the server's own
 cost; `whisper` shows the real total on the embedded model.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import socket
@@ -40,6 +46,7 @@ import websockets  # noqa: E402
 from tests.speech import compose, to_pcm16  # noqa: E402
 
 CHUNK_MS = 100
+DEADLINE_AFTER_SCRIPT_S = 60
 SERVER_ENV = dict(item.split("=", 1) for item in os.environ.get("LOAD_SERVER_ENV", "").split() if "=" in item)
 SCRIPT = [0.6, "hello world", 0.8, "good morning everyone", 1.0, "please open the door", 0.9]
 
@@ -165,6 +172,8 @@ async def stream(
 ) -> None:
     sent_at: list[float] = []
     finals, partial_times = [], []
+    # Filled as replies come, so a stream cut off at the deadline still reports what it got.
+    results.append({"finals": finals, "partial_times": partial_times})
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     async with websockets.connect(url, subprotocols=["binary"], ping_interval=None, max_size=None) as ws:
         await ws.send(
@@ -181,10 +190,12 @@ async def stream(
             )
         )
 
+        began = time.monotonic()  # wall time of the script's first sample, as a microphone hears it
+
         async def send() -> None:
-            began = time.monotonic()
+            # Like a microphone: a chunk leaves once all of its audio has been spoken.
             for i, chunk in enumerate(chunks):
-                await asyncio.sleep(max(0.0, began + i * CHUNK_MS / 1000 - time.monotonic()))
+                await asyncio.sleep(max(0.0, began + (i + 1) * CHUNK_MS / 1000 - time.monotonic()))
                 sent_at.append(time.monotonic())
                 await ws.send(chunk)
             await ws.send(json.dumps({"is_speaking": False}))
@@ -196,15 +207,20 @@ async def stream(
             if reply.get("type") == "partial":
                 partial_times.append(now)
             elif reply.get("type") == "final":
-                # The speaker stopped at span_end of stream time, i.e. span_end after the first chunk
-                # went out (chunks leave at the start of the audio they hold, never late).
+                # The speaker stopped at span_end of stream time. The server's own share starts
+                # when the chunk holding that moment arrived: the client's chunking is not its doing.
                 span_end = min(spans_ms, key=lambda s: abs(s[1] - reply["end_ms"]))[1]
-                finals.append({**reply, "latency_ms": (now - sent_at[0]) * 1000 - span_end})
+                holding = min(len(sent_at) - 1, max(0, math.ceil(span_end / CHUNK_MS) - 1))
+                finals.append(
+                    {
+                        **reply,
+                        "latency_ms": (now - began) * 1000 - span_end,
+                        "server_ms": (now - sent_at[holding]) * 1000,
+                    }
+                )
             if reply.get("is_final"):
                 break
         await sender
-    gaps = [b - a for a, b in zip(partial_times, partial_times[1:]) if b - a < 2.0]
-    results.append({"finals": finals, "partial_gaps": gaps})
 
 
 async def run_clients(url: str, count: int, script) -> list[dict]:
@@ -215,7 +231,16 @@ async def run_clients(url: str, count: int, script) -> list[dict]:
     begin = time.monotonic() + 0.5
     results: list[dict] = []
     tasks = [stream(url, i, chunks, spans_ms, begin + (i % 50) * 0.02, results) for i in range(count)]
-    await asyncio.wait_for(asyncio.gather(*tasks), timeout=len(script.audio) / 16000 + 240)
+    # Bounded: whatever has not arrived this long after the script ended counts as late.
+    done, pending = await asyncio.wait(
+        [asyncio.create_task(t) for t in tasks], timeout=len(script.audio) / 16000 + DEADLINE_AFTER_SCRIPT_S
+    )
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
     return results
 
 
@@ -226,8 +251,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def one_run(engine: str, vad_batch: int, count: int, script) -> dict:
-    server = ServerProcess(engine, vad_batch, count)
+def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str, str] | None = None) -> dict:
+    server = ServerProcess(engine, vad_batch, count, overrides)
     try:
         idle_rss = server.rss_mib()
         cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
@@ -257,10 +282,11 @@ def one_run(engine: str, vad_batch: int, count: int, script) -> dict:
     expected = count * len(script.spans)
     duplicates = sum(len(r["finals"]) - len({f["segment_id"] for f in r["finals"]}) for r in results)
     latency = [f["latency_ms"] for f in finals]
-    # The server's own share: everything but waiting for and running the model.
-    endpoint = [f["latency_ms"] - f.get("queue_ms", 0) - f.get("decode_ms", 0) for f in finals]
+    # The server's own share: from the arrival of the speech end to the final, except waiting for
+    # and running the model (the silence rule's silence_ms is part of it).
+    endpoint = [f["server_ms"] - f.get("queue_ms", 0) - f.get("decode_ms", 0) for f in finals]
     lag = histogram_quantiles(metrics, "caption_stream_lag_seconds")
-    gaps = [g for r in results for g in r["partial_gaps"]]
+    gaps = [b - a for r in results for a, b in zip(r["partial_times"], r["partial_times"][1:]) if b - a < 2.0]
     return {
         "engine": engine,
         "vad_batch": vad_batch,
@@ -284,21 +310,26 @@ def main() -> None:
     parser.add_argument("--engine", default="instant", choices=["instant", "whisper"])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 50, 100, 200])
     parser.add_argument("--vad-batch", type=int, nargs="+", default=[256], help="vad_max_batch_size per run")
+    parser.add_argument("--loops", type=int, default=1, help="play the script this many times per stream (longer runs)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config.toml setting for the server, e.g. vad_max_wait_ms=0"
+    )
     args = parser.parse_args()
-    script = compose(SCRIPT)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    script = compose(SCRIPT * args.loops)
     print(
         f"script {len(script.audio) / 16000:.1f} s, {len(script.spans)} phrases per stream, {CHUNK_MS} ms chunks; "
         f"clients in this process, server in its own; server CPU % (with its VAD worker) is of one core (2 cores here)"
     )
     header = (
         f"{'engine':>8} {'vadB':>4} {'streams':>7} | {'lag p50/p95/p99 ms':>20} | {'final p50/p95/p99 ms':>22} | "
-        f"{'endp95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | {'cpu%':>5} {'cli%':>4} {'rssMiB':>6} "
+        f"{'srv95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | {'cpu%':>5} {'cli%':>4} {'rssMiB':>6} "
         f"{'KiB/conn':>8} | finals exp/got/dup"
     )
     print(header)
     for vad_batch in args.vad_batch:
         for count in args.streams:
-            r = one_run(args.engine, vad_batch, count, script)
+            r = one_run(args.engine, vad_batch, count, script, overrides)
             lag = "/".join(f"{x:.0f}" for x in r["lag_ms"])
             lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
             print(

@@ -503,10 +503,12 @@ class InferenceExecutor:
                 continue
             self._scoring = batch
             started = time.monotonic()
+            work = [(w.state, w.samples) for w in batch]
             try:
-                results = await loop.run_in_executor(
-                    self._vad_pool, self.scorer.score, [(w.state, w.samples) for w in batch]
-                )
+                if hasattr(self.scorer, "score_async"):  # a worker process: the loop waits on its pipe
+                    results = await self.scorer.score_async(work)
+                else:
+                    results = await loop.run_in_executor(self._vad_pool, self.scorer.score, work)
             except Exception as exc:
                 log.exception("VAD scoring failed")
                 results = [exc] * len(batch)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.fbank import log_mel, split_frames
+from inference.fbank import FRAME_LENGTH, FRAME_SHIFT, frame_count, log_mel
 
 LFR_M = 5  # frames stacked per model input (config.yaml lfr_m); lfr_n = 1
 LFR_PAD = (LFR_M - 1) // 2
@@ -62,10 +62,14 @@ class FsmnScorer:
         model_dir = Path(model_dir) if model_dir else packaged_model_dir()
         weights = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
         self.device = torch.device(device)
-        self._w = {k.removeprefix("encoder."): v.float().to(self.device) for k, v in weights.items()}
-        self._layers = sum(1 for k in self._w if k.endswith("fsmn_block.conv_left.weight"))
-        conv = self._w["fsmn.0.fsmn_block.conv_left.weight"]  # (proj, 1, lorder, 1)
+        w = {k.removeprefix("encoder."): v.float() for k, v in weights.items()}
+        self._layers = sum(1 for k in w if k.endswith("fsmn_block.conv_left.weight"))
+        conv = w["fsmn.0.fsmn_block.conv_left.weight"]  # (proj, 1, lorder, 1)
         self._proj_dim, self._lorder = conv.shape[0], conv.shape[2]
+        # out_linear1 and out_linear2 have no activation between them: one matrix does both.
+        w["out.linear.weight"] = w["out_linear2.linear.weight"] @ w["out_linear1.linear.weight"]
+        w["out.linear.bias"] = w["out_linear2.linear.weight"] @ w["out_linear1.linear.bias"] + w["out_linear2.linear.bias"]
+        self._w = {k: v.to(self.device) for k, v in w.items()}
         shift, scale = _load_cmvn(model_dir / "am.mvn")
         self._shift, self._scale = shift, scale
 
@@ -73,60 +77,76 @@ class FsmnScorer:
         return FsmnStreamState(np.zeros((self._layers, self._proj_dim, self._lorder - 1), dtype=np.float32))
 
     def score(self, work: Sequence[tuple[FsmnStreamState, np.ndarray]]) -> list[np.ndarray]:
-        """Speech probability per newly complete 10 ms frame, for each (state, samples) pair.
+        """Speech probability per newly complete 10 ms frame, for each (state, samples) pair
+        (samples: int16, or floats in [-1, 1)).
 
-        Features for every stream's new frames are computed in one vectorised pass, and all
-        streams go through the model in one call, padded at the end to the longest; the FSMN
-        memory is causal, so padding never changes a real frame's output.
+        Features for every stream's new frames are computed in one vectorised pass (no Python
+        work per frame), and the streams go through the model together.
         """
-        frames, counts = [], []
-        for state, samples in work:
-            # Kaldi features expect int16-range samples.
-            pending = np.concatenate([state.residual, np.asarray(samples, dtype=np.float32) * 32768.0])
-            stream_frames, consumed = split_frames(pending)
-            state.residual = pending[consumed:].copy()
-            frames.append(stream_frames)
-            counts.append(len(stream_frames))
-        mel = log_mel(np.concatenate(frames)) if sum(counts) else np.zeros((0, 80), dtype=np.float32)
-        bounds = np.cumsum([0, *counts])
-        features = [self._lfr(state, mel[a:b]) for (state, _), a, b in zip(work, bounds[:-1], bounds[1:])]
-        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(work)
-        active = [i for i, feats in enumerate(features) if len(feats)]
-        if not active:
-            return results
-        for group in _similar_lengths(active, [len(features[i]) for i in active]):
-            lengths = [len(features[i]) for i in group]
-            batch = np.zeros((len(group), max(lengths), LFR_M * 80), dtype=np.float32)
-            for row, i in enumerate(group):
-                batch[row, : lengths[row]] = features[i]
-            probs = self._forward(batch, [work[i][0] for i in group], lengths)
-            for row, i in enumerate(group):
-                results[i] = probs[row, : lengths[row]]
-        return results
+        pending = [np.concatenate([state.residual, kaldi_scale(samples)]) for state, samples in work]
+        lengths = np.array([len(p) for p in pending], dtype=np.int64)
+        counts = np.array([frame_count(n) for n in lengths], dtype=np.int64)
+        for state, samples, count in zip((s for s, _ in work), pending, counts):
+            state.residual = samples[count * FRAME_SHIFT :].copy()
+        mel = log_mel(_frames_end_to_end(pending, lengths, counts))
+        features, rows = self._lfr(work, mel, counts)
+        if not len(features):
+            return [np.zeros(0, dtype=np.float32) for _ in work]
+        probs = self._forward(features, [state for state, _ in work], rows)
+        return np.split(probs, np.cumsum(rows)[:-1])
 
-    def _lfr(self, state: FsmnStreamState, fresh: np.ndarray) -> np.ndarray:
-        """Stack 5 consecutive fbank frames per model input (lfr_m 5, lfr_n 1), then normalise."""
-        if not len(fresh):
-            return np.zeros((0, LFR_M * 80), dtype=np.float32)
-        if state.tail is None:  # funasr pads the first LFR window with the first frame
-            state.tail = np.repeat(fresh[:1], LFR_PAD, axis=0)
-        frames = np.concatenate([state.tail, fresh])
-        count = len(frames) - (LFR_M - 1)
-        state.tail = frames[-(LFR_M - 1) :]
-        if count <= 0:
-            return np.zeros((0, LFR_M * 80), dtype=np.float32)
-        stacked = np.concatenate([frames[k : k + count] for k in range(LFR_M)], axis=1)
-        return (stacked + self._shift) * self._scale
+    def _lfr(self, work, mel: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stack 5 consecutive fbank frames per model input (lfr_m 5, lfr_n 1), then normalise.
+        Returns the rows of every stream end to end, and each stream's row count."""
+        pieces, sizes = [], []
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for (state, _), a, b in zip(work, starts[:-1], starts[1:]):
+            fresh = mel[a:b]
+            if state.tail is None:
+                if not len(fresh):
+                    sizes.append(0)
+                    continue
+                state.tail = np.repeat(fresh[:1], LFR_PAD, axis=0)  # funasr pads the first window with the first frame
+            frames = np.concatenate([state.tail, fresh]) if len(fresh) else state.tail
+            state.tail = frames[-(LFR_M - 1) :]
+            pieces.append(frames)
+            sizes.append(len(frames))
+        sizes = np.array(sizes, dtype=np.int64)
+        rows = np.maximum(sizes - (LFR_M - 1), 0)
+        if not rows.sum():
+            return np.zeros((0, LFR_M * 80), dtype=np.float32), rows
+        context = np.concatenate(pieces)
+        first = np.repeat(np.cumsum(sizes) - sizes, rows) + _ranges(rows)  # first frame of each row
+        stacked = context[first[:, None] + np.arange(LFR_M)].reshape(len(first), LFR_M * 80)
+        return (stacked + self._shift) * self._scale, rows
 
     @torch.inference_mode()
-    def _forward(self, feats: np.ndarray, states: list[FsmnStreamState], lengths: list[int]) -> np.ndarray:
+    def _forward(self, feats: np.ndarray, states: list[FsmnStreamState], rows: np.ndarray) -> np.ndarray:
+        """Model outputs for every stream's rows (end to end in `feats`), run in groups of
+        similar length, each padded at the end to its longest: the FSMN memory is causal, so
+        padding never changes a real frame's output."""
+        out = np.zeros(len(feats), dtype=np.float32)
+        first_row = np.cumsum(rows) - rows
+        active = np.flatnonzero(rows)
+        for group in _similar_lengths(active, rows[active]):
+            lengths, longest = rows[group], int(rows[group].max())
+            # Row t of stream g lands at [g, t] of the padded batch; the real rows are taken back.
+            real = np.repeat(np.arange(len(group)) * longest, lengths) + _ranges(lengths)
+            source = np.repeat(first_row[group], lengths) + _ranges(lengths)
+            batch = np.zeros((len(group) * longest, LFR_M * 80), dtype=np.float32)
+            batch[real] = feats[source]
+            probs = self._forward_padded(batch.reshape(len(group), longest, -1), [states[i] for i in group], lengths)
+            out[source] = probs.reshape(-1)[real]
+        return out
+
+    def _forward_padded(self, feats: np.ndarray, states: list[FsmnStreamState], lengths: np.ndarray) -> np.ndarray:
         w = self._w
         keep = self._lorder - 1
         x = torch.from_numpy(feats).to(self.device)  # (B, T, 400)
         x = torch.relu(_affine(_affine(x, w, "in_linear1"), w, "in_linear2"))
         caches = torch.from_numpy(np.stack([s.caches for s in states])).to(self.device)  # (B,L,P,K)
         # Each stream's new cache is the `keep` columns ending at its own last real frame.
-        ends = torch.tensor(lengths, device=self.device)[:, None] + torch.arange(keep, device=self.device)[None]
+        ends = torch.from_numpy(lengths).to(self.device)[:, None] + torch.arange(keep, device=self.device)[None]
         gather = ends[:, None, :].expand(-1, self._proj_dim, -1)
         new_caches = []
         for layer in range(self._layers):
@@ -137,19 +157,18 @@ class FsmnScorer:
             kernel = w[p + "fsmn_block.conv_left.weight"][:, :, :, 0]  # (P, 1, lorder)
             memory = torch.nn.functional.conv1d(seq, kernel, groups=self._proj_dim)  # (B, P, T)
             x = torch.relu(_affine(proj + memory.transpose(1, 2), w, p + "affine"))
-        x = _affine(_affine(x, w, "out_linear1"), w, "out_linear2")
-        silence = torch.softmax(x, dim=-1)[..., SILENCE_PDF]
+        silence = torch.softmax(_affine(x, w, "out"), dim=-1)[..., SILENCE_PDF]
         stacked = torch.stack(new_caches, dim=1).cpu().numpy()
         for state, cache in zip(states, stacked):
-            state.caches = np.ascontiguousarray(cache)
-        return (1.0 - silence).cpu().numpy().astype(np.float32)
+            state.caches = cache
+        return (1.0 - silence).cpu().numpy()
 
 
-def _similar_lengths(indices: list[int], lengths: list[int], slack: float = 1.5) -> list[list[int]]:
-    """Split streams into groups whose frame counts differ by at most `slack`x, so padding to a
+def _similar_lengths(indices: np.ndarray, lengths: np.ndarray, slack: float = 1.5) -> list[np.ndarray]:
+    """Split streams into groups whose row counts differ by at most `slack`x, so padding to a
     group's longest wastes little (one stream restarting with a long warm-up must not make
     every other stream in the batch pay for its length)."""
-    order = sorted(range(len(indices)), key=lambda k: lengths[k])
+    order = np.argsort(lengths, kind="stable")
     groups: list[list[int]] = []
     floor = 0
     for k in order:
@@ -157,7 +176,29 @@ def _similar_lengths(indices: list[int], lengths: list[int], slack: float = 1.5)
             groups.append([])
             floor = lengths[k]
         groups[-1].append(indices[k])
-    return groups
+    return [np.array(g) for g in groups]
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """0..c-1 for each count c, end to end: [2, 3] -> [0, 1, 0, 1, 2]."""
+    total = int(counts.sum())
+    return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _frames_end_to_end(pending: list[np.ndarray], lengths: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(sum of counts, 400): every complete 25 ms frame of every stream, in stream order."""
+    if not counts.sum():
+        return np.zeros((0, FRAME_LENGTH), dtype=np.float32)
+    flat = np.concatenate(pending)
+    starts = np.repeat(np.cumsum(lengths) - lengths, counts) + _ranges(counts) * FRAME_SHIFT
+    return flat[starts[:, None] + np.arange(FRAME_LENGTH)]
+
+
+def kaldi_scale(samples: np.ndarray) -> np.ndarray:
+    """Kaldi features expect int16-range samples: int16 as they are, floats in [-1, 1) scaled."""
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32)
+    return np.asarray(samples, dtype=np.float32) * 32768.0
 
 
 def _affine(x: torch.Tensor, w: dict[str, torch.Tensor], name: str) -> torch.Tensor:

@@ -79,6 +79,18 @@ class Endpointer:
         return self._run_start is not None
 
     @property
+    def onset_start(self) -> int | None:
+        """First frame of a speech run not yet long enough to open a segment (None if none)."""
+        return self._run_start
+
+    @property
+    def silence_frames_to_close(self) -> int | None:
+        """Silent frames still needed to close the open segment (None when none is open)."""
+        if self._open is None:
+            return None
+        return self._silence_frames - self._silence_run
+
+    @property
     def last_speech_end(self) -> int:
         """Frame after the newest speech frame of the open segment."""
         return self._last_speech_end

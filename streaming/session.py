@@ -43,7 +43,7 @@ class SessionSettings:
 
 @dataclass
 class ScoreWork:
-    """FSMN input for one push: the stream's scorer state and the 16 kHz samples to score.
+    """FSMN input for one push: the stream's scorer state and the 16 kHz int16 samples to score.
 
     `needed` is False when every frame waiting for FSMN is clear silence (no segment open or
     opening, and no frame both above the energy gate and speech to webrtcvad): then the caller
@@ -60,6 +60,14 @@ class ScoreWork:
 # outputs are dropped.
 FSMN_WARMUP_FRAMES = 80
 
+# FSMN's output for a frame needs audio 45 ms past its start (a 25 ms fbank window, then LFR
+# stacks two frames ahead), so the newest ~5 heard frames always wait for the next chunk. When
+# those frames are all that stands between an open segment and its silence rule, and the cheap
+# stages call them silent, the segment closes now instead of one client chunk later (the
+# speaker's pause is already long enough). If speech did resume inside them, it opens the next
+# segment, which starts exactly where this one ended: no audio is lost either way.
+FSMN_LOOKAHEAD_FRAMES = 5
+
 
 class StreamSession:
     def __init__(self, settings: SessionSettings, new_scorer_state: Callable[[], Any]) -> None:
@@ -72,10 +80,11 @@ class StreamSession:
         self._new_scorer_state = new_scorer_state
         self._scorer_state = new_scorer_state()
         self._scorer_stale = False  # FSMN skipped some audio; its state must restart before use
-        self._discard = 0  # warm-up probabilities still to drop after a restart
+        self._discard = 0  # probabilities still to drop: warm-up after a restart, frames decided early
         self._framed = 0  # absolute sample index up to which cheap stages have run
         self._carry = np.zeros(0, dtype=np.int16)  # samples of an incomplete 10 ms frame
         self._unscored: list[np.ndarray] = []  # pushed audio FSMN has not been given yet
+        self._unscored_samples = 0
         # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
         self._pending: deque[tuple[float, bool]] = deque()
         self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
@@ -99,7 +108,7 @@ class StreamSession:
     @property
     def unscored_s(self) -> float:
         """Audio received that FSMN has not scored yet, in seconds."""
-        return sum(len(s) for s in self._unscored) / SAMPLE_RATE
+        return self._unscored_samples / SAMPLE_RATE
 
     def push(self, pcm: bytes) -> None:
         """Store a PCM16LE frame and run the cheap stages. Raises AudioFormatError on bad bytes."""
@@ -115,6 +124,7 @@ class StreamSession:
         self._buffer.append(samples)
         if len(samples):
             self._unscored.append(samples)
+            self._unscored_samples += len(samples)
         data = np.concatenate([self._carry, samples]) if len(self._carry) else samples
         count = len(data) // FRAME_SAMPLES
         self._carry = data[count * FRAME_SAMPLES :].copy()
@@ -132,7 +142,7 @@ class StreamSession:
         """FSMN input for everything pushed since the last call, or None if nothing was."""
         if not self._unscored or self._finished:
             return None
-        unscored, self._unscored = self._unscored, []
+        unscored, self._unscored, self._unscored_samples = self._unscored, [], 0
         # While no segment is open or opening, a frame is speech only if the gate, webrtcvad and
         # FSMN all say so; when no waiting frame has the first two, FSMN cannot change anything.
         clear_silence = (
@@ -152,9 +162,8 @@ class StreamSession:
             warm_start = max(oldest_frame, first_pending - FSMN_WARMUP_FRAMES)
             self._discard = first_pending - warm_start
             # The buffer holds the unscored audio too, behind the warm-up.
-            return ScoreWork(self._scorer_state, self._buffer.read(warm_start * FRAME_SAMPLES, self._buffer.end))
-        pcm = np.concatenate(unscored) if len(unscored) > 1 else unscored[0]
-        return ScoreWork(self._scorer_state, pcm.astype(np.float32) / 32768.0)
+            return ScoreWork(self._scorer_state, self._buffer.read_int16(warm_start * FRAME_SAMPLES, self._buffer.end))
+        return ScoreWork(self._scorer_state, np.concatenate(unscored) if len(unscored) > 1 else unscored[0])
 
     def apply(self, probabilities: np.ndarray | None) -> list[Event]:
         """Consume FSMN probabilities (one per frame, in order; None when push() said they are not
@@ -177,7 +186,37 @@ class StreamSession:
             is_speech = fsmn_speech if self._endpointer.in_segment else (fsmn_speech and webrtc_speech)
             for decision in self._endpointer.step(is_speech, level):
                 events.append(self._to_event(decision))
+        events.extend(self._close_on_lookahead_silence())
         events.extend(self._maybe_partial())
+        self._buffer.release_before(self._oldest_needed_sample())
+        return events
+
+    def _oldest_needed_sample(self) -> int:
+        """Audio before this will never be read again: not by the open segment's partials and
+        final, not by the pre-roll of a segment that may still open, not by FSMN's warm-up."""
+        segment = self._endpointer.open_segment
+        if segment is not None:
+            return segment.start * FRAME_SAMPLES
+        run_start = self._endpointer.onset_start
+        earliest_speech = run_start if run_start is not None else self._endpointer.frames_seen
+        lookback = max(self.settings.endpoint.preroll_ms // FRAME_MS, FSMN_WARMUP_FRAMES)
+        return max(0, earliest_speech - lookback) * FRAME_SAMPLES
+
+    def _close_on_lookahead_silence(self) -> list[Event]:
+        """Step the frames still waiting for FSMN's look-ahead as silence when that completes the
+        silence rule and every one of them is quiet or non-speech to webrtcvad."""
+        needed = self._endpointer.silence_frames_to_close
+        if needed is None or needed > min(FSMN_LOOKAHEAD_FRAMES, len(self._pending)):
+            return []
+        waiting = [self._pending[i] for i in range(needed)]
+        if any(webrtc and self._gate.passes(level) for level, webrtc in waiting):
+            return []
+        events: list[Event] = []
+        for level, _ in waiting:
+            self._pending.popleft()
+            self._discard += 1  # FSMN's probability for this frame arrives later; it is moot now
+            for decision in self._endpointer.step(False, level):
+                events.append(self._to_event(decision))
         return events
 
     def feed(self, pcm: bytes, scorer: SpeechScorer) -> list[Event]:

@@ -35,3 +35,27 @@ def test_samples_round_trip_at_pcm16_precision():
     samples = np.array([-1.0, -0.5, 0.0, 0.25, 0.999969482421875, 1.5], dtype=np.float32)
     buf.append(samples)
     np.testing.assert_array_equal(buf.read(0, 6), [-1.0, -0.5, 0.0, 0.25, 0.999969482421875, 0.999969482421875])
+
+
+def test_released_blocks_are_freed_and_reads_before_them_raise():
+    buf = RingBuffer(16000 * 35)
+    data = (np.arange(16000 * 5) % 30000).astype(np.int16)
+    for chunk in np.array_split(data, 37):
+        buf.append(chunk)
+    assert buf.bytes_held == 5 * 32000
+    buf.release_before(16000 * 3 + 5)
+    assert buf.start == 16000 * 3 + 5
+    assert buf.bytes_held == 2 * 32000  # seconds 3 and 4; the partly needed block is kept
+    np.testing.assert_array_equal(buf.read_int16(16000 * 3 + 5, 16000 * 5), data[16000 * 3 + 5 :])
+    with pytest.raises(IndexError):
+        buf.read_int16(16000 * 3 + 4, 16000 * 4)
+    buf.append(data[:100])  # appending goes on after a release
+    np.testing.assert_array_equal(buf.read_int16(16000 * 5, 16000 * 5 + 100), data[:100])
+
+
+def test_memory_stays_bounded_by_capacity_without_releases():
+    buf = RingBuffer(16000 * 3)
+    for _ in range(100):
+        buf.append(np.ones(1600 * 7, dtype=np.int16))
+    assert buf.start == buf.end - 16000 * 3
+    assert buf.bytes_held <= (3 + 1) * 32000

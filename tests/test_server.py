@@ -359,7 +359,11 @@ async def test_metrics_and_default_vad_worker_process(whisper_engine, phrases):
 
 async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_server, whisper_engine, phrases):
     engine = RecordingEngine(whisper_engine)
-    server = start_server(engine=engine, inference={"overload_backlog_ms": 10, "partial_interval_ms": 300})
+    # One request per model call: with the model stalled on the first final, the second must queue
+    # (with larger batches both could ride in the stalled call, leaving nothing waiting).
+    server = start_server(
+        engine=engine, inference={"overload_backlog_ms": 10, "partial_interval_ms": 300, "max_batch_size": 1}
+    )
     engine.gate.clear()  # the model stalls: finals pile up
     async with await connect(server.url) as ws:
         await start(ws)

@@ -156,6 +156,22 @@ def test_partials_are_requested_at_the_configured_interval(scorer):
         np.testing.assert_array_equal(p.audio, script.audio[p.start : p.end])
 
 
+@pytest.mark.parametrize("lead_ms", range(0, 100, 10))
+def test_segment_closes_in_the_chunk_that_completes_the_silence(scorer, lead_ms):
+    # FSMN needs 45 ms of audio past a frame; the closing frames must not wait a whole chunk for it.
+    script = compose([0.5 + lead_ms / 1000, "hello world", 0.3, "good morning", 1.0])
+    session = StreamSession(settings(), scorer.new_state)
+    pcm, step, found = to_pcm16(script.audio), 1600 * 2, []
+    for offset in range(0, len(pcm), step):
+        for segment in closed(session.feed(pcm[offset : offset + step], scorer)):
+            found.append(segment)
+            received = min(len(pcm), offset + step) // 2
+            assert received - segment.end < 1600, (lead_ms, received, segment.end)
+    whole = closed(stream(scorer, script.audio, chunk_ms=10_000))
+    assert [(s.start, s.end) for s in found] == [(s.start, s.end) for s in whole[: len(found)]]
+    assert len(found) == 2
+
+
 def test_chunk_size_does_not_change_the_result(scorer):
     script = compose([0.5, "hello world", 0.6, "good morning", 0.5])
     a = [(s.start, s.end) for s in closed(stream(scorer, script.audio, chunk_ms=20))]
@@ -218,3 +234,21 @@ def test_fsmn_is_not_asked_about_noise_webrtcvad_rejects(scorer):
         session.apply(scorer.score([(work.state, work.samples)])[0] if work.needed else None)
     assert not closed(session.finish())
     assert needed <= total // 2, (needed, total)  # measured 16 of 40 here
+
+
+def test_audio_is_held_only_while_it_may_still_be_needed(scorer):
+    # A connection idling between phrases must not hold ring_buffer_s of audio (35 s x 32 KB/s):
+    # only the open segment, or the pre-roll / FSMN warm-up that a new segment may need.
+    script = compose([1.0, "hello world", 6.0, "good morning everyone", 4.0])
+    session = StreamSession(settings(), scorer.new_state)
+    pcm, step = to_pcm16(script.audio), 3200
+    held_in_speech, segments = [], []
+    for offset in range(0, len(pcm), step):
+        for event in session.feed(pcm[offset : offset + step], scorer):
+            if isinstance(event, SegmentClosed):
+                segments.append(event)
+        if session._endpointer.in_segment:
+            held_in_speech.append(session._buffer.bytes_held)
+    assert [len(s.audio) for s in segments] == [s.end - s.start for s in segments] and len(segments) == 2
+    assert session._buffer.bytes_held <= 2 * 32000  # idle after the last phrase: at most two 1 s blocks
+    assert max(held_in_speech) <= 4 * 32000  # a 2 s phrase with its pre-roll, not the whole stream

@@ -123,9 +123,34 @@ def test_a_dead_vad_worker_is_replaced(scorer: FsmnScorer):
         audio = compose([0.3, "hello world", 0.3]).audio
         state = remote.new_state()
         first = remote.score([(state, audio)])[0]
-        (worker_pid,) = remote._pool._processes  # the one worker process
+        worker_pid = remote.worker_pid
         os.kill(worker_pid, signal.SIGKILL)
         again = remote.score([(remote.new_state(), audio)])[0]  # answered by a fresh worker
+        np.testing.assert_allclose(again, first, atol=1e-4)
+    finally:
+        remote.close()
+
+
+def test_async_scoring_survives_a_killed_worker(scorer: FsmnScorer):
+    import asyncio
+    import os
+    import signal
+
+    from inference.vad_process import ProcessScorer
+
+    remote = ProcessScorer()
+    try:
+        audio = compose([0.3, "hello world", 0.3]).audio
+        pcm = (audio * 32768).round().astype(np.int16)  # what sessions send: int16 off the wire
+
+        async def run():
+            first = (await remote.score_async([(remote.new_state(), pcm)]))[0]
+            os.kill(remote.worker_pid, signal.SIGKILL)
+            again = (await remote.score_async([(remote.new_state(), pcm)]))[0]
+            return first, again
+
+        first, again = asyncio.run(run())
+        np.testing.assert_allclose(first, scorer.score([(scorer.new_state(), pcm)])[0], atol=1e-4)
         np.testing.assert_allclose(again, first, atol=1e-4)
     finally:
         remote.close()
