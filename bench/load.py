@@ -312,7 +312,7 @@ def main() -> None:
     parser.add_argument("--vad-batch", type=int, nargs="+", default=[256], help="vad_max_batch_size per run")
     parser.add_argument("--loops", type=int, default=1, help="play the script this many times per stream (longer runs)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config.toml setting for the server, e.g. vad_max_wait_ms=0"
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a config.toml setting, e.g. vad_max_wait_ms=10"
     )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)

@@ -67,8 +67,9 @@ class FsmnScorer:
         conv = w["fsmn.0.fsmn_block.conv_left.weight"]  # (proj, 1, lorder, 1)
         self._proj_dim, self._lorder = conv.shape[0], conv.shape[2]
         # out_linear1 and out_linear2 have no activation between them: one matrix does both.
-        w["out.linear.weight"] = w["out_linear2.linear.weight"] @ w["out_linear1.linear.weight"]
-        w["out.linear.bias"] = w["out_linear2.linear.weight"] @ w["out_linear1.linear.bias"] + w["out_linear2.linear.bias"]
+        first, second = w["out_linear1.linear.weight"], w["out_linear2.linear.weight"]
+        w["out.linear.weight"] = second @ first
+        w["out.linear.bias"] = second @ w["out_linear1.linear.bias"] + w["out_linear2.linear.bias"]
         self._w = {k: v.to(self.device) for k, v in w.items()}
         shift, scale = _load_cmvn(model_dir / "am.mvn")
         self._shift, self._scale = shift, scale
