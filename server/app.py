@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -102,7 +103,10 @@ class CaptionServer:
             job_engines.append(self._job_engines[name])
         if self._scorer is None:
             # Tiny and always on the CPU; in its own process so it does not compete for the GIL.
-            factory = ProcessScorer if self.config.inference.vad_process else FsmnScorer
+            if self.config.inference.vad_process:
+                factory = functools.partial(ProcessScorer, workers=self.config.inference.vad_workers)
+            else:
+                factory = FsmnScorer
             vad_dir = vad_model_dir(self.config.funasr)
             self._scorer = await loop.run_in_executor(None, factory, vad_dir)
             self._owns_scorer = True

@@ -66,6 +66,7 @@ class InferenceConfig:
     vad_max_batch_size: int
     vad_max_wait_ms: int
     vad_process: bool
+    vad_workers: int
     overload_backlog_ms: int
     hotword_file: str
 
@@ -176,6 +177,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "partial_interval_ms"): (100, 10_000),
     ("inference", "vad_max_batch_size"): (1, 4096),
     ("inference", "vad_max_wait_ms"): (0, 200),
+    ("inference", "vad_workers"): (1, 8),
     ("whisper", "cpu_threads"): (0, 256),
     ("whisper", "beam_size"): (1, 16),
     ("whisper", "no_speech_threshold"): (0, 1),

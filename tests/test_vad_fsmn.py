@@ -1,6 +1,7 @@
 """The FSMN scorer against funasr's own FSMN encoder and frontend on the same weights."""
 
 import numpy as np
+import pytest
 import torch
 
 from inference.vad_fsmn import FsmnScorer, packaged_model_dir
@@ -92,10 +93,11 @@ def test_vectorised_fbank_matches_kaldi_native_fbank():
     np.testing.assert_allclose(ours, reference, atol=1e-3)
 
 
-def test_worker_process_scorer_matches_in_process_scorer(scorer: FsmnScorer):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_process_scorer_matches_in_process_scorer(scorer: FsmnScorer, workers):
     from inference.vad_process import ProcessScorer
 
-    remote = ProcessScorer()
+    remote = ProcessScorer(workers=workers)  # with 2, the two streams live in different processes
     try:
         a = compose([0.3, "hello world", 0.3]).audio
         b = compose([0.2, "good morning everyone", 0.4]).audio
@@ -123,7 +125,7 @@ def test_a_dead_vad_worker_is_replaced(scorer: FsmnScorer):
         audio = compose([0.3, "hello world", 0.3]).audio
         state = remote.new_state()
         first = remote.score([(state, audio)])[0]
-        worker_pid = remote.worker_pid
+        worker_pid = remote.worker_pids[0]
         os.kill(worker_pid, signal.SIGKILL)
         again = remote.score([(remote.new_state(), audio)])[0]  # answered by a fresh worker
         np.testing.assert_allclose(again, first, atol=1e-4)
@@ -145,7 +147,7 @@ def test_async_scoring_survives_a_killed_worker(scorer: FsmnScorer):
 
         async def run():
             first = (await remote.score_async([(remote.new_state(), pcm)]))[0]
-            os.kill(remote.worker_pid, signal.SIGKILL)
+            os.kill(remote.worker_pids[0], signal.SIGKILL)
             again = (await remote.score_async([(remote.new_state(), pcm)]))[0]
             return first, again
 
