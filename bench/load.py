@@ -12,7 +12,9 @@ is bounded in time. Reported per run:
   sees; it includes the client's own chunking, up to one chunk)
 - the server's own share of it (srv95): from the arrival of the chunk holding the speech end to
   the final, minus queue and decode - the silence rule, FSMN look-ahead, batching and lag; its
-  floor is silence_ms. Then queue (waiting for the model) and decode (the model call) p95
+  floor is silence_ms. srvS95: the same on the server's clock (the final's endpoint_ms +
+  final_ms - queue_ms - decode_ms), without the clients' own receive delay. Then queue (waiting
+  for the model) and decode (the model call) p95
 - partial cadence (median gap between partials of a stream)
 - server CPU % (of one core) and RSS, RSS per connection
 - finals expected / received / duplicated (lost or duplicated must be 0); a run is cut off 60 s
@@ -285,6 +287,12 @@ def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str
     # The server's own share: from the arrival of the speech end to the final, except waiting for
     # and running the model (the silence rule's silence_ms is part of it).
     endpoint = [f["server_ms"] - f.get("queue_ms", 0) - f.get("decode_ms", 0) for f in finals]
+    # The same share on the server's clock (its own fields): not counting the clients' receive delay.
+    by_server = [
+        f["endpoint_ms"] + f["final_ms"] - f.get("queue_ms", 0) - f.get("decode_ms", 0)
+        for f in finals
+        if "endpoint_ms" in f
+    ]
     lag = histogram_quantiles(metrics, "caption_stream_lag_seconds")
     gaps = [b - a for r in results for a, b in zip(r["partial_times"], r["partial_times"][1:]) if b - a < 2.0]
     return {
@@ -294,6 +302,7 @@ def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str
         "lag_ms": [x * 1000 for x in lag],
         "latency_ms": [pct(latency, q) for q in (0.5, 0.95, 0.99)],
         "endpoint_p95": pct(endpoint, 0.95),
+        "server_clock_p95": pct(by_server, 0.95),
         "queue_p95": pct([f.get("queue_ms", 0) for f in finals], 0.95),
         "decode_p95": pct([f.get("decode_ms", 0) for f in finals], 0.95),
         "partial_gap_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
@@ -323,8 +332,8 @@ def main() -> None:
     )
     header = (
         f"{'engine':>8} {'vadB':>4} {'streams':>7} | {'lag p50/p95/p99 ms':>20} | {'final p50/p95/p99 ms':>22} | "
-        f"{'srv95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | {'cpu%':>5} {'cli%':>4} {'rssMiB':>6} "
-        f"{'KiB/conn':>8} | finals exp/got/dup"
+        f"{'srv95':>6} {'srvS95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | "
+        f"{'cpu%':>5} {'cli%':>4} {'rssMiB':>6} {'KiB/conn':>8} | finals exp/got/dup"
     )
     print(header)
     for vad_batch in args.vad_batch:
@@ -333,7 +342,8 @@ def main() -> None:
             lag = "/".join(f"{x:.0f}" for x in r["lag_ms"])
             lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
             print(
-                f"{r['engine']:>8} {vad_batch:>4} {count:>7} | {lag:>20} | {lat:>22} | {r['endpoint_p95']:>6.0f} "
+                f"{r['engine']:>8} {vad_batch:>4} {count:>7} | {lag:>20} | {lat:>22} | "
+                f"{r['endpoint_p95']:>6.0f} {r['server_clock_p95']:>6.0f} "
                 f"{r['queue_p95']:>7.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | "
                 f"{r['cpu']:>5.0f} {r['client_cpu']:>4.0f} {r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | "
                 f"{'/'.join(map(str, r['finals']))}",

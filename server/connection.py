@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from inference.engines.base import DecodeOptions
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ARRIVALS_KEPT = 256  # audio frames whose arrival time is kept per stream (a segment's last speech is recent)
 MAX_UNSCORED_S = 5.0  # audio allowed to wait for VAD before the connection stops reading
 SESSION_TAKEN_OVER = 4001  # close code: the captions session continues on another connection
 
@@ -53,6 +55,7 @@ class Stream:
     finals_task: asyncio.Task | None = None
     client_gone: bool = False
     first_audio_at: float | None = None
+    arrivals: ArrivalLog = field(default_factory=lambda: ArrivalLog(ARRIVALS_KEPT))
     pump: asyncio.Task | None = None  # the stream's VAD scoring loop, when running
     # Streaming engines (online/2pass): the model's cache for the open segment, and its chunker.
     chunker: SegmentChunker | None = None
@@ -69,6 +72,29 @@ class Stream:
 
     def ms(self, samples: int) -> int:
         return self.time_base_ms + samples_to_ms(samples)
+
+
+class ArrivalLog:
+    """When recent audio arrived: (16 kHz samples received so far, time) for the last `size` frames,
+    in preallocated arrays (no Python objects per frame: hundreds of streams x 10 frames a second
+    would keep the garbage collector busy). Tells when the server heard a segment's last speech."""
+
+    def __init__(self, size: int) -> None:
+        self._received = np.full(size, -1, dtype=np.int64)
+        self._at = np.zeros(size, dtype=np.float64)
+        self._next = 0
+
+    def add(self, received: int, at: float) -> None:
+        slot = self._next % len(self._received)
+        self._received[slot], self._at[slot] = received, at
+        self._next += 1
+
+    def time_of(self, sample: int) -> float | None:
+        """Arrival time of the frame holding `sample` (None if it is older than what is kept)."""
+        held = self._received >= sample
+        if not held.any() or (self._next >= len(self._received) and held.all()):
+            return None  # not yet received, or already forgotten
+        return float(self._at[held][np.argmin(self._received[held])])
 
 
 def chunk_ms(start: protocol.StartStream) -> int:
@@ -252,6 +278,7 @@ class Connection:
 
     def _account_audio(self, stream: Stream, new_samples: int) -> None:
         now = time.monotonic()
+        stream.arrivals.add(stream.session.samples_received, now)
         if stream.first_audio_at is None:
             stream.first_audio_at = now - new_samples / SAMPLE_RATE  # that audio began before it arrived
         self.ctx.metrics.audio_seconds.inc(new_samples / SAMPLE_RATE)
@@ -333,7 +360,10 @@ class Connection:
                 self._spawn(self._deliver_partial(stream, event, future))
             elif isinstance(event, SegmentClosed):
                 self.ctx.metrics.segments.labels(event.reason).inc()
-                self.ctx.metrics.stage.labels("endpoint").observe((event.end - event.speech_end) / SAMPLE_RATE)
+                heard_at = stream.arrivals.time_of(event.speech_end)
+                endpoint_s = None if heard_at is None else time.monotonic() - heard_at
+                if endpoint_s is not None:
+                    self.ctx.metrics.stage.labels("endpoint").observe(endpoint_s)
                 stream.closed_segments.add(event.segment_id)
                 if stream.start.mode == "online" and stream.step_segment == event.segment_id:
                     future = self._stream_final(stream, event)  # the streaming model's own text is final
@@ -342,7 +372,7 @@ class Connection:
                         stream.stream_id, event.segment_id, event.audio, stream.options
                     )
                 stream.step_state = stream.step_segment = None
-                stream.finals.put_nowait((event, future, time.monotonic()))
+                stream.finals.put_nowait((event, future, time.monotonic(), endpoint_s))
 
     def _stream_partial(self, stream: Stream, event: PartialDue) -> None:
         """Hand the streaming model the new whole chunks of the open segment."""
@@ -408,7 +438,7 @@ class Connection:
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
         while (item := await stream.finals.get()) is not None:
-            event, future, submitted = item
+            event, future, submitted, endpoint_s = item
             text, timestamps, failure, timing = "", None, None, {}
             try:
                 result = await future
@@ -441,6 +471,8 @@ class Connection:
             # call itself, and (the rest of final_ms) waiting for earlier segments' finals.
             reply.update(timing)
             reply["final_ms"] = round((time.monotonic() - submitted) * 1000)
+            if endpoint_s is not None:
+                reply["endpoint_ms"] = round(endpoint_s * 1000)
             if failure is not None:
                 reply["error"] = f"decoding failed: {failure}"
             stream.results.append(reply)

@@ -58,8 +58,8 @@ class Metrics:
         )
         self.stage = Histogram(
             "caption_stage_seconds",
-            "Time per stage: vad and decode are model calls; queue is "
-            "waiting for the model; endpoint is audio time from speech end to segment close",
+            "Time per stage: vad and decode are model calls; queue is waiting for the model; "
+            "endpoint is from the arrival of a segment's last speech to its close (silence_ms at best)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

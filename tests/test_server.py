@@ -462,3 +462,20 @@ async def test_gpu_cache_clear_endpoint_answers_clearly_on_cpu(shared_server):
     assert report == {"device": "cpu", "cleared": False, "message": "device is cpu: no CUDA cache to clear"}
     async with await connect(shared_server.url) as ws:  # the server carries on
         await start(ws)
+
+
+async def test_finals_say_how_long_endpointing_took_in_real_time(shared_server):
+    # Sent in real time, the 300 ms of silence after "hello world" takes 300 ms to arrive, so the
+    # close comes at least that long after the last speech was heard, and not much later.
+    script = compose([0.3, "hello world", 1.0])
+    async with await connect(shared_server.url) as ws:
+        await start(ws)
+        await send_audio(ws, script.audio, realtime=True)
+        await ws.send(json.dumps({"is_speaking": False}))
+        replies = await until_end(ws)
+    (final,) = finals(replies)
+    assert final["end_reason"] == "silence"
+    assert 250 <= final["endpoint_ms"] <= 700, final
+    metrics = http_get(shared_server.http + "/metrics")[2]
+    count = float(re.search(r'^caption_stage_seconds_count\{stage="endpoint"\} (\S+)$', metrics, re.M).group(1))
+    assert count >= 1
