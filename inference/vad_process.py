@@ -120,21 +120,14 @@ class ProcessScorer:
 
     def score(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
         """Blocking call (tests, tools); the server uses score_async."""
-        results: list = [None] * len(work)
-        for worker, indices in _by_worker(work).items():
-            for i, probs in zip(indices, worker.score([work[i] for i in indices])):
-                results[i] = probs
-        return results
+        groups = _by_worker(work)
+        return _in_work_order(len(work), groups, [w.score([work[i] for i in idx]) for w, idx in groups.items()])
 
     async def score_async(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
         """Score a batch in every worker at once, without blocking the event loop."""
         groups = _by_worker(work)
         answers = await asyncio.gather(*(w.score_async([work[i] for i in idx]) for w, idx in groups.items()))
-        results: list = [None] * len(work)
-        for indices, probs in zip(groups.values(), answers):
-            for i, p in zip(indices, probs):
-                results[i] = p
-        return results
+        return _in_work_order(len(work), groups, answers)
 
     def close(self) -> None:
         for worker in self._workers:
@@ -146,6 +139,15 @@ def _by_worker(work: Sequence[tuple[StreamHandle, np.ndarray]]) -> dict[_Worker,
     for i, (state, _) in enumerate(work):
         groups.setdefault(state.worker, []).append(i)
     return groups
+
+
+def _in_work_order(count: int, groups: dict[_Worker, list[int]], answers: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Each worker's answers, put back at the positions its work had in the batch."""
+    results: list = [None] * count
+    for indices, probs in zip(groups.values(), answers):
+        for i, p in zip(indices, probs):
+            results[i] = p
+    return results
 
 
 class _Worker:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_context import checked_context
 from tests.speech import compose, write_wav
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package (pip)")
@@ -81,12 +82,8 @@ def browser(playwright, speech_wav):
 
 @pytest.fixture
 def context(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    context.on("weberror", lambda error: errors.append(str(error.error)))
-    yield context
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+    with checked_context(browser, viewport={"width": 1280, "height": 900}) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")

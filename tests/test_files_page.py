@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_context import checked_context
 from tests.speech import compose, write_wav
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_api  # same browser, same flags
 from tests.wsclient import finals, transcribe, words
@@ -47,12 +48,8 @@ def browser():
 
 @pytest.fixture
 def context(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-    errors: list[str] = []
-    context.on("weberror", lambda error: errors.append(str(error.error)))
-    yield context
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+    with checked_context(browser, viewport={"width": 1280, "height": 1000}, accept_downloads=True) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")

@@ -177,13 +177,13 @@ def test_bad_local_model_directory_is_named(tiny_funasr, tmp_path, spec, says):
         create_engine(make_config(inference={"engine": "funasr"}, funasr=settings), "cpu")
 
 
-def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp_path):
+def start_server_without_hub_models(tmp_path, edit) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the real server on the default config changed by `edit(text)`, with an empty model cache
+    and downloads off, until it exits; returns the process and its `error:` lines."""
     from server.config import DEFAULT_CONFIG_PATH
 
-    text = DEFAULT_CONFIG_PATH.read_text()
-    text = text.replace('engine = "whisper"', 'engine = "funasr"').replace(
-        'model_cache_dir = ""', f'model_cache_dir = "{tmp_path}"'
-    )
+    text = edit(DEFAULT_CONFIG_PATH.read_text())
+    text = text.replace('model_cache_dir = ""', f'model_cache_dir = "{tmp_path}"')
     text = text.replace("allow_download = true", "allow_download = false").replace("port = 10095", "port = 0")
     path = tmp_path / "config.toml"
     path.write_text(text)
@@ -193,9 +193,15 @@ def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp
         text=True,
         timeout=120,
     )
+    return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp_path):
+    done, errors = start_server_without_hub_models(
+        tmp_path, lambda text: text.replace('engine = "whisper"', 'engine = "funasr"')
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "paraformer-zh" in errors[0] and str(tmp_path) in errors[0]
 
 

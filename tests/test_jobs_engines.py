@@ -9,8 +9,6 @@ their text is random characters, but exactly the engine's own.)"""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +19,7 @@ from tests.conftest import funasr_settings, make_config
 from tests.engines import RecordingEngine
 from tests.server_thread import ServerThread
 from tests.speech import compose, write_wav
+from tests.test_funasr_engine import start_server_without_hub_models
 from tests.test_jobs import LECTURE, PHRASES, get, submit, wait_done
 from tests.wsclient import finals, transcribe, words
 
@@ -321,25 +320,14 @@ def test_an_old_database_gets_the_engine_columns(tmp_path):
 
 
 def test_a_job_engine_that_cannot_load_stops_startup_with_one_line(tmp_path):
-    from server.config import DEFAULT_CONFIG_PATH
+    def edit(text: str) -> str:
+        text = text.replace('engine = "whisper" ', 'engine = "instant" ')  # the live engine loads at once
+        text = text.replace("engines = []", 'engines = ["funasr"]')
+        return text.replace("~/.local/share/livecaption", str(tmp_path))
 
-    text = DEFAULT_CONFIG_PATH.read_text()
-    text = text.replace('engine = "whisper" ', 'engine = "instant" ')  # the live engine loads at once
-    text = text.replace("engines = []", 'engines = ["funasr"]')
-    text = text.replace('model_cache_dir = ""', f'model_cache_dir = "{tmp_path}"')
-    text = text.replace("allow_download = true", "allow_download = false").replace("port = 10095", "port = 0")
-    text = text.replace("~/.local/share/livecaption", str(tmp_path))
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    done = subprocess.run(
-        [sys.executable, "run_server.py", "--config", str(path), "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done, errors = start_server_without_hub_models(tmp_path, edit)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "serving on" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr[-2000:]
     assert errors[0].startswith("error: jobs.engines lists 'funasr', which cannot be loaded: model 'paraformer-zh'")
     assert "funasr.offline_model" in errors[0] and str(tmp_path) in errors[0]  # the setting, and where it looked

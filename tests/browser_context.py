@@ -1,0 +1,16 @@
+"""A Playwright browser context that fails the test if the page throws (shared by the page tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def checked_context(browser, **options) -> Iterator:
+    context = browser.new_context(**options)
+    errors: list[str] = []
+    context.on("weberror", lambda error: errors.append(str(error.error)))
+    yield context
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
