@@ -20,18 +20,18 @@ def tools_available() -> bool:
 
 
 @lru_cache(maxsize=64)
-def _phrase(text: str, rate_wpm: int) -> bytes:
+def _phrase(text: str, rate_wpm: int, voice: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp, "raw.wav"), Path(tmp, "out.wav")
-        subprocess.run(["espeak-ng", "-s", str(rate_wpm), "-w", str(raw), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(raw), text], check=True)
         subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True)
         with wave.open(str(out)) as w:
             return w.readframes(w.getnframes())
 
 
-def phrase(text: str, rate_wpm: int = 130) -> np.ndarray:
+def phrase(text: str, rate_wpm: int = 130, voice: str = "en") -> np.ndarray:
     """espeak-ng speech at 16 kHz, float32, trimmed to its first and last audible sample."""
-    audio = np.frombuffer(_phrase(text, rate_wpm), dtype="<i2").astype(np.float32) / 32768
+    audio = np.frombuffer(_phrase(text, rate_wpm, voice), dtype="<i2").astype(np.float32) / 32768
     loud = np.nonzero(np.abs(audio) > 0.01)[0]
     return audio[loud[0] : loud[-1] + 1].copy()
 
@@ -43,12 +43,12 @@ class Script:
     texts: list[str]
 
 
-def compose(parts: list[str | float], rate_wpm: int = 130) -> Script:
+def compose(parts: list[str | float], rate_wpm: int = 130, voice: str = "en") -> Script:
     """Alternate phrases (str) and silences (float seconds) into one signal with known spans."""
     chunks, spans, texts, cursor = [], [], [], 0
     for part in parts:
         if isinstance(part, str):
-            audio = phrase(part, rate_wpm)
+            audio = phrase(part, rate_wpm, voice)
             spans.append((cursor, cursor + len(audio)))
             texts.append(part)
         else:
