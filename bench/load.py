@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/load.py --engine instant --streams 1 50 100 200 400 --vad-batch 1 256
     .venv/bin/python bench/load.py --engine whisper --streams 1 2 4
+    .venv/bin/python bench/load.py --streams 200 --noise-dbfs -45     # hiss above the energy gate
 
 The server runs as its own process (`run_server.py` with a generated config); the clients run in
 this process, each sending an espeak-ng script with known phrase boundaries in 100 ms chunks paced
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -43,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import websockets  # noqa: E402
 
 from tests.speech import compose, to_pcm16  # noqa: E402
@@ -323,11 +326,21 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a config.toml setting, e.g. vad_max_wait_ms=10"
     )
+    parser.add_argument(
+        "--noise-dbfs", type=float, default=None, help="add background noise at this RMS level, e.g. -45 (gate: -50)"
+    )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     script = compose(SCRIPT * args.loops)
+    if args.noise_dbfs is not None:
+        # A room: steady hiss under the speech and in the pauses (the script's pauses are otherwise
+        # digital silence, below the energy gate, which settles them without FSMN).
+        noise = np.random.default_rng(0).normal(0, 10 ** (args.noise_dbfs / 20), len(script.audio))
+        script = dataclasses.replace(script, audio=(script.audio + noise).astype(np.float32))
+    noise = "digital silence between phrases" if args.noise_dbfs is None else f"noise at {args.noise_dbfs:g} dBFS"
     print(
-        f"script {len(script.audio) / 16000:.1f} s, {len(script.spans)} phrases per stream, {CHUNK_MS} ms chunks; "
+        f"script {len(script.audio) / 16000:.1f} s, {len(script.spans)} phrases per stream ({noise}), "
+        f"{CHUNK_MS} ms chunks; "
         f"clients in this process, server in its own; server CPU % (with its VAD worker) is of one core (2 cores here)"
     )
     header = (

@@ -32,6 +32,9 @@ from inference.engines.base import DecodeOptions, DecodeResult, Engine
 
 log = logging.getLogger(__name__)
 
+# VAD batches handed to the scorer at once (see _score_loop).
+VAD_BATCHES_IN_FLIGHT = 2
+
 
 class ExecutorClosed(RuntimeError):
     """The server is shutting down; the request was not decoded."""
@@ -487,35 +490,51 @@ class InferenceExecutor:
 
     # --- VAD loop --------------------------------------------------------------------------
     async def _score_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            await self._score_ready.wait()
-            if self._closed:
-                break
-            # Gather chunks for a moment: one call for many streams costs little more than one call
-            # for a single stream, and at this step's scale a few ms do not matter to endpointing.
-            if self.vad_max_wait_s > 0 and len(self._scores) < self.vad_max_batch_size:
-                await asyncio.sleep(self.vad_max_wait_s)
-            batch = [self._scores.popleft() for _ in range(min(len(self._scores), self.vad_max_batch_size))]
-            if not self._scores:
-                self._score_ready.clear()
-            if not batch:
-                continue
-            self._scoring = batch
-            started = time.monotonic()
-            work = [(w.state, w.samples) for w in batch]
-            try:
-                if hasattr(self.scorer, "score_async"):  # a worker process: the loop waits on its pipe
-                    results = await self.scorer.score_async(work)
-                else:
-                    results = await loop.run_in_executor(self._vad_pool, self.scorer.score, work)
-            except Exception as exc:
-                log.exception("VAD scoring failed")
-                results = [exc] * len(batch)
-            self._on_batch("vad", len(batch), time.monotonic() - started)
-            for work, result in zip(batch, results):
-                _answer(work.future, result)
-            self._scoring = []
+        # Up to VAD_BATCHES_IN_FLIGHT batches at once: the next is in the scorer's pipe while one
+        # is scored, so the scorer never idles while the event loop is busy elsewhere. A stream
+        # has one score in flight at most, so its batches never overtake each other.
+        slots = asyncio.Semaphore(VAD_BATCHES_IN_FLIGHT)
+        running: set[asyncio.Task] = set()
+        try:
+            while not self._closed:
+                await self._score_ready.wait()
+                if self._closed:
+                    break
+                await slots.acquire()
+                # Gather chunks for a moment: one call for many streams costs little more than one
+                # call for a single stream, and at this step's scale a few ms do not matter.
+                if self.vad_max_wait_s > 0 and len(self._scores) < self.vad_max_batch_size:
+                    await asyncio.sleep(self.vad_max_wait_s)
+                batch = [self._scores.popleft() for _ in range(min(len(self._scores), self.vad_max_batch_size))]
+                if not self._scores:
+                    self._score_ready.clear()
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._score_batch(batch))
+                running.add(task)
+                task.add_done_callback(lambda done: (running.discard(done), slots.release()))
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _score_batch(self, batch: list[_Score]) -> None:
+        self._scoring.extend(batch)
+        started = time.monotonic()
+        work = [(w.state, w.samples) for w in batch]
+        try:
+            if hasattr(self.scorer, "score_async"):  # a worker process: the loop waits on its pipe
+                results = await self.scorer.score_async(work)
+            else:
+                results = await asyncio.get_running_loop().run_in_executor(self._vad_pool, self.scorer.score, work)
+        except Exception as exc:  # (cancelled: close() answers what is left in _scoring)
+            log.exception("VAD scoring failed")
+            results = [exc] * len(batch)
+        scored = {id(w) for w in batch}
+        self._scoring = [w for w in self._scoring if id(w) not in scored]
+        self._on_batch("vad", len(batch), time.monotonic() - started)
+        for work, result in zip(batch, results):
+            _answer(work.future, result)
 
 
 def _take_same_engine(queue: deque[_Decode], limit: int, batch: list) -> None:

@@ -13,6 +13,8 @@ thread hops per batch, each waiting for the GIL behind a busy event loop (up to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import itertools
 import logging
 import multiprocessing
@@ -21,6 +23,7 @@ import pickle
 import struct
 import threading
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -31,9 +34,11 @@ log = logging.getLogger(__name__)
 # A batch for 400 streams takes ~0.1 s; a worker silent for this long is stuck, not slow.
 REPLY_TIMEOUT_S = 30.0
 FRAME_HEADER = "!Q"
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; elsewhere the call fails harmlessly
+PIPE_BYTES = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 
 
-def _worker_main(requests: Connection, replies: Connection, model_dir: str | None) -> None:
+def _worker_main(request_pipe: Connection, reply_pipe: Connection, model_dir: str | None) -> None:
     import torch
 
     # One thread: the event loop needs the other core, and two threads that stall whenever the
@@ -43,10 +48,12 @@ def _worker_main(requests: Connection, replies: Connection, model_dir: str | Non
 
     scorer = FsmnScorer(model_dir)
     states: dict[int, object] = {}
-    _write_frame(replies.fileno(), "ready")
+    requests, replies = request_pipe.fileno(), reply_pipe.fileno()
+    incoming = _FrameReader()
+    _write_frame(replies, "ready")
     while True:
         try:
-            message = requests.recv()
+            message = _read_frame_blocking(requests, incoming)
         except (EOFError, OSError):  # the server went away
             return
         if message is None:
@@ -59,34 +66,51 @@ def _worker_main(requests: Connection, replies: Connection, model_dir: str | Non
             if handle not in states:
                 states[handle] = scorer.new_state()
             work.append((states[handle], samples))
-        _write_frame(replies.fileno(), scorer.score(work))
+        _write_frame(replies, scorer.score(work))
+
+
+def _frame(value) -> bytes:
+    """One message on a pipe: an 8-byte length, then the pickle."""
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return struct.pack(FRAME_HEADER, len(payload)) + payload
 
 
 def _write_frame(fd: int, value) -> None:
-    """One reply: an 8-byte length, then the pickle (blocking writes, in the worker)."""
-    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(struct.pack(FRAME_HEADER, len(payload)) + payload)
+    """Blocking write of one message (the worker; the parent's blocking path)."""
+    view = memoryview(_frame(value))
     while view:
         view = view[os.write(fd, view) :]
 
 
+def _read_frame_blocking(fd: int, reader: _FrameReader):
+    while (message := reader.next_message()) is _INCOMPLETE:
+        data = os.read(fd, 1 << 20)
+        if not data:
+            raise EOFError("pipe closed")
+        reader.buffer += data
+    return message
+
+
+_INCOMPLETE = object()
+
+
 class _FrameReader:
-    """Collects one reply frame from a non-blocking pipe, however the bytes arrive."""
+    """Splits a byte stream from a pipe into messages, however the bytes arrive."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def complete(self):
-        """The decoded reply once all of its bytes are in, else None (frames are never empty)."""
+    def next_message(self):
+        """The oldest complete message (removed from the buffer), or _INCOMPLETE."""
         header = struct.calcsize(FRAME_HEADER)
         if len(self.buffer) < header:
-            return None
+            return _INCOMPLETE
         (size,) = struct.unpack_from(FRAME_HEADER, self.buffer)
         if len(self.buffer) < header + size:
-            return None
-        if len(self.buffer) > header + size:
-            raise RuntimeError("VAD worker sent more than one reply")
-        return pickle.loads(memoryview(self.buffer)[header:])
+            return _INCOMPLETE
+        message = pickle.loads(memoryview(self.buffer)[header : header + size])
+        del self.buffer[: header + size]
+        return message
 
 
 class StreamHandle:
@@ -151,21 +175,28 @@ def _in_work_order(count: int, groups: dict[_Worker, list[int]], answers: list[l
 
 
 class _Worker:
-    """One worker process, its two pipes, and the handles released since the last call."""
+    """One worker process, its two pipes, and the handles released since the last call.
+
+    The event loop may have several batches in the worker's pipe at once (the executor sends the
+    next while one is being scored, so the worker never idles waiting for the loop to notice a
+    reply). Requests are written without blocking; replies come back in order and answer the
+    oldest batch still waiting. A blocking `score` (tests, tools) must not be mixed with
+    `score_async` on one scorer.
+    """
 
     def __init__(self, model_dir: str | None) -> None:
         self._model_dir = model_dir
         self._released: list[int] = []
         self._release_lock = threading.Lock()  # finalizers may run on any thread
-        self._call_lock = threading.Lock()  # one batch in the pipe at a time
+        self._call_lock = threading.Lock()  # blocking calls: one batch in the pipe at a time
+        self._generation = 0  # bumped by every replacement: a failure is handled once
+        self._replacing: asyncio.Lock | None = None
         self._start_worker()
 
     def _start_worker(self) -> None:
-        # Requests go down one pipe (blocking writes: the worker is idle in recv() whenever no
-        # batch is in flight); replies come up another, read by the event loop without blocking.
         context = multiprocessing.get_context("spawn")  # never fork a process holding threads
-        worker_requests, self._requests = context.Pipe(duplex=False)
-        self._replies, worker_replies = context.Pipe(duplex=False)
+        worker_requests, self._request_pipe = context.Pipe(duplex=False)
+        self._reply_pipe, worker_replies = context.Pipe(duplex=False)
         self._process = context.Process(
             target=_worker_main,
             args=(worker_requests, worker_replies, self._model_dir),
@@ -175,7 +206,18 @@ class _Worker:
         self._process.start()
         worker_requests.close()
         worker_replies.close()
-        if self._read_reply_blocking() != "ready":  # the model is loaded before the first stream arrives
+        # Both sides speak their own framing on the raw descriptors (see _frame).
+        self._requests, self._replies = self._request_pipe.fileno(), self._reply_pipe.fileno()
+        # A batch for 200 streams is ~640 KB. In a 64 KB pipe the next batch would trickle in
+        # one event-loop turn per 64 KB while the worker waits for it; a roomy pipe takes it whole.
+        for fd in (self._requests, self._replies):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        self._incoming = _FrameReader()
+        self._outgoing = bytearray()  # request bytes the pipe has not taken yet (async path)
+        self._in_flight: deque[asyncio.Future] = deque()  # batches sent, oldest first
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if _read_frame_blocking(self._replies, self._incoming) != "ready":  # the model loads before the first stream
             raise RuntimeError("VAD worker failed to start")
 
     @property
@@ -191,96 +233,151 @@ class _Worker:
             released, self._released = self._released, []
         return released, [(state.handle, _wire(samples)) for state, samples in work]
 
+    # --- blocking path (tests, tools) ----------------------------------------------------------
     def score(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
         with self._call_lock:
             try:
-                self._requests.send(self._message(work))
-                return self._read_reply_blocking()
+                return self._call_blocking(work)
             except (EOFError, OSError):
                 self._replace_dead_worker()
-                self._requests.send(self._message(work))
-                return self._read_reply_blocking()
+                return self._call_blocking(work)
 
+    def _call_blocking(self, work) -> list[np.ndarray]:
+        os.set_blocking(self._requests, True)
+        os.set_blocking(self._replies, True)
+        _write_frame(self._requests, self._message(work))
+        return _read_frame_blocking(self._replies, self._incoming)
+
+    # --- event-loop path (the server) ----------------------------------------------------------
     async def score_async(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
-        """Send one batch and wait for its probabilities without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        if not self._call_lock.acquire(blocking=False):
-            raise RuntimeError("one VAD batch at a time")
-        try:
+        """Send one batch and wait for its probabilities without blocking the event loop; other
+        batches may be in the pipe before and after it."""
+        for attempt in (1, 2):
+            if self._replacing is not None and self._replacing.locked():
+                async with self._replacing:  # a new worker is starting: send to it, not the old pipe
+                    pass
+            generation = self._generation
             try:
-                self._requests.send(self._message(work))
-                return await asyncio.wait_for(self._read_reply(loop), REPLY_TIMEOUT_S)
+                reply = self._send(work)
+                return await asyncio.wait_for(reply, REPLY_TIMEOUT_S)
             except (EOFError, OSError, asyncio.TimeoutError) as exc:
-                if isinstance(exc, asyncio.TimeoutError):
+                if attempt == 2:
+                    raise
+                if isinstance(exc, asyncio.TimeoutError) and generation == self._generation:
                     log.error("VAD worker gave no answer for %g s; replacing it", REPLY_TIMEOUT_S)
                     self._process.kill()
-                await loop.run_in_executor(None, self._replace_dead_worker)
                 # Streams' FSMN states restart from this chunk: a blip, then normal scoring.
-                self._requests.send(self._message(work))
-                return await asyncio.wait_for(self._read_reply(loop), REPLY_TIMEOUT_S)
-        finally:
-            self._call_lock.release()
+                await self._replace_once(generation)
+        raise AssertionError("unreachable")
 
-    async def _read_reply(self, loop: asyncio.AbstractEventLoop):
-        fd, reader, done = self._replies.fileno(), _FrameReader(), loop.create_future()
-
-        def on_readable() -> None:
-            try:
-                data = os.read(fd, 1 << 20)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                done.done() or done.set_exception(exc)
-                return
-            if not data:
-                done.done() or done.set_exception(EOFError("VAD worker closed its pipe"))
-                return
-            reader.buffer += data
-            try:
-                reply = reader.complete()
-            except Exception as exc:  # a garbled reply: treat the worker as broken
-                done.done() or done.set_exception(OSError(f"bad reply from VAD worker: {exc}"))
-                return
-            if reply is not None and not done.done():
-                done.set_result(reply)
-
-        loop.add_reader(fd, on_readable)
-        try:
-            return await done
-        finally:
-            loop.remove_reader(fd)
-
-    def _read_reply_blocking(self):
-        fd, reader = self._replies.fileno(), _FrameReader()
-        os.set_blocking(fd, True)  # an event loop may have made it non-blocking
-        while (reply := reader.complete()) is None:
-            data = os.read(fd, 1 << 20)
-            if not data:
-                raise EOFError("VAD worker closed its pipe")
-            reader.buffer += data
+    def _send(self, work) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            os.set_blocking(self._requests, False)
+            os.set_blocking(self._replies, False)
+        reply = loop.create_future()
+        if not self._in_flight:
+            loop.add_reader(self._replies, self._on_readable)
+        self._in_flight.append(reply)
+        waiting = bool(self._outgoing)
+        self._outgoing += _frame(self._message(work))
+        if not waiting:
+            self._flush()
         return reply
+
+    def _flush(self) -> None:
+        """Write what the pipe takes now; the rest goes when it is writable (the worker is busy
+        scoring the previous batch and reads this one after)."""
+        try:
+            written = os.write(self._requests, self._outgoing)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._fail_in_flight(exc)
+            return
+        del self._outgoing[:written]
+        if self._outgoing:
+            self._loop.add_writer(self._requests, self._on_writable)
+
+    def _on_writable(self) -> None:
+        self._loop.remove_writer(self._requests)
+        if self._outgoing:
+            self._flush()
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._replies, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail_in_flight(exc)
+            return
+        if not data:
+            self._fail_in_flight(EOFError("VAD worker closed its pipe"))
+            return
+        self._incoming.buffer += data
+        while self._in_flight:
+            try:
+                reply = self._incoming.next_message()
+            except Exception as exc:  # a garbled reply: treat the worker as broken
+                self._fail_in_flight(OSError(f"bad reply from VAD worker: {exc}"))
+                return
+            if reply is _INCOMPLETE:
+                break
+            future = self._in_flight.popleft()
+            if not future.done():  # its caller may have given up (timeout, shutdown)
+                future.set_result(reply)
+        if not self._in_flight:
+            self._loop.remove_reader(self._replies)
+
+    def _fail_in_flight(self, exc: BaseException) -> None:
+        """The worker is broken: every batch in its pipe fails (their callers retry on a new one)."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._replies)
+            self._loop.remove_writer(self._requests)
+        self._outgoing.clear()
+        while self._in_flight:
+            future = self._in_flight.popleft()
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _replace_once(self, generation: int) -> None:
+        """Replace the worker unless a concurrent failure of the same one already did."""
+        if self._replacing is None:
+            self._replacing = asyncio.Lock()
+        async with self._replacing:
+            if self._generation != generation:
+                return
+            self._fail_in_flight(EOFError("VAD worker replaced"))
+            await asyncio.get_running_loop().run_in_executor(None, self._replace_dead_worker)
 
     def _replace_dead_worker(self) -> None:
         # The worker died (killed, out of memory). Start a new one rather than leave every
         # stream deaf.
+        # (On the async path this runs in a thread while the event loop holds new batches back.)
         log.error("VAD worker process died; starting a new one")
-        self._requests.close()
-        self._replies.close()
+        self._request_pipe.close()
+        self._reply_pipe.close()
         self._process.join(timeout=5)
         with self._release_lock:
             self._released = []  # the new worker has no states to release
-        self._start_worker()
+        self._start_worker()  # the next _send makes the new pipes non-blocking again
+        self._generation += 1
 
     def close(self) -> None:
+        if self._loop is not None:
+            self._fail_in_flight(EOFError("VAD worker closed"))
         try:
-            self._requests.send(None)
+            os.set_blocking(self._requests, True)
+            _write_frame(self._requests, None)
         except OSError:
             pass
         self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.kill()
-        self._requests.close()
-        self._replies.close()
+        self._request_pipe.close()
+        self._reply_pipe.close()
 
 
 def _wire(samples: np.ndarray) -> np.ndarray:

@@ -60,8 +60,8 @@ async def segments(chunks: AsyncIterator[np.ndarray] | Iterable, settings: Sessi
         return events
 
     async for chunk in _aiter(chunks):
-        session.push(to_int16(np.asarray(chunk, dtype=np.float32)).tobytes())
-        for event in await scored():
+        decided = session.push(to_int16(np.asarray(chunk, dtype=np.float32)).tobytes())
+        for event in decided + await scored():
             if isinstance(event, SegmentClosed):
                 yield event
     for event in session.finish():

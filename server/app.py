@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -494,7 +495,14 @@ async def serve_until_signalled(config: Config) -> None:
         await server.shutdown()
 
 
+# The event loop is the latency-critical thread; the decode and database threads run Python in
+# bursts (text normalisation, SQLite calls). Under contention the interpreter hands the GIL over
+# only every switch interval (5 ms by default), and each handover can hold up every stream's audio.
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def run(config: Config) -> None:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         import uvloop
     except ImportError:

@@ -236,11 +236,13 @@ class Connection:
                 return
             received_before = stream.session.samples_received
             try:
-                stream.session.push(data)
+                decided = stream.session.push(data)
             except AudioFormatError as exc:
                 self._error("bad_audio", f"{exc}; frame dropped")
                 return
             self._account_audio(stream, stream.session.samples_received - received_before)
+            if decided:  # a pause below the energy gate closed a segment: no VAD round trip needed
+                self._handle(stream, decided)
             limit_s = self.ctx.config.server.max_stream_audio_s
             if stream.session.samples_received > limit_s * SAMPLE_RATE:
                 self._error(

@@ -1,10 +1,12 @@
 """One audio stream: PCM bytes -> resample -> ring buffer -> VAD stages -> endpointer -> events.
 
 Phased so the FSMN model can be batched across streams by the caller:
-    session.push(pcm)                   # cheap: decode, resample, energy gate, webrtcvad
+    events = session.push(pcm)          # cheap: decode, resample, energy gate, webrtcvad
     work = session.take_work()          # all audio FSMN has not seen yet (any number of pushes)
     probs = scorer.score([work])[0]     # FSMN, batched with other streams' work
-    events = session.apply(probs)       # endpointing decisions -> typed events
+    events += session.apply(probs)      # endpointing decisions -> typed events
+push() returns events too: frames below the energy gate are silence whatever FSMN says, so a
+segment whose silence they complete closes as the audio arrives, without waiting for the model.
 Pushes may go on while a score is in flight; the next take_work() covers them all, so a stream
 never falls behind by one model call per chunk. `feed(pcm, scorer)` does it all for tests.
 """
@@ -110,14 +112,31 @@ class StreamSession:
         """Audio received that FSMN has not scored yet, in seconds."""
         return self._unscored_samples / SAMPLE_RATE
 
-    def push(self, pcm: bytes) -> None:
-        """Store a PCM16LE frame and run the cheap stages. Raises AudioFormatError on bad bytes."""
+    def push(self, pcm: bytes) -> list[Event]:
+        """Store a PCM16LE frame and run the cheap stages. Raises AudioFormatError on bad bytes.
+
+        Returns the events the cheap stages decide alone (see _step_quiet_frames); the caller must
+        handle them like apply()'s."""
         if self._finished:
             raise RuntimeError("stream already finished")
         if self._resampler.input_rate_hz == SAMPLE_RATE:
             self._store(decode_int16(pcm))  # the common case stays in int16 end to end
         else:
             self._store(to_int16(self._resampler.process(decode_pcm16(pcm))))
+        return self._step_quiet_frames()
+
+    def _step_quiet_frames(self) -> list[Event]:
+        """Decide now the oldest undecided frames that are below the energy gate: they are silence
+        whatever FSMN says (it can neither open a segment nor keep one open there), so a pause
+        ends its segment as soon as its audio arrives, not one VAD round trip later. FSMN still
+        scores them, for its memory; those probabilities are dropped when they come."""
+        events: list[Event] = []
+        while self._pending and not self._gate.passes(self._pending[0][0]):
+            level, _ = self._pending.popleft()
+            self._discard += 1
+            for decision in self._endpointer.step(False, level):
+                events.append(self._to_event(decision))
+        return events
 
     def _store(self, samples: np.ndarray) -> None:
         """Takes int16 samples at 16 kHz."""
@@ -220,13 +239,13 @@ class StreamSession:
         return events
 
     def feed(self, pcm: bytes, scorer: SpeechScorer) -> list[Event]:
-        self.push(pcm)
+        events = self.push(pcm)
         work = self.take_work()
         if work is None:
-            return []
+            return events
         if not work.needed:
-            return self.apply(None)
-        return self.apply(scorer.score([(work.state, work.samples)])[0])
+            return events + self.apply(None)
+        return events + self.apply(scorer.score([(work.state, work.samples)])[0])
 
     def finish(self) -> list[Event]:
         """End of stream: every open segment is closed with all audio received so far."""

@@ -206,3 +206,38 @@ async def test_a_crashed_batching_loop_fails_its_in_flight_requests_and_restarts
     finally:
         await executor.close()
     assert words(later.text) == "good morning" and executor.stats.restarts == 1
+
+
+async def test_next_vad_batch_is_sent_while_one_is_being_scored(whisper_engine, scorer, clips):
+    # The scorer must never idle while the event loop is busy: a second batch goes into its pipe
+    # while the first is scored, and no more than that (a stream's chunks stay in order anyway).
+    from inference.executor import VAD_BATCHES_IN_FLIGHT
+
+    class SlowScorer:  # the real scorer, behind a gate that holds every call until opened
+        def __init__(self):
+            self.gate, self.active, self.peak = asyncio.Event(), 0, 0
+
+        def new_state(self):
+            return scorer.new_state()
+
+        async def score_async(self, work):
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            try:
+                await self.gate.wait()
+                return scorer.score(work)
+            finally:
+                self.active -= 1
+
+    slow = SlowScorer()
+    executor = await make(whisper_engine, slow)
+    futures = []
+    for _ in range(4):  # one stream per submission, each after the previous batch has left
+        futures.append(executor.score_speech(scorer.new_state(), clips[0][:1600]))
+        await asyncio.sleep(0.01)
+    assert slow.peak == VAD_BATCHES_IN_FLIGHT == 2
+    slow.gate.set()
+    results = await asyncio.gather(*futures)
+    await executor.close()
+    for r in results[1:]:
+        np.testing.assert_allclose(r, results[0], atol=1e-5)

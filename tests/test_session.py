@@ -172,6 +172,33 @@ def test_segment_closes_in_the_chunk_that_completes_the_silence(scorer, lead_ms)
     assert len(found) == 2
 
 
+def test_a_pause_below_the_gate_closes_its_segment_as_it_arrives(scorer):
+    # Frames below the energy gate are silence whatever FSMN says, so the chunk that completes the
+    # silence closes the segment in push(), without waiting for the model. Here every FSMN answer
+    # comes one chunk late (a busy VAD worker), as in the server's pump.
+    script = compose([0.5, "hello world", 0.6, "good morning", 0.8])
+    reference = [(s.start, s.end, s.speech_start, s.speech_end) for s in closed(stream(scorer, script.audio))]
+    session = StreamSession(settings(), scorer.new_state)
+    pcm, step = to_pcm16(script.audio), 1600 * 2
+    events, on_arrival, in_flight = [], [], None
+    for offset in range(0, len(pcm), step):
+        arrived = session.push(pcm[offset : offset + step])
+        for segment in closed(arrived):
+            received = min(len(pcm), offset + step) // 2
+            assert received - segment.end < 1600, (received, segment.end)
+        on_arrival += closed(arrived)
+        events += arrived
+        if in_flight is not None:
+            events += session.apply(in_flight)
+        work = session.take_work()
+        in_flight = scorer.score([(work.state, work.samples)])[0] if work.needed else None
+    if in_flight is not None:
+        events += session.apply(in_flight)
+    found = [(s.start, s.end, s.speech_start, s.speech_end) for s in closed(events + session.finish())]
+    assert found == reference and len(found) == 2
+    assert len(on_arrival) == 2  # both pauses are digital silence: neither waited for FSMN
+
+
 def test_chunk_size_does_not_change_the_result(scorer):
     script = compose([0.5, "hello world", 0.6, "good morning", 0.5])
     a = [(s.start, s.end) for s in closed(stream(scorer, script.audio, chunk_ms=20))]
@@ -209,7 +236,7 @@ def test_streams_scored_together_match_streams_scored_alone(scorer):
         batch = []
         for i, session in enumerate(sessions):
             if offsets[i] < len(pcms[i]):
-                session.push(pcms[i][offsets[i] : offsets[i] + steps[i]])
+                events[i] += session.push(pcms[i][offsets[i] : offsets[i] + steps[i]])
                 offsets[i] += steps[i]
                 batch.append((i, session.take_work()))
         needed = [(i, w) for i, w in batch if w.needed]

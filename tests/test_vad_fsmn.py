@@ -156,3 +156,53 @@ def test_async_scoring_survives_a_killed_worker(scorer: FsmnScorer):
         np.testing.assert_allclose(again, first, atol=1e-4)
     finally:
         remote.close()
+
+
+def test_batches_pipelined_into_one_worker_come_back_to_their_callers(scorer: FsmnScorer):
+    # The server sends the next batch while the worker scores one; replies must find their own
+    # callers. Each batch here is ~1.3 MB, more than the pipe holds: the rest goes as it drains.
+    import asyncio
+
+    from inference.vad_process import ProcessScorer
+
+    remote = ProcessScorer()
+    try:
+        phrases = ["hello world", "good morning everyone", "please open the door"]
+        clips = [(compose([0.3, p, 0.3]).audio * 32768).round().astype(np.int16) for p in phrases]
+        batches = [[(remote.new_state(), clip[: 16000 * 1]) for _ in range(40)] for clip in clips]
+
+        async def run():
+            return await asyncio.gather(*(remote.score_async(batch) for batch in batches))
+
+        answers = asyncio.run(run())
+        for clip, answer in zip(clips, answers):
+            expected = scorer.score([(scorer.new_state(), clip[:16000])])[0]
+            assert len(answer) == 40
+            for probs in answer:
+                np.testing.assert_allclose(probs, expected, atol=1e-4)
+    finally:
+        remote.close()
+
+
+def test_a_worker_killed_with_batches_in_flight_answers_them_all(scorer: FsmnScorer):
+    import asyncio
+    import os
+    import signal
+
+    from inference.vad_process import ProcessScorer
+
+    remote = ProcessScorer()
+    try:
+        pcm = (compose([0.3, "hello world", 0.3]).audio * 32768).round().astype(np.int16)
+        expected = scorer.score([(scorer.new_state(), pcm)])[0]
+
+        async def run():
+            calls = [asyncio.ensure_future(remote.score_async([(remote.new_state(), pcm)])) for _ in range(3)]
+            await asyncio.sleep(0)  # all three are in the pipe
+            os.kill(remote.worker_pids[0], signal.SIGKILL)
+            return await asyncio.gather(*calls)
+
+        for answer in asyncio.run(run()):
+            np.testing.assert_allclose(answer[0], expected, atol=1e-4)  # fresh states on the new worker
+    finally:
+        remote.close()
