@@ -134,9 +134,17 @@ class FsmnScorer:
             # Row t of stream g lands at [g, t] of the padded batch; the real rows are taken back.
             real = np.repeat(np.arange(len(group)) * longest, lengths) + _ranges(lengths)
             source = np.repeat(first_row[group], lengths) + _ranges(lengths)
+            group_states = [states[i] for i in group]
+            if len(real) == len(group) * longest and source[-1] - source[0] == len(source) - 1:
+                # The usual case (every stream sent the same amount, in feats' order): no padding,
+                # the rows are one contiguous block already.
+                rows_here = slice(int(source[0]), int(source[-1]) + 1)
+                probs = self._forward_padded(feats[rows_here].reshape(len(group), longest, -1), group_states, lengths)
+                out[rows_here] = probs.reshape(-1)
+                continue
             batch = np.zeros((len(group) * longest, LFR_M * 80), dtype=np.float32)
             batch[real] = feats[source]
-            probs = self._forward_padded(batch.reshape(len(group), longest, -1), [states[i] for i in group], lengths)
+            probs = self._forward_padded(batch.reshape(len(group), longest, -1), group_states, lengths)
             out[source] = probs.reshape(-1)[real]
         return out
 
@@ -144,9 +152,11 @@ class FsmnScorer:
         w = self._w
         keep = self._lorder - 1
         x = torch.from_numpy(feats).to(self.device)  # (B, T, 400)
-        x = torch.relu(_affine(_affine(x, w, "in_linear1"), w, "in_linear2"))
+        x = torch.relu_(_affine(_affine(x, w, "in_linear1"), w, "in_linear2"))
         caches = torch.from_numpy(np.stack([s.caches for s in states])).to(self.device)  # (B,L,P,K)
-        # Each stream's new cache is the `keep` columns ending at its own last real frame.
+        # Each stream's new cache is the `keep` columns ending at its own last real frame (when no
+        # stream is padded, simply the last `keep` columns).
+        unpadded = bool((lengths == feats.shape[1]).all())
         ends = torch.from_numpy(lengths).to(self.device)[:, None] + torch.arange(keep, device=self.device)[None]
         gather = ends[:, None, :].expand(-1, self._proj_dim, -1)
         new_caches = []
@@ -154,10 +164,10 @@ class FsmnScorer:
             p = f"fsmn.{layer}."
             proj = x @ w[p + "linear.linear.weight"].T  # (B, T, P)
             seq = torch.cat([caches[:, layer], proj.transpose(1, 2)], dim=2)  # (B, P, K + T)
-            new_caches.append(torch.gather(seq, 2, gather))
+            new_caches.append(seq[:, :, -keep:] if unpadded else torch.gather(seq, 2, gather))
             kernel = w[p + "fsmn_block.conv_left.weight"][:, :, :, 0]  # (P, 1, lorder)
             memory = torch.nn.functional.conv1d(seq, kernel, groups=self._proj_dim)  # (B, P, T)
-            x = torch.relu(_affine(proj + memory.transpose(1, 2), w, p + "affine"))
+            x = torch.relu_(_affine(proj.add_(memory.transpose(1, 2)), w, p + "affine"))  # (seq holds a copy)
         silence = torch.softmax(_affine(x, w, "out"), dim=-1)[..., SILENCE_PDF]
         stacked = torch.stack(new_caches, dim=1).cpu().numpy()
         for state, cache in zip(states, stacked):
