@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -47,6 +48,8 @@ def _worker_main(request_pipe: Connection, reply_pipe: Connection, model_dir: st
     from inference.vad_fsmn import FsmnScorer
 
     scorer = FsmnScorer(model_dir)
+    gc.collect()
+    gc.freeze()  # torch's objects are never scanned again: no full-collection stalls mid-batch
     states: dict[int, object] = {}
     requests, replies = request_pipe.fileno(), reply_pipe.fileno()
     incoming = _FrameReader()

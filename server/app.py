@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -488,6 +489,11 @@ async def serve_until_signalled(config: Config) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig)
     await server.startup()
+    # Models, grammars and imports leave ~200k long-lived objects; a full garbage collection
+    # scanning them all stalls the event loop for ~90 ms (measured: one 150 ms stall in a 200-stream
+    # run). Frozen, they are never scanned again; what connections allocate is collected as before.
+    gc.collect()
+    gc.freeze()
     try:
         await server.serve()
     finally:

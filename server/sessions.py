@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +40,23 @@ class CaptionSession:
         return [{**final, "replayed": True} for final in self.finals if final["segment_id"] > segment_id]
 
 
+# Idle sessions are looked for at most this often. Scanning on every get() cost O(sessions) per
+# new connection: a reconnect storm of N clients with thousands of kept sessions scanned N times.
+SWEEP_INTERVAL_S = 1.0
+
+
 class SessionHub:
-    def __init__(self, keep_s: float, max_finals: int, subscriber_partials: int, subscriber_backlog: int) -> None:
+    def __init__(
+        self,
+        keep_s: float,
+        max_finals: int,
+        subscriber_partials: int,
+        subscriber_backlog: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.keep_s = keep_s
+        self._clock = clock
+        self._next_sweep = 0.0
         self.max_finals = max_finals
         self._subscriber_partials = subscriber_partials
         self._subscriber_backlog = subscriber_backlog
@@ -56,12 +71,12 @@ class SessionHub:
         session = self._sessions.get(session_id)
         if session is None:
             session = self._sessions[session_id] = CaptionSession(session_id, deque(maxlen=self.max_finals))
-        session.last_used = time.monotonic()
+        session.last_used = self._clock()
         return session
 
     def publish(self, session: CaptionSession, message: dict[str, Any]) -> None:
         """A caption reply of the session's stream: stored if final, copied to every subscriber."""
-        session.last_used = time.monotonic()
+        session.last_used = self._clock()
         kind = message.get("type")
         if kind == "final":
             session.finals.append(message)
@@ -84,7 +99,7 @@ class SessionHub:
         session = self._sessions.get(session_id)
         if session is not None:
             session.subscribers.discard(outbox)
-            session.last_used = time.monotonic()
+            session.last_used = self._clock()
 
     def close_subscribers(self) -> None:
         """Server stopping: subscribers get what is queued, then their sockets close."""
@@ -93,7 +108,13 @@ class SessionHub:
                 outbox.close()
 
     def _forget_idle(self) -> None:
-        cutoff = time.monotonic() - self.keep_s
+        """Sessions with no stream and no subscriber, idle longer than keep_s, are forgotten (at
+        most SWEEP_INTERVAL_S late)."""
+        now = self._clock()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + min(SWEEP_INTERVAL_S, self.keep_s)
+        cutoff = now - self.keep_s
         for session_id, session in list(self._sessions.items()):
             if session.owner is None and not session.subscribers and session.last_used < cutoff:
                 del self._sessions[session_id]

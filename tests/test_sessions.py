@@ -7,6 +7,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections import deque
 
 import pytest
 import websockets
@@ -145,3 +146,25 @@ def test_only_the_pages_own_files_are_served_from_client_js(shared_server):
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(shared_server.http + path, timeout=10)
         assert caught.value.code == 404
+
+
+def test_idle_sessions_are_forgotten_after_keep_s_and_busy_ones_are_kept():
+    from server.sessions import SWEEP_INTERVAL_S, SessionHub
+
+    now = [1000.0]
+    hub = SessionHub(keep_s=600, max_finals=10, subscriber_partials=2, subscriber_backlog=10, clock=lambda: now[0])
+    hub.get("idle")
+    hub.get("streaming").owner = object()  # a connection is streaming into it
+    watched = hub.subscribe("watched")  # an overlay is showing it
+    hub.publish(hub.get("idle"), {"type": "final", "segment_id": 0, "text": "kept until forgotten"})
+    now[0] += 599
+    hub.get("new")
+    assert len(hub) == 4  # nothing idle long enough yet
+    now[0] += 2
+    hub.get("newer")
+    assert len(hub) == 4  # "idle" forgotten; the streamed and the watched ones are kept
+    assert hub.get("idle").finals == deque()  # a fresh, empty session under the old name
+    hub.unsubscribe("watched", watched)
+    now[0] += 600 + SWEEP_INTERVAL_S
+    hub.get("latest")  # one sweep: every session idle since then is gone, "streaming" stays
+    assert sorted(hub._sessions) == ["latest", "streaming"]
