@@ -3,6 +3,7 @@
     .venv/bin/python bench/load.py --engine instant --streams 1 50 100 200 400 --vad-batch 1 256
     .venv/bin/python bench/load.py --engine whisper --streams 1 2 4
     .venv/bin/python bench/load.py --streams 200 --noise-dbfs -45     # hiss above the energy gate
+    .venv/bin/python bench/load.py --streams 400 --loops 4 --ramp-s 20  # more than fit: newcomers get "busy"
 
 The server runs as its own process (`run_server.py` with a generated config); the clients run in
 this process, each sending an espeak-ng script with known phrase boundaries in 100 ms chunks paced
@@ -19,7 +20,8 @@ is bounded in time. Reported per run:
 - partial cadence (median gap between partials of a stream)
 - server CPU % (of one core) and RSS, RSS per connection
 - finals expected / received / duplicated (lost or duplicated must be 0); a run is cut off 60 s
-  after the script ends, and finals missing then are late (an overloaded server)
+  after the script ends, and finals missing then are late (an overloaded server). Streams the
+  server turned away as busy (vad_overload_ms) are counted apart and not expected
 The `instant` engine (fixed text, no recognition; a benchmark engine) isolates the server's own
 cost; `whisper` shows the real total on the embedded model.
 """
@@ -178,67 +180,88 @@ async def stream(
     sent_at: list[float] = []
     finals, partial_times = [], []
     # Filled as replies come, so a stream cut off at the deadline still reports what it got.
-    results.append({"finals": finals, "partial_times": partial_times})
+    entry = {"finals": finals, "partial_times": partial_times, "refused": False}
+    results.append(entry)
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     async with websockets.connect(url, subprotocols=["binary"], ping_interval=None, max_size=None) as ws:
-        await ws.send(
-            json.dumps(
+        try:
+            await _captions(ws, index, chunks, spans_ms, sent_at, finals, partial_times)
+        except websockets.ConnectionClosed:
+            if ws.close_code != 1013:  # 1013: turned away as busy (vad_overload_ms), counted apart
+                raise
+            entry["refused"] = True
+
+
+async def _captions(ws, index, chunks, spans_ms, sent_at, finals, partial_times) -> None:
+    await ws.send(
+        json.dumps(
+            {
+                "mode": "2pass",
+                "wav_name": f"s{index}",
+                "wav_format": "pcm",
+                "audio_fs": 16000,
+                "is_speaking": True,
+                "chunk_size": [5, 10, 5],
+                "chunk_interval": 10,
+            }
+        )
+    )
+
+    began = time.monotonic()  # wall time of the script's first sample, as a microphone hears it
+
+    async def send() -> None:
+        # Like a microphone: a chunk leaves once all of its audio has been spoken.
+        for i, chunk in enumerate(chunks):
+            await asyncio.sleep(max(0.0, began + (i + 1) * CHUNK_MS / 1000 - time.monotonic()))
+            sent_at.append(time.monotonic())
+            await ws.send(chunk)
+        await ws.send(json.dumps({"is_speaking": False}))
+
+    sender = asyncio.create_task(send())
+    try:
+        await _replies(ws, began, spans_ms, sent_at, finals, partial_times)
+        await sender
+    finally:
+        sender.cancel()  # a refused stream's sender fails or is still waiting to send
+        await asyncio.gather(sender, return_exceptions=True)
+
+
+async def _replies(ws, began, spans_ms, sent_at, finals, partial_times) -> None:
+    async for raw in ws:
+        reply = json.loads(raw)
+        now = time.monotonic()
+        if reply.get("type") == "partial":
+            partial_times.append(now)
+        elif reply.get("type") == "final":
+            # The speaker stopped at span_end of stream time. The server's own share starts
+            # when the chunk holding that moment arrived: the client's chunking is not its doing.
+            span_end = min(spans_ms, key=lambda s: abs(s[1] - reply["end_ms"]))[1]
+            holding = min(len(sent_at) - 1, max(0, math.ceil(span_end / CHUNK_MS) - 1))
+            finals.append(
                 {
-                    "mode": "2pass",
-                    "wav_name": f"s{index}",
-                    "wav_format": "pcm",
-                    "audio_fs": 16000,
-                    "is_speaking": True,
-                    "chunk_size": [5, 10, 5],
-                    "chunk_interval": 10,
+                    **reply,
+                    "latency_ms": (now - began) * 1000 - span_end,
+                    "server_ms": (now - sent_at[holding]) * 1000,
                 }
             )
-        )
-
-        began = time.monotonic()  # wall time of the script's first sample, as a microphone hears it
-
-        async def send() -> None:
-            # Like a microphone: a chunk leaves once all of its audio has been spoken.
-            for i, chunk in enumerate(chunks):
-                await asyncio.sleep(max(0.0, began + (i + 1) * CHUNK_MS / 1000 - time.monotonic()))
-                sent_at.append(time.monotonic())
-                await ws.send(chunk)
-            await ws.send(json.dumps({"is_speaking": False}))
-
-        sender = asyncio.create_task(send())
-        async for raw in ws:
-            reply = json.loads(raw)
-            now = time.monotonic()
-            if reply.get("type") == "partial":
-                partial_times.append(now)
-            elif reply.get("type") == "final":
-                # The speaker stopped at span_end of stream time. The server's own share starts
-                # when the chunk holding that moment arrived: the client's chunking is not its doing.
-                span_end = min(spans_ms, key=lambda s: abs(s[1] - reply["end_ms"]))[1]
-                holding = min(len(sent_at) - 1, max(0, math.ceil(span_end / CHUNK_MS) - 1))
-                finals.append(
-                    {
-                        **reply,
-                        "latency_ms": (now - began) * 1000 - span_end,
-                        "server_ms": (now - sent_at[holding]) * 1000,
-                    }
-                )
-            if reply.get("is_final"):
-                break
-        await sender
+        if reply.get("is_final"):
+            break
 
 
-async def run_clients(url: str, count: int, script) -> list[dict]:
+async def run_clients(url: str, count: int, script, ramp_s: float = 0.0) -> list[dict]:
     pcm = to_pcm16(script.audio)
     step = 16000 * CHUNK_MS // 1000 * 2
     chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     spans_ms = [(a / 16, b / 16) for a, b in script.spans]
     begin = time.monotonic() + 0.5
     results: list[dict] = []
-    tasks = [stream(url, i, chunks, spans_ms, begin + (i % 50) * 0.02, results) for i in range(count)]
+    # Default: every stream starts within the first second (50 start times, 20 ms apart); with
+    # ramp_s, one after another, evenly over that many seconds.
+    starts = [begin + (i * ramp_s / count if ramp_s else (i % 50) * 0.02) for i in range(count)]
+    tasks = [stream(url, i, chunks, spans_ms, starts[i], results) for i in range(count)]
     # Bounded: whatever has not arrived this long after the script ended counts as late.
     done, pending = await asyncio.wait(
-        [asyncio.create_task(t) for t in tasks], timeout=len(script.audio) / 16000 + DEADLINE_AFTER_SCRIPT_S
+        [asyncio.create_task(t) for t in tasks], timeout=len(script.audio) / 16000 + ramp_s + DEADLINE_AFTER_SCRIPT_S
     )
     for task in pending:
         task.cancel()
@@ -256,7 +279,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str, str] | None = None) -> dict:
+def one_run(
+    engine: str, vad_batch: int, count: int, script, overrides: dict[str, str] | None = None, ramp_s: float = 0.0
+) -> dict:
     server = ServerProcess(engine, vad_batch, count, overrides)
     try:
         idle_rss = server.rss_mib()
@@ -272,7 +297,7 @@ def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str
 
             sampler = asyncio.create_task(sample())
             try:
-                return await run_clients(server.url, count, script)
+                return await run_clients(server.url, count, script, ramp_s)
             finally:
                 sampler.cancel()
 
@@ -284,7 +309,8 @@ def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str
     finally:
         server.stop()
     finals = [f for r in results for f in r["finals"]]
-    expected = count * len(script.spans)
+    refused = sum(r["refused"] for r in results)
+    expected = (count - refused) * len(script.spans)
     duplicates = sum(len(r["finals"]) - len({f["segment_id"] for f in r["finals"]}) for r in results)
     latency = [f["latency_ms"] for f in finals]
     # The server's own share: from the arrival of the speech end to the final, except waiting for
@@ -314,6 +340,7 @@ def one_run(engine: str, vad_batch: int, count: int, script, overrides: dict[str
         "rss": peak["rss"],
         "rss_per_conn_kib": (peak["rss"] - idle_rss) * 1024 / count,
         "finals": (expected, len(finals), duplicates),
+        "refused": refused,
     }
 
 
@@ -329,6 +356,7 @@ def main() -> None:
     parser.add_argument(
         "--noise-dbfs", type=float, default=None, help="add background noise at this RMS level, e.g. -45 (gate: -50)"
     )
+    parser.add_argument("--ramp-s", type=float, default=0.0, help="start the streams evenly over this many seconds")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     script = compose(SCRIPT * args.loops)
@@ -351,7 +379,7 @@ def main() -> None:
     print(header)
     for vad_batch in args.vad_batch:
         for count in args.streams:
-            r = one_run(args.engine, vad_batch, count, script, overrides)
+            r = one_run(args.engine, vad_batch, count, script, overrides, args.ramp_s)
             lag = "/".join(f"{x:.0f}" for x in r["lag_ms"])
             lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
             print(
@@ -359,7 +387,7 @@ def main() -> None:
                 f"{r['endpoint_p95']:>6.0f} {r['server_clock_p95']:>6.0f} "
                 f"{r['queue_p95']:>7.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | "
                 f"{r['cpu']:>5.0f} {r['client_cpu']:>4.0f} {r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | "
-                f"{'/'.join(map(str, r['finals']))}",
+                f"{'/'.join(map(str, r['finals']))}" + (f" (busy: {r['refused']})" if r["refused"] else ""),
                 flush=True,
             )
 

@@ -58,6 +58,19 @@ class ServerContext:
         """The executor is behind: finals wait longer than overload_backlog_ms."""
         return self.executor.oldest_final_wait_s * 1000 > self.config.inference.overload_backlog_ms
 
+    @property
+    def vad_behind(self) -> bool:
+        """Speech detection cannot keep up (more streams than this machine can score): streams
+        already open keep going, new ones are turned away until it catches up."""
+        limit = self.config.inference.vad_overload_ms
+        return bool(limit) and self.vad_backlog_s * 1000 > limit
+
+    @property
+    def vad_backlog_s(self) -> float:
+        from server.connection import vad_backlog_s
+
+        return vad_backlog_s(self.connections)
+
 
 class CaptionServer:
     def __init__(self, config: Config, engine=None, scorer=None, job_engines=()) -> None:
@@ -343,6 +356,9 @@ class CaptionServer:
             reason = "server shutting down, try again later"
         elif len(self.ctx.connections) >= self.config.server.max_connections:
             reason = "server busy: all connections in use, try again later"
+        elif self.ctx.vad_behind:
+            behind_ms = round(self.ctx.vad_backlog_s * 1000)
+            reason = f"server busy: speech detection is {behind_ms} ms behind its streams, try again later"
         else:
             reason = self.ctx.gate.admit(principal, request.remote or "")
         if reason is not None:
@@ -365,6 +381,7 @@ class CaptionServer:
         assert self.ctx is not None
         self.ctx.metrics.queue_depth.set(self.ctx.executor.queue_depth)
         self.ctx.metrics.backlog.set(self.ctx.executor.oldest_final_wait_s)
+        self.ctx.metrics.vad_backlog.set(self.ctx.vad_backlog_s)
         self.ctx.metrics.queued_replies.set(sum(len(c.outbox) for c in self.ctx.connections))
         return web.Response(body=self.ctx.metrics.render(), content_type="text/plain", charset="utf-8")
 
@@ -377,12 +394,15 @@ class CaptionServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self.ctx is not None
         stats = self.ctx.executor.stats
-        overloaded = self.ctx.overloaded
+        overloaded, vad_behind = self.ctx.overloaded, self.ctx.vad_behind
+        healthy = not overloaded and not vad_behind and not (self.ctx.jobs and not self.ctx.jobs.healthy)
         return web.json_response(
             {
-                "status": "degraded" if overloaded or (self.ctx.jobs and not self.ctx.jobs.healthy) else "ok",
+                "status": "ok" if healthy else "degraded",
                 "overloaded": overloaded,
                 "backlog_ms": round(self.ctx.executor.oldest_final_wait_s * 1000),
+                "vad_behind": vad_behind,
+                "vad_backlog_ms": round(self.ctx.vad_backlog_s * 1000),
                 "engine": self.ctx.engine_name,
                 "model": self.ctx.model_name,
                 "device": self.ctx.device,

@@ -68,6 +68,7 @@ class InferenceConfig:
     vad_process: bool
     vad_workers: int
     overload_backlog_ms: int
+    vad_overload_ms: int
     hotword_file: str
 
 
@@ -178,6 +179,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "vad_max_batch_size"): (1, 4096),
     ("inference", "vad_max_wait_ms"): (0, 200),
     ("inference", "vad_workers"): (1, 8),
+    ("inference", "vad_overload_ms"): (0, 600_000),
     ("whisper", "cpu_threads"): (0, 256),
     ("whisper", "beam_size"): (1, 16),
     ("whisper", "no_speech_threshold"): (0, 1),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REALTIME_SLACK_S = 1.0  # a live client may send this far ahead of the wall clock (buffering, jitter)
 ARRIVALS_KEPT = 256  # audio frames whose arrival time is kept per stream (a segment's last speech is recent)
 MAX_UNSCORED_S = 5.0  # audio allowed to wait for VAD before the connection stops reading
 SESSION_TAKEN_OVER = 4001  # close code: the captions session continues on another connection
@@ -95,6 +97,22 @@ class ArrivalLog:
         if not held.any() or (self._next >= len(self._received) and held.all()):
             return None  # not yet received, or already forgotten
         return float(self._at[held][np.argmin(self._received[held])])
+
+
+def vad_backlog_s(connections) -> float:
+    """How far speech detection is behind: the median, over streams paced in real time, of audio
+    received but not yet through VAD. Streams sent faster than real time (a file pushed at full
+    speed) are left out: their backlog is their own doing and clears as fast as the server can go."""
+    now, backlogs = time.monotonic(), []
+    for connection in connections:
+        stream = connection.stream
+        if stream is None or stream.first_audio_at is None or stream.session.finished:
+            continue
+        session = stream.session
+        if session.samples_received / SAMPLE_RATE > now - stream.first_audio_at + REALTIME_SLACK_S:
+            continue
+        backlogs.append((session.samples_received - session.samples_decided) / SAMPLE_RATE)
+    return statistics.median(backlogs) if backlogs else 0.0
 
 
 def chunk_ms(start: protocol.StartStream) -> int:

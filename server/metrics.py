@@ -53,6 +53,11 @@ class Metrics:
             "caption_queued_replies", "Replies waiting to be sent, over all connections", registry=r
         )
         self.backlog = Gauge("caption_backlog_seconds", "Age of the oldest waiting final", registry=r)
+        self.vad_backlog = Gauge(
+            "caption_vad_backlog_seconds",
+            "Audio received but not yet through VAD (median over live streams)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "caption_batch_size", "Requests per model call", ["kind"], buckets=BATCH_BUCKETS, registry=r
         )

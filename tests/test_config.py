@@ -30,6 +30,7 @@ def test_every_default_in_config_toml_has_a_comment():
         ({"inference": {"vad_process": "yes"}}, "inference.vad_process must be true or false"),
         ({"inference": {"vad_max_wait_ms": 5000}}, "inference.vad_max_wait_ms must be between"),
         ({"inference": {"vad_workers": 0}}, "inference.vad_workers must be between"),
+        ({"inference": {"vad_overload_ms": -1}}, "inference.vad_overload_ms must be between"),
         ({"server": {"send_timeout_s": 0}}, "server.send_timeout_s must be between"),
     ],
 )

@@ -225,7 +225,13 @@ async def test_a_live_stream_keeps_its_finals_while_a_job_engine_transcribes(
     (file,) = job["files"]
     assert (file["status"], file["engine"], file["model"]) == ("done", "whisper", whisper_engine.model)
     status, body = await get(server.http, f"/api/files/{file['id']}/export.json")
-    assert [words(s["text"]) for s in body["segments"]] == PHRASES * 4
+    heard = [words(s["text"]) for s in body["segments"]]
+    assert len(heard) == len(PHRASES) * 4
+    # Whisper base is fragile on espeak's "good morning everyone" cut 50 samples later (it hears
+    # "godmore name have written one"), and the repeats of this 6.78 s script fall on different
+    # sample phases of the 10 ms VAD frames; which repeat gets that cut varied between runs (about
+    # 1 in 10). One such word salad is allowed; a job decoded by the wrong engine matches none.
+    assert sum(h == p for h, p in zip(heard, PHRASES * 4)) >= len(heard) - 1, heard
 
 
 async def test_batches_never_mix_engines_and_live_work_goes_first(whisper_engine, funasr_engine, scorer):

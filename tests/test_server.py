@@ -484,3 +484,59 @@ async def test_finals_say_how_long_endpointing_took_in_real_time(shared_server):
     metrics = http_get(shared_server.http + "/metrics")[2]
     count = float(re.search(r'^caption_stage_seconds_count\{stage="endpoint"\} (\S+)$', metrics, re.M).group(1))
     assert count >= 1
+
+
+async def test_speech_detection_far_behind_turns_new_connections_away_and_loses_nothing(whisper_engine, scorer):
+    # More streams than the machine can score: the ones already open keep going (their audio waits
+    # for VAD, nothing is dropped), /healthz says so, and newcomers get a clear "busy" instead of
+    # making every stream's captions late.
+    import threading
+
+    from tests.conftest import make_config
+    from tests.server_thread import ServerThread
+
+    class StalledScorer:  # the real FSMN scorer, held back while the gate is closed
+        def __init__(self):
+            self.gate = threading.Event()
+
+        def new_state(self):
+            return scorer.new_state()
+
+        def score(self, work):
+            self.gate.wait(30)
+            return scorer.score(work)
+
+    stalled = StalledScorer()
+    server = ServerThread(make_config(inference={"vad_overload_ms": 300}), whisper_engine, stalled).start()
+    try:
+        async with await connect(server.url) as ws:
+            await start(ws)
+            await send_audio(ws, compose([0.3, "good morning everyone", 0.6]).audio, realtime=True)  # live
+            health = json.loads(http_get(server.http + "/healthz")[2])
+            assert health["status"] == "degraded" and health["vad_behind"] and health["vad_backlog_ms"] >= 300
+            async with await connect(server.url) as newcomer:
+                busy = await recv(newcomer, 10)
+                assert busy["code"] == "busy" and "speech detection is" in busy["message"]
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await newcomer.recv()
+                assert closed.value.rcvd.code == 1013
+            stalled.gate.set()
+            await ws.send(json.dumps({"is_speaking": False}))
+            replies = await until_end(ws)
+        assert final_words(replies) == "good morning everyone"
+        health = json.loads(http_get(server.http + "/healthz")[2])
+        assert health["status"] == "ok" and not health["vad_behind"]
+        assert final_words(await transcribe(server.url, compose([0.3, "hello world", 0.5]).audio)) == "hello world"
+        stalled.gate.clear()  # a file pushed at full speed waits too, but only on itself: no alarm
+        async with await connect(server.url) as ws:
+            await start(ws)
+            await send_audio(ws, compose([0.3, "good morning everyone", 0.6]).audio)
+            await asyncio.sleep(0.5)
+            health = json.loads(http_get(server.http + "/healthz")[2])
+            assert health["status"] == "ok" and not health["vad_behind"]
+            stalled.gate.set()
+            await ws.send(json.dumps({"is_speaking": False}))
+            assert final_words(await until_end(ws)) == "good morning everyone"
+    finally:
+        stalled.gate.set()
+        server.stop()
