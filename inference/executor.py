@@ -333,7 +333,11 @@ class InferenceExecutor:
                 break
             await self._gather_more()
             batch = self._take_batch()
-            if not (self._finals or self._partials or self._steps or self._on_demand or self._background):
+            # _gather_more may have cleared the flag; whatever _take_batch left (a stream's next
+            # streaming chunk, more requests than one batch) must run without waiting for new work.
+            if self._finals or self._partials or self._steps or self._on_demand or self._background:
+                self._decode_ready.set()
+            else:
                 self._decode_ready.clear()
             batch = [r for r in batch if not r.future.done()]  # e.g. cancelled by a vanished caller
             if not batch:

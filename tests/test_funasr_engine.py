@@ -144,6 +144,21 @@ async def test_executor_batches_finals_of_many_streams_and_keeps_each_streams_ch
     assert texts_a == expected_a and texts_b == expected_b
 
 
+async def test_a_streams_queued_chunks_all_run_with_no_other_work_arriving(funasr_engine, scorer, clips):
+    # A closing segment hands its remaining chunks over at once. One chunk per stream goes in each
+    # model call; the rest must follow by themselves (they once waited for unrelated new work).
+    executor = InferenceExecutor(funasr_engine, scorer, 4, 30, 64)
+    await executor.start()
+    try:
+        state, a = executor.new_stream_state((5, 10, 5)), clips[0]
+        steps = [executor.submit_step(7, 0, state, a[o : o + 9600], o >= 9600, DecodeOptions(partial=True))
+                 for o in (0, 9600)]  # fmt: skip
+        texts = [r.text for r in await asyncio.wait_for(asyncio.gather(*steps), 30)]
+    finally:
+        await executor.close()
+    assert len(texts) == 2 and texts[1].startswith(texts[0])
+
+
 def test_sensevoice_as_the_offline_model_strips_its_tags_and_does_its_own_itn(tiny_funasr, clips):
     from inference.engines import create_engine
 
