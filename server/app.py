@@ -58,12 +58,11 @@ class ServerContext:
         """The executor is behind: finals wait longer than overload_backlog_ms."""
         return self.executor.oldest_final_wait_s * 1000 > self.config.inference.overload_backlog_ms
 
-    @property
-    def vad_behind(self) -> bool:
+    def vad_behind(self, backlog_s: float) -> bool:
         """Speech detection cannot keep up (more streams than this machine can score): streams
         already open keep going, new ones are turned away until it catches up."""
         limit = self.config.inference.vad_overload_ms
-        return bool(limit) and self.vad_backlog_s * 1000 > limit
+        return bool(limit) and backlog_s * 1000 > limit
 
     @property
     def vad_backlog_s(self) -> float:
@@ -356,8 +355,8 @@ class CaptionServer:
             reason = "server shutting down, try again later"
         elif len(self.ctx.connections) >= self.config.server.max_connections:
             reason = "server busy: all connections in use, try again later"
-        elif self.ctx.vad_behind:
-            behind_ms = round(self.ctx.vad_backlog_s * 1000)
+        elif self.config.inference.vad_overload_ms and self.ctx.vad_behind(backlog_s := self.ctx.vad_backlog_s):
+            behind_ms = round(backlog_s * 1000)
             reason = f"server busy: speech detection is {behind_ms} ms behind its streams, try again later"
         else:
             reason = self.ctx.gate.admit(principal, request.remote or "")
@@ -394,7 +393,8 @@ class CaptionServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self.ctx is not None
         stats = self.ctx.executor.stats
-        overloaded, vad_behind = self.ctx.overloaded, self.ctx.vad_behind
+        backlog_s = self.ctx.vad_backlog_s
+        overloaded, vad_behind = self.ctx.overloaded, self.ctx.vad_behind(backlog_s)
         healthy = not overloaded and not vad_behind and not (self.ctx.jobs and not self.ctx.jobs.healthy)
         return web.json_response(
             {
@@ -402,7 +402,7 @@ class CaptionServer:
                 "overloaded": overloaded,
                 "backlog_ms": round(self.ctx.executor.oldest_final_wait_s * 1000),
                 "vad_behind": vad_behind,
-                "vad_backlog_ms": round(self.ctx.vad_backlog_s * 1000),
+                "vad_backlog_ms": round(backlog_s * 1000),
                 "engine": self.ctx.engine_name,
                 "model": self.ctx.model_name,
                 "device": self.ctx.device,

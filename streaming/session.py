@@ -130,8 +130,16 @@ class StreamSession:
         whatever FSMN says (it can neither open a segment nor keep one open there), so a pause
         ends its segment as soon as its audio arrives, not one VAD round trip later. FSMN still
         scores them, for its memory; those probabilities are dropped when they come."""
+        quiet = 0
+        while quiet < len(self._pending) and not self._gate.passes(self._pending[quiet][0]):
+            quiet += 1
+        return self._silence_ahead_of_fsmn(quiet)
+
+    def _silence_ahead_of_fsmn(self, count: int) -> list[Event]:
+        """Step the `count` oldest undecided frames as silence now; FSMN's probabilities for them
+        arrive later and are dropped (they are moot)."""
         events: list[Event] = []
-        while self._pending and not self._gate.passes(self._pending[0][0]):
+        for _ in range(count):
             level, _ = self._pending.popleft()
             self._discard += 1
             for decision in self._endpointer.step(False, level):
@@ -230,13 +238,7 @@ class StreamSession:
         waiting = [self._pending[i] for i in range(needed)]
         if any(webrtc and self._gate.passes(level) for level, webrtc in waiting):
             return []
-        events: list[Event] = []
-        for level, _ in waiting:
-            self._pending.popleft()
-            self._discard += 1  # FSMN's probability for this frame arrives later; it is moot now
-            for decision in self._endpointer.step(False, level):
-                events.append(self._to_event(decision))
-        return events
+        return self._silence_ahead_of_fsmn(needed)
 
     def feed(self, pcm: bytes, scorer: SpeechScorer) -> list[Event]:
         events = self.push(pcm)

@@ -114,95 +114,83 @@ def test_worker_process_scorer_matches_in_process_scorer(scorer: FsmnScorer, wor
         remote.close()
 
 
-def test_a_dead_vad_worker_is_replaced(scorer: FsmnScorer):
+@pytest.fixture
+def remote():
+    """The FSMN scorer in one worker process, as the server runs it."""
+    from inference.vad_process import ProcessScorer
+
+    scorer = ProcessScorer()
+    yield scorer
+    scorer.close()
+
+
+def int16_speech(*parts) -> np.ndarray:
+    """What sessions send the scorer: int16 samples off the wire."""
+    return (compose(list(parts)).audio * 32768).round().astype(np.int16)
+
+
+def test_a_dead_vad_worker_is_replaced(remote):
     import os
     import signal
 
-    from inference.vad_process import ProcessScorer
-
-    remote = ProcessScorer()
-    try:
-        audio = compose([0.3, "hello world", 0.3]).audio
-        state = remote.new_state()
-        first = remote.score([(state, audio)])[0]
-        worker_pid = remote.worker_pids[0]
-        os.kill(worker_pid, signal.SIGKILL)
-        again = remote.score([(remote.new_state(), audio)])[0]  # answered by a fresh worker
-        np.testing.assert_allclose(again, first, atol=1e-4)
-    finally:
-        remote.close()
+    audio = compose([0.3, "hello world", 0.3]).audio
+    first = remote.score([(remote.new_state(), audio)])[0]
+    os.kill(remote.worker_pids[0], signal.SIGKILL)
+    again = remote.score([(remote.new_state(), audio)])[0]  # answered by a fresh worker
+    np.testing.assert_allclose(again, first, atol=1e-4)
 
 
-def test_async_scoring_survives_a_killed_worker(scorer: FsmnScorer):
+def test_async_scoring_survives_a_killed_worker(scorer: FsmnScorer, remote):
     import asyncio
     import os
     import signal
 
-    from inference.vad_process import ProcessScorer
+    pcm = int16_speech(0.3, "hello world", 0.3)
 
-    remote = ProcessScorer()
-    try:
-        audio = compose([0.3, "hello world", 0.3]).audio
-        pcm = (audio * 32768).round().astype(np.int16)  # what sessions send: int16 off the wire
+    async def run():
+        first = (await remote.score_async([(remote.new_state(), pcm)]))[0]
+        os.kill(remote.worker_pids[0], signal.SIGKILL)
+        again = (await remote.score_async([(remote.new_state(), pcm)]))[0]
+        return first, again
 
-        async def run():
-            first = (await remote.score_async([(remote.new_state(), pcm)]))[0]
-            os.kill(remote.worker_pids[0], signal.SIGKILL)
-            again = (await remote.score_async([(remote.new_state(), pcm)]))[0]
-            return first, again
-
-        first, again = asyncio.run(run())
-        np.testing.assert_allclose(first, scorer.score([(scorer.new_state(), pcm)])[0], atol=1e-4)
-        np.testing.assert_allclose(again, first, atol=1e-4)
-    finally:
-        remote.close()
+    first, again = asyncio.run(run())
+    np.testing.assert_allclose(first, scorer.score([(scorer.new_state(), pcm)])[0], atol=1e-4)
+    np.testing.assert_allclose(again, first, atol=1e-4)
 
 
-def test_batches_pipelined_into_one_worker_come_back_to_their_callers(scorer: FsmnScorer):
+def test_batches_pipelined_into_one_worker_come_back_to_their_callers(scorer: FsmnScorer, remote):
     # The server sends the next batch while the worker scores one; replies must find their own
     # callers. Each batch here is ~1.3 MB, more than the pipe holds: the rest goes as it drains.
     import asyncio
 
-    from inference.vad_process import ProcessScorer
+    phrases = ["hello world", "good morning everyone", "please open the door"]
+    clips = [int16_speech(0.3, p, 0.3)[:16000] for p in phrases]
+    batches = [[(remote.new_state(), clip) for _ in range(40)] for clip in clips]
 
-    remote = ProcessScorer()
-    try:
-        phrases = ["hello world", "good morning everyone", "please open the door"]
-        clips = [(compose([0.3, p, 0.3]).audio * 32768).round().astype(np.int16) for p in phrases]
-        batches = [[(remote.new_state(), clip[: 16000 * 1]) for _ in range(40)] for clip in clips]
+    async def run():
+        return await asyncio.gather(*(remote.score_async(batch) for batch in batches))
 
-        async def run():
-            return await asyncio.gather(*(remote.score_async(batch) for batch in batches))
-
-        answers = asyncio.run(run())
-        for clip, answer in zip(clips, answers):
-            expected = scorer.score([(scorer.new_state(), clip[:16000])])[0]
-            assert len(answer) == 40
-            for probs in answer:
-                np.testing.assert_allclose(probs, expected, atol=1e-4)
-    finally:
-        remote.close()
+    answers = asyncio.run(run())
+    for clip, answer in zip(clips, answers):
+        expected = scorer.score([(scorer.new_state(), clip)])[0]
+        assert len(answer) == 40
+        for probs in answer:
+            np.testing.assert_allclose(probs, expected, atol=1e-4)
 
 
-def test_a_worker_killed_with_batches_in_flight_answers_them_all(scorer: FsmnScorer):
+def test_a_worker_killed_with_batches_in_flight_answers_them_all(scorer: FsmnScorer, remote):
     import asyncio
     import os
     import signal
 
-    from inference.vad_process import ProcessScorer
+    pcm = int16_speech(0.3, "hello world", 0.3)
+    expected = scorer.score([(scorer.new_state(), pcm)])[0]
 
-    remote = ProcessScorer()
-    try:
-        pcm = (compose([0.3, "hello world", 0.3]).audio * 32768).round().astype(np.int16)
-        expected = scorer.score([(scorer.new_state(), pcm)])[0]
+    async def run():
+        calls = [asyncio.ensure_future(remote.score_async([(remote.new_state(), pcm)])) for _ in range(3)]
+        await asyncio.sleep(0)  # all three are in the pipe
+        os.kill(remote.worker_pids[0], signal.SIGKILL)
+        return await asyncio.gather(*calls)
 
-        async def run():
-            calls = [asyncio.ensure_future(remote.score_async([(remote.new_state(), pcm)])) for _ in range(3)]
-            await asyncio.sleep(0)  # all three are in the pipe
-            os.kill(remote.worker_pids[0], signal.SIGKILL)
-            return await asyncio.gather(*calls)
-
-        for answer in asyncio.run(run()):
-            np.testing.assert_allclose(answer[0], expected, atol=1e-4)  # fresh states on the new worker
-    finally:
-        remote.close()
+    for answer in asyncio.run(run()):
+        np.testing.assert_allclose(answer[0], expected, atol=1e-4)  # fresh states on the new worker
