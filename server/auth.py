@@ -16,10 +16,17 @@ TOKEN_SUBPROTOCOL = "token."  # browsers cannot set headers on a WebSocket: "tok
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. `name` is a short digest of the token: safe to log and to count by."""
+    """An authenticated caller. `name` is a short digest of the token: safe to log and to count by.
+    `owner_id` is what owns sessions, jobs and history rows: a longer digest of the token (never the
+    token), stable across restarts; "anonymous" with auth off, where one caller owns everything."""
 
     name: str
     admin: bool
+    owner_id: str = "anonymous"
+
+    def may_access(self, owner_id: str | None) -> bool:
+        """Whether this caller may read/follow/change something owned by `owner_id` (admins: all)."""
+        return self.admin or owner_id is None or owner_id == self.owner_id
 
 
 ANONYMOUS = Principal("anonymous", admin=False)
@@ -33,6 +40,11 @@ class AuthError(Exception):
 
 def _digest(token: str) -> str:
     return "token-" + hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def owner_id_of(token: str) -> str:
+    """The stable owner id of a token: 64 bits of a domain-separated SHA-256, safe to store and log."""
+    return "owner-" + hashlib.sha256(b"livecaption owner\0" + token.encode()).hexdigest()[:16]
 
 
 def _env_list(env, name: str) -> list[str]:
@@ -67,7 +79,7 @@ class Gate:
             raise AuthError(401, "unauthorized", "the API token is not valid")
         if admin and not is_admin:
             raise AuthError(403, "forbidden", "this endpoint needs an admin token")
-        return Principal(_digest(token), admin=is_admin)
+        return Principal(_digest(token), admin=is_admin, owner_id=owner_id_of(token))
 
     # --- browsers ----------------------------------------------------------------------------
     def origin_allowed(self, request: web.Request) -> bool:
