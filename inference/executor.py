@@ -1,16 +1,15 @@
 """One executor for every connection: batches decode requests and FSMN VAD chunks across streams.
 
-Decoding runs on one worker thread (one device), VAD scoring on another, so a long decode never
-delays endpointing. Finals are served first, then streaming steps (engines with a streaming model:
-one chunk per stream per call, in order, never dropped - the model's cache depends on every chunk),
-then partial re-decodes; a partial is dropped (its future gets None) when a newer partial or the
-final for the same stream arrives. Finals get inverse text normalisation here, for every engine.
+Loops, threads, futures and supervision around inference.scheduler, which decides the order: live
+finals, then streaming steps, then partial re-decodes (a stale partial's future gets None), then
+background work (files, the OpenAI endpoint, streams sent faster than real time), one owner's batch
+at a time, in turn. Decoding runs on one worker thread (one device), VAD scoring on another, so a
+long decode never delays endpointing. Finals get inverse text normalisation here, for every engine.
 When the model raises, every request in the failed call gets the exception, so no client ever
-waits forever.
+waits forever; a request whose requester is gone is cancelled (`cancel`).
 
-Besides the live engine the executor may hold job engines (config jobs.engines), which files ask for
-by name. They run on the same decode thread, only when no live work waits: first file requests that
-are answered at once (the OpenAI endpoint), then queued job segments. A batch never mixes engines.
+Besides the live engine the executor may hold job engines (config jobs.engines), which background
+requests ask for by name. They run on the same decode thread; a batch never mixes engines.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import numpy as np
 
 from inference.devices import is_out_of_memory
 from inference.engines.base import DecodeOptions, DecodeResult, Engine
+from inference.scheduler import JOBS, LIVE, Kind, Request, Scheduler, Source
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ class ExecutorCrashed(RuntimeError):
 
 class UnknownEngine(ValueError):
     """A request named an engine this executor does not hold."""
+
+
+class RequestCancelled(RuntimeError):
+    """Whoever asked for this request is gone (see InferenceExecutor.cancel); it was not decoded."""
 
 
 @dataclass
@@ -102,10 +106,12 @@ class InferenceExecutor:
         vad_max_wait_ms: int = 0,
         normalizer: Callable[[str, str | None], str] | None = None,
         job_engines: Sequence[Engine] = (),
+        background_batch_size: int | None = None,
     ):
         """`on_batch(kind, size, seconds)` is told about every model call ("decode", "stream" or "vad").
         `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it.
-        `job_engines`: more engines that file requests may name (the live `engine` is always one)."""
+        `job_engines`: more engines that file requests may name (the live `engine` is always one).
+        `background_batch_size`: most background requests per model call (default max_batch_size)."""
         self.engine = engine
         self.engines: dict[str, Engine] = {engine.name: engine}  # by name; the live engine first
         for extra in job_engines:
@@ -117,11 +123,7 @@ class InferenceExecutor:
         self.vad_max_wait_s = vad_max_wait_ms / 1000
         self._on_batch = on_batch or (lambda kind, size, seconds: None)
         self.stats = ExecutorStats()
-        self._finals: deque[_Decode] = deque()
-        self._partials: dict[int, _Decode] = {}  # stream id -> newest pending partial
-        self._steps: dict[int, deque[_Step]] = {}  # stream id -> its streaming chunks, in order
-        self._on_demand: deque[_Decode] = deque()  # files answered at once with a job engine: after live work
-        self._background: deque[_Decode] = deque()  # file transcription: only when no other work waits
+        self._scheduler = Scheduler(max_batch_size, engine.name, background_batch_size)
         self._normalizer = normalizer
         self._scores: deque[_Score] = deque()
         self._decode_ready = asyncio.Event()
@@ -150,19 +152,10 @@ class InferenceExecutor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        steps = [step for queue in self._steps.values() for step in queue]
-        waiting = [
-            *self._finals, *self._partials.values(), *steps, *self._on_demand, *self._background, *self._scores,
-            *self._decoding, *self._scoring,
-        ]  # fmt: skip
-        for request in waiting:
+        queued = [r.item for r in self._scheduler.drain()]
+        for request in [*queued, *self._scores, *self._decoding, *self._scoring]:
             if not request.future.done():
                 request.future.set_exception(ExecutorClosed("server shutting down"))
-        self._finals.clear()
-        self._partials.clear()
-        self._steps.clear()
-        self._on_demand.clear()
-        self._background.clear()
         self._scores.clear()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._vad_pool.shutdown(wait=False, cancel_futures=True)
@@ -173,7 +166,8 @@ class InferenceExecutor:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._finals) + len(self._partials) + sum(len(q) for q in self._steps.values())
+        """Live requests waiting (finals, streaming chunks, partials)."""
+        return self._scheduler.live_depth
 
     @property
     def streaming(self) -> bool:
@@ -195,48 +189,49 @@ class InferenceExecutor:
     @property
     def oldest_final_wait_s(self) -> float:
         """How long the oldest queued final has waited: the executor's backlog, in time."""
-        return time.monotonic() - self._finals[0].submitted if self._finals else 0.0
+        oldest = self._scheduler.oldest_final_submitted()
+        return time.monotonic() - oldest if oldest is not None else 0.0
 
     def submit_final(
-        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions, engine: str | None = None
+        self,
+        stream_id: int,
+        segment_id: int,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        engine: str | None = None,
+        *,
+        source: Source = LIVE,
     ) -> asyncio.Future:
-        """Future resolving to the DecodeResult of a closed segment (never dropped). `engine` names a
-        job engine for a file answered at once: decoded after live work, before queued job segments."""
+        """Future resolving to the DecodeResult of a closed segment (never dropped, only cancelled).
+        `source` says who asks (LIVE: a stream paced in real time; else background work with its
+        owner's fair share). `engine` names a job engine: such requests are always background work."""
         name = self.engine_name(engine)
-        future = self._new_future()
-        if name != self.engine.name:
-            self._on_demand.append(_Decode(stream_id, segment_id, audio, options, future, name))
-            self._decode_ready.set()
-            return future
-        self._drop_partial(stream_id, up_to_segment=segment_id)
-        self._drop_steps(stream_id, up_to_segment=segment_id)
-        self._finals.append(_Decode(stream_id, segment_id, audio, options, future, name))
-        self._decode_ready.set()
-        return future
+        if name != self.engine.name and source.live:
+            source = Source(source.owner, live=False)
+        record = _Decode(stream_id, segment_id, audio, options, self._new_future(), name)
+        return self._submit(Request(Kind.FINAL, stream_id, segment_id, name, source, record.submitted), record)
 
     def submit_partial(
-        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions
+        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions, *, source: Source = LIVE
     ) -> asyncio.Future:
         """Future resolving to a DecodeResult, or to None if a newer request made it stale."""
-        future = self._new_future()
-        self._drop_partial(stream_id)
-        self._partials[stream_id] = _Decode(stream_id, segment_id, audio, options, future, self.engine.name)
-        self._decode_ready.set()
-        return future
+        record = _Decode(stream_id, segment_id, audio, options, self._new_future(), self.engine.name)
+        return self._submit(
+            Request(Kind.PARTIAL, stream_id, segment_id, self.engine.name, source, record.submitted), record
+        )
 
-    def submit_background(self, audio: np.ndarray, options: DecodeOptions, engine: str | None = None) -> asyncio.Future:
+    def submit_background(
+        self, audio: np.ndarray, options: DecodeOptions, engine: str | None = None, *, source: Source = JOBS
+    ) -> asyncio.Future:
         """A segment of a file being transcribed by `engine` (None = the live engine): decoded in
-        batches of its own, and only while no live final, streaming chunk or partial is waiting
-        (live captions keep priority)."""
+        batches of its own, only while no live work waits, in turn with other owners' work."""
         name = self.engine_name(engine)
-        future = self._new_future()
-        self._background.append(_Decode(-1, -1, audio, options, future, name))
-        self._decode_ready.set()
-        return future
+        record = _Decode(-1, -1, audio, options, self._new_future(), name)
+        return self._submit(Request(Kind.FINAL, -1, -1, name, source, record.submitted), record)
 
     @property
     def background_depth(self) -> int:
-        return len(self._background)
+        return self._scheduler.background_depth
 
     def submit_step(
         self,
@@ -246,15 +241,24 @@ class InferenceExecutor:
         audio: np.ndarray,
         is_final: bool,
         options: DecodeOptions,
+        *,
+        source: Source = LIVE,
     ) -> asyncio.Future:
         """Future resolving to the streaming model's DecodeResult after this chunk: the segment's
-        text so far (with is_final, its finished text). Chunks of one stream run in submission order.
+        text so far (with is_final, its finished text). Chunks of one stream run in submission order
+        (a stream that turns from live to background keeps that order: live work runs first).
         A chunk whose segment gets an offline final first resolves to None (that final replaces it)."""
-        future = self._new_future()
-        step = _Step(stream_id, segment_id, state, audio, is_final, options, future)
-        self._steps.setdefault(stream_id, deque()).append(step)
-        self._decode_ready.set()
-        return future
+        step = _Step(stream_id, segment_id, state, audio, is_final, options, self._new_future())
+        request = Request(Kind.STEP, stream_id, segment_id, self.engine.name, source, step.submitted, is_final)
+        return self._submit(request, step)
+
+    def cancel(self, stream_id: int) -> int:
+        """The stream's queued background requests get RequestCancelled: whoever asked is gone.
+        Live work is kept (a vanished live client's finals still reach the history). Returns how many."""
+        cancelled = self._scheduler.cancel(stream_id)
+        for request in cancelled:
+            _answer(request.item.future, RequestCancelled("the requester is gone"))
+        return len(cancelled)
 
     def score_speech(self, state: Any, samples: np.ndarray) -> asyncio.Future:
         """Future resolving to FSMN speech probabilities for this stream's new samples."""
@@ -265,9 +269,7 @@ class InferenceExecutor:
 
     def forget_stream(self, stream_id: int) -> None:
         """The stream no longer wants partials (it ended); its finals stay queued."""
-        self._drop_partial(stream_id)
-        if not any(step.is_final for step in self._steps.get(stream_id, ())):
-            self._drop_steps(stream_id)
+        self._answer_dropped(self._scheduler.forget_stream(stream_id))
 
     async def clear_device_cache(self) -> dict:
         """Empty the CUDA cache on the decode thread, between model calls (never under one)."""
@@ -282,29 +284,19 @@ class InferenceExecutor:
             future.set_exception(ExecutorClosed("server shutting down"))
         return future
 
-    def _drop_partial(self, stream_id: int, up_to_segment: int | None = None) -> None:
-        pending = self._partials.get(stream_id)
-        if pending is None or (up_to_segment is not None and pending.segment_id > up_to_segment):
-            return
-        del self._partials[stream_id]
-        if not pending.future.done():
-            pending.future.set_result(None)
-        self.stats.partials_dropped += 1
+    def _submit(self, request: Request, record: _Decode | _Step) -> asyncio.Future:
+        request.item = record
+        if not record.future.done():  # (closed: already answered)
+            self._answer_dropped(self._scheduler.add(request))
+            self._decode_ready.set()
+        return record.future
 
-    def _drop_steps(self, stream_id: int, up_to_segment: int | None = None) -> None:
-        queue = self._steps.get(stream_id)
-        if not queue:
-            return
-        keep: deque[_Step] = deque()
-        for step in queue:
-            if step.is_final or (up_to_segment is not None and step.segment_id > up_to_segment):
-                keep.append(step)
-            elif not step.future.done():
-                step.future.set_result(None)
-        if keep:
-            self._steps[stream_id] = keep
-        else:
-            del self._steps[stream_id]
+    def _answer_dropped(self, dropped: list[Request]) -> None:
+        """Requests made stale by newer ones resolve to None."""
+        for request in dropped:
+            if request.kind is Kind.PARTIAL:
+                self.stats.partials_dropped += 1
+            _answer(request.item.future, None)
 
     # --- decode loop -----------------------------------------------------------------------
     async def _supervise(self, run_loop, in_flight: str) -> None:
@@ -332,10 +324,10 @@ class InferenceExecutor:
             if self._closed:
                 break
             await self._gather_more()
-            batch = self._take_batch()
-            # _gather_more may have cleared the flag; whatever _take_batch left (a stream's next
+            batch = [request.item for request in self._scheduler.take_batch()]
+            # _gather_more may have cleared the flag; whatever take_batch left (a stream's next
             # streaming chunk, more requests than one batch) must run without waiting for new work.
-            if self._finals or self._partials or self._steps or self._on_demand or self._background:
+            if self._scheduler:
                 self._decode_ready.set()
             else:
                 self._decode_ready.clear()
@@ -371,15 +363,11 @@ class InferenceExecutor:
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.
-        waiting = itertools.chain(
-            self._finals, self._partials.values(), (q[0] for q in self._steps.values()), self._on_demand,
-            self._background,
-        )  # fmt: skip
-        oldest = min((r.submitted for r in waiting), default=None)
+        oldest = self._scheduler.oldest_submitted()
         if oldest is None:
             return
         deadline = oldest + self.max_wait_s
-        while self.queue_depth < self.max_batch_size and not self._closed:
+        while self._scheduler.ready_size() < self._scheduler.batch_limit and not self._closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -389,28 +377,6 @@ class InferenceExecutor:
             except TimeoutError:
                 return
         self._decode_ready.set()
-
-    def _take_batch(self) -> list[_Decode | _Step]:
-        batch: list[_Decode | _Step] = []
-        while self._finals and len(batch) < self.max_batch_size:
-            batch.append(self._finals.popleft())
-        # One chunk per stream: a stream's next chunk needs the cache this one leaves behind.
-        for stream_id in sorted(self._steps, key=lambda sid: self._steps[sid][0].submitted):
-            if len(batch) >= self.max_batch_size:
-                break
-            queue = self._steps[stream_id]
-            batch.append(queue.popleft())
-            if not queue:
-                del self._steps[stream_id]
-        for stream_id in list(self._partials):
-            if len(batch) >= self.max_batch_size:
-                break
-            batch.append(self._partials.pop(stream_id))
-        # Then file work, oldest first: one engine's requests per batch.
-        for queue in (self._on_demand, self._background):
-            if not batch and queue:
-                _take_same_engine(queue, self.max_batch_size, batch)
-        return batch
 
     def _decode_batch(self, batch: Sequence[_Decode | _Step]) -> list[DecodeResult | BaseException]:
         """Runs on the decode thread. Returns one result or exception per request, in batch order."""
@@ -539,17 +505,6 @@ class InferenceExecutor:
         self._on_batch("vad", len(batch), time.monotonic() - started)
         for work, result in zip(batch, results):
             _answer(work.future, result)
-
-
-def _take_same_engine(queue: deque[_Decode], limit: int, batch: list) -> None:
-    """Move up to `limit` requests for the engine of the queue's oldest one into `batch`, in order;
-    requests for other engines keep their places."""
-    engine = queue[0].engine
-    skipped: list[_Decode] = []
-    while queue and len(batch) < limit:
-        request = queue.popleft()
-        (batch if request.engine == engine else skipped).append(request)
-    queue.extendleft(reversed(skipped))
 
 
 def _answer(future: asyncio.Future, result: Any) -> None:
