@@ -51,6 +51,12 @@ LIVE = Source()
 JOBS = Source("jobs", live=False)  # file jobs that name no owner of their own
 
 
+def fair_share_owner(token_owner: str | None, address: str | None) -> str:
+    """Whose share background work counts against: the token's owner when callers have tokens
+    (None: auth off, where every caller is the same anonymous one), else the caller's address."""
+    return f"token:{token_owner}" if token_owner is not None else f"address:{address or '?'}"
+
+
 @dataclass(eq=False)  # identity, not field equality: requests carry numpy audio in `item`
 class Request:
     kind: Kind

@@ -1,13 +1,18 @@
 """OpenAI-compatible transcription: POST /v1/audio/transcriptions and GET /v1/models, so the
 official `openai` client (and tools built on it) work against this server. One request is one
-file, decoded at once through the same VAD and executor as everything else. `model` picks a loaded
-engine by its name or model (GET /v1/models lists them); OpenAI's own model names and other unknown
-names get the live engine, and an engine this server has not loaded is an error."""
+file, streamed through decoding, the same VAD and the executor as everything else: segments are
+submitted as they are cut, a few in flight at a time (never the whole file's audio in memory), as
+background work with the caller's fair share (its token, or its address with auth off), and
+cancelled when the caller disconnects. `model` picks a loaded engine by its name or model (GET
+/v1/models lists them); OpenAI's own model names and other unknown names get the live engine, and an
+engine this server has not loaded is an error."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,15 +20,22 @@ from typing import Any
 from aiohttp import web
 
 from inference.engines.base import DecodeOptions
+from inference.scheduler import Source, fair_share_owner
 from jobs import exports
 from jobs.api import UploadTooLarge, find_engine, loaded_engines, save_part
 from jobs.media import MediaError, probe
 from jobs.segmenter import file_settings, read_audio, segments
+from server.app import PRINCIPAL
+from server.auth import ANONYMOUS
 from server.config import ENGINES
 from server.protocol import is_language_code
 from streaming.events import samples_to_ms
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+IN_FLIGHT_SEGMENTS = 8  # segments cut and not yet decoded per request: bounds memory on long files
+CLIENT_CHECK_S = 0.5  # how often a running transcription looks whether its caller is still connected
 MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")  # OpenAI's; the live engine answers
 
 
@@ -79,7 +91,7 @@ class OpenAIApi:
             prompt = (fields.get("prompt") or "").strip()[:500]
             options = DecodeOptions(language=language, hotwords=((prompt, 20),) if prompt else ())
             try:
-                result = await self._run(upload, options, engine)
+                result = await self._run(request, upload, options, engine)
             except MediaError as exc:
                 raise _error(str(exc), "file") from None
         return _respond(result, response_format, language)
@@ -100,25 +112,62 @@ class OpenAIApi:
         except UploadTooLarge:
             raise _error(f"the file is larger than {self.config.jobs.max_upload_mb} MB", "file", 413) from None
 
-    async def _run(self, path: Path, options: DecodeOptions, engine: str | None) -> dict[str, Any]:
+    async def _run(self, request: web.Request, path: Path, options: DecodeOptions, engine: str | None) -> dict:
+        """Transcribe while the caller is connected; a caller that leaves takes its work with it."""
+        executor = self.ctx.executor
+        stream_id = executor.new_stream_id()
+        source = Source(_owner(request), live=False)
+        work = asyncio.create_task(self._transcribe(path, options, engine, stream_id, source))
+        try:
+            # aiohttp does not cancel a handler whose client went away (and gives no event for
+            # it), so look now and then; a decode already running finishes, nothing else of it does.
+            while not work.done():
+                await asyncio.wait({work}, timeout=CLIENT_CHECK_S)
+                if not work.done() and _client_gone(request):
+                    log.info("transcription of %s cancelled: the client disconnected", path.name)
+                    raise web.HTTPBadRequest(text="client disconnected")  # nobody reads it
+            return work.result()
+        finally:
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+            executor.cancel(stream_id)
+
+    async def _transcribe(
+        self, path: Path, options: DecodeOptions, engine: str | None, stream_id: int, source: Source
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(None, probe, str(path))
         executor = self.ctx.executor
-        stream_id = executor.new_stream_id()
-        found = []
-        async for event in segments(read_audio(str(path)), file_settings(self.config), executor):
-            found.append((event, executor.submit_final(stream_id, event.segment_id, event.audio, options, engine)))
-        pieces = []
-        for event, future in found:
+        pieces: list[dict[str, Any]] = []
+        in_flight: list[tuple[int, int, asyncio.Future]] = []  # (speech start, end, decode): no audio kept
+
+        async def collect_head() -> None:
+            start, end, future = in_flight.pop(0)
             decoded = await future
-            pieces.append(
-                {
-                    "start_ms": samples_to_ms(event.speech_start),
-                    "end_ms": samples_to_ms(event.speech_end),
-                    "text": decoded.text.strip(),
-                }  # fmt: skip
-            )
+            text = decoded.text.strip()
+            pieces.append({"start_ms": samples_to_ms(start), "end_ms": samples_to_ms(end), "text": text})
+
+        async for event in segments(read_audio(str(path)), file_settings(self.config), executor):
+            future = executor.submit_final(stream_id, event.segment_id, event.audio, options, engine, source=source)
+            in_flight.append((event.speech_start, event.speech_end, future))
+            while in_flight and (in_flight[0][2].done() or len(in_flight) >= IN_FLIGHT_SEGMENTS):
+                await collect_head()
+        while in_flight:
+            await collect_head()
         return {"segments": pieces, "duration": info.duration_s}
+
+
+def _owner(request: web.Request) -> str:
+    principal = request.get(PRINCIPAL, ANONYMOUS)
+    token_owner = None if principal.owner_id == ANONYMOUS.owner_id else principal.owner_id
+    return fair_share_owner(token_owner, request.remote)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _respond(result: dict[str, Any], response_format: str, language: str | None) -> web.Response:
