@@ -42,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # startup failures (device missing, port taken) get one clear line
         from inference.devices import DeviceUnavailable
         from inference.model_hub import ModelUnavailable
+        from jobs.store import StoreError
         from text.hotwords import HotwordFileError
 
-        if isinstance(exc, (DeviceUnavailable, ModelUnavailable, HotwordFileError, OSError)):
+        if isinstance(exc, (DeviceUnavailable, ModelUnavailable, HotwordFileError, StoreError, OSError)):
             print(f"error: {exc}", file=sys.stderr)
             return 1
         raise

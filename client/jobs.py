@@ -3,6 +3,7 @@
     python -m client.jobs talk1.mp3 talk2.m4a --url http://127.0.0.1:10095 --out results/ --format srt
     python -m client.jobs lecture.mp3 --engine funasr      # an engine the server loaded for files
     python -m client.jobs --list-engines
+    python -m client.jobs --cancel JOB_ID                 # stop a queued or running job (what is done stays)
 
 Uploads the files as one job, shows one tqdm bar per file (percent of audio done) and one for the
 job, then writes each file's transcript to --out. A job survives a server restart: run
@@ -59,7 +60,7 @@ async def follow(session: aiohttp.ClientSession, url: str, job_id: str) -> dict:
             overall.set_postfix_str(f"ETA {job['eta_s']:.0f} s" if job.get("eta_s") else job["status"])
             for bar in (overall, *bars.values()):
                 bar.refresh()
-            if job["status"] in ("done", "failed"):
+            if job["status"] in ("done", "failed", "cancelled"):
                 return job
             await asyncio.sleep(0.5)
     finally:
@@ -69,12 +70,22 @@ async def follow(session: aiohttp.ClientSession, url: str, job_id: str) -> dict:
 
 async def download(session: aiohttp.ClientSession, url: str, job: dict, out: Path, fmt: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
     for file in job["files"]:
         if file["status"] != "done":
             print(f"{file['name']}: {file['error']}", file=sys.stderr)
             continue
         async with session.get(f"{url}/api/files/{file['id']}/export.{fmt}") as response:
-            target = out / f"{Path(file['name']).stem}.{fmt}"
+            if response.status != 200:
+                print(f"{file['name']}: the server answered {response.status}", file=sys.stderr)
+                continue
+            stem = Path(file["name"]).stem or "file"
+            name, n = f"{stem}.{fmt}", 1
+            while name.casefold() in used:  # two files of one name keep two transcripts
+                n += 1
+                name = f"{stem} ({n}).{fmt}"
+            used.add(name.casefold())
+            target = out / name
             target.write_bytes(await response.read())
             print(f"wrote {target}")
 
@@ -89,6 +100,18 @@ async def list_engines(session: aiohttp.ClientSession, url: str) -> None:
         print(f"{engine['name']}\t{engine['model']}{default}")
 
 
+async def cancel(session: aiohttp.ClientSession, url: str, job_id: str) -> int:
+    async with session.post(f"{url}/api/jobs/{job_id}/cancel") as response:
+        body = await response.json(content_type=None)
+        if response.status != 200:
+            print(f"error: job {job_id} was not cancelled ({response.status}): {body.get('error', body)}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+    done = sum(f["status"] == "done" for f in body["files"])
+    print(f"job {job_id} cancelled; {done} of {len(body['files'])} file(s) had finished and keep their transcripts")
+    return 0
+
+
 async def run(args) -> int:
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     url = args.url.rstrip("/")
@@ -96,6 +119,8 @@ async def run(args) -> int:
         if args.list_engines:
             await list_engines(session, url)
             return 0
+        if args.cancel:
+            return await cancel(session, url, args.cancel)
         if args.job:
             job_id = args.job
         else:
@@ -121,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", help="audio or video files")
     parser.add_argument("--url", default="http://127.0.0.1:10095")
     parser.add_argument("--job", help="follow an existing job instead of submitting")
+    parser.add_argument("--cancel", metavar="ID", help="cancel a queued or running job, then exit")
     parser.add_argument("--engine", help="engine for these files (see --list-engines); default: the live engine")
     parser.add_argument("--list-engines", action="store_true", help="print the engines the server offers, then exit")
     parser.add_argument("--language")

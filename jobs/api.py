@@ -1,25 +1,41 @@
-"""HTTP API for batch jobs, history and exports (aiohttp handlers; the work is in runner/store)."""
+"""HTTP API for batch jobs, history and exports (aiohttp handlers; the work is in runner/store).
+
+Jobs, their files and live sessions' history belong to the token that made them (its principal
+name, never the token): other tokens get 404 for them and never see them listed or found; admin
+tokens see everything, and so does everyone while auth is off. A database failure answers 503 and
+leaves no upload behind."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from jobs import exports
+from jobs.store import KeyConflict
+from server.app import PRINCIPAL
+from server.auth import ANONYMOUS
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
+
+log = logging.getLogger(__name__)
 
 FILE_FORMATS = {"txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt", "json": "application/json"}
 JOB_FORMATS = {"zip": "application/zip", "csv": "text/csv", "json": "application/json"}
 MAX_FILES_PER_JOB = 1000
+FINISHED = ("done", "failed", "cancelled")
 
 
 class UploadTooLarge(Exception):
@@ -77,6 +93,7 @@ class JobsApi:
         app.router.add_get("/api/jobs", self.list_jobs)
         app.router.add_get("/api/jobs/{job_id}", self.get_job)
         app.router.add_delete("/api/jobs/{job_id}", self.delete_job)
+        app.router.add_post("/api/jobs/{job_id}/cancel", self.cancel_job)
         app.router.add_get("/api/jobs/{job_id}/export.{fmt}", self.export_job)
         app.router.add_get("/api/files/{file_id:\\d+}/export.{fmt}", self.export_file)
         app.router.add_get("/api/history", self.history)
@@ -84,16 +101,33 @@ class JobsApi:
         app.router.add_delete("/api/sessions/{session_id}", self.delete_session)
 
     # --- submission -----------------------------------------------------------------------------
+    async def db(self, call, *args):
+        """A store call on the runner's database thread; a failing database is a 503, not a 500."""
+        try:
+            return await self.runner.db(call, *args)
+        except (sqlite3.Error, OSError):  # reported once on /healthz and in the log by the runner
+            raise _bad("the history database is not available; try again later", 503) from None
+
     async def submit(self, request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key") or None
         if key is not None and len(key) > 200:
             raise _bad("Idempotency-Key is longer than 200 characters")
+        uploaded: Path | None = None
         if request.content_type == "application/json":
             files, options = await self._server_paths(request)
         elif request.content_type == "multipart/form-data":
-            files, options = await self._uploads(request)
+            uploaded = self.upload_dir / uuid.uuid4().hex
+            files, options = await self._uploads(request, uploaded)
         else:
             raise _bad('send multipart/form-data with files, or JSON {"paths": [...], "options": {...}}')
+        try:
+            return await self._create(request, files, options, key, uploaded)
+        except BaseException:  # refused, or the database failed: no upload is left behind
+            if uploaded is not None:
+                shutil.rmtree(uploaded, ignore_errors=True)
+            raise
+
+    async def _create(self, request, files: list, options: dict, key: str | None, uploaded: Path | None):
         unique, duplicates, seen = [], [], set()
         for name, path, digest in files:
             (duplicates if digest in seen else unique).append((name, path, digest))
@@ -101,9 +135,22 @@ class JobsApi:
         if not unique:
             raise _bad("no files in the request")
         engine = options.pop("engine")  # kept in its own column: what the job asked for
-        job_id = await self.runner.db(self.runner.store.create_job, unique, options, key, engine)
-        self.runner.wake()
-        job = await self.runner.db(self.runner.store.job, job_id)
+        # What the job would hold, so that a reused Idempotency-Key with other files or options is refused.
+        fingerprint = json.dumps([[(n, d) for n, _, d in unique], options, engine], sort_keys=True, ensure_ascii=False)
+        request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
+        owner = _principal(request).owner_id
+        try:
+            job_id, made = await self.db(
+                self.runner.store.create_job, unique, options, key, engine, owner, request_hash
+            )
+        except KeyConflict:
+            raise _bad("this Idempotency-Key was used for a request with other files or options", 422,
+                       code="idempotency_conflict") from None  # fmt: skip
+        if made:
+            self.runner.wake()
+        elif uploaded is not None:
+            shutil.rmtree(uploaded, ignore_errors=True)  # a repeat: the first request's files are the job's
+        job = await self.db(self.runner.store.job, job_id)
         body = {
             "job_id": job_id,
             "engine": job["engine"],
@@ -112,10 +159,12 @@ class JobsApi:
         }
         return web.json_response(body, status=201)
 
-    async def _uploads(self, request: web.Request) -> tuple[list, dict]:
-        folder = self.upload_dir / uuid.uuid4().hex
+    async def _uploads(self, request: web.Request, folder: Path) -> tuple[list, dict]:
         try:
             return await self._store_uploads(request, folder)
+        except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:  # the body, not the server
+            shutil.rmtree(folder, ignore_errors=True)
+            raise _bad(f"the multipart/form-data body is malformed: {str(exc)[:200]!r}") from None
         except BaseException:  # a refused request leaves nothing behind
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -248,24 +297,45 @@ class JobsApi:
 
     # --- progress -------------------------------------------------------------------------------
     async def list_jobs(self, request: web.Request) -> web.Response:
-        jobs = await self.runner.db(self.runner.store.jobs)
+        jobs = await self.db(self.runner.store.jobs, 100, _owner(request))
         return web.json_response({"jobs": [progress(job) for job in jobs]})
 
     async def get_job(self, request: web.Request) -> web.Response:
         return web.json_response(progress(await self._job(request)))
 
-    async def delete_job(self, request: web.Request) -> web.Response:
+    async def cancel_job(self, request: web.Request) -> web.Response:
+        """Stops a queued or running job for good (a restart does not resume it); what was
+        transcribed before stays. 409 for a job that had finished."""
         job = await self._job(request)
-        if any(f["id"] in self.runner.active for f in job["files"]):
-            raise _bad("the job is being transcribed; wait for it to finish before deleting it", 409)
-        paths = await self.runner.db(self.runner.store.delete_job, job["id"])
+        if job["status"] in ("done", "failed"):
+            raise _bad(f"the job has already finished ({job['status']}); nothing to cancel", 409)
+        if job["status"] != "cancelled":
+            try:
+                await self.runner.cancel_job(job["id"], [f["id"] for f in job["files"]])
+            except (sqlite3.Error, OSError):
+                raise _bad("the history database is not available; try again later", 503) from None
+            log.info("job %s cancelled", job["id"])
+        return web.json_response(progress(await self._job(request)))
+
+    async def delete_job(self, request: web.Request) -> web.Response:
+        """Deletes a job and its results; a job still running is cancelled first."""
+        job = await self._job(request)
+        if job["status"] not in FINISHED or any(f["id"] in self.runner.active for f in job["files"]):
+            try:
+                await self.runner.cancel_job(job["id"], [f["id"] for f in job["files"]])
+            except (sqlite3.Error, OSError):
+                raise _bad("the history database is not available; try again later", 503) from None
+        paths = await self.db(self.runner.store.delete_job, job["id"])
         for path in paths:
             if Path(path).is_relative_to(self.upload_dir):
                 Path(path).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # the job's upload folder, once empty
+                    Path(path).parent.rmdir()
         return web.json_response({"deleted": job["id"]})
 
     async def _job(self, request: web.Request) -> dict[str, Any]:
-        job = await self.runner.db(self.runner.store.job, request.match_info["job_id"])
+        job_id = request.match_info["job_id"]
+        job = await self.db(self.runner.store.job, job_id, _owner(request)) if len(job_id) <= 64 else None
         if job is None:
             raise _bad("no such job", 404)
         return job
@@ -275,8 +345,9 @@ class JobsApi:
         fmt = _format(request, JOB_FORMATS)
         job = await self._job(request)
         results = {}
-        for file in job["files"]:
-            results[file["name"]] = await self.runner.db(self.runner.store.segments, file["id"])
+        names = exports.unique_names([file["name"] for file in job["files"]])  # two "a.wav" stay two files
+        for name, file in zip(names, job["files"]):
+            results[name] = await self.db(self.runner.store.segments, file["id"])
         if fmt == "zip":
             body: bytes | str = exports.zip_job(results)
         elif fmt == "csv":
@@ -288,17 +359,18 @@ class JobsApi:
 
     async def export_file(self, request: web.Request) -> web.Response:
         fmt = _format(request, FILE_FORMATS)
-        row = await self.runner.db(self.runner.store.file, int(request.match_info["file_id"]))
+        digits = request.match_info["file_id"]  # digits only (the route); SQLite's integers end at 19
+        row = await self.db(self.runner.store.file, int(digits), _owner(request)) if len(digits) <= 18 else None
         if row is None:
             raise _bad("no such file", 404)
-        segments = await self.runner.db(self.runner.store.segments, row.id)
+        segments = await self.db(self.runner.store.segments, row.id)
         return _download(_render(fmt, segments, {"file": row.name}), f"{exports.safe_name(row.name)}.{fmt}",
                          FILE_FORMATS[fmt])  # fmt: skip
 
     async def export_session(self, request: web.Request) -> web.Response:
         fmt = _format(request, FILE_FORMATS)
         session_id = request.match_info["session_id"]
-        finals = await self.runner.db(self.runner.store.live_finals, session_id)
+        finals = await self.db(self.runner.store.live_finals, session_id, _owner(request))
         if not finals:
             raise _bad("no such session in the history", 404)
         return _download(_render(fmt, finals, {"session_id": session_id}), f"{exports.safe_name(session_id)}.{fmt}",
@@ -310,14 +382,31 @@ class JobsApi:
             until = float(request.query["until"]) if request.query.get("until") else None
         except ValueError:
             raise _bad("since/until must be Unix times in seconds") from None
+        if any(t is not None and not math.isfinite(t) for t in (since, until)):
+            raise _bad("since/until must be Unix times in seconds")
         text = request.query.get("q", "")[:200]
-        rows = await self.runner.db(self.runner.store.search, text, since, until)
+        try:
+            rows = await self.runner.search(text, since, until, owner=_owner(request))
+        except (sqlite3.Error, OSError):
+            raise _bad("the history database is not available; try again later", 503) from None
         return web.json_response({"results": rows})
 
     async def delete_session(self, request: web.Request) -> web.Response:
-        if not await self.runner.db(self.runner.store.delete_session, request.match_info["session_id"]):
+        session_id = request.match_info["session_id"]
+        if not await self.db(self.runner.store.delete_session, session_id, _owner(request)):
             raise _bad("no such session in the history", 404)
-        return web.json_response({"deleted": request.match_info["session_id"]})
+        return web.json_response({"deleted": session_id})
+
+
+def _principal(request: web.Request):
+    return request.get(PRINCIPAL, ANONYMOUS)
+
+
+def _owner(request: web.Request) -> str | None:
+    """Whose rows the caller may see: its own principal's; None (everyone's) for an admin token,
+    and with auth off (one owner: whoever uses this server)."""
+    principal = _principal(request)
+    return None if principal.admin or principal.owner_id == ANONYMOUS.owner_id else principal.owner_id
 
 
 def progress(job: dict[str, Any]) -> dict[str, Any]:
@@ -330,8 +419,9 @@ def progress(job: dict[str, Any]) -> dict[str, Any]:
         files.append({**{k: f[k] for k in keys}, "percent": round(percent, 1)})
     total = sum(f["duration_s"] or 0 for f in job["files"])
     done = sum(min(f["done_s"], f["duration_s"] or f["done_s"]) for f in job["files"])
-    finished = all(f["status"] in ("done", "failed") for f in job["files"])
-    percent = 100.0 if finished else (100 * done / total if total else 0.0)
+    finished = all(f["status"] in FINISHED for f in job["files"])
+    complete = finished and job["status"] != "cancelled"  # a cancelled job shows how far it got
+    percent = 100.0 if complete else (100 * done / total if total else 0.0)
     eta = None
     if job.get("started") and done > 0 and not finished:
         rate = done / max(1e-6, time.time() - job["started"])
@@ -382,8 +472,10 @@ def _quote(name: str) -> str:
 
 
 def _bad(message: str, status: int = 400, code: str | None = None) -> web.HTTPException:
-    kinds = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict}
-    code = code or {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}[status]
+    kinds = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+             422: web.HTTPUnprocessableEntity, 503: web.HTTPServiceUnavailable}  # fmt: skip
+    code = code or {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict", 422: "unprocessable",
+                    503: "unavailable"}[status]  # fmt: skip
     return kinds[status](text=json.dumps({"error": message, "code": code}), content_type="application/json")
 
 

@@ -156,6 +156,20 @@ def safe_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     return _fit(text, max_bytes)
 
 
+def unique_names(names: Iterable[str]) -> list[str]:
+    """The names in order, each clash (ignoring case) renamed "a.wav" -> "a (2).wav", "a (3).wav", ...:
+    a job's exports key files by name, and two uploads may share one."""
+    names = [str(n) for n in names]
+    taken = {n.casefold() for n in names}  # a later upload really named "a (2).wav" keeps its name
+    out, seen = [], set()
+    for name in names:
+        if name.casefold() in seen:
+            name = _unique(name, taken)
+        seen.add(name.casefold())
+        out.append(name)
+    return out
+
+
 def _fit(name: str, max_bytes: int) -> str:
     if len(name.encode("utf-8")) <= max_bytes:
         return name

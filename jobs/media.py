@@ -23,6 +23,11 @@ output samples before t by the first block's timestamp. A track whose timestamps
 recordings) resumes relative to those timestamps. Where a seek fails or lands late, decoding restarts
 earlier, finally from the start, counting samples: exact, only slower.
 
+Length: `iter_audio(..., max_s=T)` raises `TooLong` once the decoded audio passes T seconds,
+counted from the decoded frames as they come (before they are resampled, so a frame that would pass
+the limit is never expanded), never from what the header says. Frames at a sample rate below
+`MIN_SAMPLE_RATE` are refused: no speech fits in them, and a 100 KB WAV at 1 Hz lasts 14 hours.
+
 Damage: packets the decoder rejects as invalid are skipped (as FFmpeg and faster-whisper do), so an
 isolated corrupt frame costs a few milliseconds of audio, not the file. A truncated file yields what
 decodes and then stops cleanly, like a shorter file; a warning is logged when the container promised
@@ -56,6 +61,8 @@ SAMPLE_RATE = 16000
 _PREROLL_S = 1.0
 # If a seek lands after the wanted offset anyway (inexact index), retry this much earlier, then from the start.
 _FALLBACK_PREROLL_S = 30.0
+# Slower than this is not speech audio (2 kHz carries nothing above 1 kHz); refused as it decodes.
+MIN_SAMPLE_RATE = 2000
 # Warn when the container announced this much more audio than decoded (a truncated download).
 _SHORT_WARNING_S = 1.0
 
@@ -73,6 +80,14 @@ class MediaError(Exception):
         self.name = Path(path).name
         self.reason = reason
         super().__init__(f"{self.name}: {reason}")
+
+
+class TooLong(MediaError):
+    """The file's audio lasts longer than the limit it was decoded under."""
+
+    def __init__(self, path: str | os.PathLike[str], max_s: float) -> None:
+        super().__init__(path, f"is longer than {max_s:g} s, the most one file may last")
+        self.max_s = max_s
 
 
 @dataclass(frozen=True)
@@ -97,25 +112,36 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         )
 
 
-def iter_audio(path: str | os.PathLike[str], chunk_s: float = 10.0, start_s: float = 0.0) -> Iterator[np.ndarray]:
+def iter_audio(
+    path: str | os.PathLike[str], chunk_s: float = 10.0, start_s: float = 0.0, max_s: float | None = None
+) -> Iterator[np.ndarray]:
     """16 kHz mono float32 chunks of `chunk_s` seconds (the last one shorter), from `start_s` on.
 
     Memory stays at about one chunk whatever the file's length. Errors about the file itself (missing,
     empty, not media, no audio track) are raised by the first `next()`; bad arguments raise ValueError now.
+    `max_s`: TooLong once the audio passes that many seconds (after yielding the audio before it).
     """
     if not (math.isfinite(chunk_s) and chunk_s > 0):
         raise ValueError(f"chunk_s must be a positive number of seconds, got {chunk_s!r}")
     if not (math.isfinite(start_s) and start_s >= 0):
         raise ValueError(f"start_s must be a non-negative number of seconds, got {start_s!r}")
-    return _chunks(path, max(1, round(chunk_s * SAMPLE_RATE)), round(start_s * SAMPLE_RATE))
+    if max_s is not None and not (math.isfinite(max_s) and max_s > 0):
+        raise ValueError(f"max_s must be a positive number of seconds, got {max_s!r}")
+    return _chunks(path, max(1, round(chunk_s * SAMPLE_RATE)), round(start_s * SAMPLE_RATE), max_s)
 
 
-def _chunks(path: str | os.PathLike[str], chunk: int, start: int) -> Iterator[np.ndarray]:
+def _chunks(path: str | os.PathLike[str], chunk: int, start: int, max_s: float | None) -> Iterator[np.ndarray]:
     parts: list[np.ndarray] = []
     held = 0  # samples in parts
     emitted = start  # output index of the next sample to yield
+    limit = math.inf if max_s is None else round(max_s * SAMPLE_RATE)
     try:
-        for block in _trimmed(path, start):
+        for block in _trimmed(path, start, max_s):
+            if emitted + held + len(block) > limit:  # the exact check, on the output timeline
+                block = block[: max(0, limit - emitted - held)]
+                parts.append(block)
+                held += len(block)
+                raise _TooLong()
             parts.append(block)
             held += len(block)
             if held < chunk:
@@ -126,6 +152,11 @@ def _chunks(path: str | os.PathLike[str], chunk: int, start: int) -> Iterator[np
                 yield joined[i : i + chunk]
             emitted += cut
             parts, held = ([joined[cut:]] if cut < len(joined) else []), len(joined) - cut
+    except _TooLong:
+        if held:
+            yield np.concatenate(parts)
+        assert max_s is not None
+        raise TooLong(path, max_s) from None
     except _DecodeFailure as failure:
         if held:
             yield np.concatenate(parts)
@@ -138,11 +169,15 @@ class _DecodeFailure(Exception):
     """Internal: decoding stopped part way; _chunks adds the position and turns it into MediaError."""
 
 
-def _trimmed(path: str | os.PathLike[str], start: int) -> Iterator[np.ndarray]:
+class _TooLong(Exception):
+    """Internal: the audio passed max_s; _chunks yields what it holds and raises TooLong."""
+
+
+def _trimmed(path: str | os.PathLike[str], start: int, max_s: float | None = None) -> Iterator[np.ndarray]:
     """Blocks of output samples beginning exactly at output index `start`."""
     if start == 0:
         with _open(path) as (container, stream):
-            blocks = (audio for _, audio in _resampled(container, stream, seek_s=None))
+            blocks = (audio for _, audio in _resampled(container, stream, seek_s=None, max_s=max_s))
             yield from _checked(path, container, stream, blocks, start)
         return
     start_s = start / SAMPLE_RATE
@@ -150,7 +185,7 @@ def _trimmed(path: str | os.PathLike[str], start: int) -> Iterator[np.ndarray]:
         if seek_s is not None and seek_s <= 0:
             continue  # the next, earlier attempt would seek to the start too
         with _open(path) as (container, stream):
-            blocks = _resampled(container, stream, seek_s=seek_s)
+            blocks = _resampled(container, stream, seek_s=seek_s, max_s=max_s)
             first = next(blocks, None)
             if first is None:
                 return  # the offset is at or beyond the end: nothing to yield
@@ -158,7 +193,7 @@ def _trimmed(path: str | os.PathLike[str], start: int) -> Iterator[np.ndarray]:
             if seek_s is None:
                 index = 0  # decoding from the start: count samples, exactly like a full decode
             elif index is None or index > start:
-                log.info("%s: seek to %.3f s landed late; retrying earlier", Path(path).name, start_s)
+                log.info("%r: seek to %.3f s landed late; retrying earlier", Path(path).name, start_s)
                 continue
             rest = (block for _, block in blocks)
             yield from _checked(path, container, stream, _drop_before(start, index, audio, rest), start)
@@ -186,12 +221,18 @@ def _checked(path, container, stream, blocks: Iterator[np.ndarray], start: int) 
     decoded = (start + total) / SAMPLE_RATE
     if announced is not None and total and announced - decoded > _SHORT_WARNING_S:
         log.warning(
-            "%s: decoded %.1f s of the %.1f s announced; the file looks truncated", Path(path).name, decoded, announced
+            "%r: decoded %.1f s of the %.1f s announced; the file looks truncated", Path(path).name, decoded, announced
         )
 
 
-def _resampled(container, stream, seek_s: float | None) -> Iterator[tuple[int | None, np.ndarray]]:
-    """(output index of the block's first sample from its timestamp, or None; 16 kHz mono float32 block)."""
+def _resampled(
+    container, stream, seek_s: float | None, max_s: float | None = None
+) -> Iterator[tuple[int | None, np.ndarray]]:
+    """(output index of the block's first sample from its timestamp, or None; 16 kHz mono float32 block).
+    Raises _TooLong before resampling a frame that takes the decoded input past `max_s` seconds from
+    where decoding began (plus the seek position, as an upper bound of where that was)."""
+    budget = math.inf if max_s is None else max_s - max(0.0, seek_s or 0.0) + _FALLBACK_PREROLL_S
+    decoded_s = 0.0
     origin = stream.start_time or 0  # in stream.time_base; the timeline's zero
     if seek_s is not None:
         try:
@@ -210,6 +251,11 @@ def _resampled(container, stream, seek_s: float | None) -> Iterator[tuple[int | 
                 bad += 1
                 continue
             for frame in frames:
+                if frame.sample_rate < MIN_SAMPLE_RATE:
+                    raise _DecodeFailure(f"its sample rate, {frame.sample_rate} Hz, is too low for speech audio")
+                decoded_s += frame.samples / frame.sample_rate
+                if decoded_s > budget:
+                    raise _TooLong()
                 if align:
                     frame = _on_output_grid(frame, origin)
                     if frame is None:

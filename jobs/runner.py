@@ -2,8 +2,11 @@
 committing every segment to SQLite as it is decoded; on restart, files resume after their last
 committed segment. Each file is decoded by the engine its job asked for (the live engine unless the
 job named one of config jobs.engines), and the file's row records that engine and its model. Also
-records live sessions' finals (history). Thin asyncio glue: decoding of media and every database
-call run on worker threads."""
+records live sessions' finals (history): they are written in batches from a queue, kept and retried
+while the database refuses them (at most MAX_UNSAVED_FINALS), and /healthz says degraded until they
+land. A running job can be cancelled; a file longer than jobs.max_file_audio_s (counted while it
+decodes) fails with that reason. Thin asyncio glue: decoding of media and every database call run
+on worker threads (searches on a thread and connection of their own)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inference.engines.base import DecodeOptions
-from jobs.media import MediaError, probe
+from inference.scheduler import JOBS, Source, fair_share_owner
+from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
 from jobs.store import FileRow, Store
 from streaming.events import SAMPLE_RATE, samples_to_ms
@@ -23,6 +28,10 @@ from streaming.events import SAMPLE_RATE, samples_to_ms
 log = logging.getLogger(__name__)
 
 IN_FLIGHT_SEGMENTS = 8  # decoded-but-uncommitted segments per file; bounds memory on long files
+# Live finals waiting for the database (written in batches; kept while it refuses writes). Past this
+# many the oldest are dropped, with one log line: about a day of captions from a busy room.
+MAX_UNSAVED_FINALS = 10_000
+RETRY_S = 2.0  # while the database refuses writes: how often to try again
 
 
 class JobRunner:
@@ -30,27 +39,52 @@ class JobRunner:
         self.store = store
         self.executor = executor
         self.config = config
-        self.healthy = True
-        self.last_error: str | None = None
+        self._db_error: str | None = None  # the last failure, until a write goes through again
         self._db = ThreadPoolExecutor(1, thread_name_prefix="history")  # SQLite: one writer thread
+        self._search = ThreadPoolExecutor(1, thread_name_prefix="history-search")  # the reader connection
         self._media = ThreadPoolExecutor(2, thread_name_prefix="media")
         self._wake = asyncio.Event()
         self._workers: list[asyncio.Task] = []
         self.active: set[int] = set()  # file ids being transcribed now
-        self._background: set[asyncio.Task] = set()
+        self._running: dict[int, asyncio.Task] = {}  # file id -> its transcription, for cancel
+        self._unsaved: deque[tuple] = deque()  # live finals not yet in the database, oldest first
+        self._dropped = 0
+        self._history_wake = asyncio.Event()
+        self._history_task: asyncio.Task | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed database call until a write goes through and no live final waits on a retry."""
+        return self._db_error is None
+
+    @property
+    def last_error(self) -> str | None:
+        if self._db_error and self._unsaved:
+            return f"{self._db_error} ({len(self._unsaved)} live final(s) waiting to be written)"
+        return self._db_error
 
     async def start(self) -> None:
         await self.db(self.store.check_writable)
         count = self.config.jobs.concurrent_files
         self._workers = [asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(count)]
+        self._history_task = asyncio.create_task(self._history_writer(), name="history-writer")
         self._wake.set()  # unfinished jobs from before a restart continue at once
 
     async def close(self) -> None:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        await asyncio.gather(*self._background, return_exceptions=True)  # pending history writes land
+        if self._history_task is not None:
+            self._history_task.cancel()
+            await asyncio.gather(self._history_task, return_exceptions=True)
+        if self._unsaved:  # one last try: pending history writes land
+            with contextlib.suppress(sqlite3.Error, OSError):
+                await self._flush_history()
+            if self._unsaved:
+                log.error("history database %s: %d live final(s) could not be written", self.store.path,
+                          len(self._unsaved))  # fmt: skip
         self._media.shutdown(wait=False, cancel_futures=True)
+        self._search.shutdown(wait=True)
         self._db.submit(self.store.close).result()
         self._db.shutdown(wait=True)
 
@@ -60,40 +94,87 @@ class JobRunner:
     async def db(self, call, *args):
         """Run a Store call on the database thread; failures (disk full, read-only) are reported on
         /healthz and in the log, and raised to the caller."""
+        return await self._run(self._db, call, *args)
+
+    async def search(self, *args, **kwargs) -> list[dict[str, Any]]:
+        """Store.search on its own thread and connection: a slow search holds up no other call."""
+        return await self._run(self._search, lambda: self.store.search(*args, **kwargs))
+
+    async def _run(self, pool: ThreadPoolExecutor, call, *args):
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._db, call, *args)
+            return await loop.run_in_executor(pool, call, *args)
         except (sqlite3.Error, OSError) as exc:
-            if self.healthy:
-                log.error("history database %s failed: %s", self.store.path, exc)
-            self.healthy, self.last_error = False, f"{type(exc).__name__}: {exc}"
+            self._failed(exc)
             raise
-        if not self.healthy:
-            log.info("history database %s writable again", self.store.path)
-        self.healthy, self.last_error = True, None
-        return result
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._db_error is None:
+            log.error("history database %s failed: %s", self.store.path, exc)
+        self._db_error = f"{type(exc).__name__}: {exc}"
+        self._history_wake.set()  # the history writer probes until writes go through again
 
     # --- live history ---------------------------------------------------------------------------
-    def record_live_final(self, session_id: str, reply: dict[str, Any], options: dict[str, Any]) -> None:
-        """Fire and forget: a failing database must never hold up live captions."""
+    def record_live_final(
+        self, session_id: str, reply: dict[str, Any], options: dict[str, Any], owner: str = "anonymous"
+    ) -> None:
+        """Queued for the history writer: a failing database never holds up live captions. `owner`:
+        the principal name of the connection's token."""
         if not self.config.jobs.record_live:
             return
-        task = asyncio.create_task(
-            self.db(
-                self.store.add_live_final,
-                session_id,
-                reply["segment_id"],
-                reply["start_ms"],
-                reply["end_ms"],
-                reply.get("final_text", ""),
-                self.executor.engine.name,
-                options,
-                self.executor.engine.model,
-            )
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported by db(); not re-raised
+        if len(self._unsaved) >= MAX_UNSAVED_FINALS:
+            self._unsaved.popleft()
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error("history database %s: more than %d live finals wait to be written; dropping the oldest",
+                          self.store.path, MAX_UNSAVED_FINALS)  # fmt: skip
+        self._unsaved.append(
+            (session_id, reply["segment_id"], reply["start_ms"], reply["end_ms"], reply.get("final_text", ""),
+             self.executor.engine.name, options, self.executor.engine.model, owner)
+        )  # fmt: skip
+        self._history_wake.set()
+
+    async def _history_writer(self) -> None:
+        """Writes queued live finals in batches; while the database fails, retries every RETRY_S
+        (also probing it after a failure of any other call) until a write goes through."""
+        while True:
+            await self._history_wake.wait()
+            self._history_wake.clear()
+            try:
+                if self._unsaved:
+                    await self._flush_history()
+                elif self._db_error is not None:
+                    await self.db(self.store.check_writable)
+                else:
+                    continue
+            except (sqlite3.Error, OSError):
+                await asyncio.sleep(RETRY_S)
+                self._history_wake.set()
+                continue
+            if self._db_error is not None and not self._unsaved:
+                log.info("history database %s writable again", self.store.path)
+                self._db_error = None
+
+    async def _flush_history(self) -> None:
+        batch = list(self._unsaved)
+        await self.db(self.store.add_live_finals, batch)
+        for _ in batch:  # new finals may have arrived meanwhile; these are the oldest
+            self._unsaved.popleft()
+        if self._dropped:
+            log.warning("history database %s: %d live final(s) were dropped while it failed", self.store.path,
+                        self._dropped)  # fmt: skip
+            self._dropped = 0
+
+    # --- cancel ---------------------------------------------------------------------------------
+    async def cancel_job(self, job_id: str, file_ids: list[int]) -> bool:
+        """Cancels the job (no restart resumes it) and stops its files being transcribed; returns
+        once they have stopped. False when it had already finished."""
+        changed = await self.db(self.store.cancel_job, job_id)
+        tasks = [self._running[f] for f in file_ids if f in self._running]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return changed
 
     # --- the queue ------------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -103,18 +184,25 @@ class JobRunner:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            task = asyncio.create_task(self._transcribe(row), name=f"file-{row.id}")
+            self._running[row.id] = task
             try:
-                await self._transcribe(row)
-            except asyncio.CancelledError:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:  # the server is stopping: the file resumes on the next start
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
                 raise
-            except (sqlite3.Error, OSError):
+            finally:
+                self._running.pop(row.id, None)
+                self.active.discard(row.id)
+            if task.cancelled():
+                log.info("file %d (%r) cancelled", row.id, row.name)
+            elif isinstance(task.exception(), (sqlite3.Error, OSError)):
                 await asyncio.sleep(5)  # database trouble: reported by db(); the file stays queued
-            except Exception as exc:  # one bad file never stops the queue
-                log.exception("file %d (%s) failed", row.id, row.name)
+            elif (exc := task.exception()) is not None:  # one bad file never stops the queue
+                log.error("file %d (%r) failed", row.id, row.name, exc_info=exc)
                 with contextlib.suppress(sqlite3.Error, OSError):
                     await self.db(self.store.finish_file, row.id, f"transcription failed: {exc}")
-            finally:
-                self.active.discard(row.id)
 
     async def _claim(self) -> FileRow | None:
         for row in await self.db(self.store.pending_files):
@@ -139,21 +227,27 @@ class JobRunner:
             await self.db(self.store.finish_file, row.id, reason)
             return
         loop = asyncio.get_running_loop()
+        limit_s = self.config.jobs.max_file_audio_s
         try:
             info = await loop.run_in_executor(self._media, probe, row.path)
+            if info.duration_s is not None and info.duration_s > limit_s:  # what its header says: refused early
+                raise TooLong(row.path, limit_s)
         except MediaError as exc:
-            await self.db(self.store.finish_file, row.id, str(exc))
+            await self.db(self.store.finish_file, row.id, _reason(exc, row.name))
+            log.info("file %d (%r) refused: %s", row.id, row.name, exc.reason)
             return
         await self.db(self.store.start_file, row.id, info.duration_s, engine.name, model)
         resume_s = row.done_s
         if resume_s:
-            log.info("file %d (%s): resuming at %.2f s, segment %d", row.id, row.name, resume_s, row.next_seq)
+            log.info("file %d (%r): resuming at %.2f s, segment %d", row.id, row.name, resume_s, row.next_seq)
         decode_options = DecodeOptions(
             language=options.get("language"),
             hotwords=tuple((w, int(v)) for w, v in options.get("hotwords", [])),
             itn=options.get("itn", True),
         )
         settings = file_settings(self.config, options.get("max_segment_s"))
+        owner = job.get("owner") or "anonymous"  # its token's share of background work (auth off: one share)
+        source = JOBS if owner == "anonymous" else Source(fair_share_owner(owner, None), live=False)
         seq = row.next_seq
         pending: list[tuple[Any, asyncio.Future]] = []
 
@@ -167,9 +261,11 @@ class JobRunner:
             await self.db(self.store.commit_segment, row.id, seq, start_ms, end_ms, result.text, done_s)
             seq += 1
 
+        audio = read_audio(row.path, resume_s, self._media, max_s=limit_s)  # counted as it decodes: headers lie
         try:
-            async for event in segments(read_audio(row.path, resume_s, self._media), settings, self.executor):
-                pending.append((event, self.executor.submit_background(event.audio, decode_options, engine.name)))
+            async for event in segments(audio, settings, self.executor):
+                future = self.executor.submit_background(event.audio, decode_options, engine.name, source=source)
+                pending.append((event, future))
                 while pending and (pending[0][1].done() or len(pending) > IN_FLIGHT_SEGMENTS):
                     await commit_head()
             while pending:
@@ -177,7 +273,18 @@ class JobRunner:
         except MediaError as exc:
             while pending:  # what was decoded before the damage is kept
                 await commit_head()
-            await self.db(self.store.finish_file, row.id, str(exc))
+            await self.db(self.store.finish_file, row.id, _reason(exc, row.name))
+            log.info("file %d (%r) failed: %s", row.id, row.name, exc.reason)
             return
+        finally:
+            for _, future in pending:  # cancelled: the executor drops segments nobody waits for
+                future.cancel()
         await self.db(self.store.finish_file, row.id, None)
-        log.info("file %d (%s) done: %d segment(s)", row.id, row.name, seq)
+        log.info("file %d (%r) done: %d segment(s)", row.id, row.name, seq)
+
+
+def _reason(exc: MediaError, name: str) -> str:
+    """What went wrong, for the file's record: under the name it was sent with, not as stored."""
+    if isinstance(exc, TooLong):
+        return f"{name}: {exc.reason} (jobs.max_file_audio_s)"
+    return f"{name}: {exc.reason}"

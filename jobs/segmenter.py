@@ -18,10 +18,13 @@ from streaming.session import SessionSettings, StreamSession
 READ_CHUNK_S = 1.0  # well under the ring buffer, so an open 30 s segment is never overwritten
 
 
-async def read_audio(path: str, start_s: float = 0.0, pool: Executor | None = None) -> AsyncIterator[np.ndarray]:
-    """A file's 16 kHz audio in READ_CHUNK_S chunks, decoded on `pool` (the event loop never waits)."""
+async def read_audio(
+    path: str, start_s: float = 0.0, pool: Executor | None = None, max_s: float | None = None
+) -> AsyncIterator[np.ndarray]:
+    """A file's 16 kHz audio in READ_CHUNK_S chunks, decoded on `pool` (the event loop never waits);
+    media.TooLong past `max_s` seconds."""
     loop = asyncio.get_running_loop()
-    chunks = iter_audio(path, chunk_s=READ_CHUNK_S, start_s=start_s)
+    chunks = iter_audio(path, chunk_s=READ_CHUNK_S, start_s=start_s, max_s=max_s)
     while (chunk := await loop.run_in_executor(pool, next, chunks, None)) is not None:
         yield chunk
 

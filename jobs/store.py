@@ -1,7 +1,16 @@
 """SQLite store (WAL): batch jobs with per-file and per-segment progress, and the history of live
-sessions' finals. Every call is synchronous and meant for one dedicated thread (see HistoryWriter
-in jobs/runner.py); the schema is the crash-resume record: a segment is committed the moment its
-text exists, and a file resumes after its last committed segment."""
+sessions' finals. Every call is synchronous and meant for one dedicated thread (see JobRunner in
+jobs/runner.py), except `search`, which reads through its own connection on a thread of its own so
+that a slow search never holds up writes; the schema is the crash-resume record: a segment is
+committed the moment its text exists, and a file resumes after its last committed segment.
+
+Ownership: jobs and live sessions carry `owner`, the caller's principal name (a digest of its
+token, never the token; "anonymous" with auth off and for rows made before owners were kept).
+Calls that take `owner` see only that owner's rows; owner=None sees everything (admins).
+
+Search: captions are indexed by SQLite FTS5 with the trigram tokenizer (case-insensitive substring
+match, any script, Chinese included); triggers keep the index in step with every insert and delete.
+A query under three characters cannot use trigrams and scans the newest rows first instead."""
 
 from __future__ import annotations
 
@@ -22,7 +31,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE,
     started REAL,
     finished REAL,
-    engine TEXT                            -- the engine the job asked for (NULL: made before engines were chosen)
+    engine TEXT,                           -- the engine the job asked for (NULL: made before engines were chosen)
+    owner TEXT NOT NULL DEFAULT 'anonymous',  -- principal name of the token that made it
+    request_hash TEXT                      -- what the request held: a reused Idempotency-Key must match it
 );
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -30,7 +41,7 @@ CREATE TABLE IF NOT EXISTS files (
     name TEXT NOT NULL,
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
-    status TEXT NOT NULL,                  -- queued | running | done | failed
+    status TEXT NOT NULL,                  -- queued | running | done | failed | cancelled
     duration_s REAL,
     done_s REAL NOT NULL DEFAULT 0,        -- audio time through VAD and committed (resume point)
     next_seq INTEGER NOT NULL DEFAULT 0,
@@ -52,7 +63,8 @@ CREATE TABLE IF NOT EXISTS live_sessions (
     updated REAL NOT NULL,
     engine TEXT NOT NULL,
     options TEXT NOT NULL,
-    model TEXT
+    model TEXT,
+    owner TEXT NOT NULL DEFAULT 'anonymous'
 );
 CREATE TABLE IF NOT EXISTS live_finals (
     session_id TEXT NOT NULL REFERENCES live_sessions(session_id) ON DELETE CASCADE,
@@ -65,8 +77,63 @@ CREATE TABLE IF NOT EXISTS live_finals (
 );
 CREATE INDEX IF NOT EXISTS files_by_job ON files(job_id);
 """
+# Made after the tables' columns are complete (an old database gets them added first).
+INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs(created);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner, created);
+CREATE INDEX IF NOT EXISTS live_finals_by_created ON live_finals(created);
+CREATE INDEX IF NOT EXISTS live_sessions_by_owner ON live_sessions(owner);
+"""
+# Full-text index of every caption's text; the triggers keep it in step (cascading deletes too).
+SEARCH_INDEX = {
+    "segments": """
+CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments', content_rowid='rowid', tokenize='trigram');
+CREATE TRIGGER segments_fts_insert AFTER INSERT ON segments BEGIN
+    INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text); END;
+CREATE TRIGGER segments_fts_delete AFTER DELETE ON segments BEGIN
+    INSERT INTO segments_fts(segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
+CREATE TRIGGER segments_fts_update AFTER UPDATE ON segments BEGIN
+    INSERT INTO segments_fts(segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text); END;
+""",
+    "live_finals": """
+CREATE VIRTUAL TABLE live_finals_fts USING fts5(text, content='live_finals', content_rowid='rowid', tokenize='trigram');
+CREATE TRIGGER live_finals_fts_insert AFTER INSERT ON live_finals BEGIN
+    INSERT INTO live_finals_fts(rowid, text) VALUES (new.rowid, new.text); END;
+CREATE TRIGGER live_finals_fts_delete AFTER DELETE ON live_finals BEGIN
+    INSERT INTO live_finals_fts(live_finals_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
+CREATE TRIGGER live_finals_fts_update AFTER UPDATE ON live_finals BEGIN
+    INSERT INTO live_finals_fts(live_finals_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO live_finals_fts(rowid, text) VALUES (new.rowid, new.text); END;
+""",
+}
 # Columns added after the first release: a database made before them gets them on open.
-ADDED_COLUMNS = {"jobs": ("engine TEXT",), "files": ("engine TEXT", "model TEXT"), "live_sessions": ("model TEXT",)}
+ADDED_COLUMNS = {
+    "jobs": ("engine TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'", "request_hash TEXT"),
+    "files": ("engine TEXT", "model TEXT"),
+    "live_sessions": ("model TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'"),
+}
+# Columns every release had: a table that lacks one belongs to some other program.
+REQUIRED_COLUMNS = {
+    "jobs": {"id", "created", "options", "status", "idempotency_key", "started", "finished"},
+    "files": {"id", "job_id", "name", "path", "sha256", "status", "duration_s", "done_s", "next_seq", "error"},
+    "segments": {"file_id", "seq", "start_ms", "end_ms", "text"},
+    "live_sessions": {"session_id", "created", "updated", "engine", "options"},
+    "live_finals": {"session_id", "segment_id", "start_ms", "end_ms", "text", "created"},
+}
+SEARCH_SHORTEST = 3  # characters: the trigram index answers queries at least this long
+
+
+class StoreError(Exception):
+    """The database cannot be used (corrupt, not ours, unreadable); str() is one line for the operator,
+    naming the file and the setting."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}; point jobs.db_path at another file, or move this one away")
+
+
+class KeyConflict(Exception):
+    """An Idempotency-Key reused for a request with other files or options."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +153,40 @@ class FileRow:
 
 class Store:
     def __init__(self, path: str | Path) -> None:
+        """Opens (creating or upgrading) the database; StoreError when it is damaged or not ours."""
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        try:
+            self._open()
+            # Searches read through their own connection (WAL: they never block the writer).
+            self.reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self.reader.row_factory = sqlite3.Row
+            self.reader.execute("PRAGMA query_only=ON")
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            self.db.close()
+            raise StoreError(f"{self.path} is not a usable history database: {exc}") from None
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _open(self) -> None:
         self.db.row_factory = sqlite3.Row
+        present_tables = {r["name"] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        others = sorted(t for t in present_tables if not t.startswith("sqlite_"))
+        if others and not present_tables & REQUIRED_COLUMNS.keys():
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise StoreError(f"{self.path} is not a livecaption history database (it holds tables {shown})")
+        for table in present_tables & REQUIRED_COLUMNS.keys():  # checked before anything is written
+            present = {row["name"] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if missing := sorted(REQUIRED_COLUMNS[table] - present):
+                raise StoreError(
+                    f"{self.path} is not a livecaption history database (its table {table!r} has no column "
+                    f"{', '.join(missing)})"
+                )
         # WAL: readers never block the writer; NORMAL sync survives a killed process (not power loss).
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -100,8 +197,14 @@ class Store:
             for column in columns:
                 if column.split()[0] not in present:
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        self.db.executescript(INDEXES)
+        for table, script in SEARCH_INDEX.items():
+            if f"{table}_fts" not in present_tables:  # new, or a database from before search was indexed
+                rebuild = f"INSERT INTO {table}_fts({table}_fts) VALUES ('rebuild');"
+                self.db.executescript(f"BEGIN IMMEDIATE; {script} {rebuild} COMMIT;")
 
     def close(self) -> None:
+        self.reader.close()
         self.db.close()
 
     def _tx(self):
@@ -114,31 +217,43 @@ class Store:
         options: dict[str, Any],
         idempotency_key: str | None = None,
         engine: str | None = None,
-    ) -> str:
-        """files: (name, stored path, sha256); engine: the one its files ask for. Returns the job id
-        (an existing one for a repeated key)."""
-        if idempotency_key:
-            row = self.db.execute("SELECT id FROM jobs WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
-            if row:
-                return row["id"]
-        job_id = uuid.uuid4().hex[:12]
+        owner: str = "anonymous",
+        request_hash: str | None = None,
+    ) -> tuple[str, bool]:
+        """files: (name, stored path, sha256); engine: the one its files ask for. Returns (job id, made
+        now): an existing job for a key this owner used before for the same request (`request_hash`);
+        KeyConflict when that key came with another request."""
+        key = f"{owner}:{idempotency_key}" if idempotency_key else None  # keys are per owner
         with self._tx():
+            if key:
+                row = self.db.execute("SELECT id, request_hash FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+                if row:
+                    if row["request_hash"] not in (None, request_hash):
+                        raise KeyConflict(idempotency_key)
+                    return row["id"], False
+            job_id = uuid.uuid4().hex[:12]
             self.db.execute(
-                "INSERT INTO jobs (id, created, options, status, idempotency_key, engine) "
-                "VALUES (?, ?, ?, 'queued', ?, ?)",
-                (job_id, time.time(), json.dumps(options, ensure_ascii=False), idempotency_key, engine),
+                "INSERT INTO jobs (id, created, options, status, idempotency_key, engine, owner, request_hash) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (job_id, time.time(), json.dumps(options, ensure_ascii=False), key, engine, owner, request_hash),
             )
             self.db.executemany(
                 "INSERT INTO files (job_id, name, path, sha256, status) VALUES (?, ?, ?, ?, 'queued')",
                 [(job_id, name, path, digest) for name, path, digest in files],
             )
-        return job_id
+        return job_id, True
 
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    def job(self, job_id: str, owner: str | None = None) -> dict[str, Any] | None:
+        """The job with its files; None when there is none, or it is not `owner`'s (None: anyone's)."""
+        row = self.db.execute(
+            "SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)", (job_id, owner, owner)
+        ).fetchone()
         if row is None:
             return None
         job = dict(row)
+        job.pop("request_hash", None)
+        key = job.get("idempotency_key")
+        job["idempotency_key"] = key.split(":", 1)[1] if key and key.startswith(f"{job['owner']}:") else key
         job["options"] = json.loads(job["options"])
         files = self.db.execute(
             "SELECT f.*, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS segments "
@@ -148,8 +263,10 @@ class Store:
         job["files"] = [dict(r) for r in files]
         return job
 
-    def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT id FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+    def jobs(self, limit: int = 100, owner: str | None = None) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id FROM jobs WHERE ? IS NULL OR owner = ? ORDER BY created DESC LIMIT ?", (owner, owner, limit)
+        ).fetchall()
         return [self.job(r["id"]) for r in rows]
 
     def pending_files(self) -> list[FileRow]:
@@ -160,8 +277,11 @@ class Store:
         ).fetchall()
         return [_file_row(r) for r in rows]
 
-    def file(self, file_id: int) -> FileRow | None:
-        row = self.db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+    def file(self, file_id: int, owner: str | None = None) -> FileRow | None:
+        row = self.db.execute(
+            "SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id WHERE f.id = ? AND (? IS NULL OR j.owner = ?)",
+            (file_id, owner, owner),
+        ).fetchone()
         return _file_row(row) if row else None
 
     def start_file(self, file_id: int, duration_s: float | None, engine: str, model: str) -> None:
@@ -169,12 +289,12 @@ class Store:
         with self._tx():
             self.db.execute(
                 "UPDATE files SET status = 'running', duration_s = COALESCE(?, duration_s), engine = ?, model = ? "
-                "WHERE id = ?",
+                "WHERE id = ? AND status IN ('queued', 'running')",
                 (duration_s, engine, model, file_id),
             )
             self.db.execute(
                 "UPDATE jobs SET status = 'running', started = COALESCE(started, ?) "
-                "WHERE id = (SELECT job_id FROM files WHERE id = ?)",
+                "WHERE id = (SELECT job_id FROM files WHERE id = ?) AND status IN ('queued', 'running')",
                 (time.time(), file_id),
             )
 
@@ -198,14 +318,15 @@ class Store:
         with self._tx():
             self.db.execute(
                 "UPDATE files SET status = ?, error = ?, "
-                "done_s = CASE WHEN ? IS NULL THEN COALESCE(duration_s, done_s) ELSE done_s END WHERE id = ?",
+                "done_s = CASE WHEN ? IS NULL THEN COALESCE(duration_s, done_s) ELSE done_s END "
+                "WHERE id = ? AND status IN ('queued', 'running')",  # never over a cancel
                 ("failed" if error else "done", error, error, file_id),
             )
             self.db.execute(
                 # done when every file is finished; failed when none of them could be transcribed
                 "UPDATE jobs SET finished = ?, status = CASE WHEN EXISTS "
                 "(SELECT 1 FROM files WHERE job_id = jobs.id AND status = 'done') THEN 'done' ELSE 'failed' END "
-                "WHERE id = (SELECT job_id FROM files WHERE id = ?) "
+                "WHERE id = (SELECT job_id FROM files WHERE id = ?) AND status IN ('queued', 'running') "
                 "AND NOT EXISTS (SELECT 1 FROM files WHERE job_id = jobs.id AND status IN ('queued', 'running'))",
                 (time.time(), file_id),
             )
@@ -216,6 +337,21 @@ class Store:
         )
         return [dict(r) for r in rows]
 
+    def cancel_job(self, job_id: str) -> bool:
+        """Marks the job and its unfinished files cancelled, so that nothing resumes them (not even a
+        restart); what was committed stays. False when the job had already finished."""
+        with self._tx():
+            changed = self.db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (time.time(), job_id),
+            ).rowcount
+            self.db.execute(
+                "UPDATE files SET status = 'cancelled', error = 'cancelled' "
+                "WHERE job_id = ? AND status IN ('queued', 'running')",
+                (job_id,),
+            )
+        return changed > 0
+
     def delete_job(self, job_id: str) -> list[str]:
         """Deletes the job and its results; returns the stored file paths for the caller to remove."""
         paths = [r["path"] for r in self.db.execute("SELECT path FROM files WHERE job_id = ?", (job_id,))]
@@ -225,49 +361,87 @@ class Store:
 
     # --- live history -------------------------------------------------------------------------
     def add_live_final(self, session_id: str, segment_id: int, start_ms: int, end_ms: int, text: str,
-                       engine: str, options: dict[str, Any], model: str | None = None) -> None:  # fmt: skip
+                       engine: str, options: dict[str, Any], model: str | None = None,
+                       owner: str = "anonymous") -> None:  # fmt: skip
+        self.add_live_finals([(session_id, segment_id, start_ms, end_ms, text, engine, options, model, owner)])
+
+    def add_live_finals(self, finals: list[tuple]) -> None:
+        """Many add_live_final argument tuples in one transaction. A session belongs to the owner
+        that recorded its first final: finals another owner sends under its id are not kept."""
         now = time.time()
         with self._tx():
-            self.db.execute(
-                "INSERT INTO live_sessions (session_id, created, updated, engine, options, model) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET updated = excluded.updated",
-                (session_id, now, now, engine, json.dumps(options, ensure_ascii=False), model),
-            )
-            self.db.execute(
-                "INSERT OR REPLACE INTO live_finals (session_id, segment_id, start_ms, end_ms, text, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, segment_id, start_ms, end_ms, text, now),
-            )
+            for session_id, segment_id, start_ms, end_ms, text, engine, options, model, owner in finals:
+                self.db.execute(
+                    "INSERT INTO live_sessions (session_id, created, updated, engine, options, model, owner) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET updated = excluded.updated "
+                    "WHERE owner = excluded.owner",
+                    (session_id, now, now, engine, json.dumps(options, ensure_ascii=False), model, owner),
+                )
+                # An upsert, not INSERT OR REPLACE: REPLACE's implicit delete skips the search index's trigger.
+                self.db.execute(
+                    "INSERT INTO live_finals (session_id, segment_id, start_ms, end_ms, text, created) "
+                    "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                    "(SELECT 1 FROM live_sessions WHERE session_id = ? AND owner = ?) "
+                    "ON CONFLICT(session_id, segment_id) DO UPDATE SET "
+                    "start_ms = excluded.start_ms, end_ms = excluded.end_ms, text = excluded.text, "
+                    "created = excluded.created",
+                    (session_id, segment_id, start_ms, end_ms, text, now, session_id, owner),
+                )
 
-    def live_finals(self, session_id: str) -> list[dict[str, Any]]:
+    def live_finals(self, session_id: str, owner: str | None = None) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT segment_id, start_ms, end_ms, text FROM live_finals WHERE session_id = ? ORDER BY segment_id",
-            (session_id,),
+            "SELECT segment_id, start_ms, end_ms, text FROM live_finals WHERE session_id = ? AND "
+            "(? IS NULL OR EXISTS (SELECT 1 FROM live_sessions WHERE session_id = ? AND owner = ?)) "
+            "ORDER BY segment_id",
+            (session_id, owner, session_id, owner),
         )
         return [dict(r) for r in rows]
 
-    def delete_session(self, session_id: str) -> bool:
+    def delete_session(self, session_id: str, owner: str | None = None) -> bool:
         with self._tx():
-            return self.db.execute("DELETE FROM live_sessions WHERE session_id = ?", (session_id,)).rowcount > 0
+            return (
+                self.db.execute(
+                    "DELETE FROM live_sessions WHERE session_id = ? AND (? IS NULL OR owner = ?)",
+                    (session_id, owner, owner),
+                ).rowcount
+                > 0
+            )
 
-    def search(self, text: str = "", since: float | None = None, until: float | None = None, limit: int = 200):
-        """Captions whose text contains `text`, live finals and file segments, newest first."""
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    def search(self, text: str = "", since: float | None = None, until: float | None = None, limit: int = 200,
+               owner: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """Captions whose text contains `text` (any case), live finals and file segments, newest first;
+        only `owner`'s (None: everyone's). Reads through its own connection: call it from a thread
+        other than the writer's, one search at a time."""
         since = since if since is not None else 0.0
         until = until if until is not None else 1e18
-        rows = self.db.execute(
+        text = text.strip()
+        if len(text) >= SEARCH_SHORTEST:
+            match = '"' + text.replace('"', '""') + '"'  # one phrase: FTS5 query syntax never applies
+            live_from = "live_finals_fts x JOIN live_finals l ON l.rowid = x.rowid"
+            file_from = "segments_fts x JOIN segments s ON s.rowid = x.rowid"
+            where, args = "x.text MATCH ?", (match,)
+        else:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            live_from, file_from = "live_finals l", "segments s"
+            where, args = "{}.text LIKE ? ESCAPE '\\'", (pattern,)
+        live = self.reader.execute(
             "SELECT 'live' AS kind, l.session_id AS source, l.segment_id AS seq, l.start_ms, l.end_ms, l.text, "
-            "l.created, ls.engine, ls.model "
-            "FROM live_finals l JOIN live_sessions ls ON ls.session_id = l.session_id "
-            "WHERE l.text LIKE ? ESCAPE '\\' AND l.created BETWEEN ? AND ? "
-            "UNION ALL "
-            "SELECT 'file', CAST(s.file_id AS TEXT), s.seq, s.start_ms, s.end_ms, s.text, j.created, f.engine, f.model "
-            "FROM segments s JOIN files f ON f.id = s.file_id JOIN jobs j ON j.id = f.job_id "
-            "WHERE s.text LIKE ? ESCAPE '\\' AND j.created BETWEEN ? AND ? "
-            "ORDER BY created DESC, seq LIMIT ?",
-            (pattern, since, until, pattern, since, until, limit),
-        )
-        return [dict(r) for r in rows]
+            f"l.created, ls.engine, ls.model FROM {live_from} "
+            "JOIN live_sessions ls ON ls.session_id = l.session_id "
+            f"WHERE {where.format('l')} AND l.created BETWEEN ? AND ? AND (? IS NULL OR ls.owner = ?) "
+            "ORDER BY l.created DESC, l.segment_id LIMIT ?",
+            (*args, since, until, owner, owner, limit),
+        ).fetchall()
+        files = self.reader.execute(
+            "SELECT 'file' AS kind, CAST(s.file_id AS TEXT) AS source, s.seq, s.start_ms, s.end_ms, s.text, "
+            f"j.created, f.engine, f.model FROM {file_from} "
+            "JOIN files f ON f.id = s.file_id JOIN jobs j ON j.id = f.job_id "
+            f"WHERE {where.format('s')} AND j.created BETWEEN ? AND ? AND (? IS NULL OR j.owner = ?) "
+            "ORDER BY j.created DESC, s.seq LIMIT ?",
+            (*args, since, until, owner, owner, limit),
+        ).fetchall()
+        rows = sorted((dict(r) for r in (*live, *files)), key=lambda r: (-r["created"], r["seq"]))
+        return rows[:limit]
 
     def backup(self, destination: str | Path) -> None:
         """A consistent copy while the server keeps writing (SQLite's online backup)."""

@@ -114,6 +114,7 @@ class JobsConfig:
     upload_dir: str
     allowed_dir: str
     max_upload_mb: int
+    max_file_audio_s: float
     concurrent_files: int
     record_live: bool
     engines: tuple[str, ...]
@@ -163,6 +164,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("auth", "max_connections_per_token"): (0, 100_000),
     ("auth", "max_connections_per_ip"): (0, 100_000),
     ("jobs", "max_upload_mb"): (1, 1_000_000),
+    ("jobs", "max_file_audio_s"): (1, 7 * 24 * 3600),
     ("jobs", "concurrent_files"): (1, 64),
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),

@@ -25,6 +25,7 @@ from jobs.exports import (
     to_srt,
     to_txt,
     to_vtt,
+    unique_names,
     zip_job,
 )
 
@@ -147,6 +148,21 @@ def test_zip_holds_every_format_per_file_plus_the_job_files():
     assert sorted(only_srt.namelist()) == ["a.srt", "job.csv", "job.json"]
     with pytest.raises(ValueError, match="formats"):
         zip_job({"a.wav": SEGMENTS}, formats=["docx"])
+
+
+def test_files_that_share_a_name_all_reach_every_job_export():
+    names = unique_names(["a.wav", "b.wav", "a.wav", "A.WAV", "a (2).wav"])
+    # A later upload that really is called "a (2).wav" keeps its name; clashes count past it.
+    assert names == ["a.wav", "b.wav", "a (3).wav", "A (4).WAV", "a (2).wav"]
+    results = dict(zip(names, ([Segment(0, 10, f"file {i}")] for i in range(5))))
+    assert len(results) == 5
+    rows = list(csv.DictReader(io.StringIO(to_csv(results).lstrip("\ufeff"))))
+    assert [r["text"] for r in rows] == [f"file {i}" for i in range(5)]
+    assert len(json.loads(job_json(results))["files"]) == 5
+    archive = zipfile.ZipFile(io.BytesIO(zip_job(results, formats=["txt"])))
+    assert sorted(archive.read(n).decode() for n in archive.namelist() if n.endswith(".txt")) == [
+        f"file {i}\n" for i in range(5)
+    ]
 
 
 @pytest.mark.parametrize(

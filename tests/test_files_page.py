@@ -306,3 +306,32 @@ def test_token_prompt_and_downloads_with_a_token(start_server, context, speech_w
     fresh.wait_for_selector(".job")
     assert "token" not in fresh.url
     assert fresh.is_hidden("#token-form")
+
+
+def test_a_running_job_is_cancelled_from_the_page(start_server, whisper_engine, context, speech_wav, artifacts):
+    from tests.engines import RecordingEngine
+
+    engine = RecordingEngine(whisper_engine)
+    server = start_server(engine=engine)
+    engine.gate.clear()  # the model holds every decode: the job stays running until cancelled
+    try:
+        page = context.new_page()
+        page.goto(f"{server.http}/files")
+        page.wait_for_selector("#jobs-empty:visible")
+        page.set_input_files("#file-input", str(speech_wav))
+        page.click("#upload")
+        job = page.locator(".job")
+        page.wait_for_selector(".job .file-row[data-status='running']", timeout=JOB_TIMEOUT_MS)
+        cancel = job.locator("button.cancel")
+        assert cancel.is_visible() and cancel.get_attribute("aria-label").startswith("Cancel job ")
+        page.once("dialog", lambda dialog: dialog.accept())
+        cancel.click()
+        page.wait_for_selector(".job[data-status='cancelled']", timeout=JOB_TIMEOUT_MS)
+        assert _message(page).endswith(f"Job {job.get_attribute('data-job-id')} cancelled.")
+        assert job.locator(".file-row .badge").inner_text() == "Cancelled"
+        assert cancel.is_hidden() and job.locator("button.delete").is_visible()  # finished: only delete is left
+        page.screenshot(path=str(artifacts / "cancelled.png"), full_page=True, animations="disabled")
+        status = page.request.get(f"{server.http}/api/jobs/{job.get_attribute('data-job-id')}").json()
+        assert status["status"] == "cancelled" and status["files"][0]["status"] == "cancelled"
+    finally:
+        engine.gate.set()

@@ -263,3 +263,68 @@ def test_bad_arguments_fail_at_the_call(files):
         iter_audio(files / "tone.wav", chunk_s=0)
     with pytest.raises(ValueError, match="start_s"):
         iter_audio(files / "tone.wav", start_s=-1.0)
+
+
+def write_pcm_wav(path: Path, rate: int, samples: np.ndarray) -> Path:
+    """A 16-bit mono WAV at any `rate` the header can state (the wave module refuses none either)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+def write_mka_that_says_it_lasts(path: Path, audio: np.ndarray, said_s: float) -> Path:
+    """FLAC in Matroska whose header (Segment Info: Duration) claims `said_s` seconds, whatever it holds."""
+    import struct
+
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
+        pcm = (np.clip(audio, -1, 32767 / 32768) * 32768).astype(np.int16)
+        for start in range(0, len(pcm), 1600):
+            frame = av.AudioFrame.from_ndarray(pcm[start : start + 1600].reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = SAMPLE_RATE, start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89")  # the Duration element, in milliseconds (TimestampScale 1 ms)
+    assert at > 0 and data[at + 2] == 0x88, "PyAV's muxer writes an 8-byte Duration"
+    data[at + 3 : at + 11] = struct.pack(">d", said_s * 1000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_100_kb_wav_at_1_hz_fails_at_once_with_the_reason(tmp_path):
+    # Its header is honest: 50,000 samples at 1 Hz last 13.9 hours, 800 million samples at 16 kHz.
+    path = write_pcm_wav(tmp_path / "one-hertz.wav", 1, np.random.default_rng(0).integers(-3000, 3000, 50_000))
+    assert path.stat().st_size > 100_000 and probe(path).duration_s == 50_000
+    with pytest.raises(MediaError) as caught:
+        next(iter_audio(path, chunk_s=1.0))
+    assert (
+        str(caught.value)
+        == "one-hertz.wav: decoding failed at 0.0 s: its sample rate, 1 Hz, is too low for speech audio"
+    )
+
+
+def test_max_s_counts_what_decodes_not_what_the_header_says(tmp_path):
+    audio = tone(SAMPLE_RATE)[: 5 * SAMPLE_RATE]
+    path = write_mka_that_says_it_lasts(tmp_path / "liar.mka", audio, said_s=1.0)
+    assert probe(path).duration_s == pytest.approx(1.0)  # the header's word
+    assert sum(map(len, iter_audio(path, chunk_s=1.0))) == len(audio)  # what is there: 5 s
+    got = []
+    with pytest.raises(media.TooLong) as caught:
+        for chunk in iter_audio(path, chunk_s=1.0, max_s=2.5):
+            got.append(chunk)
+    assert str(caught.value) == "liar.mka: is longer than 2.5 s, the most one file may last"
+    assert sum(map(len, got)) == int(2.5 * SAMPLE_RATE)  # everything up to the limit, nothing past it
+    np.testing.assert_array_equal(
+        np.concatenate(got), np.concatenate(list(iter_audio(path, 1.0)))[: len(np.concatenate(got))]
+    )
+    # Resumed past the middle, the limit still counts from the file's start.
+    with pytest.raises(media.TooLong):
+        for _ in iter_audio(path, chunk_s=1.0, start_s=2.0, max_s=2.5):
+            pass
+    assert sum(map(len, iter_audio(path, chunk_s=1.0, start_s=2.0, max_s=5.0))) == 3 * SAMPLE_RATE
+    with pytest.raises(ValueError, match="max_s"):
+        iter_audio(path, max_s=0)

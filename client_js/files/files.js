@@ -505,6 +505,8 @@ function buildJob(job) {
     "All files:",
     ...JOB_FORMATS.map(([fmt, label]) => downloadLink(`api/jobs/${job.id}/export.${fmt}`, label, `job ${job.id}`)),
   );
+  const cancel = h("button", { type: "button", class: "cancel", text: "Cancel job", "aria-label": `Cancel job ${job.id}` });
+  cancel.addEventListener("click", () => cancelJob(job.id));
   const remove = h("button", { type: "button", class: "delete", text: "Delete job", "aria-label": `Delete job ${job.id}` });
   remove.addEventListener("click", () => deleteJob(job.id));
   const root = h(
@@ -513,9 +515,9 @@ function buildJob(job) {
     h("div", { class: "job-head" }, title, status, meta),
     h("div", { class: "progress-line" }, bar, text),
     files,
-    h("div", { class: "job-actions" }, downloads, remove),
+    h("div", { class: "job-actions" }, downloads, cancel, remove),
   );
-  return { root, status, meta, bar, text, files, downloads, rows: new Map() };
+  return { root, status, meta, bar, text, files, downloads, cancel, rows: new Map() };
 }
 
 function buildFileRow(file) {
@@ -577,6 +579,9 @@ function renderJobs(jobs) {
     setProgress(view.bar, job.percent, text);
     view.text.textContent = text;
     view.downloads.hidden = !job.files.some((f) => f.status === "done");
+    // Only a job still queued or running can be cancelled; moving focus off a vanishing button first.
+    if (!ACTIVE.has(job.status) && document.activeElement === view.cancel) ui.jobsTitle.focus();
+    view.cancel.hidden = !ACTIVE.has(job.status);
     for (const file of job.files) {
       fileNames.set(String(file.id), file.name);
       let row = view.rows.get(file.id);
@@ -593,7 +598,9 @@ function renderJobs(jobs) {
       lastStatus.set(`file:${file.id}`, file.status);
     }
     const before = lastStatus.get(`job:${job.id}`);
-    if (before && ACTIVE.has(before) && !ACTIVE.has(job.status)) news.push(`Job ${job.id} finished.`);
+    if (before && ACTIVE.has(before) && !ACTIVE.has(job.status)) {
+      news.push(job.status === "cancelled" ? `Job ${job.id} cancelled.` : `Job ${job.id} finished.`);
+    }
     lastStatus.set(`job:${job.id}`, job.status);
   });
   for (const [id, view] of jobViews) {
@@ -608,6 +615,17 @@ function renderJobs(jobs) {
     if (name) hit.querySelector(".hit-title").textContent = name;
   }
   if (news.length) showMessage(news.join(" "), news.some((n) => n.includes(" failed:")) ? "error" : "info", "jobs");
+}
+
+async function cancelJob(id) {
+  if (!confirm(`Stop job ${id}? What it has transcribed so far is kept; the rest is not transcribed.`)) return;
+  try {
+    await api(`api/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+    showMessage(`Job ${id} cancelled.`, "info", "cancelled");
+    refreshJobs();
+  } catch (error) {
+    report(error, error.status === 409 ? "Not cancelled" : "Cancel failed");
+  }
 }
 
 async function deleteJob(id) {
