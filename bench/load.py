@@ -83,6 +83,7 @@ class ServerProcess:
                 "engine": f'"{engine}"',
                 "vad_max_batch_size": str(vad_batch),
                 "max_connections": str(max(64, streams + 8)),
+                "max_connections_per_ip": "0",  # every client of the benchmark is on loopback
                 "db_path": f'"{self.dir.name}/captions.db"',
                 "upload_dir": f'"{self.dir.name}/uploads"',
                 **(extra or {}),

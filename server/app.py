@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import gc
 import logging
@@ -18,21 +19,30 @@ from aiohttp import WSCloseCode, web
 from aiohttp.abc import AbstractAccessLogger
 
 from server import protocol
-from server.auth import ANONYMOUS, AuthError, Gate, Principal
-from server.config import Config
+from server.auth import (
+    ANONYMOUS,
+    Access,
+    AuthError,
+    Gate,
+    Principal,
+    install_log_redactor,
+    remove_log_redactor,
+    route_access,
+)
+from server.config import Config, ConfigError
 from server.metrics import Metrics
 from server.outbox import Outbox
-from server.sessions import SESSION_ID, SessionHub
+from server.sessions import SESSION_ID, SessionClient, SessionHub, SessionLimits, SessionRefused
 
 log = logging.getLogger(__name__)
 
 STATUS_PAGE = Path(__file__).with_name("status.html")
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_js"  # the page, overlay and JS library
-PUBLIC_PAGES = ("/", "/overlay", "/status", "/files")  # hold no data; they ask for a token themselves
 PRIVATE_CLIENT_DIRS = ("node_modules", "test", "examples")  # under client_js/ but not for browsers
 PUBLIC_SUFFIXES = (".js", ".css", ".html", ".ts", ".svg", ".png", ".ico", ".json")
-LOOPBACK = ("127.0.0.1", "::1")
 PRINCIPAL = web.RequestKey("principal", Principal)  # who the guard let in, for the handlers
+FOREIGN_ORIGIN = web.RequestKey("foreign_origin", bool)  # a live-audio socket from a page of another origin
+FD_ERRORS = (errno.EMFILE, errno.ENFILE)  # out of file descriptors: answer 503, not 500
 
 
 @dataclass
@@ -86,6 +96,7 @@ class CaptionServer:
         self._stop = asyncio.Event()
         self._owns_scorer = False
         self.restarting = False  # a stop announced to clients as a restart (close code 1012)
+        self._redactor = None
 
     async def startup(self) -> None:
         from inference.devices import resolve_device
@@ -148,14 +159,21 @@ class CaptionServer:
             self._engine.device,
             metrics=metrics,
             hotwords=hotwords,
-            gate=Gate(self.config.auth),
+            gate=Gate(self.config.auth, bound_host=self.config.server.host),
             sessions=SessionHub(
                 self.config.server.session_keep_s,
                 self.config.server.session_max_finals,
                 self.config.server.send_queue_partials,
                 self.config.server.max_queued_replies,
+                limits=SessionLimits(
+                    total=self.config.server.max_sessions,
+                    per_connection=self.config.server.max_sessions_per_connection,
+                    per_token=self.config.server.max_sessions_per_token,
+                    per_address=self.config.server.max_sessions_per_address,
+                ),
             ),
         )
+        self._redactor = install_log_redactor(self.ctx.gate)
         store = await loop.run_in_executor(None, Store, self.config.jobs.db_path)
         self.ctx.jobs = JobRunner(store, executor, self.config)
         await self.ctx.jobs.start()
@@ -172,8 +190,14 @@ class CaptionServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/admin/gpu/clear-cache", self._clear_gpu_cache)
+        # keepalive_timeout also bounds a connection that never completes its request headers:
+        # silent, half-header and slow-header connections are closed after it.
         self._runner = web.AppRunner(
-            app, handle_signals=False, shutdown_timeout=1.0, access_log_class=PathOnlyAccessLogger
+            app,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            access_log_class=PathOnlyAccessLogger,
+            keepalive_timeout=self.config.server.keepalive_timeout_s,
         )
         await self._runner.setup()
         self._site = web.TCPSite(
@@ -242,31 +266,93 @@ class CaptionServer:
             self._scorer.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._redactor is not None:
+            remove_log_redactor(self._redactor)
 
     # --- who may do what ---------------------------------------------------------------------
     @web.middleware
     async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        """Every request: Host, origin policy (auth.ROUTE_ACCESS), token, then the handler under
+        a slow-body watchdog, with running out of file descriptors answered 503."""
         assert self.ctx is not None and self.ctx.gate is not None
         gate = self.ctx.gate
         upgrade = _is_upgrade(request)
-        if not upgrade and (request.path in PUBLIC_PAGES or request.path.startswith("/client_js/")):
-            return await handler(request)
-        if upgrade and not gate.origin_allowed(request):
-            # Checked before the upgrade: a foreign page must not ride a visitor's network position.
-            message = "this page's origin may not open caption sockets here (see auth.allowed_origins)"
-            return web.json_response({"code": "forbidden_origin", "error": message}, status=403)
-        admin = request.path.startswith("/admin/")
+        access = route_access(request.path, request.method, upgrade)
         try:
-            if admin and not gate.enabled and request.remote not in LOOPBACK:
-                raise AuthError(403, "forbidden", "admin endpoints need auth.admin_tokens, or a request from this host")
-            request[PRINCIPAL] = gate.identify(request, admin=admin)
+            if not gate.host_allowed(request):
+                raise AuthError(403, "forbidden_host", "this server is not known by that name (see auth.allowed_hosts)")
+            if access is not Access.PUBLIC:
+                trusted = gate.origin_trusted(request)
+                if access is Access.LIVE_AUDIO and not trusted and gate.stream_from_any_origin:
+                    request[FOREIGN_ORIGIN] = True  # may stream into a new session of its own, nothing more
+                elif not trusted:
+                    # Checked before any upgrade: a foreign page must not ride a visitor's network position.
+                    what = "open caption sockets" if upgrade else "use this endpoint"
+                    message = f"this page's origin may not {what} here (see auth.allowed_origins)"
+                    raise AuthError(403, "forbidden_origin", message)
+                if access is Access.ADMIN and not gate.admin_reachable(request):
+                    raise AuthError(
+                        403,
+                        "forbidden",
+                        "admin endpoints need auth.admin_tokens when this server is reachable beyond this host "
+                        "or behind a proxy",
+                    )
+                request[PRINCIPAL] = gate.identify(request, admin=access is Access.ADMIN)
         except AuthError as exc:
             self.ctx.metrics.errors.labels(exc.code).inc()
-            if upgrade:  # browsers cannot read a refused handshake: say it in the socket, then close
-                return await _refuse_socket(request, exc.code, exc.message, WSCloseCode.POLICY_VIOLATION)
+            log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, exc.code)
+            if upgrade and exc.code not in ("forbidden_origin", "forbidden_host"):
+                # browsers cannot read a refused handshake: say it in the socket, then close
+                close = WSCloseCode.TRY_AGAIN_LATER if exc.status == 429 else WSCloseCode.POLICY_VIOLATION
+                return await _refuse_socket(request, exc.code, exc.message, close)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            if exc.status == 429:
+                headers = {"Retry-After": str(exc.retry_after_s)}
             return web.json_response({"code": exc.code, "error": exc.message}, status=exc.status, headers=headers)
-        return await handler(request)
+        return await self._handle(request, handler, upgrade)
+
+    async def _handle(self, request: web.Request, handler, upgrade: bool) -> web.StreamResponse:
+        watchdog = None
+        if request.body_exists and not upgrade:
+            watchdog = asyncio.create_task(self._watch_body(request))
+        try:
+            return await handler(request)
+        except OSError as exc:
+            if watchdog is not None and watchdog.done() and not watchdog.cancelled() and watchdog.result():
+                raise web.HTTPRequestTimeout() from None  # the socket is closed already; nothing is sent
+            if exc.errno not in FD_ERRORS:
+                raise
+            log.warning("out of file descriptors: %s %s answered 503", request.method, request.path)
+            return web.json_response(
+                {"code": "busy", "error": "server busy: out of file descriptors, try again later"},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    async def _watch_body(self, request: web.Request) -> bool:
+        """Close a connection whose request body arrives slower than server.body_min_kb_s per
+        server.body_timeout_s window (or not at all) while the handler waits for it."""
+        window = self.config.server.body_timeout_s
+        least = self.config.server.body_min_kb_s * 1024 * window
+        content = request.content
+        seen = content.total_bytes
+        while True:
+            await asyncio.sleep(window)
+            if content.is_eof():
+                return False
+            got, seen = content.total_bytes - seen, content.total_bytes
+            # Bytes still buffered: the handler is the slow one (flow control), not the client.
+            waiting_for_client = content._size == 0  # aiohttp has no public "bytes buffered"
+            if waiting_for_client and (got == 0 or got < least):
+                log.warning(
+                    "%s: request body too slow (%d bytes in %.0f s): connection closed", request.remote, got, window
+                )
+                if request.transport is not None:
+                    request.transport.close()
+                return True
 
     # --- routes ------------------------------------------------------------------------------
     async def _root(self, request: web.Request) -> web.StreamResponse:
@@ -278,7 +364,10 @@ class CaptionServer:
 
     async def _client_file(self, request: web.Request) -> web.StreamResponse:
         """The page's and overlay's own files and the JS library; nothing else under client_js/."""
-        relative = Path(request.match_info["path"])
+        name = request.match_info["path"]
+        if "\x00" in name:  # %00: no file has it, and Path would raise
+            raise web.HTTPNotFound()
+        relative = Path(name)
         target = (CLIENT_DIR / relative).resolve()
         if (
             not target.is_relative_to(CLIENT_DIR)
@@ -308,30 +397,55 @@ class CaptionServer:
         heartbeat = self.config.server.ping_interval_s or None
         ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4096, autoping=True, heartbeat=heartbeat)
         await ws.prepare(request)
+        principal, address = request.get(PRINCIPAL, ANONYMOUS), request.remote or ""
+        reason = None
         if self.ctx.subscribers >= self.config.server.max_subscribers or self._stop.is_set():
             reason = "server busy: too many caption displays, try again later"
+        else:
+            reason = self.ctx.gate.admit(principal, address)  # displays count with streams per address/token
+        if reason is not None:
             await ws.send_str(protocol.encode(protocol.error("busy", reason)))
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
+        try:
+            client = SessionClient(principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False))
+            outbox = self.ctx.sessions.subscribe(session_id, client)
+        except SessionRefused as exc:
+            self.ctx.gate.release(principal, address)
+            await ws.send_str(protocol.encode(protocol.error(exc.code, exc.message)))
+            close = WSCloseCode.TRY_AGAIN_LATER if exc.code == "busy" else WSCloseCode.POLICY_VIOLATION
+            await ws.close(code=close, message=exc.message[:120].encode())
+            return ws
         self.ctx.subscribers += 1
-        outbox = self.ctx.sessions.subscribe(session_id)
         await ws.send_str(protocol.encode(protocol.subscribed(session_id)))
         reader = asyncio.create_task(_drain_until_closed(ws, outbox))
+        idle_s = self.config.server.subscriber_idle_s or None
+        idle = False
         try:
-            while (message := await outbox.get()) is not None:
+            while True:
+                try:
+                    message = await asyncio.wait_for(outbox.get(), idle_s)
+                except asyncio.TimeoutError:
+                    idle = True  # nothing to show for subscriber_idle_s: the display may reconnect
+                    break
+                if message is None:
+                    break
                 await asyncio.wait_for(ws.send_str(protocol.encode(message)), self.config.server.send_timeout_s)
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
             self.ctx.subscribers -= 1
+            self.ctx.gate.release(principal, address)
             self.ctx.sessions.unsubscribe(session_id, outbox)
             reader.cancel()
             if not ws.closed:
-                reason = "server shutting down" if self._stop.is_set() else "display too slow"
-                await ws.close(
-                    code=WSCloseCode.GOING_AWAY if self._stop.is_set() else WSCloseCode.POLICY_VIOLATION,
-                    message=reason.encode(),
-                )
+                if self._stop.is_set():
+                    code, reason = WSCloseCode.GOING_AWAY, "server shutting down"
+                elif idle:
+                    code, reason = WSCloseCode.OK, f"idle: no captions for {idle_s:g} s (subscriber_idle_s)"
+                else:
+                    code, reason = WSCloseCode.POLICY_VIOLATION, "display too slow"
+                await ws.close(code=code, message=reason.encode())
         return ws
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
@@ -365,7 +479,10 @@ class CaptionServer:
             self.ctx.metrics.disconnects.labels("busy").inc()
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
-        connection = Connection(ws, self.ctx, peer, transport=request.transport)
+        client = SessionClient(
+            principal, request.remote or "", may_name_sessions=not request.get(FOREIGN_ORIGIN, False)
+        )
+        connection = Connection(ws, self.ctx, peer, transport=request.transport, client=client)
         self.ctx.connections.add(connection)
         self.ctx.metrics.connections.set(len(self.ctx.connections))
         try:
@@ -527,8 +644,32 @@ async def serve_until_signalled(config: Config) -> None:
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit: every connection holds a descriptor, and the soft
+    default (often 1024) is reached long before memory or CPU run out. Returns (soft, hard)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return (0, 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft, hard
+
+
 def run(config: Config) -> None:
+    try:  # tokens from the environment are checked like config.toml's: one line, before anything loads
+        Gate(config.auth, bound_host=config.server.host)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    soft, _ = raise_fd_limit()
+    log.info("open-file limit: %d", soft)
     try:
         import uvloop
     except ImportError:

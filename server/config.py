@@ -36,6 +36,14 @@ class ServerConfig:
     max_stream_audio_s: float
     idle_timeout_s: float
     ping_interval_s: float
+    max_sessions: int
+    max_sessions_per_connection: int
+    max_sessions_per_token: int
+    max_sessions_per_address: int
+    subscriber_idle_s: float
+    keepalive_timeout_s: float
+    body_timeout_s: float
+    body_min_kb_s: float
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class AuthConfig:
     allowed_origins: tuple[str, ...]
     max_connections_per_token: int
     max_connections_per_ip: int
+    allowed_hosts: tuple[str, ...]
+    stream_from_any_origin: bool
+    failed_auth_per_minute: int
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,15 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("server", "max_stream_audio_s"): (1, 7 * 24 * 3600),
     ("server", "idle_timeout_s"): (0, 24 * 3600),
     ("server", "ping_interval_s"): (0, 3600),
+    ("server", "max_sessions"): (1, 10_000_000),
+    ("server", "max_sessions_per_connection"): (0, 10_000_000),
+    ("server", "max_sessions_per_token"): (0, 10_000_000),
+    ("server", "max_sessions_per_address"): (0, 10_000_000),
+    ("server", "subscriber_idle_s"): (0, 7 * 24 * 3600),
+    ("server", "keepalive_timeout_s"): (1, 3600),
+    ("server", "body_timeout_s"): (1, 3600),
+    ("server", "body_min_kb_s"): (0, 1_000_000),
+    ("auth", "failed_auth_per_minute"): (0, 1_000_000),
     ("auth", "max_connections_per_token"): (0, 100_000),
     ("auth", "max_connections_per_ip"): (0, 100_000),
     ("jobs", "max_upload_mb"): (1, 1_000_000),
@@ -192,6 +212,19 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 ENGINES = ("whisper", "funasr", "instant")
+
+# A token shorter than this can be guessed (even throttled, a short one falls to a patient botnet).
+MIN_TOKEN_CHARS = 16
+
+
+def check_tokens(setting: str, tokens) -> None:
+    """ConfigError naming `setting` if a token is too short (the token itself is never echoed)."""
+    for index, token in enumerate(tokens):
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"{setting}: token #{index + 1} has {len(token)} characters, at least {MIN_TOKEN_CHARS} are needed "
+                "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
 
 
 def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
@@ -254,6 +287,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
 
 
 def _check_cross_field(config: Config) -> None:
+    check_tokens("auth.tokens", config.auth.tokens)
+    check_tokens("auth.admin_tokens", config.auth.admin_tokens)
     if 16000 not in config.audio.sample_rates_hz:
         raise ConfigError("audio.sample_rates_hz must include 16000")
     needed = config.endpointing.max_segment_s + config.audio.preroll_ms / 1000 + 1

@@ -22,7 +22,7 @@ from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed
 from server import protocol
 from server.outbox import Outbox
-from server.sessions import CaptionSession, new_session_id
+from server.sessions import CaptionSession, SessionClient, SessionRefused
 from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
 from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
@@ -145,8 +145,16 @@ def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = 
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, ctx: ServerContext, peer: str, transport=None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        ctx: ServerContext,
+        peer: str,
+        transport=None,
+        client: SessionClient | None = None,
+    ) -> None:
         self.ws = ws
+        self.client = client or SessionClient()  # who is streaming: the sessions it may open or join
         self._transport = transport
         self.ctx = ctx
         self.peer = peer
@@ -325,7 +333,11 @@ class Connection:
             options=DecodeOptions(language=start.language, hotwords=hotwords, itn=start.itn),
             chunker=SegmentChunker(chunk_ms(start) * SAMPLE_RATE // 1000) if streaming else None,
         )
-        captions = self.ctx.sessions.get(start.session_id or new_session_id())
+        try:  # a session belongs to the token that made it; limits per connection, token, address
+            captions = self.ctx.sessions.open_stream(start.session_id, self.client)
+        except SessionRefused as exc:
+            self._error(exc.code, exc.message)
+            return
         previous = captions.owner
         if previous is not None and previous is not self:
             # The client came back on a new socket before the server noticed the old one die (or a

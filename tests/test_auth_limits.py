@@ -17,6 +17,7 @@ from tests.speech import compose
 from tests.wsclient import START, final_words, finals, recv, send_audio, transcribe, until_end, words
 
 USER, ADMIN = "user-secret-7f3a", "admin-secret-91bc"
+SECOND = "second-token-5e2d"
 PHRASE = compose([0.3, "good morning everyone", 0.6])
 
 
@@ -112,12 +113,14 @@ def test_http_api_matrix(secured, path, method, token, status):
         ([], "http://127.0.0.1:{port}", True),  # this server's own page
         ([], "http://evil.example", False),
         (["https://lecture.example.org"], "https://lecture.example.org", True),
-        (["https://lecture.example.org"], "http://127.0.0.1:{port}", False),
+        (["https://lecture.example.org"], "http://127.0.0.1:{port}", True),  # own pages stay allowed (issue 15)
         (["*"], "http://anything.example", True),
     ],
 )
 async def test_browser_origin_allowlist(start_server, allowed, origin, ok):
-    server = start_server(auth={"allowed_origins": allowed})
+    # Live audio from any origin is the default since issue 13 (tests/test_security.py); here the
+    # allowlist alone decides.
+    server = start_server(auth={"allowed_origins": allowed, "stream_from_any_origin": False})
     args = {"origin": origin.format(port=server.server.port)} if origin else {}
     if ok:
         assert (await open_stream(server.url, **args))["type"] == "ready"
@@ -128,12 +131,12 @@ async def test_browser_origin_allowlist(start_server, allowed, origin, ok):
 
 
 async def test_per_ip_and_per_token_connection_limits(start_server):
-    server = start_server(auth={"tokens": [USER, "second-token"], "max_connections_per_token": 1})
+    server = start_server(auth={"tokens": [USER, SECOND], "max_connections_per_token": 1})
     headers = {"Authorization": f"Bearer {USER}"}
     async with websockets.connect(server.url, additional_headers=headers, ping_interval=None):
         refused = await open_stream(server.url, additional_headers=headers)
         assert refused["code"] == "busy" and refused["close_code"] == 1013 and "token" in refused["message"]
-        other = await open_stream(server.url, additional_headers={"Authorization": "Bearer second-token"})
+        other = await open_stream(server.url, additional_headers={"Authorization": f"Bearer {SECOND}"})
         assert other["type"] == "ready"
     assert (await open_stream(server.url, additional_headers=headers))["type"] == "ready"  # released
 
@@ -232,3 +235,57 @@ async def test_slowloris_clients_do_not_disturb_a_live_stream_and_stalled_socket
         sock.close()
     for sock in half_headers:
         sock.close()
+
+
+async def test_invalid_tokens_are_throttled_per_address(start_server):
+    server = start_server(auth={"tokens": [USER], "failed_auth_per_minute": 3})
+    for _ in range(3):
+        assert http(server.http + "/healthz", "wrong-token-000000")[0] == 401
+    code, body = http(server.http + "/healthz", USER)  # even the right token waits: guessing stops
+    assert code == 429 and body["code"] == "too_many_failures" and "failed_auth_per_minute" in body["error"]
+    refused = await open_stream(server.url + f"/?token={USER}")
+    assert refused["code"] == "too_many_failures" and refused["close_code"] == 1013
+
+
+def test_throttling_forgets_an_address_after_a_minute_and_a_missing_token_is_no_failure():
+    from types import SimpleNamespace
+
+    from server import config
+    from server.auth import AuthError, Gate
+
+    now = [0.0]
+    settings = config.load(None, {"auth": {"tokens": [USER], "failed_auth_per_minute": 2}}).auth
+    gate = Gate(settings, environ={}, clock=lambda: now[0])
+
+    def ask(token=None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = SimpleNamespace(remote="10.0.0.9", headers=headers, query={})
+        try:
+            return gate.identify(request).name
+        except AuthError as exc:
+            return exc.status
+
+    assert [ask(), ask(), ask(), ask("bad-token-xxxxxxxx"), ask("bad-token-xxxxxxxx"), ask(USER)] == [
+        401,
+        401,
+        401,
+        401,
+        401,
+        429,
+    ]
+    now[0] += 61
+    assert ask(USER).startswith("token-")
+
+
+def test_weak_tokens_are_refused_at_startup_naming_the_setting():
+    from server import config
+    from server.auth import Gate
+
+    for setting in ("tokens", "admin_tokens"):
+        with pytest.raises(config.ConfigError) as weak:
+            config.load(None, {"auth": {setting: ["short-token"]}})
+        assert f"auth.{setting}" in str(weak.value) and "16" in str(weak.value)
+        assert "short-token" not in str(weak.value)  # never echoed
+    with pytest.raises(config.ConfigError) as weak:
+        Gate(config.load().auth, environ={"LIVECAPTION_TOKENS": "abc"})
+    assert "LIVECAPTION_TOKENS" in str(weak.value)

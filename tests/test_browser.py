@@ -564,7 +564,7 @@ def test_page_over_tls_captures_on_a_non_local_name(start_server, browser, tmp_p
 
 
 def test_access_token_from_the_link_reaches_page_and_overlay(start_server, context):
-    server = start_server(auth={"tokens": ["browser-secret"]})
+    server = start_server(auth={"tokens": ["browser-secret-4f1e"]})
     page = context.new_page()
     page.goto(f"{server.http}/")
     page.click("#start")  # no token: the server refuses, the page says what to do
@@ -573,13 +573,13 @@ def test_access_token_from_the_link_reaches_page_and_overlay(start_server, conte
     assert "access token" in page.inner_text("#message")
     assert page.get_attribute("#conn", "data-state") == "error"
 
-    page.goto(f"{server.http}/?token=browser-secret")
+    page.goto(f"{server.http}/?token=browser-secret-4f1e")
     assert "token" not in page.url  # taken from the address bar into this tab's storage
-    assert page.input_value("#token") == "browser-secret"
+    assert page.input_value("#token") == "browser-secret-4f1e"
     page.click("#start")
     page.wait_for_function("document.getElementById('conn').dataset.state === 'live'", timeout=15_000)
     overlay_href = page.get_attribute("#overlay-link", "href")
-    assert "token=browser-secret" in overlay_href
+    assert "token=browser-secret-4f1e" in overlay_href
     page.click("#stop")
     page.wait_for_function("document.getElementById('conn').dataset.state === 'idle'", timeout=20_000)
 

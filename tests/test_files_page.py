@@ -30,7 +30,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "files"
 SPEECH = [0.4, "good morning everyone", 0.8, "please open the door", 0.5]
 JOB_TIMEOUT_MS = 90_000
 CORRUPT = b"ID3\x03\x00\x00\x00" + bytes(range(256)) * 40  # an MP3 header, then no audio at all
-TOKEN = "files-secret"
+TOKEN = "files-secret-8c2a07"  # 16+ characters: shorter tokens are refused at startup
 
 
 @pytest.fixture(scope="module")

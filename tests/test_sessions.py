@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from tests.speech import compose
-from tests.wsclient import connect, finals, recv, send_audio, start, until_end, words
+from tests.wsclient import START, connect, finals, recv, send_audio, start, until_end, words
 
 FIRST = compose([0.3, "good morning everyone", 0.8])
 SECOND = compose([0.3, "please open the door", 0.8])
@@ -168,3 +168,125 @@ def test_idle_sessions_are_forgotten_after_keep_s_and_busy_ones_are_kept():
     now[0] += 600 + SWEEP_INTERVAL_S
     hub.get("latest")  # one sweep: every session idle since then is gone, "streaming" stays
     assert sorted(hub._sessions) == ["latest", "streaming"]
+
+
+# --- bounded sessions (issue 15 H2) -------------------------------------------------------------
+def _hub(now, **limits):
+    from server.sessions import SessionHub, SessionLimits
+
+    return SessionHub(600, 10, 2, 10, clock=lambda: now[0], limits=SessionLimits(**limits))
+
+
+def test_a_connection_at_its_session_limit_forgets_its_own_least_recently_used_idle_session():
+    from server.auth import Principal
+    from server.sessions import SessionClient, SessionRefused
+
+    now = [0.0]
+    hub = _hub(now, per_connection=3)
+    one, other = SessionClient(address="10.0.0.1"), SessionClient(address="10.0.0.1")
+    for name in ("a", "b", "c"):
+        hub.open_stream(name, one)
+        now[0] += 1
+    hub.get("a")  # used again: "b" is now the least recently used
+    hub.open_stream("x", other)
+    hub.open_stream("d", one)
+    assert sorted(hub._sessions) == ["a", "c", "d", "x"]  # "b" made room; the other connection's kept
+    for name in ("a", "c", "d"):
+        hub.get(name).owner = object()  # all streaming: nothing may be forgotten
+    with pytest.raises(SessionRefused) as refused:
+        hub.open_stream("e", one)
+    assert refused.value.code == "busy" and "max_sessions_per_connection" in refused.value.message
+    # per token: only with auth on (with auth off every caller is the same "anonymous")
+    hub = _hub(now, per_token=2)
+    alice = Principal("token-a", admin=False, owner_id="owner-a")
+    for _ in range(5):
+        hub.open_stream(None, SessionClient(alice))
+    assert len(hub) == 2
+    for _ in range(5):
+        hub.open_stream(None, SessionClient())
+    assert len(hub) == 7
+
+
+def test_the_total_and_per_address_limits_forget_idle_sessions_first_and_refuse_only_when_all_are_busy():
+    from server.sessions import SessionClient, SessionRefused
+
+    now = [0.0]
+    hub = _hub(now, total=3, per_address=2)
+    near, far = SessionClient(address="10.0.0.1"), SessionClient(address="10.0.0.2")
+    hub.open_stream("n1", near)
+    hub.open_stream("n2", near)
+    hub.open_stream("n3", SessionClient(address="10.0.0.1"))  # same address, new connection
+    assert sorted(hub._sessions) == ["n2", "n3"]
+    hub.open_stream("f1", far)
+    hub.open_stream("f2", far)  # the total: the oldest idle session anywhere makes room
+    assert sorted(hub._sessions) == ["f1", "f2", "n3"]
+    for name in ("f1", "f2", "n3"):
+        hub.subscribe(name)
+    with pytest.raises(SessionRefused) as refused:
+        hub.open_stream("f3", SessionClient(address="10.0.0.3"))
+    assert "max_sessions" in refused.value.message
+
+
+def test_forgetting_idle_sessions_looks_only_at_the_ones_it_forgets():
+    """O(forgotten) per sweep, not O(sessions): 20k kept sessions, ten expire; a sweep reads the
+    idle time of those ten and the first one still fresh."""
+    from server.sessions import SWEEP_INTERVAL_S, CaptionSession
+
+    reads = [0]
+
+    class Counting(CaptionSession):
+        def __getattribute__(self, name):
+            if name == "last_used":
+                reads[0] += 1
+            return super().__getattribute__(name)
+
+    now = [0.0]
+    hub = _hub(now)
+    for index in range(20_000):
+        now[0] = 1.0 if index < 10 else 100.0
+        hub.get(f"s{index}")
+    for session in hub._sessions.values():
+        session.__class__ = Counting
+    now[0] = 601.5 + SWEEP_INTERVAL_S
+    reads[0] = 0
+    hub.get("s15000")
+    assert len(hub) == 20_000 - 10 and reads[0] <= 20
+
+
+# --- whose session (issue 15 M1) ----------------------------------------------------------------
+OWNER, INTRUDER, ADMIN = "owner-token-0000001", "other-token-0000002", "admin-token-0000003"
+
+
+async def test_a_live_session_belongs_to_the_token_that_made_it(start_server):
+    server = start_server(auth={"tokens": [OWNER, INTRUDER], "admin_tokens": [ADMIN]})
+
+    def as_(token):
+        return {"additional_headers": {"Authorization": f"Bearer {token}"}, "ping_interval": None}
+
+    async with websockets.connect(server.url, **as_(OWNER)) as owner:
+        await start(owner, session_id="private-lecture")
+        await send_audio(owner, FIRST.audio)
+        first = await recv(owner)
+        assert first["type"] in ("partial", "final")
+        # another token may not follow it, resume it or take it over
+        follower = await websockets.connect(f"{server.url}/subscribe?session=private-lecture", **as_(INTRUDER))
+        refused = await recv(follower)
+        assert refused["code"] == "forbidden" and "another token" in refused["message"]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await recv(follower)
+        assert closed.value.rcvd.code == 1008
+        async with websockets.connect(server.url, **as_(INTRUDER)) as intruder:
+            await intruder.send(json.dumps({**START, "session_id": "private-lecture", "resume_after": -1}))
+            refused = await recv(intruder)
+            assert refused["type"] == "error" and refused["code"] == "forbidden"
+        # the owner's stream went on undisturbed; an admin may follow it
+        watcher = await websockets.connect(f"{server.url}/subscribe?session=private-lecture", **as_(ADMIN))
+        assert (await recv(watcher))["type"] == "subscribed"
+        await owner.send(json.dumps({"is_speaking": False}))
+        replies = [first, *await until_end(owner)]
+        assert [words(f["final_text"]) for f in finals(replies)] == ["good morning everyone"]
+        await watcher.close()
+    # the same token may follow and resume its own session
+    own = await websockets.connect(f"{server.url}/subscribe?session=private-lecture", **as_(OWNER))
+    assert (await recv(own))["type"] == "subscribed"
+    await own.close()
