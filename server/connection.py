@@ -510,7 +510,8 @@ class Connection:
             stream.results.append(reply)
             self._publish(stream, reply)
             if self.ctx.jobs is not None and stream.captions is not None:
-                self.ctx.jobs.record_live_final(stream.captions.session_id, reply, _history_options(stream))
+                owner = stream.captions.owner_id or self.client.principal.owner_id  # whose history it is
+                self.ctx.jobs.record_live_final(stream.captions.session_id, reply, _history_options(stream), owner)
             self.ctx.metrics.finals.inc()
             log.info(
                 "%s: final %r #%d [%d-%d ms]%s: %s",
