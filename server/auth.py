@@ -246,10 +246,6 @@ class Gate:
             return True
         return origin.split("://", 1)[-1] == request.host.lower()
 
-    def origin_allowed(self, request: web.Request) -> bool:
-        """Kept for callers of the old API: may a browser page of this origin open a socket here."""
-        return self.origin_trusted(request)
-
     def admin_reachable(self, request: web.Request) -> bool:
         """With auth off, admin is for this host's own users: a loopback peer, on a server bound to
         loopback, with no proxy header (behind a same-host proxy every visitor is a loopback peer)."""
