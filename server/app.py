@@ -397,7 +397,7 @@ class CaptionServer:
         heartbeat = self.config.server.ping_interval_s or None
         ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4096, autoping=True, heartbeat=heartbeat)
         await ws.prepare(request)
-        principal, address = request.get(PRINCIPAL, ANONYMOUS), request.remote or ""
+        principal, address = request.get(PRINCIPAL, ANONYMOUS), self.ctx.gate.client_address(request)
         reason = None
         if self.ctx.subscribers >= self.config.server.max_subscribers or self._stop.is_set():
             reason = "server busy: too many caption displays, try again later"
@@ -462,7 +462,8 @@ class CaptionServer:
             protocols=("binary",), max_msg_size=4 * limit, autoping=True, compress=False, heartbeat=heartbeat
         )
         await ws.prepare(request)
-        peer = f"{request.remote}:{id(ws) % 100000}"
+        address = self.ctx.gate.client_address(request)
+        peer = f"{address}:{id(ws) % 100000}"
         principal = request.get(PRINCIPAL, ANONYMOUS)
         reason = None
         if self._stop.is_set():
@@ -473,14 +474,14 @@ class CaptionServer:
             behind_ms = round(backlog_s * 1000)
             reason = f"server busy: speech detection is {behind_ms} ms behind its streams, try again later"
         else:
-            reason = self.ctx.gate.admit(principal, request.remote or "")
+            reason = self.ctx.gate.admit(principal, address)
         if reason is not None:
             await ws.send_str(protocol.encode(protocol.error("busy", reason)))
             self.ctx.metrics.disconnects.labels("busy").inc()
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
         client = SessionClient(
-            principal, request.remote or "", may_name_sessions=not request.get(FOREIGN_ORIGIN, False)
+            principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False)
         )
         connection = Connection(ws, self.ctx, peer, transport=request.transport, client=client)
         self.ctx.connections.add(connection)
@@ -488,7 +489,7 @@ class CaptionServer:
         try:
             await connection.run()
         finally:
-            self.ctx.gate.release(principal, request.remote or "")
+            self.ctx.gate.release(principal, address)
             self.ctx.connections.discard(connection)
             self.ctx.metrics.connections.set(len(self.ctx.connections))
         return ws

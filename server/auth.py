@@ -161,6 +161,7 @@ class Gate:
         names |= {h.strip().lower().rstrip(".") for h in auth_config.allowed_hosts}
         self.allowed_hosts = frozenset(n for n in names if n)
         self.failed_per_minute = auth_config.failed_auth_per_minute
+        self.trusted_proxies = frozenset(_host_name(p) for p in auth_config.trusted_proxies)
         self._failures: OrderedDict[str, list[float]] = OrderedDict()  # address -> [window start, count]
         self._clock = clock
         self._by_token: Counter[str] = Counter()
@@ -177,7 +178,7 @@ class Gate:
         429 too many invalid tokens from this address lately)."""
         if not self.enabled:
             return ANONYMOUS if not admin else Principal("anonymous", admin=True)
-        address = request.remote or ""
+        address = self.client_address(request)
         wait_s = self._throttled_for(address)
         if wait_s:
             raise AuthError(
@@ -245,6 +246,17 @@ class Gate:
         if "*" in self.allowed_origins or origin in self.allowed_origins:
             return True
         return origin.split("://", 1)[-1] == request.host.lower()
+
+    def client_address(self, request: web.Request) -> str:
+        """The client's address for per-address limits and throttling: the peer, or behind a proxy
+        in auth.trusted_proxies the address that proxy reports (the last X-Forwarded-For hop, which
+        it appended itself, or X-Real-IP). Other peers' forwarding headers are ignored."""
+        peer = request.remote or ""
+        if peer not in self.trusted_proxies:
+            return peer
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        forwarded = forwarded or request.headers.get("X-Real-IP", "").strip()
+        return forwarded[:64] if _is_ip(_host_name(forwarded)) else peer
 
     def admin_reachable(self, request: web.Request) -> bool:
         """With auth off, admin is for this host's own users: a loopback peer, on a server bound to

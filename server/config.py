@@ -117,6 +117,7 @@ class AuthConfig:
     allowed_hosts: tuple[str, ...]
     stream_from_any_origin: bool
     failed_auth_per_minute: int
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ logs, slow and silent connections closed in bounded time, and running out of fil
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -407,3 +408,33 @@ def test_out_of_file_descriptors_is_a_503_not_a_500(start_server, caplog):
         conn.close()
     assert all(status in (200, 404, 503) for status in statuses), statuses
     no_tracebacks_or(caplog.records)
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_per_address_count(start_server):
+    """L6: behind a same-host proxy every client is 127.0.0.1; auth.trusted_proxies lets the count
+    follow the address the proxy reports. Untrusted peers cannot pick an address by a header."""
+
+    def via(client):
+        return {"additional_headers": {"X-Forwarded-For": f"198.51.100.7, {client}"}, "ping_interval": None}
+
+    async def first_reply(url, **args):
+        async with websockets.connect(url, **args) as ws:
+            try:
+                await ws.send(json.dumps(START))
+            except websockets.ConnectionClosed:
+                pass  # refused at once: the reason is already waiting to be read
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    proxied = start_server(auth={"max_connections_per_ip": 1, "trusted_proxies": ["127.0.0.1"]})
+    async with websockets.connect(proxied.url, **via("203.0.113.1")) as held:
+        await held.send(json.dumps(START))
+        assert (await recv(held))["type"] == "ready"
+        assert (await first_reply(proxied.url, **via("203.0.113.2")))["type"] == "ready"
+        refused = await first_reply(proxied.url, **via("203.0.113.1"))
+        assert refused["code"] == "busy" and "203.0.113.1" in refused["message"]
+    direct = start_server(auth={"max_connections_per_ip": 1})
+    async with websockets.connect(direct.url, **via("203.0.113.1")) as held:
+        await held.send(json.dumps(START))
+        assert (await recv(held))["type"] == "ready"
+        refused = await first_reply(direct.url, **via("203.0.113.2"))
+        assert refused["code"] == "busy" and "127.0.0.1" in refused["message"]
