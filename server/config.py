@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
 def _check_cross_field(config: Config) -> None:
     check_tokens("auth.tokens", config.auth.tokens)
     check_tokens("auth.admin_tokens", config.auth.admin_tokens)
+    for proxy in config.auth.trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            raise ConfigError(f"auth.trusted_proxies must list IP addresses, got {proxy[:60]!r}") from None
     if 16000 not in config.audio.sample_rates_hz:
         raise ConfigError("audio.sample_rates_hz must include 16000")
     needed = config.endpointing.max_segment_s + config.audio.preroll_ms / 1000 + 1

@@ -438,3 +438,11 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_per_address_count(
         assert (await recv(held))["type"] == "ready"
         refused = await first_reply(direct.url, **via("203.0.113.2"))
         assert refused["code"] == "busy" and "127.0.0.1" in refused["message"]
+
+
+def test_trusted_proxies_must_be_ip_addresses():
+    from server import config
+
+    with pytest.raises(config.ConfigError) as bad:
+        config.load(None, {"auth": {"trusted_proxies": ["proxy.lan"]}})
+    assert "auth.trusted_proxies" in str(bad.value)
