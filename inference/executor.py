@@ -124,6 +124,8 @@ class InferenceExecutor:
         self._on_batch = on_batch or (lambda kind, size, seconds: None)
         self.stats = ExecutorStats()
         self._scheduler = Scheduler(max_batch_size, engine.name, background_batch_size)
+        self._sources: dict[int, Source] = {}  # streams whose requests are not live (set_source)
+        self._batch_done = asyncio.Event()  # replaced after every batch: wakes room() waiters
         self._normalizer = normalizer
         self._scores: deque[_Score] = deque()
         self._decode_ready = asyncio.Event()
@@ -147,6 +149,7 @@ class InferenceExecutor:
     async def close(self) -> None:
         """Stop the loops; anything still queued gets ExecutorClosed."""
         self._closed = True
+        self._batch_done.set()
         self._decode_ready.set()
         self._score_ready.set()
         for task in self._tasks:
@@ -200,21 +203,30 @@ class InferenceExecutor:
         options: DecodeOptions,
         engine: str | None = None,
         *,
-        source: Source = LIVE,
+        source: Source | None = None,
     ) -> asyncio.Future:
         """Future resolving to the DecodeResult of a closed segment (never dropped, only cancelled).
         `source` says who asks (LIVE: a stream paced in real time; else background work with its
-        owner's fair share). `engine` names a job engine: such requests are always background work."""
+        owner's fair share); None: the stream's (set_source), LIVE by default. `engine` names a job
+        engine: such requests are always background work."""
         name = self.engine_name(engine)
+        source = source or self._sources.get(stream_id, LIVE)
         if name != self.engine.name and source.live:
             source = Source(source.owner, live=False)
         record = _Decode(stream_id, segment_id, audio, options, self._new_future(), name)
         return self._submit(Request(Kind.FINAL, stream_id, segment_id, name, source, record.submitted), record)
 
     def submit_partial(
-        self, stream_id: int, segment_id: int, audio: np.ndarray, options: DecodeOptions, *, source: Source = LIVE
+        self,
+        stream_id: int,
+        segment_id: int,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        *,
+        source: Source | None = None,
     ) -> asyncio.Future:
         """Future resolving to a DecodeResult, or to None if a newer request made it stale."""
+        source = source or self._sources.get(stream_id, LIVE)
         record = _Decode(stream_id, segment_id, audio, options, self._new_future(), self.engine.name)
         return self._submit(
             Request(Kind.PARTIAL, stream_id, segment_id, self.engine.name, source, record.submitted), record
@@ -242,12 +254,13 @@ class InferenceExecutor:
         is_final: bool,
         options: DecodeOptions,
         *,
-        source: Source = LIVE,
+        source: Source | None = None,
     ) -> asyncio.Future:
         """Future resolving to the streaming model's DecodeResult after this chunk: the segment's
         text so far (with is_final, its finished text). Chunks of one stream run in submission order
         (a stream that turns from live to background keeps that order: live work runs first).
         A chunk whose segment gets an offline final first resolves to None (that final replaces it)."""
+        source = source or self._sources.get(stream_id, LIVE)
         step = _Step(stream_id, segment_id, state, audio, is_final, options, self._new_future())
         request = Request(Kind.STEP, stream_id, segment_id, self.engine.name, source, step.submitted, is_final)
         return self._submit(request, step)
@@ -258,7 +271,19 @@ class InferenceExecutor:
         cancelled = self._scheduler.cancel(stream_id)
         for request in cancelled:
             _answer(request.item.future, RequestCancelled("the requester is gone"))
+        self._wake_room_waiters()
         return len(cancelled)
+
+    def set_source(self, stream_id: int, source: Source) -> None:
+        """Who the stream's later requests come from, when they do not say (a stream found sending
+        faster than real time becomes background work); forgotten with forget_stream."""
+        self._sources[stream_id] = source
+
+    async def room(self, stream_id: int, limit: int) -> None:
+        """Wait until at most `limit` of the stream's background requests are queued: a producer
+        that cuts segments faster than they are decoded waits here instead of queueing them all."""
+        while self._scheduler.background_queued(stream_id) > limit and not self._closed:
+            await self._batch_done.wait()
 
     def score_speech(self, state: Any, samples: np.ndarray) -> asyncio.Future:
         """Future resolving to FSMN speech probabilities for this stream's new samples."""
@@ -269,6 +294,7 @@ class InferenceExecutor:
 
     def forget_stream(self, stream_id: int) -> None:
         """The stream no longer wants partials (it ended); its finals stay queued."""
+        self._sources.pop(stream_id, None)
         self._answer_dropped(self._scheduler.forget_stream(stream_id))
 
     async def clear_device_cache(self) -> dict:
@@ -290,6 +316,10 @@ class InferenceExecutor:
             self._answer_dropped(self._scheduler.add(request))
             self._decode_ready.set()
         return record.future
+
+    def _wake_room_waiters(self) -> None:
+        done, self._batch_done = self._batch_done, asyncio.Event()
+        done.set()
 
     def _answer_dropped(self, dropped: list[Request]) -> None:
         """Requests made stale by newer ones resolve to None."""
@@ -360,6 +390,7 @@ class InferenceExecutor:
                     result = replace(result, extra={**result.extra, **timing})
                 _answer(request.future, result)
             self._decoding = []
+            self._wake_room_waiters()
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.

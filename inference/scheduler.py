@@ -216,6 +216,10 @@ class Scheduler:
         partials = sum(r.lane is Lane.PARTIAL for r in self._partials.values())
         return len(self._finals) + sum(len(q) for q in self._steps.values()) + partials
 
+    def background_queued(self, stream: Hashable) -> int:
+        """The stream's background requests waiting."""
+        return len(self._background_of(stream))
+
     @property
     def background_depth(self) -> int:
         return sum(len(q) for q in self._background.values())

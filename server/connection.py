@@ -20,7 +20,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed
+from inference.scheduler import Source, fair_share_owner
 from server import protocol
+from server.auth import ANONYMOUS
 from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
 from streaming.chunker import SegmentChunker
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 REALTIME_SLACK_S = 1.0  # a live client may send this far ahead of the wall clock (buffering, jitter)
 ARRIVALS_KEPT = 256  # audio frames whose arrival time is kept per stream (a segment's last speech is recent)
 MAX_UNSCORED_S = 5.0  # audio allowed to wait for VAD before the connection stops reading
+MAX_BACKGROUND_QUEUED = 8  # a stream sent faster than real time: its segments queued before reading pauses
+# A stream this far ahead of the wall clock is not live (its captions are background work). Well
+# above REALTIME_SLACK_S: a client that reconnects may flush seconds of audio it buffered meanwhile.
+LIVE_BURST_S = 10.0
+CLIENT_CHECK_S = 0.5  # how often a connection that stopped reading looks whether its client is still there
 SESSION_TAKEN_OVER = 4001  # close code: the captions session continues on another connection
 
 
@@ -68,6 +75,7 @@ class Stream:
     segment_base: int = 0
     time_base_ms: int = 0
     segments_opened: int = 0
+    live: bool = True  # paced in real time; False once sent faster (then decoded as background work)
 
     def segment_id(self, local_id: int) -> int:
         return self.segment_base + local_id
@@ -109,10 +117,17 @@ def vad_backlog_s(connections) -> float:
         if stream is None or stream.first_audio_at is None or stream.session.finished:
             continue
         session = stream.session
-        if session.samples_received / SAMPLE_RATE > now - stream.first_audio_at + REALTIME_SLACK_S:
+        if sent_faster_than_real_time(stream, now):
             continue
         backlogs.append((session.samples_received - session.samples_decided) / SAMPLE_RATE)
     return statistics.median(backlogs) if backlogs else 0.0
+
+
+def sent_faster_than_real_time(stream: Stream, now: float, slack_s: float = REALTIME_SLACK_S) -> bool:
+    """More audio arrived than the wall clock allows since the stream's first audio (a file pushed
+    at full speed), beyond `slack_s` of buffering and jitter."""
+    assert stream.first_audio_at is not None
+    return stream.session.samples_received / SAMPLE_RATE > now - stream.first_audio_at + slack_s
 
 
 def chunk_ms(start: protocol.StartStream) -> int:
@@ -175,11 +190,15 @@ class Connection:
             async for message in self.ws:
                 self._last_message = time.monotonic()
                 if self._stopping:
-                    break
+                    # Whoever stops the connection (shutdown, idle, hand-over) delivers the finals
+                    # still owed and then closes the socket, which ends this loop: until then
+                    # frames are read and dropped (leaving here would close the socket under it).
+                    continue
                 if message.type == WSMsgType.TEXT:
                     await self._on_text(message.data)
                 elif message.type == WSMsgType.BINARY:
                     await self._on_binary(message.data)
+                    await self._keep_within_share()
                 elif message.type == WSMsgType.ERROR:
                     log.info("%s: websocket error: %s", self.peer, self.ws.exception())
                 if self.errors >= self.ctx.config.server.max_errors_per_connection:
@@ -198,6 +217,21 @@ class Connection:
             writer.cancel()
             for task in list(self._tasks):
                 task.cancel()
+
+    async def _keep_within_share(self) -> None:
+        """A stream sent faster than real time is read no further while its segments wait for the
+        decoder (TCP backpressure): its backlog stays with the client, not in server memory."""
+        stream = self.stream
+        if stream is None or stream.live:
+            return
+        room = asyncio.ensure_future(self.ctx.executor.room(stream.stream_id, MAX_BACKGROUND_QUEUED))
+        try:
+            # Not reading, the loop cannot see the client leave: look at the socket now and then
+            # (a client that vanished is found when the heartbeat's ping fails).
+            while not room.done() and not (self._transport is None or self._transport.is_closing()):
+                await asyncio.wait({room}, timeout=CLIENT_CHECK_S)
+        finally:
+            room.cancel()
 
     async def _close_when_idle(self) -> None:
         """A client that sends nothing for idle_timeout_s (no audio, no message) is closed; its
@@ -309,7 +343,18 @@ class Connection:
         stream.arrivals.add(stream.session.samples_received, now)
         if stream.first_audio_at is None:
             stream.first_audio_at = now - new_samples / SAMPLE_RATE  # that audio began before it arrived
+        if stream.live and sent_faster_than_real_time(stream, now, LIVE_BURST_S):
+            # Nobody hears this audio as it is spoken: its captions are background work, in turn with
+            # files and other such streams, after every live stream's. For good: order is kept.
+            stream.live = False
+            self.ctx.executor.set_source(stream.stream_id, Source(self._share_owner(), live=False))
         self.ctx.metrics.audio_seconds.inc(new_samples / SAMPLE_RATE)
+
+    def _share_owner(self) -> str:
+        """Whose fair share this connection's background work counts against: its token, or its
+        address with auth off (peer is "address:connection number")."""
+        owner_id = self.client.principal.owner_id
+        return fair_share_owner(None if owner_id == ANONYMOUS.owner_id else owner_id, self.peer.rsplit(":", 1)[0])
 
     def _observe_lag(self, stream: Stream) -> None:
         # How far behind real time the stream's audio has been through VAD and endpointing.
@@ -547,8 +592,13 @@ class Connection:
         assert stream is not None
         self.stream = None
         stream.client_gone = client_gone
+        gone_fast = client_gone and not stream.live
+        if gone_fast:  # nobody waits for the backlog of a stream sent faster than real time
+            self.ctx.executor.cancel(stream.stream_id)
         if stream.pump is not None:
             await asyncio.shield(stream.pump)  # every frame received is scored before the end
+        if gone_fast:  # (segments the last scores closed); the open one is still finalized for history
+            self.ctx.executor.cancel(stream.stream_id)
         self._handle(stream, stream.session.finish())
         self.ctx.executor.forget_stream(stream.stream_id)
         stream.finals.put_nowait(None)

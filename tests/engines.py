@@ -57,3 +57,30 @@ class SpokenFormEngine:
 
     def on_cpu(self):
         return self
+
+
+class GatedEngine:
+    """Fixed text, no recognition: holds every model call while `gate` is clear and records the
+    audio lengths of each call (tests of order and cancellation that need no words)."""
+
+    name, model, device = "instant", "gated stand-in (fixed text)", "cpu"
+
+    def __init__(self, text: str = "open the door"):
+        from inference.engines.base import DecodeResult
+
+        self._result = DecodeResult
+        self.text = text
+        self.gate = threading.Event()
+        self.calls: list[list[int]] = []
+
+    @property
+    def decoded(self) -> int:
+        return sum(map(len, self.calls))
+
+    def decode(self, audios, options):
+        self.gate.wait(60)
+        self.calls.append([len(a) for a in audios])
+        return [self._result(self.text) for _ in audios]
+
+    def on_cpu(self):
+        return self

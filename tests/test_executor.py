@@ -241,3 +241,36 @@ async def test_next_vad_batch_is_sent_while_one_is_being_scored(whisper_engine, 
     await executor.close()
     for r in results[1:]:
         np.testing.assert_allclose(r, results[0], atol=1e-5)
+
+
+async def test_a_stream_set_to_background_waits_behind_live_work_can_be_bounded_and_cancelled(scorer):
+    from inference.executor import RequestCancelled
+    from inference.scheduler import Source
+    from tests.engines import GatedEngine
+
+    engine = GatedEngine()
+    executor = InferenceExecutor(engine, scorer, 1, 0, 64)
+    await executor.start()
+    clip = lambda n: np.zeros(16000 + n, np.float32)  # noqa: E731 - told apart by length
+    try:
+        executor.set_source(7, Source("10.0.0.7", live=False))  # a stream sent faster than real time
+        fast = [executor.submit_final(7, i, clip(i), DecodeOptions()) for i in range(4)]
+        await asyncio.sleep(0.05)  # the first is in the (held) model call
+        live = executor.submit_final(1, 0, clip(100), DecodeOptions())
+        room = asyncio.create_task(executor.room(7, 1))
+        await asyncio.sleep(0.05)
+        assert not room.done()  # three queued: the producer waits
+        assert executor.cancel(7) == 3  # its client went away: the queued three go, live work stays
+        await asyncio.wait_for(room, 10)
+        engine.gate.set()
+        assert (await fast[0]).text and (await live).text
+        for future in fast[1:]:
+            with pytest.raises(RequestCancelled):
+                await future
+        assert engine.calls == [[16000], [16100]]  # the live final, then nothing of the cancelled
+        executor.forget_stream(7)
+        later = executor.submit_final(7, 9, clip(200), DecodeOptions())  # the stream's source is forgotten
+        assert executor.queue_depth == 1
+        await later
+    finally:
+        await executor.close()

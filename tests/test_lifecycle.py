@@ -4,6 +4,7 @@ mid-speech, SIGHUP announced as a restart (1012), and a second signal forcing ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -141,3 +142,61 @@ async def test_a_second_signal_forces_exit_without_waiting(server_process):
     assert server.wait(30) == 1
     assert any("exiting now" in line for line in server.log)
     await asyncio.gather(*clients, return_exceptions=True)
+
+
+JFK = ROOT.parent / "shared" / "audio" / "jfk.wav"  # its pauses close segments at about 2.7 s and 5.05 s of audio
+SIGNAL_AT_S = 5.2  # just after the second segment ("ask not") closed: it is with the decoder
+
+
+def jfk_pcm() -> bytes:
+    import wave
+
+    with wave.open(str(JFK)) as wav:
+        assert wav.getframerate() == 16000 and wav.getnchannels() == 1
+        return wav.readframes(wav.getnframes())
+
+
+async def paced_until_closed(url: str, mode: str, server: ServerProcess) -> tuple[list[dict], int]:
+    """Stream jfk.wav in real time (100 ms chunks, as a microphone); SIGTERM the server at
+    SIGNAL_AT_S of audio and keep streaming as a live client would until the server closes."""
+    pcm, step = jfk_pcm(), 3200
+    async with websockets.connect(url, ping_interval=None) as ws:
+        await ws.send(json.dumps({**START, "mode": mode, "wav_name": "jfk"}))
+        replies: list[dict] = []
+
+        async def read() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    replies.append(json.loads(await ws.recv()))
+
+        reader = asyncio.create_task(read())
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for index, offset in enumerate(range(0, len(pcm), step)):
+                await asyncio.sleep(max(0.0, began + (index + 1) * 0.1 - loop.time()))
+                await ws.send(pcm[offset : offset + step])
+                if (index + 1) * 0.1 == pytest.approx(SIGNAL_AT_S):
+                    server.signal(signal.SIGTERM)
+            await ws.send(json.dumps({"is_speaking": False}))
+        await asyncio.wait_for(reader, 180)
+        return replies, ws.close_code
+
+
+async def test_sigterm_while_a_closed_segment_is_decoded_still_delivers_its_final_then_1001(server_process):
+    server = server_process(shutdown_grace_s="180.0")
+    replies, code = await paced_until_closed(server.url, "2pass", server)
+    finals = {r["segment_id"]: words(r["final_text"]) for r in replies if r.get("type") == "final"}
+    assert "ask not" in finals.get(1, "")  # the segment in the decoder at the signal
+    assert "fellow americans" in finals.get(0, "")
+    assert replies[-1].get("is_final") and code == 1001
+    assert server.wait(60) == 0
+
+
+async def test_sigterm_in_offline_mode_sends_the_end_reply_with_the_transcript_so_far(server_process):
+    server = server_process(shutdown_grace_s="180.0")
+    replies, code = await paced_until_closed(server.url, "offline", server)
+    end = replies[-1]
+    assert end.get("is_final") and code == 1001
+    assert "fellow americans" in words(end["text"]) and "ask not" in words(end["text"])
+    assert server.wait(60) == 0

@@ -5,36 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 
 import aiohttp
 import pytest
 
-from inference.engines.base import DecodeResult
+from tests.engines import GatedEngine
 from tests.speech import compose, write_wav
 
 SEGMENTS = 24
 LONG_TALK = compose([0.3] + ["open the door", 0.6] * SEGMENTS)
-
-
-class GatedEngine:
-    """Fixed text, no recognition; holds every model call while `gate` is clear, counts requests."""
-
-    name, model, device = "instant", "gated stand-in", "cpu"
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.decoded = 0
-        self.calls: list[list[int]] = []
-
-    def decode(self, audios, options):
-        self.gate.wait(60)
-        self.decoded += len(audios)
-        self.calls.append([len(a) for a in audios])
-        return [DecodeResult("open the door") for _ in audios]
-
-    def on_cpu(self):
-        return self
 
 
 @pytest.fixture(scope="module")

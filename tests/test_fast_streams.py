@@ -1,0 +1,60 @@
+"""A WebSocket stream sent faster than real time is background work: after live work, a bounded
+number of its segments queued (then the server stops reading it), and cancelled when it vanishes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import websockets
+
+from tests.engines import GatedEngine
+from tests.speech import compose
+from tests.wsclient import connect, send_audio, start
+
+SEGMENTS = 30
+TALK = compose([0.3] + ["open the door", 0.6] * SEGMENTS)  # ~48 s: well past the live burst allowance
+
+
+def on_server(server, call):
+    """`call()` on the server's event loop (the executor is not thread-safe); its result."""
+
+    async def run():
+        return call()
+
+    return asyncio.run_coroutine_threadsafe(run(), server.loop).result(10)
+
+
+async def until(condition, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_leaves_with_its_client(start_server):
+    from server.connection import MAX_BACKGROUND_QUEUED
+
+    engine = GatedEngine()  # the model is held: segments pile up where the server lets them
+    server = start_server(engine=engine, server={"ping_interval_s": 1.0})  # finds a vanished client soon
+    executor = server.server.ctx.executor
+    background = lambda: on_server(server, lambda: executor.background_depth)  # noqa: E731
+    ws = await connect(server.url)
+    await start(ws)
+    sender = asyncio.create_task(send_audio(ws, TALK.audio))  # as fast as the socket takes it
+    await until(lambda: background() >= MAX_BACKGROUND_QUEUED)
+    await asyncio.sleep(1.0)  # room for a server that reads on regardless to show itself
+    queued = background()
+    assert queued <= MAX_BACKGROUND_QUEUED + 3  # a frame or a VAD batch may close a segment or two more
+    (connection,) = server.server.ctx.connections
+    received = on_server(server, lambda: connection.stream.session.samples_received)
+    assert received < len(TALK.audio) * 3 // 4  # the rest waits in socket buffers (TCP backpressure)
+
+    ws.transport.abort()  # the client vanishes
+    with contextlib.suppress(websockets.ConnectionClosed, ConnectionError):
+        await sender
+    await until(lambda: background() <= 1)  # its queued segments were cancelled; its open one is flushed
+    engine.gate.set()
+    await until(lambda: on_server(server, lambda: executor.queue_depth + executor.background_depth) == 0)
+    await until(lambda: not server.server.ctx.connections)
+    assert engine.decoded < SEGMENTS // 2  # its live-paced start, the call in flight, its open segment
