@@ -25,7 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from jobs import exports
-from jobs.store import KeyConflict
+from jobs.store import KeyConflict, SearchTimeout
 from server.app import PRINCIPAL
 from server.auth import ANONYMOUS
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 FILE_FORMATS = {"txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt", "json": "application/json"}
 JOB_FORMATS = {"zip": "application/zip", "csv": "text/csv", "json": "application/json"}
 MAX_FILES_PER_JOB = 1000
+MAX_FIELDS = 20  # form fields next to the files (options, engine, ...)
+MAX_FIELD_BYTES = 100_000  # one such field; the options JSON is far smaller
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -121,19 +123,34 @@ class JobsApi:
         else:
             raise _bad('send multipart/form-data with files, or JSON {"paths": [...], "options": {...}}')
         try:
-            return await self._create(request, files, options, key, uploaded)
+            job_id, duplicates = await self._create(request, files, options, key, uploaded)
         except BaseException:  # refused, or the database failed: no upload is left behind
             if uploaded is not None:
                 shutil.rmtree(uploaded, ignore_errors=True)
             raise
+        job = await self.db(self.runner.store.job, job_id)  # the job holds its uploads from here on
+        body = {
+            "job_id": job_id,
+            "engine": job["engine"],
+            "files": [{"id": f["id"], "name": f["name"]} for f in job["files"]],
+            "duplicates": [name for name, _, _ in duplicates],  # same content twice in one job: kept once
+        }
+        return web.json_response(body, status=201)
 
-    async def _create(self, request, files: list, options: dict, key: str | None, uploaded: Path | None):
+    async def _create(
+        self, request: web.Request, files: list, options: dict, key: str | None, uploaded: Path | None
+    ) -> tuple[str, list]:
+        """The job for these files (a new one, or the one a repeated Idempotency-Key made) and the
+        duplicates left out of it."""
         unique, duplicates, seen = [], [], set()
         for name, path, digest in files:
             (duplicates if digest in seen else unique).append((name, path, digest))
             seen.add(digest)
         if not unique:
             raise _bad("no files in the request")
+        if uploaded is not None:
+            for _, path, _ in duplicates:  # transcribed once, under the first copy: no second copy is kept
+                Path(path).unlink(missing_ok=True)
         engine = options.pop("engine")  # kept in its own column: what the job asked for
         # What the job would hold, so that a reused Idempotency-Key with other files or options is refused.
         fingerprint = json.dumps([[(n, d) for n, _, d in unique], options, engine], sort_keys=True, ensure_ascii=False)
@@ -150,14 +167,7 @@ class JobsApi:
             self.runner.wake()
         elif uploaded is not None:
             shutil.rmtree(uploaded, ignore_errors=True)  # a repeat: the first request's files are the job's
-        job = await self.db(self.runner.store.job, job_id)
-        body = {
-            "job_id": job_id,
-            "engine": job["engine"],
-            "files": [{"id": f["id"], "name": f["name"]} for f in job["files"]],
-            "duplicates": [name for name, _, _ in duplicates],  # same content twice in one job: kept once
-        }
-        return web.json_response(body, status=201)
+        return job_id, duplicates
 
     async def _uploads(self, request: web.Request, folder: Path) -> tuple[list, dict]:
         try:
@@ -175,7 +185,14 @@ class JobsApi:
         limit = self.config.max_upload_mb * 1024 * 1024
         while (part := await reader.next()) is not None:
             if part.filename is None:
-                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:100_000]
+                if len(fields) >= MAX_FIELDS:
+                    raise _bad(f"at most {MAX_FIELDS} form fields besides the files")
+                data = bytearray()
+                while chunk := await part.read_chunk(1 << 16):  # never a whole field in memory unread
+                    data += chunk
+                    if len(data) > MAX_FIELD_BYTES:
+                        raise _bad(f"form field {str(part.name)[:50]!r} is longer than {MAX_FIELD_BYTES} bytes")
+                fields[part.name] = part.decode(bytes(data)).decode("utf-8", "replace")
                 continue
             if len(files) >= MAX_FILES_PER_JOB:
                 raise _bad(f"at most {MAX_FILES_PER_JOB} files per job")
@@ -389,6 +406,8 @@ class JobsApi:
             rows = await self.runner.search(text, since, until, owner=_owner(request))
         except (sqlite3.Error, OSError):
             raise _bad("the history database is not available; try again later", 503) from None
+        except SearchTimeout as exc:
+            raise _bad(f"{exc}; search for longer words or a shorter time span", 503, code="search_timeout") from None
         return web.json_response({"results": rows})
 
     async def delete_session(self, request: web.Request) -> web.Response:

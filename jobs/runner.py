@@ -64,7 +64,8 @@ class JobRunner:
         return self._db_error
 
     async def start(self) -> None:
-        await self.db(self.store.check_writable)
+        with contextlib.suppress(sqlite3.Error, OSError):  # a read-only database: degraded, retried, live goes on
+            await self.db(self.store.check_writable)
         count = self.config.jobs.concurrent_files
         self._workers = [asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(count)]
         self._history_task = asyncio.create_task(self._history_writer(), name="history-writer")
@@ -119,7 +120,7 @@ class JobRunner:
         self, session_id: str, reply: dict[str, Any], options: dict[str, Any], owner: str = "anonymous"
     ) -> None:
         """Queued for the history writer: a failing database never holds up live captions. `owner`:
-        the principal name of the connection's token."""
+        the owner id of the session (server.auth.Principal.owner_id; "anonymous" with auth off)."""
         if not self.config.jobs.record_live:
             return
         if len(self._unsaved) >= MAX_UNSAVED_FINALS:
@@ -157,9 +158,15 @@ class JobRunner:
 
     async def _flush_history(self) -> None:
         batch = list(self._unsaved)
-        await self.db(self.store.add_live_finals, batch)
-        for _ in batch:  # new finals may have arrived meanwhile; these are the oldest
-            self._unsaved.popleft()
+        self._unsaved.clear()  # finals arriving meanwhile queue behind this batch
+        try:
+            await self.db(self.store.add_live_finals, batch)
+        except BaseException:  # kept for the next try, oldest first, within the bound
+            self._unsaved.extendleft(reversed(batch))
+            while len(self._unsaved) > MAX_UNSAVED_FINALS:
+                self._unsaved.popleft()
+                self._dropped += 1
+            raise
         if self._dropped:
             log.warning("history database %s: %d live final(s) were dropped while it failed", self.store.path,
                         self._dropped)  # fmt: skip

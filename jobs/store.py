@@ -4,7 +4,7 @@ jobs/runner.py), except `search`, which reads through its own connection on a th
 that a slow search never holds up writes; the schema is the crash-resume record: a segment is
 committed the moment its text exists, and a file resumes after its last committed segment.
 
-Ownership: jobs and live sessions carry `owner`, the caller's principal name (a digest of its
+Ownership: jobs and live sessions carry `owner`, the caller's Principal.owner_id (a digest of its
 token, never the token; "anonymous" with auth off and for rows made before owners were kept).
 Calls that take `owner` see only that owner's rows; owner=None sees everything (admins).
 
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     engine TEXT,                           -- the engine the job asked for (NULL: made before engines were chosen)
-    owner TEXT NOT NULL DEFAULT 'anonymous',  -- principal name of the token that made it
+    owner TEXT NOT NULL DEFAULT 'anonymous',  -- owner id (a digest) of the token that made it
     request_hash TEXT                      -- what the request held: a reused Idempotency-Key must match it
 );
 CREATE TABLE IF NOT EXISTS files (
@@ -122,6 +122,7 @@ REQUIRED_COLUMNS = {
     "live_finals": {"session_id", "segment_id", "start_ms", "end_ms", "text", "created"},
 }
 SEARCH_SHORTEST = 3  # characters: the trigram index answers queries at least this long
+SEARCH_TIMEOUT_S = 10.0  # a search still running after this is stopped (SearchTimeout): it holds up other searches
 
 
 class StoreError(Exception):
@@ -130,6 +131,10 @@ class StoreError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"{message}; point jobs.db_path at another file, or move this one away")
+
+
+class SearchTimeout(Exception):
+    """A search ran past its time and was stopped."""
 
 
 class KeyConflict(Exception):
@@ -408,10 +413,22 @@ class Store:
             )
 
     def search(self, text: str = "", since: float | None = None, until: float | None = None, limit: int = 200,
-               owner: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+               owner: str | None = None, timeout_s: float = SEARCH_TIMEOUT_S) -> list[dict[str, Any]]:  # fmt: skip
         """Captions whose text contains `text` (any case), live finals and file segments, newest first;
         only `owner`'s (None: everyone's). Reads through its own connection: call it from a thread
-        other than the writer's, one search at a time."""
+        other than the writer's, one search at a time. SearchTimeout after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        self.reader.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)  # non-zero: interrupt
+        try:
+            return self._search(text, since, until, limit, owner)
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise SearchTimeout(f"the search ran longer than {timeout_s:g} s") from None
+            raise
+        finally:
+            self.reader.set_progress_handler(None, 0)
+
+    def _search(self, text: str, since: float | None, until: float | None, limit: int, owner: str | None):
         since = since if since is not None else 0.0
         until = until if until is not None else 1e18
         text = text.strip()

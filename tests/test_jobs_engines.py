@@ -292,8 +292,8 @@ async def test_jobs_for_an_engine_no_longer_loaded_fail_with_the_reason(start_se
     from jobs.store import Store
 
     store = Store(tmp_path / "captions.db")  # queued before a restart with other settings
-    gone = store.create_job([("a.wav", str(lecture_wav), "x")], {}, None, "funasr")
-    other = store.create_job([("b.wav", str(lecture_wav), "y")], {}, None, "whisper")
+    gone, _ = store.create_job([("a.wav", str(lecture_wav), "x")], {}, None, "funasr")
+    other, _ = store.create_job([("b.wav", str(lecture_wav), "y")], {}, None, "whisper")
     (row,) = [r for r in store.pending_files() if r.job_id == other]
     store.start_file(row.id, 6.0, "whisper", "an older whisper model")
     store.commit_segment(row.id, 0, 0, 900, "good morning everyone", 2.0)

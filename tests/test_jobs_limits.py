@@ -237,6 +237,8 @@ async def test_no_upload_is_left_behind_and_a_reused_key_must_match(start_server
     assert status == 201 and len(upload_files(server)) == 1
     status, again = await submit(server.http, [lecture], headers=key)  # a retry of the same request
     assert status == 201 and again["job_id"] == first["job_id"]
+    status, twice = await submit(server.http, [lecture, lecture], headers=key)  # the same job, one copy kept
+    assert status == 201 and twice["job_id"] == first["job_id"] and twice["duplicates"] == ["lecture.wav"]
     for files, options in (([hello], None), ([lecture], {"language": "fr"})):
         status, body = await submit(server.http, files, headers=key, options=options)
         assert status == 422 and body["code"] == "idempotency_conflict", body
@@ -258,7 +260,12 @@ async def test_no_upload_is_left_behind_and_a_reused_key_must_match(start_server
         headers={"Content-Type": "multipart/form-data; boundary=XX"},
     )  # fmt: skip
     assert status == 400 and "malformed" in body["error"]
-    assert upload_files(server) and len(upload_files(server)) == 1
+    form = aiohttp.FormData()
+    form.add_field("file", hello[1], filename="hello.wav")
+    form.add_field("options", "x" * 200_000)  # a greedy field: refused without being held in memory
+    status, body = await call(server.http, "POST", "/api/jobs", data=form)
+    assert status == 400 and "longer than 100000 bytes" in body["error"]
+    assert len(upload_files(server)) == 1
 
 
 async def test_exports_keep_every_file_that_shares_a_name(start_server, lecture_wav, hello_wav, tmp_path, capsys):
@@ -356,7 +363,7 @@ def test_a_corrupt_or_foreign_database_stops_startup_with_one_line(tmp_path):
 
 
 def test_search_is_indexed_for_any_script_and_old_databases_are_indexed_on_open(tmp_path):
-    from jobs.store import Store
+    from jobs.store import SearchTimeout, Store
     from tests.test_jobs_engines import FIRST_RELEASE_TABLES
 
     path = tmp_path / "old.db"
@@ -392,6 +399,11 @@ def test_search_is_indexed_for_any_script_and_old_databases_are_indexed_on_open(
     assert store.delete_session("new", owner="owner-2") is False and store.delete_session("new", owner="owner-1")
     assert found("budget") == []  # deleted rows leave the index with them
     store.db.execute("INSERT INTO live_finals_fts(live_finals_fts) VALUES ('integrity-check')")
+    # A search that runs past its time is stopped, and the next one runs as usual.
+    store.add_live_finals([("big", i, 0, 1, f"caption number {i}", "w", {}, None, "owner-1") for i in range(3000)])
+    with pytest.raises(SearchTimeout, match="longer than 0 s"):
+        store.search("zz", timeout_s=0)
+    assert found("number 2999") == [("big", 2999)]
     store.close()
 
 
