@@ -26,6 +26,11 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e ".[test]"
+# FunASR's client packages from PyPI, run unchanged by the tests. Both install the import name
+# `funasr_client`, so each gets a folder of its own (their dependencies come with the test extras).
+for client in funasr-client==0.1.6 funasr-python==0.1.5; do
+    .venv/bin/pip install -q --no-deps --upgrade --target ".venv/third-party/${client%%==*}" "$client"
+done
 if command -v npm >/dev/null; then
     npm ci --prefix client_js --no-audit --no-fund --silent  # the `ws` package, pinned by client_js/package-lock.json
 else

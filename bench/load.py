@@ -202,6 +202,7 @@ async def _captions(ws, index, chunks, spans_ms, sent_at, finals, partial_times)
                 "wav_format": "pcm",
                 "audio_fs": 16000,
                 "is_speaking": True,
+                "extra_replies": True,
                 "chunk_size": [5, 10, 5],
                 "chunk_interval": 10,
             }

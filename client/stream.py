@@ -53,6 +53,7 @@ def start_message(options: StreamOptions, rate: int) -> dict[str, Any]:
         "wav_format": "pcm",
         "audio_fs": rate,
         "is_speaking": True,
+        "extra_replies": True,  # the ready reply (with the session id) and warnings
         "hotwords": options.hotwords,
         "itn": options.itn,
     }

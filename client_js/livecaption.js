@@ -470,6 +470,7 @@ export class CaptionClient extends CaptionConnection {
       hotwords: formatHotwords(options.hotwords),
       itn: optionalBoolean(options.itn, "itn") ?? true,
       is_speaking: true,
+      extra_replies: true, // ready, warning: messages FunASR's protocol does not have
     };
     const extras = {
       language: optionalString(options.language, "language"),

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed
 from inference.scheduler import Source, fair_share_owner
+from jobs.media import MediaError, iter_audio
 from server import protocol
 from server.auth import ANONYMOUS
 from server.outbox import Outbox
@@ -46,6 +49,7 @@ MAX_BACKGROUND_QUEUED = 8  # a stream sent faster than real time: its segments q
 # above REALTIME_SLACK_S: a client that reconnects may flush seconds of audio it buffered meanwhile.
 LIVE_BURST_S = 10.0
 CLIENT_CHECK_S = 0.5  # how often a connection that stopped reading looks whether its client is still there
+FILE_CHUNK_S = 1.0  # a file sent over the socket is decoded and pushed in chunks this long
 SESSION_TAKEN_OVER = 4001  # close code: the captions session continues on another connection
 
 
@@ -63,6 +67,9 @@ class Stream:
     results: list[dict[str, Any]] = field(default_factory=list)
     finals_task: asyncio.Task | None = None
     client_gone: bool = False
+    file: FileUpload | None = None  # wav_format other than pcm: the file's bytes, decoded at the end
+    failure: str | None = None  # why the stream could not be transcribed (its end reply says so)
+    end_requested: bool = False  # every segment is closed and queued for its final; the end reply follows them
     first_audio_at: float | None = None
     arrivals: ArrivalLog = field(default_factory=lambda: ArrivalLog(ARRIVALS_KEPT))
     pump: asyncio.Task | None = None  # the stream's VAD scoring loop, when running
@@ -82,6 +89,36 @@ class Stream:
 
     def ms(self, samples: int) -> int:
         return self.time_base_ms + samples_to_ms(samples)
+
+
+class FileUpload:
+    """The bytes of a file sent over the socket (FunASR's offline file upload), kept in a temporary
+    file (not in memory) until the stream ends, at most `limit_bytes`."""
+
+    def __init__(self, limit_bytes: int, suffix: str) -> None:
+        self._file = tempfile.NamedTemporaryFile(prefix="livecaption-ws-", suffix=f".{suffix}", delete=False)
+        self.path = self._file.name
+        self.size = 0
+        self.limit_bytes = limit_bytes
+        self.failure: str | None = None
+
+    def add(self, data: bytes) -> bool:
+        if self.size + len(data) > self.limit_bytes:
+            self.failure = f"the file is larger than {self.limit_bytes // 2**20} MB (jobs.max_upload_mb)"
+            return False
+        self._file.write(data)  # frames are at most max_frame_bytes; the page cache takes them
+        self.size += len(data)
+        return True
+
+    def seal(self) -> str:
+        """Every byte received is in the file; returns its path, for the decoder to open."""
+        self._file.close()
+        return self.path
+
+    def discard(self) -> None:
+        self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 class ArrivalLog:
@@ -137,7 +174,7 @@ def chunk_ms(start: protocol.StartStream) -> int:
 
 def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = False) -> SessionSettings:
     """Server config plus the client's per-stream overrides. A streaming engine is fed one chunk per tick."""
-    ep, audio, inf = ctx_config.endpointing, ctx_config.audio, ctx_config.inference
+    ep, audio, inf, whisper = ctx_config.endpointing, ctx_config.audio, ctx_config.inference, ctx_config.whisper
     max_segment_s = start.max_segment_s if start.max_segment_s is not None else ep.max_segment_s
     partial_ms = inf.partial_interval_ms if start.partial_interval_ms is None else start.partial_interval_ms
     if streaming and partial_ms != 0:
@@ -181,7 +218,13 @@ class Connection:
         self._stopping = False
         self._writer: asyncio.Task | None = None
         self._last_message = time.monotonic()
-        self._limits = protocol.Limits(ctx.config.audio.sample_rates_hz, ctx.config.endpointing.max_segment_s)
+        self._limits = protocol.Limits(ctx.config.endpointing.max_segment_s)
+        # Until a stream says otherwise (`extra_replies`), the client is taken for one of FunASR's.
+        self._extra_replies = False
+        # Why the last stream was refused; its end message is answered with that reason, and audio
+        # sent meanwhile is dropped with one error, not one per frame.
+        self._refused: str | None = None
+        self._no_stream_reported = False
 
     async def run(self) -> None:
         self._writer = writer = asyncio.create_task(self._write_loop(), name=f"writer {self.peer}")
@@ -265,24 +308,39 @@ class Connection:
             try:
                 parsed = protocol.parse_text(text, self._limits, stream_open=self.stream is not None)
             except protocol.ProtocolError as exc:
-                self._error(exc.code, exc.message)
+                if self.stream is None:
+                    self._refuse_start(exc.code, exc.message)
+                else:
+                    self._error(exc.code, exc.message)
                 return
             if isinstance(parsed, protocol.StartStream):
                 await self._start_stream(parsed)
             elif isinstance(parsed, protocol.EndStream):
                 if self.stream is None:
-                    self.outbox.put(protocol.end("2pass", "stream", []))
+                    # No stream: nothing to transcribe. If the last one was refused, its end says why
+                    # (FunASR's clients show `text` and stop on is_final; none of them shows errors).
+                    failure, self._refused = self._refused, None
+                    self._no_stream_reported = False
+                    self._put(protocol.end("2pass", "stream", [], failure))
                 else:
                     await self._end_stream_locked(client_gone=False)
+
+    def _refuse_start(self, code: str, message: str) -> None:
+        self._refused = f"the stream was not started: {message}"
+        self._error(code, message)
 
     async def _on_binary(self, data: bytes) -> None:
         async with self._lock:
             stream = self.stream
             if stream is None:
+                if self._no_stream_reported:
+                    return  # said once; a client streaming on after a refused start gets no error storm
+                self._no_stream_reported = True
                 self._error(
                     "no_stream",
                     "audio arrived before the JSON message that configures the stream "
-                    '(send {"mode": "2pass", "audio_fs": 16000, "wav_format": "pcm", ...} first); frame dropped',
+                    '(send {"mode": "2pass", "audio_fs": 16000, "wav_format": "pcm", ...} first); '
+                    "audio dropped until a stream is configured",
                 )
                 return
             if len(data) > self.ctx.config.server.max_frame_bytes:
@@ -294,30 +352,65 @@ class Connection:
                 return
             if not data:
                 return
-            received_before = stream.session.samples_received
-            try:
-                decided = stream.session.push(data)
-            except AudioFormatError as exc:
-                self._error("bad_audio", f"{exc}; frame dropped")
+            if stream.file is not None:
+                if not stream.file.add(data):
+                    self._error("file_too_large", stream.file.failure or "", count=False)
+                    await self._end_stream_locked(client_gone=False)
                 return
-            self._account_audio(stream, stream.session.samples_received - received_before)
-            if decided:  # a pause below the energy gate closed a segment: no VAD round trip needed
-                self._handle(stream, decided)
-            limit_s = self.ctx.config.server.max_stream_audio_s
-            if stream.session.samples_received > limit_s * SAMPLE_RATE:
-                self._error(
-                    "audio_limit",
-                    f"a stream may carry at most {limit_s:g} s of audio (max_stream_audio_s); the stream is "
-                    "ended and its captions sent - start a new stream to go on",
-                    stream.start.wav_name,
-                    count=False,
-                )
+            if not self._feed_locked(stream, data):
                 await self._end_stream_locked(client_gone=False)
                 return
-            if stream.pump is None or stream.pump.done():
-                stream.pump = asyncio.create_task(self._pump(stream), name=f"vad {self.peer}")
-            elif stream.session.unscored_s > MAX_UNSCORED_S:
-                await asyncio.shield(stream.pump)  # VAD far behind: stop reading (TCP backpressure)
+            await self._keep_up_with_vad(stream)
+
+    def _feed_locked(self, stream: Stream, data: bytes) -> bool:
+        """PCM into the stream's session; False when the stream has reached max_stream_audio_s."""
+        received_before = stream.session.samples_received
+        try:
+            decided = stream.session.push(data)
+        except AudioFormatError as exc:
+            self._error("bad_audio", f"{exc}; frame dropped")
+            return True
+        self._account_audio(stream, stream.session.samples_received - received_before)
+        if decided:  # a pause below the energy gate closed a segment: no VAD round trip needed
+            self._handle(stream, decided)
+        limit_s = self.ctx.config.server.max_stream_audio_s
+        if stream.session.samples_received > limit_s * SAMPLE_RATE:
+            self._error(
+                "audio_limit",
+                f"a stream may carry at most {limit_s:g} s of audio (max_stream_audio_s); the stream is "
+                "ended and its captions sent - start a new stream to go on",
+                stream.start.wav_name,
+                count=False,
+            )
+            return False
+        if stream.pump is None or stream.pump.done():
+            stream.pump = asyncio.create_task(self._pump(stream), name=f"vad {self.peer}")
+        return True
+
+    async def _keep_up_with_vad(self, stream: Stream) -> None:
+        if stream.pump is not None and stream.session.unscored_s > MAX_UNSCORED_S:
+            await asyncio.shield(stream.pump)  # VAD far behind: stop reading (TCP backpressure)
+
+    async def _transcribe_file(self, stream: Stream) -> None:
+        """A stream of a file's bytes (wav_format other than pcm) ended: decode them (PyAV, as file
+        jobs do) and run the audio through the stream's session like PCM sent at full speed."""
+        assert stream.file is not None
+        upload, stream.file = stream.file, None
+        loop = asyncio.get_running_loop()
+        try:
+            if upload.failure is not None:
+                stream.failure = upload.failure
+                return
+            chunks = iter_audio(upload.seal(), chunk_s=FILE_CHUNK_S)
+            while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
+                if not self._feed_locked(stream, to_int16(chunk).tobytes()):
+                    break
+                await self._keep_up_with_vad(stream)
+        except MediaError as exc:
+            stream.failure = f"could not decode the {stream.start.wav_format} data: {exc.reason}"
+            self._error("bad_media", stream.failure, stream.start.wav_name, count=False)
+        finally:
+            upload.discard()
 
     async def _pump(self, stream: Stream) -> None:
         """Scores whatever audio arrived since the last score, until none is left.
@@ -363,12 +456,17 @@ class Connection:
             self.ctx.metrics.lag.observe(max(0.0, lag))
 
     async def _start_stream(self, start: protocol.StartStream) -> None:
-        streaming = self.ctx.executor.streaming and start.mode != "offline"
+        # A file's bytes (wav_format other than pcm) are decoded to 16 kHz when the stream ends and
+        # go through the segmenter at full speed: no partials, no streaming model.
+        streaming = self.ctx.executor.streaming and start.mode != "offline" and not start.is_container
         try:
-            settings = session_settings(self.ctx.config, start, streaming)
+            pcm_start = (
+                dataclasses.replace(start, audio_fs=SAMPLE_RATE, partial_interval_ms=0) if start.is_container else start
+            )
+            settings = session_settings(self.ctx.config, pcm_start, streaming)
             session = StreamSession(settings, self.ctx.executor.scorer.new_state)
         except ValueError as exc:
-            self._error("bad_setting", str(exc))
+            self._refuse_start("bad_setting", str(exc))
             return
         hotwords = merge_hotwords(self.ctx.hotwords, start.hotwords)
         stream = Stream(
@@ -381,8 +479,10 @@ class Connection:
         try:  # a session belongs to the token that made it; limits per connection, token, address
             captions = self.ctx.sessions.open_stream(start.session_id, self.client)
         except SessionRefused as exc:
-            self._error(exc.code, exc.message)
+            self._refuse_start(exc.code, exc.message)
             return
+        if start.is_container:
+            stream.file = FileUpload(self.ctx.config.jobs.max_upload_mb * 2**20, start.wav_format)
         previous = captions.owner
         if previous is not None and previous is not self:
             # The client came back on a new socket before the server noticed the old one die (or a
@@ -394,11 +494,17 @@ class Connection:
         stream.segment_base, stream.time_base_ms = captions.next_segment_id, captions.audio_ms
         stream.finals_task = asyncio.create_task(self._finals_loop(stream), name=f"finals {self.peer}")
         self.stream = stream
+        self._extra_replies = start.extra_replies
+        self._refused, self._no_stream_reported = None, False
         resumed = start.resume_after is not None
-        self.outbox.put(protocol.ready(start, self.ctx.engine_name, self.ctx.model_name, captions.session_id, resumed))
+        if start.extra_replies:  # FunASR has no such message; its clients would choke on it
+            self._put(protocol.ready(start, self.ctx.engine_name, self.ctx.model_name, captions.session_id, resumed))
+        for warning in start.warnings:
+            log.info("%s: warning: %s", self.peer, warning)
+            self._put(protocol.warning(warning, start.wav_name, start.mode))
         if resumed:
             for final in captions.finals_after(start.resume_after):
-                self.outbox.put(final)
+                self._put(final)
         log.info(
             "%s: stream %r started (mode %s, %d Hz, session %s%s)",
             self.peer,
@@ -509,11 +615,12 @@ class Connection:
             split.stable,
             split.unstable,
         )
-        self.outbox.put(reply, droppable=True)
+        self._put(reply, droppable=True)
         self._publish(stream, reply)
 
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
+        held: dict[str, Any] | None = None  # FunASR clients: the last final, sent as the end (last_final)
         while (item := await stream.finals.get()) is not None:
             event, future, submitted, endpoint_s = item
             text, timestamps, failure, timing = "", None, None, {}
@@ -575,11 +682,15 @@ class Connection:
                     stream.start.wav_name,
                     count=False,
                 )
-            if stream.start.mode != "offline":
+            if stream.start.mode == "offline":
+                continue
+            if not stream.start.extra_replies and stream.end_requested and stream.finals.qsize() == 1:
+                held = reply  # only the end is left in the queue: this final ends the stream
+            else:
                 self._send(reply)
         self._finish_session(stream)
-        end = protocol.end(stream.start.mode, stream.start.wav_name, stream.results)
-        self.outbox.put(end)
+        end = protocol.end(stream.start.mode, stream.start.wav_name, stream.results, stream.failure)
+        self._put(end if held is None else protocol.last_final(held, end))
         self._publish(stream, end)
 
     async def _finish_stream(self, client_gone: bool = False) -> None:
@@ -592,6 +703,8 @@ class Connection:
         assert stream is not None
         self.stream = None
         stream.client_gone = client_gone
+        if stream.file is not None:
+            await self._transcribe_file(stream)
         gone_fast = client_gone and not stream.live
         if gone_fast:  # nobody waits for the backlog of a stream sent faster than real time
             self.ctx.executor.cancel(stream.stream_id)
@@ -601,6 +714,7 @@ class Connection:
             self.ctx.executor.cancel(stream.stream_id)
         self._handle(stream, stream.session.finish())
         self.ctx.executor.forget_stream(stream.stream_id)
+        stream.end_requested = True
         stream.finals.put_nowait(None)
         assert stream.finals_task is not None
         try:
@@ -655,12 +769,19 @@ class Connection:
             self.errors += 1
         self.ctx.metrics.errors.labels(code).inc()
         log.info("%s: error %s: %s", self.peer, code, message)
-        self._send(protocol.error(code, message, wav_name))
+        stream = self.stream
+        if stream is not None and wav_name is None:
+            wav_name = stream.start.wav_name
+        self._send(protocol.error(code, message, wav_name, stream.start.mode if stream is not None else "2pass"))
+
+    def _put(self, message: dict[str, Any], droppable: bool = False) -> None:
+        """Queue a reply in the shape this client understands (see protocol.for_funasr_client)."""
+        self.outbox.put(message if self._extra_replies else protocol.for_funasr_client(message), droppable)
 
     def _send(self, message: dict[str, Any]) -> None:
         """Queue a reply that must not be dropped; a client too far behind is disconnected, so a
         frozen client costs at most max_queued_replies messages of server memory."""
-        self.outbox.put(message)
+        self._put(message)
         if self.outbox.overflowing and not self._stopping:
             self._spawn(self._disconnect_slow_reader("client is not reading replies"))
 

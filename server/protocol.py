@@ -1,8 +1,10 @@
 """Wire messages: parse and validate client JSON, build server replies. Pure functions.
 
 A superset of FunASR's runtime WebSocket protocol; docs/protocol.md mirrors this module.
-Every reply carries `text` and `is_final` (FunASR's Python client reads both from every message);
-only caption replies carry `mode`, which FunASR's clients use to decide how to print.
+Every reply a FunASR client may see has FunASR's shape - `mode`, `text`, `wav_name`, `is_final` -
+because FunASR's clients read those keys from every message (funasr-client 0.1.6 dies on a reply
+without `mode`). Messages FunASR does not have (`ready`, `warning`) go only to clients that ask for
+them with `"extra_replies": true` in their first message (our own clients do).
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from server.sessions import SESSION_ID
 from streaming.stabilizer import is_cjk
 
 MODES = ("offline", "online", "2pass")
+# FunASR resamples whatever rate a client announces; so do we (soxr), within these bounds.
+MIN_SAMPLE_RATE_HZ = 8000
+MAX_SAMPLE_RATE_HZ = 192_000
+# FunASR's SeACo-Paraformer takes hotword weights 1..100; FunASR's clients send any integer.
+MIN_HOTWORD_WEIGHT = 1
+MAX_HOTWORD_WEIGHT = 100
+MAX_WAV_FORMAT = 16
 MAX_WAV_NAME = 256
 MAX_HOTWORDS = 200
 MAX_HOTWORD_CHARS = 64
@@ -47,6 +56,15 @@ class StartStream:
     partial_interval_ms: int | None = None
     session_id: str | None = None  # captions session to join or resume; None = a new one
     resume_after: int | None = None  # resume: replay the session's finals with a higher segment_id (-1 = all)
+    # "pcm" (PCM16LE frames), or a container/codec name (mp3, wav, m4a, "others", ...): then the
+    # frames are a file's bytes, decoded when the stream ends (FunASR's offline file upload).
+    wav_format: str = "pcm"
+    extra_replies: bool = False  # the client understands messages FunASR does not have (ready, warning)
+    warnings: tuple[str, ...] = ()  # what was accepted only after a correction (clamped hotword weights)
+
+    @property
+    def is_container(self) -> bool:
+        return self.wav_format != "pcm"
 
 
 @dataclass(frozen=True)
@@ -61,12 +79,15 @@ class KeepGoing:
 
 @dataclass(frozen=True)
 class Limits:
-    sample_rates_hz: tuple[int, ...]
     max_segment_s: float
 
 
 def parse_text(text: str, limits: Limits, stream_open: bool) -> StartStream | EndStream | KeepGoing:
-    """Parse one text frame. The first message of a stream must configure it."""
+    """Parse one text frame. The first message of a stream must configure it.
+
+    `is_speaking: false` ends an open stream whatever else the message holds: FunASR's HTML5 and
+    web clients repeat their whole configuration (mode, wav_name, chunk_size, ...) in the end
+    message, and FunASR's servers end the stream on is_speaking alone."""
     try:
         message = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -75,12 +96,14 @@ def parse_text(text: str, limits: Limits, stream_open: bool) -> StartStream | En
         raise ProtocolError("bad_json", "text message must be a JSON object")
     is_speaking = _optional_bool(message, "is_speaking", True)
     if stream_open:
+        if not is_speaking:
+            return EndStream()
         if "mode" in message or "audio_fs" in message or "wav_format" in message:
             raise ProtocolError(
                 "already_started",
                 'the stream is already configured; send {"is_speaking": false} to end it first',
             )
-        return KeepGoing() if is_speaking else EndStream()
+        return KeepGoing()
     if not is_speaking and "mode" not in message:
         return EndStream()  # ending a stream that never started: reply end at once
     return _parse_start(message, limits, is_speaking)
@@ -90,26 +113,29 @@ def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> 
     mode = message.get("mode", "2pass")
     if mode not in MODES:
         raise ProtocolError("bad_mode", f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    wav_format = message.get("wav_format", "pcm")
-    if not isinstance(wav_format, str) or wav_format.lower() != "pcm":
-        raise ProtocolError("bad_format", f"wav_format must be 'pcm' (16-bit little-endian mono); got {wav_format!r}")
+    wav_format = _wav_format(message.get("wav_format", "pcm"))
     audio_fs = message.get("audio_fs", 16000)
-    if not _is_int(audio_fs) or audio_fs not in limits.sample_rates_hz:
-        rates = ", ".join(str(r) for r in limits.sample_rates_hz)
-        raise ProtocolError("bad_sample_rate", f"audio_fs must be one of {rates}; got {audio_fs!r}")
+    if isinstance(audio_fs, float) and audio_fs.is_integer():
+        audio_fs = int(audio_fs)
+    if not _is_int(audio_fs) or not MIN_SAMPLE_RATE_HZ <= audio_fs <= MAX_SAMPLE_RATE_HZ:
+        raise ProtocolError(
+            "bad_sample_rate",
+            f"audio_fs must be an integer {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} (Hz); got {audio_fs!r}",
+        )
     wav_name = message.get("wav_name", "stream")
     if not isinstance(wav_name, str) or len(wav_name) > MAX_WAV_NAME:
         raise ProtocolError("bad_setting", f"wav_name must be a string of at most {MAX_WAV_NAME} characters")
     language = message.get("language")
     if language is not None and not is_language_code(language):
         raise ProtocolError("bad_setting", f"language must be a language code such as 'en'; got {language!r}")
+    hotwords, warnings = parse_hotwords_leniently(message.get("hotwords", ""))
     return StartStream(
         mode=mode,
         wav_name=wav_name,
         audio_fs=audio_fs,
         chunk_size=_chunk_size(message.get("chunk_size", [5, 10, 5])),
         chunk_interval=_int_in(message, "chunk_interval", 10, 1, 1000),
-        hotwords=parse_hotwords(message.get("hotwords", "")),
+        hotwords=hotwords,
         itn=_optional_bool(message, "itn", True),
         is_speaking=is_speaking,
         language=language.lower() if language else None,
@@ -118,7 +144,22 @@ def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> 
         partial_interval_ms=_partial_interval(message),
         session_id=_session_id(message.get("session_id")),
         resume_after=_int_in(message, "resume_after", None, -1, 2**31),
+        wav_format=wav_format,
+        extra_replies=_optional_bool(message, "extra_replies", False),
+        warnings=warnings,
     )
+
+
+def _wav_format(value: Any) -> str:
+    """ "pcm" for raw PCM16 frames (any case: FunASR's HTML5 client sends "PCM"), else the name of
+    the file format whose bytes follow ("mp3", "wav", "others", ...): decoding finds out what it is."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_WAV_FORMAT or not value.replace("_", "").isalnum():
+        raise ProtocolError(
+            "bad_format",
+            f"wav_format must be 'pcm' or a file format name such as 'mp3' (letters and digits, "
+            f"at most {MAX_WAV_FORMAT}); got {str(value)[:40]!r}",
+        )
+    return value.lower()
 
 
 def _session_id(value: Any) -> str | None:
@@ -137,9 +178,20 @@ def is_language_code(value: Any) -> bool:
 
 
 def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
-    """FunASR sends hotwords as a JSON string '{"word": weight}'; plain 'a b' or 'a,b' lists also work."""
+    """FunASR sends hotwords as a JSON string '{"word": weight}'; plain 'a b' or 'a,b' lists also work.
+    Weights outside 1..100 are an error here; `parse_hotwords_leniently` clamps them instead."""
+    hotwords, clamped = parse_hotwords_leniently(value)
+    if clamped:
+        raise ProtocolError("bad_hotwords", clamped[0])
+    return hotwords
+
+
+def parse_hotwords_leniently(value: Any) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...]]:
+    """Hotwords as FunASR's clients send them, with out-of-range weights clamped to 1..100 (FunASR's
+    clients send any integer, and a stream should not fail over one weight); returns the hotwords
+    and a warning per clamped weight. Anything else unusable is a ProtocolError."""
     if value is None or value == "":
-        return ()
+        return (), ()
     if isinstance(value, str):
         stripped = value.strip()
         if stripped.startswith("{"):
@@ -154,16 +206,26 @@ def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
         raise ProtocolError("bad_hotwords", 'hotwords must be a JSON object {"word": weight} or a word list')
     if len(value) > MAX_HOTWORDS:
         raise ProtocolError("bad_hotwords", f"at most {MAX_HOTWORDS} hotwords; got {len(value)}")
-    out = []
+    out, warnings = [], []
     for word, weight in value.items():
         if not word.strip() or len(word) > MAX_HOTWORD_CHARS:
             raise ProtocolError("bad_hotwords", f"hotword {word!r} must be 1..{MAX_HOTWORD_CHARS} characters")
-        if not _is_int(weight) or not 1 <= weight <= 100:
+        if isinstance(weight, float) and math.isfinite(weight) and weight.is_integer():
+            weight = int(weight)
+        if not _is_int(weight):
             raise ProtocolError(
-                "bad_hotwords", f"hotword weight for {word!r} must be an integer 1..100; got {weight!r}"
+                "bad_hotwords",
+                f"hotword weight for {word!r} must be an integer "
+                f"{MIN_HOTWORD_WEIGHT}..{MAX_HOTWORD_WEIGHT}; got {weight!r}",
             )
-        out.append((word.strip(), int(weight)))
-    return tuple(out)
+        clamped = min(MAX_HOTWORD_WEIGHT, max(MIN_HOTWORD_WEIGHT, weight))
+        if clamped != weight:
+            warnings.append(
+                f"hotword weight for {word!r} must be {MIN_HOTWORD_WEIGHT}..{MAX_HOTWORD_WEIGHT}; "
+                f"got {weight}, used {clamped}"
+            )
+        out.append((word.strip(), clamped))
+    return tuple(out), tuple(warnings)
 
 
 def _chunk_size(value: Any) -> tuple[int, int, int]:
@@ -248,10 +310,55 @@ def subscribed(session_id: str) -> dict[str, Any]:
     return {"type": "subscribed", "session_id": session_id, "text": "", "is_final": False}
 
 
-def error(code: str, message: str, wav_name: str | None = None) -> dict[str, Any]:
-    reply = {"type": "error", "code": code, "message": message, "error": message, "text": "", "is_final": False}
-    if wav_name is not None:
-        reply["wav_name"] = wav_name
+def partial_mode(mode: str) -> str:
+    """FunASR's `mode` for replies about the open segment."""
+    return "2pass-online" if mode == "2pass" else mode
+
+
+def final_mode(mode: str) -> str:
+    """FunASR's `mode` for a segment's final text and for the end of a stream."""
+    return "2pass-offline" if mode == "2pass" else mode
+
+
+def error(code: str, message: str, wav_name: str | None = None, mode: str = "2pass") -> dict[str, Any]:
+    """A problem that does not end the stream (the offending message or frame was dropped).
+
+    FunASR-shaped with empty text, so FunASR's clients print nothing and go on."""
+    return {
+        "type": "error",
+        "mode": partial_mode(mode),
+        "code": code,
+        "message": message,
+        "error": message,
+        "text": "",
+        "wav_name": "" if wav_name is None else wav_name,
+        "is_final": False,
+    }
+
+
+def warning(message: str, wav_name: str, mode: str) -> dict[str, Any]:
+    """Something was accepted only after a correction (e.g. a clamped hotword weight)."""
+    return {"type": "warning", "mode": partial_mode(mode), "message": message, "text": "", "wav_name": wav_name,
+            "is_final": False}  # fmt: skip
+
+
+def for_funasr_client(reply: dict[str, Any]) -> dict[str, Any]:
+    """A reply as a client that did not ask for `extra_replies` gets it (FunASR's own and PyPI clients).
+
+    - `error` is an object {code, message}: funasr-python parses a reply holding `error` as an error
+      object (a string makes it drop the reply), and a final must not look like one, so finals leave
+      the key out (the `decode_failed` error reply before them says what went wrong).
+    - a stream that ends in failure says so in `text`, as FunASR's C++ server does ("ERROR. ..."):
+      FunASR's clients print `text` and nothing else."""
+    kind = reply.get("type")
+    if "error" not in reply:
+        return reply
+    reply = dict(reply)
+    message = reply.pop("error")
+    if kind == "error":
+        reply["error"] = {"code": reply["code"], "message": message}
+    elif kind == "end":
+        reply["text"] = f"{reply['text']} ERROR: {message}".strip()
     return reply
 
 
@@ -267,7 +374,7 @@ def partial(
     mode: str, wav_name: str, segment_id: int, start_ms: int, end_ms: int, delta: str, stable: str, unstable: str
 ) -> dict[str, Any]:
     return {
-        "mode": "2pass-online" if mode == "2pass" else "online",
+        "mode": partial_mode(mode),
         "type": "partial",
         "text": appendable(delta),
         "wav_name": wav_name,
@@ -293,7 +400,7 @@ def final(
 ) -> dict[str, Any]:
     """A segment's final caption. For `online` (append-only) clients `text` is what to append."""
     reply = {
-        "mode": {"2pass": "2pass-offline", "online": "online", "offline": "offline"}[mode],
+        "mode": final_mode(mode),
         "type": "final",
         "text": appendable(append_text if mode == "online" else text),
         "final_text": text,
@@ -309,10 +416,11 @@ def final(
     return reply
 
 
-def end(mode: str, wav_name: str, segments: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last reply of a stream. Offline mode gets its whole transcript here, as FunASR's does."""
+def end(mode: str, wav_name: str, segments: list[dict[str, Any]], failure: str | None = None) -> dict[str, Any]:
+    """The last reply of a stream. Offline mode gets its whole transcript here, as FunASR's does.
+    `failure`: why the stream could not be transcribed (it never started, its file would not decode)."""
     reply = {
-        "mode": {"2pass": "2pass-offline", "online": "online", "offline": "offline"}[mode],
+        "mode": final_mode(mode),
         "type": "end",
         "text": "",
         "wav_name": wav_name,
@@ -327,4 +435,14 @@ def end(mode: str, wav_name: str, segments: list[dict[str, Any]]) -> dict[str, A
         stamps = [json.loads(s["timestamp"]) for s in segments if "timestamp" in s]
         if stamps:
             reply["timestamp"] = json.dumps([t for group in stamps for t in group])
+    if failure is not None:
+        reply["error"] = failure
     return reply
+
+
+def last_final(final_reply: dict[str, Any], end_reply: dict[str, Any]) -> dict[str, Any]:
+    """For FunASR clients, the final of the segment the end of the stream closed is the stream's
+    last reply, as FunASR's servers send it: is_final true with that segment's text. Clients that stop
+    at the first is_final (funasr-client) or keep only that reply (funasr-python) see the text, and
+    clients that wait for `is_end` (FunASR's Python client) get their acknowledgement."""
+    return {**end_reply, **final_reply, "is_final": True, "is_end": True, "segments": end_reply["segments"]}

@@ -8,7 +8,6 @@ def test_default_config_loads_with_documented_defaults():
     assert cfg.server.port == 10095
     assert cfg.endpointing.silence_ms == 300
     assert cfg.endpointing.max_segment_s == 30.0
-    assert 16000 in cfg.audio.sample_rates_hz
 
 
 def test_every_default_in_config_toml_has_a_comment():
@@ -24,7 +23,7 @@ def test_every_default_in_config_toml_has_a_comment():
         ({"server": {"port": "http"}}, "server.port must be an integer"),
         ({"inference": {"device": "tpu"}}, "inference.device must be"),
         ({"inference": {"engine": "nope"}}, "inference.engine must be one of"),
-        ({"audio": {"sample_rates_hz": [8000]}}, "must include 16000"),
+        ({"audio": {"sample_rates_hz": [8000]}}, "unknown setting(s) in [audio]: sample_rates_hz"),  # any rate is taken now
         ({"audio": {"ring_buffer_s": 5.0}}, "audio.ring_buffer_s must be at least"),
         ({"server": {"bogus": 1}}, "unknown setting(s) in [server]: bogus"),
         ({"inference": {"vad_process": "yes"}}, "inference.vad_process must be true or false"),

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.funasr_client import run_funasr_client
-from tests.speech import compose, to_pcm16
+from tests.funasr_client import run_funasr_client, run_html5_client
+from tests.speech import compose, to_pcm16, write_wav
 from tests.wsclient import words
 
 SCRIPT = ["hello world", 0.8, "good morning everyone"]
@@ -38,3 +38,132 @@ async def test_funasr_client_at_8k_with_hotword_list(shared_server):
         shared_server.url, to_pcm16(audio), "2pass", sample_rate=8000, hotword="morning,everyone"
     )
     assert words(result.text_print) == "good morning everyone"
+
+
+# --- FunASR's official Python client (runtime/python/websocket/funasr_wss_client.py), replayed ---
+
+
+class OptionsRecorder:
+    """The real engine, keeping the decode options each call got (hotwords, itn)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.model, self.device = inner, inner.name, inner.model, inner.device
+        self.options = []
+
+    def decode(self, audios, options):
+        self.options.extend(options)  # one DecodeOptions per clip
+        return self.inner.decode(audios, options)
+
+    def on_cpu(self):
+        return self
+
+
+@pytest.mark.parametrize(
+    "hotword, expected",
+    [
+        ('{"PyTorch": 20, "NumPy": 30}', {"PyTorch": 20, "NumPy": 30}),  # its microphone path: file lines -> JSON
+        ("PyTorch,NumPy", {"PyTorch": 20, "NumPy": 20}),  # its file path: first words, comma-joined
+        ('{"PyTorch": 500, "NumPy": -3}', {"PyTorch": 100, "NumPy": 1}),  # weights clamped, not refused
+    ],
+)
+async def test_official_client_hotwords_reach_the_engine(start_server, whisper_engine, pcm, hotword, expected):
+    engine = OptionsRecorder(whisper_engine)
+    server = start_server(engine=engine)
+    result = await run_funasr_client(server.url, pcm, "2pass", hotword=hotword)
+    assert result.acknowledgement["is_final"] is True
+    finals = [o for o in engine.options if not o.partial]
+    assert finals and all(dict(o.hotwords) == expected for o in finals)
+    warnings = [m for m in result.messages if m.get("type") == "warning"]
+    assert len(warnings) == (2 if "500" in hotword else 0) and all(w["mode"] == "2pass-online" for w in warnings)
+
+
+async def test_official_client_use_itn_0_turns_itn_off(start_server):
+    from tests.engines import SpokenFormEngine
+
+    server = start_server(engine=SpokenFormEngine("twenty twenty five"))
+    audio = to_pcm16(compose([0.3, "good morning everyone", 0.6]).audio)
+    with_itn, without = [await run_funasr_client(server.url, audio, "offline", use_itn=flag) for flag in (True, False)]
+    assert with_itn.text_print.strip() == "2025" and without.text_print.strip() == "twenty twenty five"
+
+
+@pytest.mark.parametrize("mode", ["2pass", "online"])
+async def test_official_client_with_an_unusual_chunk_size(shared_server, pcm, mode):
+    result = await run_funasr_client(shared_server.url, pcm, mode, chunk_size=(8, 8, 4), chunk_interval=5)
+    assert result.acknowledgement["is_final"] is True
+    assert words(result.text_print).endswith("good morning everyone")
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 32000, 44100])
+async def test_official_client_at_sample_rates_funasr_takes(shared_server, rate):
+    import numpy as np
+    import soxr
+
+    audio = soxr.resample(compose([0.3, "good morning everyone", 0.5]).audio, 16000, rate).astype(np.float32)
+    result = await run_funasr_client(shared_server.url, to_pcm16(audio), "2pass", sample_rate=rate)
+    assert words(result.text_print) == "good morning everyone" and result.acknowledgement["is_final"] is True
+
+
+async def test_official_client_sends_an_mp3_file_as_others(shared_server, tmp_path):
+    import subprocess
+
+    wav = write_wav(tmp_path / "phrase.wav", compose([0.3, "hello world", 0.8, "good morning everyone", 0.5]).audio)
+    subprocess.run(["sox", str(wav), str(tmp_path / "phrase.mp3")], check=True)
+    data = (tmp_path / "phrase.mp3").read_bytes()
+    for mode in ("offline", "2pass"):
+        result = await run_funasr_client(shared_server.url, data, mode, wav_format="others")
+        assert result.acknowledgement["is_final"] is True
+        assert words(result.text_print) == "hello world good morning everyone", mode
+
+
+async def test_a_file_that_does_not_decode_ends_with_the_reason(shared_server):
+    result = await run_funasr_client(shared_server.url, b"this is not audio at all" * 100, "offline", wav_format="mp3")
+    ack = result.acknowledgement
+    assert ack["is_final"] is True and ack["is_end"] is True and ack["text"].startswith("ERROR: could not decode")
+
+
+async def test_a_refused_stream_says_why_at_its_end_without_an_error_storm(shared_server, pcm):
+    result = await run_funasr_client(shared_server.url, pcm, "2pass", sample_rate=4000)
+    ack = result.acknowledgement
+    assert ack["is_final"] is True and ack["is_end"] is True
+    assert ack["text"].startswith("ERROR: the stream was not started: audio_fs must be")
+    errors = [m for m in result.messages if m.get("type") == "error"]
+    # one for the refused start, one for the audio after it; then the audio is dropped quietly
+    assert [e["code"] for e in errors] == ["bad_sample_rate", "no_stream"]
+    assert all(e["mode"] and isinstance(e["error"], dict) for e in errors)
+
+
+# --- FunASR's HTML5 client (runtime/html5/static), replayed ---
+
+
+async def test_html5_microphone_2pass_end_message_with_its_configuration(shared_server, pcm):
+    result = await run_html5_client(shared_server.url, pcm, "2pass", hotwords={"morning": 20}, close_after_s=60)
+    assert words(result.shown) == "hello world good morning everyone"
+    last = result.messages[-1]
+    assert last["is_final"] is True and last["is_end"] is True and last["mode"] == "2pass-offline"
+
+
+@pytest.mark.parametrize("rate", [16000, 24000])
+async def test_html5_file_upload_of_a_wav(shared_server, tmp_path, rate):
+    import numpy as np
+    import soxr
+
+    audio = soxr.resample(compose([0.3, "hello world", 0.8, "good morning everyone", 0.5]).audio, 16000, rate)
+    wav = write_wav(tmp_path / "upload.wav", audio.astype(np.float32), rate)
+    result = await run_html5_client(shared_server.url, wav.read_bytes(), "2pass", file_ext="wav", file_sample_rate=rate)
+    assert result.stopped_on_final and words(result.shown) == "hello world good morning everyone"
+    assert [m["mode"] for m in result.messages] == ["offline"]
+
+
+async def test_html5_file_upload_of_an_mp3(shared_server, tmp_path):
+    import subprocess
+
+    wav = write_wav(tmp_path / "upload.wav", compose([0.3, "please open the door", 0.5]).audio)
+    subprocess.run(["sox", str(wav), str(tmp_path / "upload.mp3")], check=True)
+    result = await run_html5_client(shared_server.url, (tmp_path / "upload.mp3").read_bytes(), "2pass", file_ext="mp3")
+    assert result.stopped_on_final and "open the door" in words(result.shown)
+
+
+async def test_html5_client_from_another_origin_on_the_default_config(shared_server, pcm):
+    for origin in ("http://127.0.0.1:1337", "null"):  # its own small web server, or opened as a file
+        result = await run_html5_client(shared_server.url, pcm, "online", origin=origin, close_after_s=60)
+        assert words(result.shown).endswith("good morning everyone"), origin

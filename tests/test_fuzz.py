@@ -18,7 +18,7 @@ from server.protocol import EndStream, KeepGoing, Limits, ProtocolError, StartSt
 from tests.speech import compose
 from tests.wsclient import START, final_words, transcribe
 
-LIMITS = Limits((8000, 16000, 22050, 44100, 48000), 30.0)
+LIMITS = Limits(30.0)
 FIELDS = [
     "mode", "wav_name", "wav_format", "audio_fs", "chunk_size", "chunk_interval", "hotwords", "itn",
     "is_speaking", "language", "silence_ms", "max_segment_s", "partial_interval_ms", "session_id", "resume_after",
@@ -57,7 +57,7 @@ def test_parser_accepts_or_raises_protocol_error_only(text, stream_open):
         return
     assert isinstance(parsed, (StartStream, EndStream, KeepGoing))
     if isinstance(parsed, StartStream):
-        assert parsed.audio_fs in LIMITS.sample_rates_hz and parsed.mode in protocol.MODES
+        assert protocol.MIN_SAMPLE_RATE_HZ <= parsed.audio_fs <= protocol.MAX_SAMPLE_RATE_HZ and parsed.mode in protocol.MODES
         for value in (parsed.max_segment_s, parsed.silence_ms, parsed.partial_interval_ms):
             assert value is None or math.isfinite(value)
         json.dumps(protocol.ready(parsed, "e", "m"), allow_nan=False)  # replies are always valid JSON

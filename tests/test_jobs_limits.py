@@ -423,3 +423,12 @@ async def test_a_search_never_waits_for_the_database_writer(start_server):
     finally:
         release.set()
         held.result(10)
+
+
+def test_max_file_audio_s_is_checked():
+    from server import config
+
+    assert config.load().jobs.max_file_audio_s == 14400
+    for value, says in ((0, "must be between 1 and 604800"), ("1h", "must be a number"), (True, "must be a number")):
+        with pytest.raises(config.ConfigError, match=f"jobs.max_file_audio_s {says}"):
+            config.load(None, {"jobs": {"max_file_audio_s": value}})

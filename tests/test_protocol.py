@@ -7,7 +7,7 @@ import pytest
 from server import protocol
 from server.protocol import EndStream, KeepGoing, Limits, ProtocolError, StartStream
 
-LIMITS = Limits((8000, 16000, 22050, 44100, 48000), 30.0)
+LIMITS = Limits(30.0)
 
 
 def parse(message, stream_open=False):
@@ -54,9 +54,11 @@ def test_end_and_keepalive_messages():
         ("{not json", "bad_json", "not valid JSON"),
         ("[1, 2]", "bad_json", "JSON object"),
         ({"mode": "realtime"}, "bad_mode", "mode must be one of offline, online, 2pass"),
-        ({"mode": "2pass", "audio_fs": 12345}, "bad_sample_rate", "audio_fs must be one of"),
+        ({"mode": "2pass", "audio_fs": 4000}, "bad_sample_rate", "audio_fs must be an integer 8000..192000"),
+        ({"mode": "2pass", "audio_fs": 200_000}, "bad_sample_rate", "audio_fs must be an integer 8000..192000"),
         ({"mode": "2pass", "audio_fs": "16000"}, "bad_sample_rate", "audio_fs"),
-        ({"mode": "2pass", "wav_format": "mp3"}, "bad_format", "wav_format must be 'pcm'"),
+        ({"mode": "2pass", "wav_format": "../x"}, "bad_format", "wav_format must be 'pcm' or a file format"),
+        ({"mode": "2pass", "wav_format": 3}, "bad_format", "wav_format"),
         ({"mode": "2pass", "chunk_size": [5, -1, 5]}, "bad_setting", "chunk_size"),
         ({"mode": "2pass", "chunk_interval": 0}, "bad_setting", "chunk_interval"),
         ({"mode": "2pass", "is_speaking": "maybe"}, "bad_setting", "is_speaking must be true or false"),
@@ -77,6 +79,31 @@ def test_bad_messages_get_a_code_and_a_clear_message(message, code, fragment):
     assert fragment in err.value.message
 
 
+@pytest.mark.parametrize("rate", [8000, 11025, 24000, 32000, 44100, 96000, 192000])
+def test_any_sample_rate_funasr_accepts_is_taken(rate):
+    assert parse({"mode": "2pass", "audio_fs": rate}).audio_fs == rate
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "wav", "others", "M4A", "ogg"])
+def test_a_file_format_other_than_pcm_marks_a_file_stream(fmt):
+    start = parse({"mode": "offline", "wav_format": fmt})
+    assert start.is_container and start.wav_format == fmt.lower()
+    assert not parse({"mode": "offline", "wav_format": "PCM"}).is_container  # FunASR's HTML5 client
+
+
+def test_hotword_weights_out_of_range_are_clamped_and_reported():
+    start = parse({"mode": "2pass", "hotwords": '{"阿里巴巴": 500, "达摩院": 0, "魔搭": 30, "x": 20.0}'})
+    assert dict(start.hotwords) == {"阿里巴巴": 100, "达摩院": 1, "魔搭": 30, "x": 20}
+    assert len(start.warnings) == 2 and "阿里巴巴" in start.warnings[0] and "used 100" in start.warnings[0]
+
+
+def test_the_end_message_ends_the_stream_whatever_else_it_carries():
+    # FunASR's HTML5 client repeats its configuration in the end message
+    html5_end = {"chunk_size": [5, 10, 5], "wav_name": "h5", "is_speaking": False, "chunk_interval": 10, "mode": "2pass"}
+    assert isinstance(parse(html5_end, stream_open=True), EndStream)
+    assert isinstance(parse({**html5_end, "mode": "offline", "audio_fs": 8000}, stream_open=True), EndStream)
+
+
 def test_reconfiguring_an_open_stream_is_refused():
     with pytest.raises(ProtocolError) as err:
         parse({"mode": "offline"}, stream_open=True)
@@ -95,8 +122,26 @@ def test_every_reply_carries_text_and_is_final():
     for reply in replies:
         assert isinstance(reply["text"], str) and isinstance(reply["is_final"], bool)
     assert [r["is_final"] for r in replies] == [False, False, False, False, True]
-    # only caption replies carry `mode` (FunASR clients print by mode)
-    assert ["mode" in r for r in replies] == [False, False, True, True, True]
+    # every reply a FunASR client may see carries `mode` (funasr-client reads it from every reply);
+    # `ready` is sent only to clients that ask for extra replies
+    assert ["mode" in r for r in replies] == [False, True, True, True, True]
+
+
+def test_funasr_clients_get_errors_as_objects_and_failures_in_the_text():
+    error = protocol.for_funasr_client(protocol.error("bad_audio", "odd bytes", "w", "online"))
+    assert error["error"] == {"code": "bad_audio", "message": "odd bytes"} and error["mode"] == "online"
+    failed = protocol.for_funasr_client(protocol.end("offline", "w", [], "could not decode"))
+    assert failed["text"] == "ERROR: could not decode" and failed["is_final"] is True and "error" not in failed
+    final = protocol.final("2pass", "w", 0, 0, 1, "", "", "silence", None)
+    final["error"] = "decoding failed: boom"
+    assert "error" not in protocol.for_funasr_client(final)
+
+
+def test_the_last_final_carries_the_end_for_funasr_clients():
+    final = protocol.final("2pass", "w", 3, 0, 1, "ask not", "", "end_of_stream", None)
+    last = protocol.last_final(final, protocol.end("2pass", "w", [final]))
+    assert last["text"] == "ask not " and last["is_final"] is True and last["is_end"] is True
+    assert last["mode"] == "2pass-offline" and last["segment_id"] == 3
 
 
 def test_modes_map_to_funasr_reply_modes():

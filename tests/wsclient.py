@@ -19,6 +19,7 @@ START = {
     "wav_format": "pcm",
     "audio_fs": 16000,
     "is_speaking": True,
+    "extra_replies": True,
     "hotwords": "",
     "itn": True,
 }

@@ -334,6 +334,7 @@ test("start message carries the options; token goes in the URL; subprotocol bina
     hotwords: '{"caption":30}',
     itn: false,
     is_speaking: true,
+    extra_replies: true,
     language: "en",
     silence_ms: 500,
     max_segment_s: 12.5,
