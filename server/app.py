@@ -147,6 +147,7 @@ class CaptionServer:
             inf.vad_max_batch_size,
             on_batch=metrics.observe_batch,
             vad_max_wait_ms=inf.vad_max_wait_ms,
+            background_batch_size=inf.background_batch_size,
             normalizer=normalizer,
             job_engines=job_engines,
         )

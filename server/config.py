@@ -70,6 +70,7 @@ class InferenceConfig:
     device: str
     max_batch_size: int
     max_wait_ms: int
+    background_batch_size: int
     partial_interval_ms: int
     vad_max_batch_size: int
     vad_max_wait_ms: int
@@ -198,6 +199,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("endpointing", "fsmn_speech_threshold"): (0.01, 0.99),
     ("inference", "max_batch_size"): (1, 256),
     ("inference", "max_wait_ms"): (0, 1000),
+    ("inference", "background_batch_size"): (1, 256),
     ("inference", "partial_interval_ms"): (100, 10_000),
     ("inference", "vad_max_batch_size"): (1, 4096),
     ("inference", "vad_max_wait_ms"): (0, 200),
