@@ -46,9 +46,9 @@ FAST_FACTOR = 20  # the greedy WebSocket sends this many seconds of audio per se
 SCENARIOS = ("alone", "openai", "fast", "jobs")
 
 
-def long_file(folder: Path, minutes: float) -> Path:
+def long_file(folder: Path, minutes: float, speech: Path) -> Path:
     """`minutes` of real speech: jfk.wav looped (its pauses give segments of 1.5-5.6 s)."""
-    with wave.open(str(SHARED_AUDIO)) as w:
+    with wave.open(str(speech)) as w:
         pcm = w.readframes(w.getnframes())
     repeats = max(1, round(minutes * 60 / 11.0))
     path = folder / f"jfk-x{repeats}.wav"
@@ -156,11 +156,12 @@ def main() -> None:
     parser.add_argument("--loops", type=int, default=4, help="the live script this many times (3 phrases each)")
     parser.add_argument("--minutes", type=float, default=3.0, help="length of the neighbours' file")
     parser.add_argument("--head-start-s", type=float, default=3.0, help="the neighbour runs this long first")
+    parser.add_argument("--speech", type=Path, default=SHARED_AUDIO, help="16 kHz mono WAV to loop")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args()
     script = compose(SCRIPT * args.loops)
     with tempfile.TemporaryDirectory() as tmp:
-        path = long_file(Path(tmp), args.minutes)
+        path = long_file(Path(tmp), args.minutes, args.speech)
         with wave.open(str(path)) as w:
             file_s = w.getnframes() / 16000
         print(

@@ -171,6 +171,8 @@ class Scheduler:
         queue = self._background[owner]
         self._batches += 1
         self._served[owner] = self._batches
+        if len(self._served) > 2 * len(self._background) + 64:  # owners long gone: forget them
+            self._served = {o: n for o, n in self._served.items() if o in self._background}
         batch: list[Request] = []
         skipped: list[Request] = []
         engine = next((r.engine for r in queue if r.kind is not Kind.STEP), self.live_engine)
