@@ -32,6 +32,7 @@ from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
 from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
 from streaming.pcm import AudioFormatError
+from streaming.ring_buffer import to_int16
 from streaming.session import SessionSettings, StreamSession
 from streaming.stabilizer import PartialStabilizer
 from text.hotwords import merge_hotwords
