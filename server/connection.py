@@ -353,6 +353,8 @@ class Connection:
                 return
             if not data:
                 return
+            if stream.file is None and stream.session.samples_received == 0 and _is_wav_header(data):
+                self._treat_as_file(stream)
             if stream.file is not None:
                 if not stream.file.add(data):
                     self._error("file_too_large", stream.file.failure or "", count=False)
@@ -456,16 +458,28 @@ class Connection:
             lag = (time.monotonic() - stream.first_audio_at) - stream.session.samples_decided / SAMPLE_RATE
             self.ctx.metrics.lag.observe(max(0.0, lag))
 
-    async def _start_stream(self, start: protocol.StartStream) -> None:
-        # A file's bytes (wav_format other than pcm) are decoded to 16 kHz when the stream ends and
-        # go through the segmenter at full speed: no partials, no streaming model.
+    def _new_session(self, start: protocol.StartStream) -> tuple[StreamSession, bool]:
+        """The stream's segmenter, and whether a streaming model follows it. A file's bytes
+        (wav_format other than pcm) are decoded to 16 kHz when the stream ends and go through the
+        segmenter at full speed: no partials, no streaming model. Bad settings raise ValueError."""
         streaming = self.ctx.executor.streaming and start.mode != "offline" and not start.is_container
+        if start.is_container:
+            start = dataclasses.replace(start, audio_fs=SAMPLE_RATE, partial_interval_ms=0)
+        settings = session_settings(self.ctx.config, start, streaming)
+        return StreamSession(settings, self.ctx.executor.scorer.new_state), streaming
+
+    def _treat_as_file(self, stream: Stream) -> None:
+        """A "pcm" stream whose first bytes are a WAV header (FunASR's HTML5 page uploads WAV files
+        as PCM, header included, whatever their channels and sample width): decode it as the file
+        it is, instead of reading a stereo or 8-bit file as mono PCM16."""
+        stream.start = dataclasses.replace(stream.start, wav_format="wav")
+        stream.session, _ = self._new_session(stream.start)
+        stream.chunker = None
+        stream.file = FileUpload(self.ctx.config.jobs.max_upload_mb * 2**20, "wav")
+
+    async def _start_stream(self, start: protocol.StartStream) -> None:
         try:
-            pcm_start = (
-                dataclasses.replace(start, audio_fs=SAMPLE_RATE, partial_interval_ms=0) if start.is_container else start
-            )
-            settings = session_settings(self.ctx.config, pcm_start, streaming)
-            session = StreamSession(settings, self.ctx.executor.scorer.new_state)
+            session, streaming = self._new_session(start)
         except ValueError as exc:
             self._refuse_start("bad_setting", str(exc))
             return
@@ -798,6 +812,10 @@ class Connection:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _is_wav_header(data: bytes) -> bool:
+    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE"
 
 
 def _history_options(stream: Stream) -> dict[str, Any]:
