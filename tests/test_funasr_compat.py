@@ -154,6 +154,22 @@ async def test_html5_file_upload_of_a_wav(shared_server, tmp_path, rate):
     assert [m["mode"] for m in result.messages] == ["offline"]
 
 
+async def test_html5_file_upload_of_a_stereo_44k_wav_is_decoded_as_the_file_it_is(shared_server, tmp_path):
+    """The page sends a WAV's bytes as "PCM" with the file's rate; a phone's stereo recording read
+    as mono PCM16 would be noise. The header gives it away, and the server decodes the file."""
+    import numpy as np
+    import soundfile
+    import soxr
+
+    mono = soxr.resample(compose([0.3, "hello world", 0.8, "good morning everyone", 0.5]).audio, 16000, 44100)
+    path = tmp_path / "phone.wav"
+    soundfile.write(path, np.stack([mono, mono * 0.8], axis=1), 44100, subtype="PCM_16")
+    result = await run_html5_client(
+        shared_server.url, path.read_bytes(), "2pass", file_ext="wav", file_sample_rate=44100
+    )
+    assert result.stopped_on_final and words(result.shown) == "hello world good morning everyone"
+
+
 async def test_html5_file_upload_of_an_mp3(shared_server, tmp_path):
     import subprocess
 
