@@ -94,7 +94,10 @@ def _wer(hyp: list[str], ref: list[str]) -> float:
     for i, word in enumerate(hyp, 1):
         previous, distance[0] = distance[0], i
         for j, expected in enumerate(ref, 1):
-            previous, distance[j] = distance[j], min(distance[j] + 1, distance[j - 1] + 1, previous + (word != expected))
+            previous, distance[j] = (
+                distance[j],
+                min(distance[j] + 1, distance[j - 1] + 1, previous + (word != expected)),
+            )
     return distance[-1] / max(1, len(ref))
 
 
@@ -123,7 +126,9 @@ def main() -> None:
 
     server = ServerThread(make_config(), WhisperEngine(config_module.load().whisper, "cpu"), FsmnScorer()).start()
     try:
-        print(f"{'recording':>24} {'interval':>8} | {'early':>6} {'lead p50 s':>10} {'wrong':>5} {'words':>5} {'wer':>5}")
+        print(
+            f"{'recording':>24} {'interval':>8} | {'early':>6} {'lead p50 s':>10} {'wrong':>5} {'words':>5} {'wer':>5}"
+        )
         for name, pcm in recordings(args.files).items():
             for interval in args.intervals:
                 m = measure(asyncio.run(stream(server.url, pcm, interval)))

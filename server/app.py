@@ -477,7 +477,7 @@ class CaptionServer:
         else:
             reason = self.ctx.gate.admit(principal, address)
         if reason is not None:
-            await ws.send_str(protocol.encode(protocol.error("busy", reason)))
+            await ws.send_str(protocol.encode(protocol.for_funasr_client(protocol.refusal("busy", reason))))
             self.ctx.metrics.disconnects.labels("busy").inc()
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
@@ -570,7 +570,8 @@ def _is_upgrade(request: web.Request) -> bool:
 async def _refuse_socket(request: web.Request, code: str, message: str, close_code: int) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(protocols=("binary",))
     await ws.prepare(request)
-    await ws.send_str(protocol.encode(protocol.error(code, message)))
+    # Before any first message the client may be one of FunASR's: FunASR's shape, ending it.
+    await ws.send_str(protocol.encode(protocol.for_funasr_client(protocol.refusal(code, message))))
     await ws.close(code=close_code, message=message[:120].encode())
     return ws
 

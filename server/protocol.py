@@ -336,6 +336,12 @@ def error(code: str, message: str, wav_name: str | None = None, mode: str = "2pa
     }
 
 
+def refusal(code: str, message: str) -> dict[str, Any]:
+    """The connection is refused before any stream (busy, wrong token, ...); the socket closes next.
+    is_final and is_end, so clients that wait for either (funasr-client, FunASR's Python client) end."""
+    return {**error(code, message), "is_final": True, "is_end": True}
+
+
 def warning(message: str, wav_name: str, mode: str) -> dict[str, Any]:
     """Something was accepted only after a correction (e.g. a clamped hotword weight)."""
     return {"type": "warning", "mode": partial_mode(mode), "message": message, "text": "", "wav_name": wav_name,
@@ -357,6 +363,8 @@ def for_funasr_client(reply: dict[str, Any]) -> dict[str, Any]:
     message = reply.pop("error")
     if kind == "error":
         reply["error"] = {"code": reply["code"], "message": message}
+        if reply["is_final"]:  # a refusal: the only thing such a client will ever show
+            reply["text"] = f"ERROR: {message}"
     elif kind == "end":
         reply["text"] = f"{reply['text']} ERROR: {message}".strip()
     return reply

@@ -47,20 +47,28 @@ def _env(folder: Path) -> dict[str, str]:
 
 def run_funasr_client(url: str, path: Path, mode: str, hotwords: dict[str, int] | None = None) -> dict:
     """funasr-client 0.1.6: every message of async_file_asr_stream, and async_file_asr's merged result."""
-    run = subprocess.run(
+    run = run_funasr_client_process(url, path, mode, hotwords)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def run_funasr_client_process(
+    url: str, path: Path, mode: str, hotwords: dict[str, int] | None = None
+) -> subprocess.CompletedProcess:
+    """The same run, as it ended (a client that hangs fails the test by its driver's time limit)."""
+    return subprocess.run(
         [sys.executable, "-c", _FUNASR_CLIENT_DRIVER, url, str(path), mode, json.dumps(hotwords or {})],
         env=_env(FUNASR_CLIENT),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def run_funasr_python_cli(url: str, path: Path, mode: str, out: Path, sample_rate: int | None = None) -> dict:
     """funasr-python 0.1.5's own command line: `recognize FILE --streaming -o out.json`."""
-    command = [sys.executable, "-m", "funasr_client.cli", "--server", url, "--mode", mode, "--quiet", "--timeout", "120"]
+    command = [sys.executable, "-m", "funasr_client.cli", "--server", url, "--mode", mode, "--quiet"]
+    command += ["--timeout", "120"]
     if sample_rate:
         command += ["--sample-rate", str(sample_rate)]
     command += ["--output", str(out), "recognize", str(path), "--streaming"]

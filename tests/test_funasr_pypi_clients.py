@@ -19,7 +19,7 @@ import pytest
 import soundfile
 import soxr
 
-from tests.pypi_clients import run_funasr_client, run_funasr_python_cli
+from tests.pypi_clients import run_funasr_client, run_funasr_client_process, run_funasr_python_cli
 from tests.wsclient import words
 
 AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
@@ -59,7 +59,10 @@ def _is_jfk(text: str) -> bool:
     for i, word in enumerate(heard, 1):
         previous, distance[0] = distance[0], i
         for j, expected in enumerate(ref, 1):
-            previous, distance[j] = distance[j], min(distance[j] + 1, distance[j - 1] + 1, previous + (word != expected))
+            previous, distance[j] = (
+                distance[j],
+                min(distance[j] + 1, distance[j - 1] + 1, previous + (word != expected)),
+            )
     return distance[-1] <= 2 and heard[:2] == ["and", "so"] and heard[-2:] == ["your", "country"]
 
 
@@ -113,3 +116,17 @@ def test_funasr_client_hotwords_out_of_range_do_not_fail_the_stream(shared_serve
     assert messages[-1]["is_final"] is True and "country" in words(result["merged"]["text"])
     warning = next(m for m in messages if m.get("type") == "warning")
     assert "Kennedy" in warning["message"] and "used 100" in warning["message"] and warning["text"] == ""
+
+
+async def test_funasr_client_turned_away_as_busy_ends_and_shows_why(start_server, jfk_files):
+    """A full server says why and closes newcomers with 1013. funasr-client (which on close waits
+    for an is_final reply with no time limit) must end, not hang, and say why."""
+    import asyncio
+
+    from tests.wsclient import connect, start
+
+    server = start_server(server={"max_connections": 1})
+    async with await connect(server.url) as holder:
+        await start(holder)
+        run = await asyncio.to_thread(run_funasr_client_process, server.url, jfk_files["16k"], "2pass")
+    assert run.returncode != 0 and "1013" in run.stderr and "server busy" in run.stderr, run.stderr[-2000:]

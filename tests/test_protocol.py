@@ -99,7 +99,13 @@ def test_hotword_weights_out_of_range_are_clamped_and_reported():
 
 def test_the_end_message_ends_the_stream_whatever_else_it_carries():
     # FunASR's HTML5 client repeats its configuration in the end message
-    html5_end = {"chunk_size": [5, 10, 5], "wav_name": "h5", "is_speaking": False, "chunk_interval": 10, "mode": "2pass"}
+    html5_end = {
+        "chunk_size": [5, 10, 5],
+        "wav_name": "h5",
+        "is_speaking": False,
+        "chunk_interval": 10,
+        "mode": "2pass",
+    }
     assert isinstance(parse(html5_end, stream_open=True), EndStream)
     assert isinstance(parse({**html5_end, "mode": "offline", "audio_fs": 8000}, stream_open=True), EndStream)
 
@@ -135,6 +141,12 @@ def test_funasr_clients_get_errors_as_objects_and_failures_in_the_text():
     final = protocol.final("2pass", "w", 0, 0, 1, "", "", "silence", None)
     final["error"] = "decoding failed: boom"
     assert "error" not in protocol.for_funasr_client(final)
+
+
+def test_a_refusal_ends_funasr_clients_with_the_reason_in_the_text():
+    refused = protocol.for_funasr_client(protocol.refusal("busy", "server busy"))
+    assert refused["is_final"] is True and refused["is_end"] is True and refused["text"] == "ERROR: server busy"
+    assert refused["error"] == {"code": "busy", "message": "server busy"} and refused["mode"]
 
 
 def test_the_last_final_carries_the_end_for_funasr_clients():
