@@ -33,6 +33,7 @@ import soundfile  # noqa: E402
 import websockets  # noqa: E402
 
 from tests.speech import compose, to_pcm16  # noqa: E402
+from tests.wer import word_error_rate  # noqa: E402
 
 AUDIO = ROOT.parent / "shared" / "audio"
 CHUNK_MS = 100
@@ -86,19 +87,7 @@ def measure(replies: list[tuple[float, dict]]) -> dict:
             leads += [at - t for t, _ in before]
             wrong += sum(1 for i, (_, w) in enumerate(before) if i >= len(final_words) or final_words[i] != w)
     return {"early": early / total if total else 0.0, "lead": statistics.median(leads) if leads else 0.0,
-            "wrong": wrong, "words": total, "wer": _wer(appended, finals)}  # fmt: skip
-
-
-def _wer(hyp: list[str], ref: list[str]) -> float:
-    distance = list(range(len(ref) + 1))
-    for i, word in enumerate(hyp, 1):
-        previous, distance[0] = distance[0], i
-        for j, expected in enumerate(ref, 1):
-            previous, distance[j] = (
-                distance[j],
-                min(distance[j] + 1, distance[j - 1] + 1, previous + (word != expected)),
-            )
-    return distance[-1] / max(1, len(ref))
+            "wrong": wrong, "words": total, "wer": word_error_rate(" ".join(finals), " ".join(appended))}  # fmt: skip
 
 
 def recordings(files: list[str]) -> dict[str, bytes]:
