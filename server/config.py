@@ -106,6 +106,10 @@ class WhisperConfig:
     min_window_s: float
     partial_min_window_s: float
     no_speech_threshold: float
+    auto_languages: tuple[str, ...]
+    chinese_script: str
+    context_s: float
+    cut_lookahead_s: float
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),
     ("endpointing", "silence_ms"): (50, 10_000),
-    ("endpointing", "max_segment_s"): (1, 30),
+    ("endpointing", "max_segment_s"): (1, 60),
     ("endpointing", "speech_onset_ms"): (10, 1000),
     ("endpointing", "cut_search_ms"): (10, 5000),
     ("endpointing", "energy_gate_dbfs"): (-120, 0),
@@ -210,6 +214,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "no_speech_threshold"): (0, 1),
     ("whisper", "min_window_s"): (5, 30),
     ("whisper", "partial_min_window_s"): (5, 30),
+    ("whisper", "context_s"): (0, 10),
+    ("whisper", "cut_lookahead_s"): (0, 5),
     ("funasr", "encoder_chunk_look_back"): (0, 64),
     ("funasr", "decoder_chunk_look_back"): (0, 64),
 }
@@ -297,11 +303,12 @@ def _check_cross_field(config: Config) -> None:
             ipaddress.ip_address(proxy)
         except ValueError:
             raise ConfigError(f"auth.trusted_proxies must list IP addresses, got {proxy[:60]!r}") from None
-    needed = config.endpointing.max_segment_s + config.audio.preroll_ms / 1000 + 1
+    context_s = config.whisper.context_s if config.inference.engine == "whisper" else 0.0
+    needed = config.endpointing.max_segment_s + config.audio.preroll_ms / 1000 + context_s + 1
     if config.audio.ring_buffer_s < needed:
         raise ConfigError(
-            f"audio.ring_buffer_s must be at least max_segment_s + preroll + 1 s ({needed:g}), "
-            f"got {config.audio.ring_buffer_s:g}"
+            f"audio.ring_buffer_s must be at least max_segment_s + preroll + whisper.context_s + 1 s "
+            f"({needed:g}), got {config.audio.ring_buffer_s:g}"
         )
     tls = (config.server.tls_cert_file, config.server.tls_key_file)
     if any(tls) and not all(tls):
@@ -324,6 +331,13 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError("funasr.offline_model must name a model (a hub id or a local directory)")
     if config.inference.hotword_file and not Path(config.inference.hotword_file).expanduser().is_file():
         raise ConfigError(f"inference.hotword_file does not exist: {config.inference.hotword_file}")
+    if config.whisper.chinese_script not in ("simplified", "as_decoded"):
+        raise ConfigError(
+            f"whisper.chinese_script must be 'simplified' or 'as_decoded', got {config.whisper.chinese_script!r}"
+        )
+    for code in (config.whisper.language, *config.whisper.auto_languages):
+        if not (code.isascii() and code.isalpha() and 2 <= len(code) <= 8):
+            raise ConfigError(f"whisper.language and whisper.auto_languages take codes such as 'en', got {code[:20]!r}")
     if config.whisper.compute_type not in ("auto", "int8", "int8_float16", "float16", "float32"):
         raise ConfigError(f"whisper.compute_type is not a CTranslate2 type: {config.whisper.compute_type!r}")
 

@@ -30,7 +30,7 @@ from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
 from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
-from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms
+from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms, with_context
 from streaming.pcm import AudioFormatError
 from streaming.ring_buffer import to_int16
 from streaming.session import SessionSettings, StreamSession
@@ -194,6 +194,8 @@ def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = 
         webrtc_aggressiveness=ep.webrtc_aggressiveness,
         fsmn_speech_threshold=ep.fsmn_speech_threshold,
         ring_buffer_s=audio.ring_buffer_s,
+        context_s=whisper.context_s if ctx_config.inference.engine == "whisper" else 0.0,
+        cut_lookahead_s=whisper.cut_lookahead_s if ctx_config.inference.engine == "whisper" else 0.0,
     )
 
 
@@ -552,8 +554,9 @@ class Connection:
                 if self.ctx.overloaded:  # degrade: partial cadence drops first, finals keep flowing
                     self.ctx.metrics.partials_skipped.inc()
                     continue
+                audio, context, _ = with_context(event)
                 future = self.ctx.executor.submit_partial(
-                    stream.stream_id, event.segment_id, event.audio, _partial(stream.options)
+                    stream.stream_id, event.segment_id, audio, _partial(stream.options, context)
                 )
                 self._spawn(self._deliver_partial(stream, event, future))
             elif isinstance(event, SegmentClosed):
@@ -566,9 +569,9 @@ class Connection:
                 if stream.start.mode == "online" and stream.step_segment == event.segment_id:
                     future = self._stream_final(stream, event)  # the streaming model's own text is final
                 else:
-                    future = self.ctx.executor.submit_final(
-                        stream.stream_id, event.segment_id, event.audio, stream.options
-                    )
+                    audio, context, after = with_context(event)
+                    options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
+                    future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options)
                 stream.step_state = stream.step_segment = None
                 stream.finals.put_nowait((event, future, time.monotonic(), endpoint_s))
 
@@ -642,7 +645,8 @@ class Connection:
             try:
                 result = await future
                 text, timestamps = result.text, result.timestamps
-                timing = {k: result.extra[k] for k in ("queue_ms", "decode_ms") if k in result.extra}
+                timing = {k: result.extra[k] for k in FINAL_EXTRA_FIELDS if k in result.extra}
+                _keep_detected_language(stream, result)
                 if "queue_ms" in timing:
                     self.ctx.metrics.stage.labels("queue").observe(timing["queue_ms"] / 1000)
             except Exception as exc:
@@ -823,8 +827,23 @@ def _history_options(stream: Stream) -> dict[str, Any]:
             "hotwords": [list(h) for h in stream.start.hotwords], "wav_name": stream.start.wav_name}  # fmt: skip
 
 
-def _partial(options: DecodeOptions) -> DecodeOptions:
-    return dataclasses.replace(options, partial=True)
+def _partial(options: DecodeOptions, context_samples: int = 0) -> DecodeOptions:
+    return dataclasses.replace(options, partial=True, context_samples=context_samples)
+
+
+# Engine result fields a final carries: timing, and what the hallucination guards did (a decode
+# dropped as not speech, a temperature fallback, repeated phrases removed).
+FINAL_EXTRA_FIELDS = ("queue_ms", "decode_ms", "dropped", "temperature", "repeats_removed")
+LANGUAGE_SURE = 0.5  # detected-language probability at which a stream on "auto" keeps that language
+
+
+def _keep_detected_language(stream: Stream, result) -> None:
+    """A stream on language "auto" keeps the language of its first confident speech."""
+    language = result.extra.get("language")
+    if stream.options.language not in (None, "auto") or not language or not result.text:
+        return
+    if result.extra.get("language_probability", 0.0) >= LANGUAGE_SURE:
+        stream.options = dataclasses.replace(stream.options, language=language)
 
 
 def _shift(timestamps, offset_ms: int):

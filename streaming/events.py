@@ -9,6 +9,10 @@ import numpy as np
 SAMPLE_RATE = 16000
 
 
+def _no_audio() -> np.ndarray:
+    return np.zeros(0, dtype=np.float32)
+
+
 def samples_to_ms(samples: int) -> int:
     return samples * 1000 // SAMPLE_RATE
 
@@ -31,6 +35,7 @@ class PartialDue:
     end: int
     speech_start: int
     audio: np.ndarray = field(repr=False, compare=False)
+    context: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)  # see SegmentClosed
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,12 @@ class SegmentClosed:
     speech_end: int
     reason: str  # "silence" | "max_length" | "end_of_stream"
     audio: np.ndarray = field(repr=False, compare=False)
+    # The stream's audio just before `start` (up to SessionSettings.context_s): a recogniser that
+    # hears it understands a short segment as it would inside the whole recording.
+    context: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)
+    # A segment cut for length (no pause): the audio right after `end` (SessionSettings.cut_lookahead_s),
+    # so the word the cut went through can be heard whole, and given to one side of the cut only.
+    after: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)
 
     @property
     def start_ms(self) -> int:
@@ -52,6 +63,15 @@ class SegmentClosed:
     @property
     def end_ms(self) -> int:
         return samples_to_ms(self.speech_end)
+
+
+def with_context(event: PartialDue | SegmentClosed) -> tuple[np.ndarray, int, int]:
+    """What to decode for `event`: its context, its audio and the audio after it (cuts only), with
+    the lengths of the first and the last: the words between them are the segment's."""
+    after = event.after if isinstance(event, SegmentClosed) else _no_audio()
+    if not len(event.context) and not len(after):
+        return event.audio, 0, 0
+    return np.concatenate([event.context, event.audio, after]), len(event.context), len(after)
 
 
 Event = SpeechStarted | PartialDue | SegmentClosed

@@ -13,6 +13,7 @@ never falls behind by one model call per chunk. `feed(pcm, scorer)` does it all 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class SessionSettings:
     webrtc_aggressiveness: int
     fsmn_speech_threshold: float
     ring_buffer_s: float
+    context_s: float = 0.0  # audio before each segment handed on with it (SegmentClosed.context)
+    cut_lookahead_s: float = 0.0  # a segment cut for length waits for this much of what follows (SegmentClosed.after)
     skip_silent_fsmn: bool = True  # False only to compare against the always-score path
 
 
@@ -90,6 +93,9 @@ class StreamSession:
         # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
         self._pending: deque[tuple[float, bool]] = deque()
         self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
+        self._context_samples = int(settings.context_s * SAMPLE_RATE)
+        self._lookahead_samples = int(settings.cut_lookahead_s * SAMPLE_RATE)
+        self._held: SegmentClosed | None = None  # cut for length, waiting for its look-ahead audio
         self._last_partial_end = 0
         self._finished = False
 
@@ -123,7 +129,7 @@ class StreamSession:
             self._store(decode_int16(pcm))  # the common case stays in int16 end to end
         else:
             self._store(to_int16(self._resampler.process(decode_pcm16(pcm))))
-        return self._step_quiet_frames()
+        return self._release_held(self._step_quiet_frames())
 
     def _step_quiet_frames(self) -> list[Event]:
         """Decide now the oldest undecided frames that are below the energy gate: they are silence
@@ -216,17 +222,44 @@ class StreamSession:
         events.extend(self._close_on_lookahead_silence())
         events.extend(self._maybe_partial())
         self._buffer.release_before(self._oldest_needed_sample())
-        return events
+        return self._release_held(events)
+
+    def _release_held(self, events: list[Event]) -> list[Event]:
+        """A segment cut for length is handed on once `cut_lookahead_s` of the speech after the
+        cut has arrived (a recogniser then hears the word the cut went through whole and can tell
+        on which side it lies), or earlier when a later segment closes: finals stay in order."""
+        out: list[Event] = []
+        for event in events:
+            if self._held is not None and isinstance(event, SegmentClosed):
+                out.append(self._with_after(self._held))
+                self._held = None
+            if isinstance(event, SegmentClosed) and event.reason == "max_length" and self._lookahead_samples:
+                self._held = event
+            else:
+                out.append(event)
+        if self._held is not None and (self._finished or self._buffer.end >= self._held.end + self._lookahead_samples):
+            out.append(self._with_after(self._held))
+            self._held = None
+        return out
+
+    def _with_after(self, event: SegmentClosed) -> SegmentClosed:
+        end = min(self._buffer.end, event.end + self._lookahead_samples)
+        return dataclasses.replace(event, after=self._buffer.read(event.end, end))
 
     def _oldest_needed_sample(self) -> int:
         """Audio before this will never be read again: not by the open segment's partials and
         final, not by the pre-roll of a segment that may still open, not by FSMN's warm-up."""
+        needed = self._oldest_needed_by_endpointer()
+        return needed if self._held is None else min(needed, self._held.end)  # its look-ahead is still to be read
+
+    def _oldest_needed_by_endpointer(self) -> int:
         segment = self._endpointer.open_segment
         if segment is not None:
-            return segment.start * FRAME_SAMPLES
+            return max(0, segment.start * FRAME_SAMPLES - self._context_samples)
         run_start = self._endpointer.onset_start
         earliest_speech = run_start if run_start is not None else self._endpointer.frames_seen
-        lookback = max(self.settings.endpoint.preroll_ms // FRAME_MS, FSMN_WARMUP_FRAMES)
+        preroll = self.settings.endpoint.preroll_ms // FRAME_MS
+        lookback = max(preroll + self._context_samples // FRAME_SAMPLES, FSMN_WARMUP_FRAMES)
         return max(0, earliest_speech - lookback) * FRAME_SAMPLES
 
     def _close_on_lookahead_silence(self) -> list[Event]:
@@ -261,7 +294,9 @@ class StreamSession:
         # of them loud enough to pass the gate bounds where speech may have ended.
         loud = [i for i, (level, _) in enumerate(self._pending) if self._gate.passes(level)]
         tail_speech_end = (self._endpointer.frames_seen + loud[-1] + 1) * FRAME_SAMPLES if loud else 0
-        return [self._to_event(d, self._buffer.end, tail_speech_end) for d in self._endpointer.finish()]
+        return self._release_held(
+            [self._to_event(d, self._buffer.end, tail_speech_end) for d in self._endpointer.finish()]
+        )
 
     def _to_event(self, decision: Opened | Closed, end_sample: int | None = None, tail_speech_end: int = 0) -> Event:
         if isinstance(decision, Opened):
@@ -281,7 +316,12 @@ class StreamSession:
             speech_end=speech_end,
             reason=decision.reason,
             audio=self._buffer.read(start, end),
+            context=self._context_before(start),
         )
+
+    def _context_before(self, start: int) -> np.ndarray:
+        """Up to context_s of the audio before `start` that is still held."""
+        return self._buffer.read(max(self._buffer.start, start - self._context_samples), start)
 
     def _clamp(self, sample: int) -> int:
         return max(sample, self._buffer.start)
@@ -298,4 +338,5 @@ class StreamSession:
         self._last_partial_end = end
         start = self._clamp(segment.start * FRAME_SAMPLES)
         speech_start = segment.speech_start * FRAME_SAMPLES
-        return [PartialDue(segment.segment_id, start, end, speech_start, self._buffer.read(start, end))]
+        audio = self._buffer.read(start, end)
+        return [PartialDue(segment.segment_id, start, end, speech_start, audio, self._context_before(start))]

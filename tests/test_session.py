@@ -16,7 +16,13 @@ MS = 16  # samples per millisecond at 16 kHz
 
 
 def settings(
-    rate=16000, silence_ms=300, max_segment_s=30.0, partial_interval_ms=0, preroll_ms=300, skip_silent_fsmn=True
+    rate=16000,
+    silence_ms=300,
+    max_segment_s=30.0,
+    partial_interval_ms=0,
+    preroll_ms=300,
+    skip_silent_fsmn=True,
+    context_s=0.0,
 ):
     return SessionSettings(
         sample_rate_hz=rate,
@@ -26,6 +32,7 @@ def settings(
         webrtc_aggressiveness=2,
         fsmn_speech_threshold=0.5,
         ring_buffer_s=35.0,
+        context_s=context_s,
         skip_silent_fsmn=skip_silent_fsmn,
     )
 
@@ -279,3 +286,26 @@ def test_audio_is_held_only_while_it_may_still_be_needed(scorer):
     assert [len(s.audio) for s in segments] == [s.end - s.start for s in segments] and len(segments) == 2
     assert session._buffer.bytes_held <= 2 * 32000  # idle after the last phrase: at most two 1 s blocks
     assert max(held_in_speech) <= 4 * 32000  # a 2 s phrase with its pre-roll, not the whole stream
+
+
+def test_segments_carry_the_audio_before_them_as_context(scorer):
+    # Whisper decodes a short phrase right only with what was said before it (issue 14): each
+    # segment and partial carries up to context_s of the stream's preceding audio, exactly the
+    # samples before its start, while the buffer still frees everything older.
+    script = compose([1.0, "hello world", 6.0, "good morning everyone", 0.5, "please open the door", 4.0])
+    session = StreamSession(settings(context_s=2.0, partial_interval_ms=500), scorer.new_state)
+    pcm, step = to_pcm16(script.audio), 3200
+    events = []
+    for offset in range(0, len(pcm), step):
+        events += session.feed(pcm[offset : offset + step], scorer)
+        assert session._buffer.bytes_held <= 8 * 32000  # the open segment and 2 s before it, no more
+    events += session.finish()
+    segments = closed(events)
+    assert len(segments) == 3
+    expected = np.round(script.audio * 32768).clip(-32768, 32767) / 32768
+    for segment in segments:
+        assert len(segment.context) == min(segment.start, 2 * 16000)
+        assert np.allclose(segment.context, expected[segment.start - len(segment.context) : segment.start], atol=1e-4)
+    partials = [e for e in events if isinstance(e, PartialDue)]
+    assert partials and all(len(p.context) == min(p.start, 32000) for p in partials)
+    assert len(closed(stream(scorer, script.audio))[1].context) == 0  # off by default

@@ -17,6 +17,10 @@ class DecodeOptions:
     hotwords: tuple[tuple[str, int], ...] = ()  # (phrase, weight) in the order the client sent them
     itn: bool = True
     partial: bool = False  # partial re-decodes may trade accuracy for speed
+    # The audio's first `context_samples` are the stream's audio before the segment, there for
+    # context only: an engine returns the words after them (or ignores context it cannot use).
+    context_samples: int = 0
+    after_samples: int = 0  # likewise at the end: audio after a segment cut for length, for context only
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,8 @@ class FunasrEngine:
 
     # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+        # no use for context: only the segment itself is decoded
+        audios = [a[o.context_samples : len(a) - o.after_samples] for a, o in zip(audios, options)]
         results: list[DecodeResult | None] = [None] * len(audios)
         # One model call per hotword list / language: SeACo takes one hotword string per call.
         groups: dict[tuple[str, str], list[int]] = {}

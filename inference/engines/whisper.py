@@ -8,20 +8,37 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_suppressed_tokens
+from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, merge_punctuations
 
 from inference.engines.base import DecodeOptions, DecodeResult
+from text.repeats import collapse_repeats
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "whisper-base (embedded, CTranslate2)"
 _PART_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-MAX_NEW_TOKENS = 200
-FULL_WINDOW_FRAMES = 3000  # Whisper's 30 s input  # Whisper's context is 448 tokens; a 30 s segment needs far fewer
+MAX_NEW_TOKENS = 200  # Whisper's context is 448 tokens; 20 s of speech needs far fewer
+FULL_WINDOW_FRAMES = 3000  # Whisper's 30 s input
+SAMPLE_RATE = 16000
+# Audio longer than this (context included) is decoded window by window on Whisper's own
+# timestamps (faster-whisper's sequential transcribe), not in one padded window: a segment that
+# fills the 30 s window to its edge came back empty or lost its last words.
+ONE_WINDOW_S = 20.0
+# Guards on every decode (the thresholds OpenAI's Whisper uses): a text that compresses this well
+# is a loop, and a decode this unsure is retried at the next temperature.
+COMPRESSION_RATIO_MAX = 2.4
+LOGPROB_MIN = -1.0
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+# Whisper stretches a word's start back over the pause before it; for telling context words from
+# the segment's own, a word is taken to last at most this long (measured: "ask" after JFK's pause).
+WORD_MAX_S = 0.6
+PREPEND_PUNCTUATION = "\"'“¿([{-"  # faster-whisper's defaults: punctuation joins the word beside it
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
 
 def _package_data(name: str) -> Path:
@@ -55,6 +72,10 @@ def assemble_embedded_model(cache_dir: str | os.PathLike) -> Path:
 
 
 class WhisperEngine:
+    """Decodes segments in batches. A request's audio may begin with context (the stream's audio
+    before the segment, `DecodeOptions.context_samples` long): Whisper hears it, and only the words
+    that lie after it are returned (their times come from a cross-attention alignment)."""
+
     name = "whisper"
 
     def __init__(self, settings, device: str) -> None:
@@ -79,6 +100,11 @@ class WhisperEngine:
         self._model_dir = model_dir
         self._cpu_twin: WhisperEngine | None = None
         self._tokenizers: dict[str | None, Tokenizer] = {}
+        self._simplify = None
+        if settings.chinese_script == "simplified":
+            import opencc
+
+            self._simplify = opencc.OpenCC("t2s").convert
 
     def _tokenizer(self, language: str | None) -> Tokenizer:
         if language not in self._tokenizers:
@@ -93,38 +119,36 @@ class WhisperEngine:
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         if not audios:
             return []
-        prompts, tokenizers = [], []
-        for opt in options:
-            tokenizer = self._tokenizer(opt.language or self.settings.language)
-            hotwords = " ".join(phrase for phrase, _ in opt.hotwords) or None
-            prompts.append(self._whisper.get_prompt(tokenizer, [], without_timestamps=True, hotwords=hotwords))
-            tokenizers.append(tokenizer)
-        # CTranslate2 needs <|startoftranscript|> at the same position across a batch, so requests
-        # whose hotword prompts differ in length form separate groups (usually there is one).
-        groups: dict[int, list[int]] = {}
-        for index, tokenizer in enumerate(tokenizers):
-            groups.setdefault(prompts[index].index(tokenizer.sot), []).append(index)
         results: list[DecodeResult | None] = [None] * len(audios)
+        # CTranslate2 needs <|startoftranscript|> at the same position across a batch, so requests
+        # whose hotword prompts differ form separate groups (usually there is one).
+        groups: dict[str, list[int]] = {}
+        for index, (audio, opt) in enumerate(zip(audios, options)):
+            if len(audio) > ONE_WINDOW_S * SAMPLE_RATE:
+                results[index] = self._decode_long(np.asarray(audio, dtype=np.float32), opt)
+            else:
+                groups.setdefault(_hotword_text(opt) or "", []).append(index)
         for indices in groups.values():
-            decoded = self._decode_group(
-                [audios[i] for i in indices],
-                [options[i] for i in indices],
-                [prompts[i] for i in indices],
-                [tokenizers[i] for i in indices],
-            )
+            decoded = self._decode_group([audios[i] for i in indices], [options[i] for i in indices])
             for i, result in zip(indices, decoded):
                 results[i] = result
         return results  # type: ignore[return-value]
 
-    def _decode_group(self, audios, options, prompts, tokenizers) -> list[DecodeResult]:
-        features = [self._whisper.feature_extractor(np.asarray(a, dtype=np.float32)) for a in audios]
+    def _decode_group(self, audios, options) -> list[DecodeResult]:
+        audios = [np.asarray(a, dtype=np.float32) for a in audios]
+        features = [self._whisper.feature_extractor(a) for a in audios]
         partial_only = all(opt.partial for opt in options)
         window = self._window_frames(max(f.shape[1] for f in features), partial_only)
         encoded = self._whisper.encode(np.stack([pad_or_trim(f, window) for f in features]))
+        languages = self._languages(encoded, options)
+        tokenizers = [self._tokenizer(lang) for lang, _ in languages]
+        hotwords = _hotword_text(options[0])
+        prompts = [self._whisper.get_prompt(t, [], without_timestamps=True, hotwords=hotwords) for t in tokenizers]
+        beam_size = 1 if partial_only else self.settings.beam_size
         results = self._whisper.model.generate(
             encoded,
             prompts,
-            beam_size=1 if partial_only else self.settings.beam_size,
+            beam_size=beam_size,
             max_length=max(len(p) for p in prompts) + MAX_NEW_TOKENS,
             suppress_blank=True,
             suppress_tokens=list(get_suppressed_tokens(tokenizers[0], [-1])),
@@ -132,14 +156,151 @@ class WhisperEngine:
             return_no_speech_prob=True,
         )
         out = []
-        for result, tokenizer in zip(results, tokenizers):
-            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-            avg_logprob = result.scores[0] if result.scores else 0.0
-            if result.no_speech_prob > self.settings.no_speech_threshold and avg_logprob < -0.7:
-                out.append(DecodeResult("", extra={"no_speech_prob": result.no_speech_prob}))
+        for i, result in enumerate(results):
+            tokens, guard = self._guarded(result, encoded, i, prompts[i], tokenizers[i], beam_size)
+            extra = {"language": languages[i][0], "language_probability": languages[i][1], **guard}
+            if "dropped" in extra or not tokens:
+                out.append(DecodeResult("", extra=extra))
                 continue
-            out.append(DecodeResult(tokenizer.decode(tokens).strip()))
+            if options[i].context_samples or options[i].after_samples:
+                span = _span_s(options[i], len(audios[i]))
+                text = self._words_within(encoded, i, tokenizers[i], tokens, len(audios[i]), span)
+                if not text.strip():
+                    text = self._continue_after(encoded, i, prompts[i], tokens, tokenizers[i], extra)
+            else:
+                text = tokenizers[i].decode(tokens)
+            out.append(self._finish_text(text, languages[i][0], extra))
         return out
+
+    def _languages(self, encoded, options) -> list[tuple[str, float]]:
+        """(language, probability) per request: the request's own, or detected where it says auto."""
+        wanted = [opt.language or self.settings.language for opt in options]
+        if "auto" not in wanted:
+            return [(lang, 1.0) for lang in wanted]
+        detected = self._whisper.model.detect_language(encoded)
+        candidates = set(self.settings.auto_languages)
+        out = []
+        for lang, ranked in zip(wanted, detected):
+            if lang != "auto":
+                out.append((lang, 1.0))
+                continue
+            scores = [(token[2:-2], prob) for token, prob in ranked if not candidates or token[2:-2] in candidates]
+            out.append(max(scores, key=lambda item: item[1]) if scores else ("en", 0.0))
+        return out
+
+    def _guarded(self, result, encoded, index, prompt, tokenizer, beam_size) -> tuple[list[int], dict]:
+        """The decode's tokens after the hallucination guards, and what the guards did (for the
+        final's fields): a loop or a very unsure decode is retried at rising temperatures; a
+        decode Whisper itself thinks is not speech is dropped."""
+        tokens, logprob, ratio = self._measure(result, tokenizer)
+        no_speech = float(result.no_speech_prob)
+        if no_speech > self.settings.no_speech_threshold and logprob < LOGPROB_MIN:
+            return [], {"dropped": "no_speech", "no_speech_prob": round(no_speech, 3)}
+        guard: dict = {}
+        if ratio > COMPRESSION_RATIO_MAX or logprob < LOGPROB_MIN:
+            tried = [(tokens, logprob, ratio, 0.0)]
+            single = _select(encoded, index)
+            for temperature in FALLBACK_TEMPERATURES:
+                (retry,) = self._whisper.model.generate(
+                    single,
+                    [prompt],
+                    beam_size=1,
+                    sampling_topk=0,
+                    sampling_temperature=temperature,
+                    max_length=len(prompt) + MAX_NEW_TOKENS,
+                    suppress_blank=True,
+                    suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
+                    return_scores=True,
+                )
+                tried.append((*self._measure(retry, tokenizer), temperature))
+                if tried[-1][2] <= COMPRESSION_RATIO_MAX and tried[-1][1] >= LOGPROB_MIN:
+                    break
+            plausible = [t for t in tried if t[2] <= COMPRESSION_RATIO_MAX] or tried
+            tokens, logprob, ratio, temperature = max(plausible, key=lambda t: t[1])
+            guard["temperature"] = temperature
+            if ratio > COMPRESSION_RATIO_MAX:
+                guard["repetitive"] = round(ratio, 2)
+        guard["avg_logprob"] = round(logprob, 3)
+        return tokens, guard
+
+    @staticmethod
+    def _measure(result, tokenizer) -> tuple[list[int], float, float]:
+        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        # CTranslate2 scores are the sum of log-probabilities over the length; Whisper counts the end token too
+        score = result.scores[0] if result.scores else 0.0
+        logprob = score * len(tokens) / (len(tokens) + 1)
+        return tokens, logprob, get_compression_ratio(tokenizer.decode(tokens).strip())
+
+    def _words_within(self, encoded, index, tokenizer, tokens, samples, span: tuple[float, float]) -> str:
+        """The text of the words that Whisper placed inside `span` (the segment between its context)."""
+        frames = -(-samples // self._whisper.feature_extractor.hop_length)
+        (alignment,) = self._whisper.find_alignment(tokenizer, [tokens], _select(encoded, index), frames)
+        merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
+        return "".join(w["word"] for w in alignment if w["word"] and _inside(w["start"], w["end"], span))
+
+    def _continue_after(self, encoded, index, prompt, tokens, tokenizer, extra: dict) -> str:
+        """Whisper sometimes transcribes the context and stops, leaving the segment out (the
+        segment's speech was heard: the VAD found it). Forcing what it wrote as a prefix makes it go
+        on past it (its first free token may not end the text), and what follows is the segment's."""
+        (result,) = self._whisper.model.generate(
+            _select(encoded, index),
+            [prompt + tokens],
+            beam_size=1,
+            max_length=len(prompt) + len(tokens) + MAX_NEW_TOKENS,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
+            return_scores=True,
+        )
+        generated = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        if generated[: len(tokens)] == tokens:  # CTranslate2 returns the forced prefix with the rest
+            generated = generated[len(tokens) :]
+        text = tokenizer.decode(generated)
+        if get_compression_ratio(text.strip()) > COMPRESSION_RATIO_MAX:
+            extra["dropped"] = "repetitive"
+            return ""
+        extra["continued"] = True
+        return text
+
+    def _decode_long(self, audio: np.ndarray, opt: DecodeOptions) -> DecodeResult:
+        """One request longer than a window: Whisper's own sequential decoding on its timestamps,
+        with word times so the context is left out exactly as in `_decode_group`."""
+        language = opt.language or self.settings.language
+        probability = 1.0
+        if language == "auto":
+            language, probability = self._languages(
+                self._whisper.encode(pad_or_trim(self._whisper.feature_extractor(audio[: 30 * SAMPLE_RATE]))[None]),
+                [opt],
+            )[0]
+        segments, _ = self._whisper.transcribe(
+            audio,
+            language=language,
+            beam_size=1 if opt.partial else self.settings.beam_size,
+            best_of=1,
+            temperature=(0.0, *FALLBACK_TEMPERATURES),
+            compression_ratio_threshold=COMPRESSION_RATIO_MAX,
+            log_prob_threshold=LOGPROB_MIN,
+            no_speech_threshold=self.settings.no_speech_threshold,
+            condition_on_previous_text=False,
+            word_timestamps=True,
+            vad_filter=False,
+            hotwords=_hotword_text(opt),
+        )
+        span = _span_s(opt, len(audio))
+        words = []
+        for segment in segments:
+            words += [w.word for w in segment.words or () if _inside(w.start, w.end, span)]
+        extra = {"language": language, "language_probability": probability, "windows": "sequential"}
+        return self._finish_text("".join(words), language, extra)
+
+    def _finish_text(self, text: str, language: str, extra: dict) -> DecodeResult:
+        """Last guards on the text itself: phrases looping more than twice are cut to two, and
+        Chinese is written in the configured script."""
+        text, removed = collapse_repeats(text.strip())
+        if removed:
+            extra["repeats_removed"] = removed
+        if self._simplify is not None and language in ("zh", "yue"):
+            text = self._simplify(text)
+        return DecodeResult(text, extra=extra)
 
     def _window_frames(self, longest: int, partial_only: bool) -> int:
         # Whisper pads every input to 30 s and its encoder cost grows with the window. A window of
@@ -159,3 +320,29 @@ class WhisperEngine:
 
             self._cpu_twin = WhisperEngine(replace(self.settings, model_dir=str(self._model_dir)), "cpu")
         return self._cpu_twin
+
+
+def _span_s(opt: DecodeOptions, samples: int) -> tuple[float, float]:
+    """Where the segment itself lies in a request's audio (seconds), between its context."""
+    return opt.context_samples / SAMPLE_RATE, (samples - opt.after_samples) / SAMPLE_RATE
+
+
+def _inside(start: float, end: float, span: tuple[float, float]) -> bool:
+    """Whether a word belongs to the segment: its middle lies inside, once its start is kept from
+    reaching back over a pause (Whisper stretches a word's start over the silence before it). Both
+    sides of a cut apply the same rule, so the word the cut went through lands on one side."""
+    middle = (max(start, end - WORD_MAX_S) + end) / 2
+    return span[0] <= middle < span[1]
+
+
+def _hotword_text(opt: DecodeOptions) -> str | None:
+    return " ".join(phrase for phrase, _ in opt.hotwords) or None
+
+
+def _select(encoded: ctranslate2.StorageView, index: int) -> ctranslate2.StorageView:
+    """One item of a batched encoder output (fallback decodes and alignment take them one by one)."""
+    if encoded.shape[0] == 1:
+        return encoded
+    on_cpu = encoded if encoded.device == "cpu" else encoded.to_device(ctranslate2.Device.cpu)
+    item = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(on_cpu)[index : index + 1]))
+    return item if encoded.device == "cpu" else item.to_device(ctranslate2.Device.cuda)
