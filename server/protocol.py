@@ -16,6 +16,8 @@ from typing import Any
 
 from server.sessions import SESSION_ID
 from streaming.stabilizer import is_cjk
+from text.hotwords import DEFAULT_WEIGHT as DEFAULT_HOTWORD_WEIGHT
+from text.hotwords import HotwordError, parse_hotwords_value
 
 MODES = ("offline", "online", "2pass")
 # FunASR resamples whatever rate a client announces; so do we (soxr), within these bounds.
@@ -178,7 +180,8 @@ def is_language_code(value: Any) -> bool:
 
 
 def parse_hotwords(value: Any) -> tuple[tuple[str, int], ...]:
-    """FunASR sends hotwords as a JSON string '{"word": weight}'; plain 'a b' or 'a,b' lists also work.
+    """FunASR sends hotwords as a JSON string '{"word": weight}'; JSON lists, plain 'a b' or 'a,b' lists
+    and "word weight" lines (FunASR's hotword-file format) also work (text/hotwords.py).
     Weights outside 1..100 are an error here; `parse_hotwords_leniently` clamps them instead."""
     hotwords, clamped = parse_hotwords_leniently(value)
     if clamped:
@@ -192,23 +195,17 @@ def parse_hotwords_leniently(value: Any) -> tuple[tuple[tuple[str, int], ...], t
     and a warning per clamped weight. Anything else unusable is a ProtocolError."""
     if value is None or value == "":
         return (), ()
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("{"):
-            try:
-                value = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                raise ProtocolError("bad_hotwords", f"hotwords is not valid JSON: {exc}") from None
-        else:
-            words = [w for w in stripped.replace(",", " ").split() if w]
-            value = {w: 20 for w in words}  # FunASR's default weight for unweighted hotwords
-    if not isinstance(value, dict):
-        raise ProtocolError("bad_hotwords", 'hotwords must be a JSON object {"word": weight} or a word list')
+    try:  # JSON object or list, "word weight" lines, or a plain word list: text/hotwords.py reads them all
+        value = parse_hotwords_value(value)
+    except HotwordError as exc:
+        raise ProtocolError("bad_hotwords", str(exc)) from None
     if len(value) > MAX_HOTWORDS:
         raise ProtocolError("bad_hotwords", f"at most {MAX_HOTWORDS} hotwords; got {len(value)}")
     out, warnings = [], []
     for word, weight in value.items():
-        if not word.strip() or len(word) > MAX_HOTWORD_CHARS:
+        if weight is None:
+            weight = DEFAULT_HOTWORD_WEIGHT  # FunASR's default weight for unweighted hotwords
+        if not isinstance(word, str) or not word.strip() or len(word) > MAX_HOTWORD_CHARS:
             raise ProtocolError("bad_hotwords", f"hotword {word!r} must be 1..{MAX_HOTWORD_CHARS} characters")
         if isinstance(weight, float) and math.isfinite(weight) and weight.is_integer():
             weight = int(weight)
