@@ -21,11 +21,15 @@ from pathlib import Path
 import aiohttp
 from tqdm import tqdm
 
+from text.hotwords import DEFAULT_WEIGHT, HotwordError, HotwordFileError, load_hotword_file, parse_hotwords_value
+
 FORMATS = ("txt", "srt", "vtt", "json")
 
 
 async def submit(session: aiohttp.ClientSession, url: str, files: list[Path], options: dict) -> str:
-    form = aiohttp.FormData()
+    # quote_fields=False: file names go as RFC 7578 says (UTF-8 in `filename`); aiohttp's default
+    # percent-encodes them, and a server that keeps names as sent stored "%E4%BC%9A..." for "会...".
+    form = aiohttp.FormData(quote_fields=False)
     for path in files:
         form.add_field("file", path.open("rb"), filename=path.name)
     form.add_field("options", json.dumps(options))
@@ -37,6 +41,15 @@ async def submit(session: aiohttp.ClientSession, url: str, files: list[Path], op
     for name in body.get("duplicates", []):
         print(f"note: {name} is a duplicate of another file in this job; transcribed once", file=sys.stderr)
     return body["job_id"]
+
+
+def parse_hotwords(text: str) -> dict[str, int]:
+    """--hotwords as the server reads it (text/hotwords.py), so both may be combined."""
+    try:
+        parsed = parse_hotwords_value(text)
+    except HotwordError as exc:
+        raise SystemExit(f"error: --hotwords: {exc}") from None
+    return {word: DEFAULT_WEIGHT if weight is None else weight for word, weight in parsed.items()}
 
 
 async def follow(session: aiohttp.ClientSession, url: str, job_id: str) -> dict:
@@ -132,8 +145,13 @@ async def run(args) -> int:
                 options["engine"] = args.engine
             if args.language:
                 options["language"] = args.language
+            if args.hotwords_file:
+                try:
+                    options["hotwords"] = dict(load_hotword_file(args.hotwords_file))
+                except HotwordFileError as exc:
+                    raise SystemExit(f"error: {exc}") from None
             if args.hotwords:
-                options["hotwords"] = args.hotwords
+                options["hotwords"] = {**options.get("hotwords", {}), **parse_hotwords(args.hotwords)}
             job_id = await submit(session, url, [Path(f) for f in args.files], options)
         job = await follow(session, url, job_id)
         if args.out:
@@ -150,7 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", help="engine for these files (see --list-engines); default: the live engine")
     parser.add_argument("--list-engines", action="store_true", help="print the engines the server offers, then exit")
     parser.add_argument("--language")
-    parser.add_argument("--hotwords", help='"word1 word2" or \'{"word": 30}\'')
+    parser.add_argument("--hotwords", help='"word1 word2", "word 30" (word and weight) or \'{"word": 30}\'')
+    parser.add_argument(
+        "--hotwords-file",
+        metavar="PATH",
+        help='FunASR\'s hotword file: "word" or "word weight" lines; UTF-8 (BOM or not) or GBK',
+    )
     parser.add_argument("--no-itn", action="store_true")
     parser.add_argument("--token", help="API token, when the server requires one")
     parser.add_argument("--out", help="folder for the transcripts")

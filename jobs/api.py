@@ -14,12 +14,14 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sqlite3
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -28,6 +30,7 @@ from jobs import exports
 from jobs.store import KeyConflict, SearchTimeout
 from server.app import PRINCIPAL
 from server.auth import ANONYMOUS
+from server.config import ENGINES
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,29 @@ async def save_part(part, target: Path, limit: int, durable: bool = False) -> st
     return digest.hexdigest()
 
 
+# What Python's quote(name, safe="") leaves: a name made only of these and %XX escapes was
+# percent-encoded by its sender (aiohttp's FormData does that to every file name by default).
+_PERCENT_ENCODED = re.compile(r"[A-Za-z0-9_.~-]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9_.~-]*)+")
+
+
+def upload_name(part) -> str | None:
+    """The name a multipart file part was sent with, as its user typed it: RFC 7578's UTF-8
+    `filename` and RFC 5987's `filename*` (which aiohttp decodes), and a `filename` that its sender
+    percent-encoded ("%E4%BC%9A%E8%AE%AE.wav" -> "会议.wav"; aiohttp's FormData and tools built on
+    it). None for a part that is not a file."""
+    name = part.filename
+    if name is None:
+        return None
+    if _PERCENT_ENCODED.fullmatch(name):
+        try:
+            decoded = unquote(name, errors="strict")
+        except UnicodeDecodeError:  # not UTF-8 underneath: kept as sent
+            decoded = name
+        if decoded.isprintable():
+            name = decoded
+    return name[:255]
+
+
 def find_engine(executor, value: str) -> str | None:
     """The loaded engine that `value` names, by engine name ("funasr") or by its model as
     /api/engines or a file's record spells it; None when no loaded engine matches."""
@@ -73,6 +99,37 @@ def find_engine(executor, value: str) -> str | None:
         if wanted.lower() == name or wanted in (engine.model, getattr(engine, "file_model", None)):
             return name
     return None
+
+
+class UnknownEngine(ValueError):
+    """A request named an engine (or one of its models) that this server has not loaded."""
+
+
+# Model names this server's engines could run ([funasr] and [whisper] models), lower case: a request
+# naming one that is not loaded is refused (UnknownEngine) rather than answered by another model.
+_OWN_MODEL_NAMES = re.compile(
+    r"(.*/)?(paraformer.*|sensevoice.*|fun-?asr.*|fsmn.*|ct-punc.*|.*faster-whisper.*|distil-.*"
+    r"|(tiny|base|small|medium)(\.en)?|large(-v[1-3])?|turbo|large-v3-turbo)"
+)
+
+
+def requested_engine(executor, value: str, *, foreign_names: bool = False) -> str | None:
+    """The loaded engine a request names by `value` (an engine name such as "funasr", or its model
+    as /api/engines spells it); None for an empty value (the live engine answers). One rule for
+    /api/jobs and the OpenAI endpoint: a name of this server's engines or their models that is not
+    loaded is UnknownEngine. `foreign_names` (the OpenAI endpoint): any other name ("whisper-1",
+    "gpt-4o-transcribe", a tool's own default) is None, the live engine, as OpenAI's clients send a
+    model whatever server they talk to; without it, every name that matches no loaded engine is
+    UnknownEngine."""
+    wanted = value.strip()
+    if not wanted:
+        return None
+    name = find_engine(executor, wanted)
+    if name is not None:
+        return name
+    if foreign_names and wanted.lower() not in ENGINES and not _OWN_MODEL_NAMES.fullmatch(wanted.lower()):
+        return None
+    raise UnknownEngine(wanted)
 
 
 def loaded_engines(executor) -> str:
@@ -184,7 +241,8 @@ class JobsApi:
         files, fields = [], {}
         limit = self.config.max_upload_mb * 1024 * 1024
         while (part := await reader.next()) is not None:
-            if part.filename is None:
+            filename = upload_name(part)
+            if filename is None:
                 if len(fields) >= MAX_FIELDS:
                     raise _bad(f"at most {MAX_FIELDS} form fields besides the files")
                 data = bytearray()
@@ -196,7 +254,7 @@ class JobsApi:
                 continue
             if len(files) >= MAX_FILES_PER_JOB:
                 raise _bad(f"at most {MAX_FILES_PER_JOB} files per job")
-            name = exports.safe_name(part.filename) or "upload"
+            name = exports.safe_name(filename) or "upload"
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{len(files):04d}-{name}"
             try:
@@ -207,13 +265,13 @@ class JobsApi:
                     actual_size=exc.size,
                     text=json.dumps(
                         {
-                            "error": f"{part.filename!r} is larger than max_upload_mb ({self.config.max_upload_mb} MB)",
+                            "error": f"{filename!r} is larger than max_upload_mb ({self.config.max_upload_mb} MB)",
                             "code": "too_large",
                         }
                     ),
                     content_type="application/json",
                 ) from None
-            files.append((part.filename[:255], str(target), digest))
+            files.append((filename, str(target), digest))
         if folder.exists():
             descriptor = os.open(folder, os.O_RDONLY)
             try:
@@ -293,7 +351,10 @@ class JobsApi:
                 continue
             if not isinstance(value, str) or len(value) > 300:
                 raise _bad(f"{key} must be the name of an engine")
-            name = find_engine(self.executor, value)
+            try:
+                name = requested_engine(self.executor, value)
+            except UnknownEngine:
+                name = None
             if name is None:
                 raise _bad(
                     f"{key} {value[:100]!r} is not available on this server; choose one of: "
@@ -485,8 +546,6 @@ def _download(body: bytes | str, filename: str, content_type: str) -> web.Respon
 
 
 def _quote(name: str) -> str:
-    from urllib.parse import quote
-
     return quote(name, safe="")
 
 

@@ -5,7 +5,8 @@ submitted as they are cut, a few in flight at a time (never the whole file's aud
 background work with the caller's fair share (its token, or its address with auth off), and
 cancelled when the caller disconnects. `model` picks a loaded engine by its name or model (GET
 /v1/models lists them); OpenAI's own model names and other unknown names get the live engine, and an
-engine this server has not loaded is an error."""
+engine this server has not loaded is an error (one rule with /api/jobs: jobs.api.requested_engine).
+A file whose audio lasts longer than jobs.max_file_audio_s is refused, as in the batch queue."""
 
 from __future__ import annotations
 
@@ -22,20 +23,21 @@ from aiohttp import web
 from inference.engines.base import DecodeOptions
 from inference.scheduler import Source, fair_share_owner
 from jobs import exports
-from jobs.api import UploadTooLarge, find_engine, loaded_engines, save_part
-from jobs.media import MediaError, probe
+from jobs.api import UnknownEngine, UploadTooLarge, loaded_engines, requested_engine, save_part, upload_name
+from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
 from server.app import PRINCIPAL
 from server.auth import ANONYMOUS
-from server.config import ENGINES
-from server.protocol import is_language_code
+from server.protocol import ProtocolError, is_language_code, parse_hotwords
 from streaming.events import samples_to_ms
+from text.hotwords import DEFAULT_WEIGHT
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 IN_FLIGHT_SEGMENTS = 8  # segments cut and not yet decoded per request: bounds memory on long files
 CLIENT_CHECK_S = 0.5  # how often a running transcription looks whether its caller is still connected
+MAX_PROMPT_CHARS = 500  # a `prompt` that is not a hotword list is one phrase of at most this many characters
 MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")  # OpenAI's; the live engine answers
 
 
@@ -68,8 +70,8 @@ class OpenAIApi:
             upload: Path | None = None
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                if part.name == "file" and part.filename is not None:
-                    upload = Path(tmp) / (exports.safe_name(part.filename) or "audio")
+                if part.name == "file" and (filename := upload_name(part)) is not None:
+                    upload = Path(tmp) / (exports.safe_name(filename) or "audio")
                     await self._save(part, upload)
                 else:
                     fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")[:10_000]
@@ -88,23 +90,25 @@ class OpenAIApi:
             if language is not None and not is_language_code(language):
                 raise _error("language must be an ISO-639-1 code such as 'en'", "language")
             engine = self._engine(fields.get("model") or "")
-            prompt = (fields.get("prompt") or "").strip()[:500]
-            options = DecodeOptions(language=language, hotwords=((prompt, 20),) if prompt else ())
+            options = DecodeOptions(language=language, hotwords=_prompt_hotwords(fields.get("prompt") or ""))
             try:
                 result = await self._run(request, upload, options, engine)
+            except TooLong as exc:
+                raise _error(f"the file {exc.reason} (jobs.max_file_audio_s)", "file", code="audio_too_long") from None
             except MediaError as exc:
                 raise _error(str(exc), "file") from None
         return _respond(result, response_format, language)
 
     def _engine(self, model: str) -> str | None:
         """A loaded engine named by `model`; None (the live engine) for OpenAI's names and others.
-        One of this server's engine names that is not loaded is an error, not a silent substitute."""
+        One of this server's engine or model names that is not loaded is an error, not a silent
+        substitute (jobs.api.requested_engine: the rule /api/jobs follows too)."""
         executor = self.ctx.executor
-        name = find_engine(executor, model) if model.strip() else None
-        if name is None and model.strip().lower() in ENGINES:
-            raise _error(f"model {model.strip()!r} is not loaded on this server; loaded: {loaded_engines(executor)}",
-                         "model")  # fmt: skip
-        return name
+        try:
+            return requested_engine(executor, model, foreign_names=True)
+        except UnknownEngine:
+            raise _error(f"model {model.strip()[:100]!r} is not loaded on this server; loaded: "
+                         f"{loaded_engines(executor)}", "model", code="unknown_engine") from None  # fmt: skip
 
     async def _save(self, part, target: Path) -> None:
         try:
@@ -139,6 +143,9 @@ class OpenAIApi:
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(None, probe, str(path))
+        limit_s = self.config.jobs.max_file_audio_s
+        if info.duration_s is not None and info.duration_s > limit_s:  # what its header says: refused early
+            raise TooLong(path, limit_s)
         executor = self.ctx.executor
         pieces: list[dict[str, Any]] = []
         in_flight: list[tuple[int, int, asyncio.Future]] = []  # (speech start, end, decode): no audio kept
@@ -149,7 +156,8 @@ class OpenAIApi:
             text = decoded.text.strip()
             pieces.append({"start_ms": samples_to_ms(start), "end_ms": samples_to_ms(end), "text": text})
 
-        async for event in segments(read_audio(str(path)), file_settings(self.config), executor):
+        audio = read_audio(str(path), max_s=limit_s)  # counted as it decodes: headers lie
+        async for event in segments(audio, file_settings(self.config), executor):
             future = executor.submit_final(stream_id, event.segment_id, event.audio, options, engine, source=source)
             in_flight.append((event.speech_start, event.speech_end, future))
             while in_flight and (in_flight[0][2].done() or len(in_flight) >= IN_FLIGHT_SEGMENTS):
@@ -197,8 +205,27 @@ def _respond(result: dict[str, Any], response_format: str, language: str | None)
     )
 
 
-def _error(message: str, param: str, status: int = 400) -> web.HTTPException:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}})
+def _prompt_hotwords(prompt: str) -> tuple[tuple[str, int], ...]:
+    """The `prompt` as hotwords. A hotword list - JSON, "word weight" lines, or one line of
+    "word weight" pairs - keeps its weights (text/hotwords.py reads it as /api/jobs does); any other
+    prompt is one phrase, which Whisper reads as its prompt."""
+    prompt = prompt.strip()
+    if not prompt:
+        return ()
+    listed = prompt.startswith(("{", "[")) or "\n" in prompt
+    if not listed:
+        tokens = prompt.replace(",", " ").split()
+        listed = len(tokens) % 2 == 0 and all(t.lstrip("+-").isdigit() for t in tokens[1::2])
+    if listed:
+        try:
+            return parse_hotwords(prompt)
+        except ProtocolError as exc:
+            raise _error(f"prompt: {exc.message}", "prompt") from None
+    return ((prompt[:MAX_PROMPT_CHARS], DEFAULT_WEIGHT),)
+
+
+def _error(message: str, param: str, status: int = 400, code: str | None = None) -> web.HTTPException:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
     kind = web.HTTPRequestEntityTooLarge if status == 413 else web.HTTPBadRequest
     if status == 413:
         return kind(max_size=0, actual_size=0, text=body, content_type="application/json")
