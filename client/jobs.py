@@ -141,6 +141,8 @@ async def run(args) -> int:
             if missing or not args.files:
                 raise SystemExit(f"error: no such file: {', '.join(missing)}" if missing else "error: name some files")
             options = {"itn": not args.no_itn}
+            if args.no_vad:
+                options["vad"] = False
             if args.engine:
                 options["engine"] = args.engine
             if args.language:
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         help='FunASR\'s hotword file: "word" or "word weight" lines; UTF-8 (BOM or not) or GBK',
     )
     parser.add_argument("--no-itn", action="store_true")
+    parser.add_argument(
+        "--no-vad", action="store_true", help="clips cut beforehand: each file is one segment (cut at max_segment_s)"
+    )
     parser.add_argument("--token", help="API token, when the server requires one")
     parser.add_argument("--out", help="folder for the transcripts")
     parser.add_argument("--format", choices=FORMATS, default="srt")

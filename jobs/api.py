@@ -285,7 +285,7 @@ class JobsApi:
         except json.JSONDecodeError:
             raise _bad("the options field is not valid JSON") from None
         if isinstance(options, dict):  # `-F engine=...` next to an options JSON counts too
-            options = {**{k: fields[k] for k in ("engine", "model") if fields.get(k)}, **options}
+            options = {**{k: fields[k] for k in ("engine", "model", "vad") if fields.get(k)}, **options}
         return files, self._options(options)
 
     async def _server_paths(self, request: web.Request) -> tuple[list, dict]:
@@ -330,6 +330,11 @@ class JobsApi:
         if isinstance(itn, str):
             itn = itn.lower() not in ("false", "0", "no")
         options["itn"] = bool(itn)
+        vad = raw.get("vad", True)
+        if isinstance(vad, str):
+            vad = vad.lower() not in ("false", "0", "no", "off")
+        if not vad:  # clips cut beforehand: no VAD, each file one segment (cut at max_segment_s)
+            options["vad"] = False  # kept only when off: jobs made before this option stay as they were
         if raw.get("max_segment_s") not in (None, ""):
             try:
                 value = float(raw["max_segment_s"])

@@ -4,7 +4,8 @@ committed segment. Each file is decoded by the engine its job asked for (the liv
 job named one of config jobs.engines), and the file's row records that engine and its model. Also
 records live sessions' finals (history): they are written in batches from a queue, kept and retried
 while the database refuses them (at most MAX_UNSAVED_FINALS), and /healthz says degraded until they
-land. A running job can be cancelled; a file longer than jobs.max_file_audio_s (counted while it
+land. A job with `"vad": false` (clips cut beforehand) skips VAD: each file is one segment, cut
+at max_segment_s when longer. A running job can be cancelled; a file longer than jobs.max_file_audio_s (counted while it
 decodes) fails with that reason. Thin asyncio glue: decoding of media and every database call run
 on worker threads (searches on a thread and connection of their own)."""
 
@@ -21,7 +22,7 @@ from typing import Any
 from inference.engines.base import DecodeOptions
 from inference.scheduler import JOBS, Source, fair_share_owner
 from jobs.media import MediaError, TooLong, probe
-from jobs.segmenter import file_settings, read_audio, segments
+from jobs.segmenter import file_settings, fixed_segments, read_audio, segments
 from jobs.store import FileRow, Store
 from streaming.events import SAMPLE_RATE, samples_to_ms
 
@@ -269,8 +270,12 @@ class JobRunner:
             seq += 1
 
         audio = read_audio(row.path, resume_s, self._media, max_s=limit_s)  # counted as it decodes: headers lie
+        if options.get("vad", True):
+            cut = segments(audio, settings, self.executor)
+        else:  # clips cut beforehand: every sample decoded, in pieces of at most max_segment_s
+            cut = fixed_segments(audio, settings.endpoint.max_segment_s)
         try:
-            async for event in segments(audio, settings, self.executor):
+            async for event in cut:
                 future = self.executor.submit_background(event.audio, decode_options, engine.name, source=source)
                 pending.append((event, future))
                 while pending and (pending[0][1].done() or len(pending) > IN_FLIGHT_SEGMENTS):

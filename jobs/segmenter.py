@@ -1,5 +1,6 @@
 """Cut a file's audio into VAD segments with the live endpointing chain (energy gate, webrtcvad,
-FSMN through the executor's batched VAD lane), as fast as the audio can be read."""
+FSMN through the executor's batched VAD lane), as fast as the audio can be read; or, for clips cut
+beforehand (a job's `"vad": false`), into fixed pieces without VAD."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from jobs.media import iter_audio
 from streaming.endpointer import EndpointSettings
-from streaming.events import SegmentClosed
+from streaming.events import SAMPLE_RATE, SegmentClosed
 from streaming.ring_buffer import to_int16
 from streaming.session import SessionSettings, StreamSession
 
@@ -70,6 +71,34 @@ async def segments(chunks: AsyncIterator[np.ndarray] | Iterable, settings: Sessi
     for event in session.finish():
         if isinstance(event, SegmentClosed):
             yield event
+
+
+async def fixed_segments(chunks: AsyncIterator[np.ndarray] | Iterable, max_segment_s: float):
+    """Yield SegmentClosed events without VAD: the whole audio as one segment, cut every
+    `max_segment_s` seconds when it is longer (pre-cut clips: every sample is decoded)."""
+    limit = max(1, round(max_segment_s * SAMPLE_RATE))
+    pending: list[np.ndarray] = []
+    held = start = segment_id = 0
+
+    def close(reason: str) -> SegmentClosed:
+        nonlocal held, start, segment_id
+        audio = np.concatenate(pending)
+        event = SegmentClosed(segment_id, start, start + len(audio), start, start + len(audio), reason, audio)
+        pending.clear()
+        held, start, segment_id = 0, start + len(audio), segment_id + 1
+        return event
+
+    async for chunk in _aiter(chunks):
+        chunk = np.asarray(chunk, dtype=np.float32)
+        while len(chunk):
+            take = chunk[: limit - held]
+            pending.append(take)
+            held += len(take)
+            chunk = chunk[len(take) :]
+            if held == limit:
+                yield close("max_length")
+    if held:
+        yield close("end_of_stream")
 
 
 async def _aiter(chunks):

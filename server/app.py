@@ -108,6 +108,7 @@ class CaptionServer:
         from jobs.openai_api import OpenAIApi
         from jobs.runner import JobRunner
         from jobs.store import Store
+        from jobs.vad_api import VadApi
         from text.hotwords import load_hotword_file
         from text.itn import InverseNormalizer
 
@@ -181,6 +182,7 @@ class CaptionServer:
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._guard])
         JobsApi(self.ctx.jobs, self.config).add_routes(app)
         OpenAIApi(self.ctx, self.config).add_routes(app)
+        VadApi(self.ctx.executor, self.config).add_routes(app)
         app.router.add_get("/", self._root)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/subscribe", self._subscribe)

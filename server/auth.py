@@ -81,6 +81,7 @@ ROUTE_ACCESS: tuple[tuple[str, str, Access], ...] = (
     ("/overlay", "GET", Access.PUBLIC),
     ("/status", "GET", Access.PUBLIC),
     ("/files", "GET", Access.PUBLIC),
+    ("/vad", "GET", Access.PUBLIC),
     ("/client_js/", "GET", Access.PUBLIC),
     ("/admin/", "*", Access.ADMIN),
     ("*", "*", Access.PRIVATE),  # the rest: history, exports, jobs, uploads, OpenAI API, /healthz, /metrics
