@@ -56,6 +56,7 @@ def _launch(playwright, wav: Path, *extra: str):
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
         f"--host-resolver-rules=MAP {INSECURE_HOST} 127.0.0.1",
+        "--lang=en-US",  # the pages follow the browser's language; these tests read English
         *extra,
     ]
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
@@ -254,7 +255,7 @@ def test_finals_are_an_aria_live_region_and_controls_are_labelled(shared_server,
 def test_denied_microphone_permission_is_explained(shared_server, playwright, speech_wav):
     browser = _launch(playwright, speech_wav, "--deny-permission-prompts")
     try:
-        page = browser.new_page()
+        page = browser.new_page(locale="en-US")
         page.goto(f"{shared_server.http}/")
         page.click("#start")
         page.wait_for_selector("#message:not([hidden])")
@@ -266,7 +267,9 @@ def test_denied_microphone_permission_is_explained(shared_server, playwright, sp
         browser.close()
 
 
-def test_insecure_origin_is_explained(shared_server, context):
+def test_insecure_origin_is_explained(start_server, context):
+    # The name must be one the server answers to (auth.allowed_hosts, against DNS rebinding).
+    shared_server = start_server(auth={"allowed_hosts": [INSECURE_HOST]})
     page = context.new_page()
     port = shared_server.server.port
     page.goto(f"http://{INSECURE_HOST}:{port}/")
@@ -545,8 +548,11 @@ def test_page_over_tls_captures_on_a_non_local_name(start_server, browser, tmp_p
         check=True,
         capture_output=True,
     )  # fmt: skip
-    server = start_server(server={"tls_cert_file": str(cert), "tls_key_file": str(key)})
-    context = browser.new_context(ignore_https_errors=True)  # the browser was never told to trust it
+    server = start_server(
+        server={"tls_cert_file": str(cert), "tls_key_file": str(key)},
+        auth={"allowed_hosts": [INSECURE_HOST]},  # a name the server answers to (against DNS rebinding)
+    )
+    context = browser.new_context(ignore_https_errors=True, locale="en-US")  # never told to trust it
     try:
         page = context.new_page()
         page.goto(f"https://{INSECURE_HOST}:{server.server.port}/")

@@ -144,7 +144,7 @@ def test_upload_progress_downloads_failure_and_history(start_server, context, sp
 
     # Upload with good settings: the job appears and is followed to 100 %.
     page.fill("#max-segment", "")
-    page.fill("#language", "EN")
+    page.select_option("#language", "en")  # a menu of codes (client_js/page/languages.js)
     page.click("#upload")
     page.wait_for_selector(".job")
     assert "Uploaded: job" in _message(page) or "speech.wav is" in _message(page), _message(page)

@@ -1,7 +1,9 @@
 // Files and history page: upload audio for batch transcription, follow the jobs, search and
 // download the history (live sessions and transcribed files). Talks to the server's /api/ (jobs/api.py).
 
+import { locale, onLanguageChange, t, textOf } from "../i18n.js";
 import { shortTime } from "../page/captions-export.js";
+import { knownLanguage, setupLanguageMenu } from "../page/languages.js";
 import { loadToken, parseHotwords, saveToken } from "../page/settings.js";
 
 const POLL_ACTIVE_MS = 1000; // while a job is queued or running
@@ -21,7 +23,7 @@ const JOB_FORMATS = [
   ["csv", "CSV"],
   ["json", "JSON"],
 ];
-const STATUS_TEXT = { queued: "Queued", running: "Transcribing", done: "Done", failed: "Failed", cancelled: "Cancelled" };
+const statusText = (status) => t(`status.${status}`); // queued, running, done, failed, cancelled
 const ACTIVE = new Set(["queued", "running"]);
 
 // The server root, from this module's own address (…/client_js/files/files.js), so the page also
@@ -83,17 +85,21 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-function showMessage(text, kind = "info", reason = "") {
-  ui.message.textContent = text;
+let shownMessage = null; // {key, params} or an Error: said again after a language switch
+
+/** `item`: {key, params}, a LocalizedError, or "" to clear. */
+function showMessage(item, kind = "info", reason = "") {
+  shownMessage = item || null;
+  ui.message.textContent = item ? textOf(item) : "";
   ui.message.dataset.kind = kind;
   ui.message.dataset.reason = reason;
 }
 
 function formatDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor(s / 60) % 60} min`;
+  if (s < 60) return t("time.s", { s });
+  if (s < 3600) return t("time.minS", { m: Math.floor(s / 60), s: s % 60 });
+  return t("time.hMin", { h: Math.floor(s / 3600), m: Math.floor(s / 60) % 60 });
 }
 
 function formatBytes(bytes) {
@@ -103,7 +109,7 @@ function formatBytes(bytes) {
   return `${(bytes / 1024 ** 3).toFixed(2)} GB`;
 }
 
-const formatTime = (unixSeconds) => new Date(unixSeconds * 1000).toLocaleString();
+const formatTime = (unixSeconds) => new Date(unixSeconds * 1000).toLocaleString(locale());
 
 // --- the API: every request carries the token; failures become ApiError with the server's words
 class ApiError extends Error {
@@ -129,7 +135,7 @@ function errorFrom(status, bodyText) {
       .trim()
       .slice(0, 300);
   }
-  if (!message) message = `the server answered ${status}`;
+  if (!message) message = t("api.answered", { status });
   return new ApiError(status, message, code);
 }
 
@@ -140,7 +146,7 @@ async function api(path, init = {}) {
   try {
     response = await fetch(apiUrl(path), { ...init, headers });
   } catch {
-    throw new ApiError(0, "The caption server cannot be reached. Is it running?");
+    throw new ApiError(0, t("api.unreachable"));
   }
   if (!response.ok) {
     const error = errorFrom(response.status, await response.text());
@@ -151,11 +157,12 @@ async function api(path, init = {}) {
   return response;
 }
 
-/** Shows what went wrong, unless it was a 401 (the token form already says so). */
-function report(error, prefix) {
+/** Shows what went wrong (after t(prefixKey)), unless it was a 401 (the token form already says so). */
+function report(error, prefixKey) {
   if (error instanceof ApiError && error.status === 401) return;
   const text = error instanceof ApiError ? error.message : String(error && error.message ? error.message : error);
-  showMessage(prefix ? `${prefix}: ${text}` : text, "error", error.code || "error");
+  const item = prefixKey ? { key: "files.failedWith", params: { what: { key: prefixKey }, text } } : text;
+  showMessage(item, "error", error.code || "error");
 }
 
 // --- access token ----------------------------------------------------------------------------
@@ -189,9 +196,7 @@ function askForToken(error) {
   unauthorized = true;
   clearTimeout(pollTimer);
   ui.tokenForm.hidden = false;
-  const text = token
-    ? `The server did not accept the access token (${error.message}). Enter a valid one.`
-    : "This server needs an access token: enter it below.";
+  const text = token ? { key: "files.tokenRefused", params: { reason: error.message } } : { key: "files.tokenNeeded" };
   showMessage(text, "error", "token");
   if (first) ui.token.focus();
 }
@@ -204,7 +209,7 @@ function downloadLink(path, label, what) {
     download: "",
     text: label,
     "data-download": "",
-    "aria-label": `Download ${what} as ${label}`,
+    "aria-label": t("files.downloadAs", { what, format: label }),
   });
 }
 
@@ -230,7 +235,7 @@ document.addEventListener("click", async (event) => {
     save.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
   } catch (error) {
-    report(error, "Download failed");
+    report(error, "files.downloadFailed");
   }
 });
 
@@ -246,7 +251,7 @@ function addFiles(fileList) {
     added += 1;
   }
   renderQueue();
-  if (added) showMessage(`${queued.length} file${queued.length === 1 ? "" : "s"} ready to upload.`);
+  if (added) showMessage({ key: "files.ready", params: { n: queued.length } });
 }
 
 function renderQueue() {
@@ -260,8 +265,8 @@ function renderQueue() {
         h("button", {
           type: "button",
           class: "small",
-          text: "Remove",
-          "aria-label": `Remove ${file.name}`,
+          text: t("files.remove"),
+          "aria-label": t("files.removeFile", { name: file.name }),
           disabled: uploading,
           onclick: () => {
             queued.splice(index, 1);
@@ -327,8 +332,7 @@ function readOptions() {
   if (ui.engine.value) options.engine = ui.engine.value;
   const language = ui.language.value.trim();
   if (language) {
-    if (!/^[A-Za-z]{2,8}$/.test(language)) throw new Error(`Language: a code such as en, de or zh, not "${language}".`);
-    options.language = language.toLowerCase();
+    options.language = language; // a menu: always a code the server takes
   }
   const hotwords = parseHotwords(ui.hotwords.value);
   if (hotwords) options.hotwords = JSON.stringify(hotwords); // FunASR's '{"word": weight}' string
@@ -340,7 +344,7 @@ function readOptions() {
 function loadOptions() {
   try {
     const saved = JSON.parse(localStorage.getItem(OPTIONS_KEY) || "{}") || {};
-    ui.language.value = saved.language || "";
+    setupLanguageMenu(ui.language, knownLanguage(String(saved.language || "").toLowerCase()));
     ui.hotwords.value = saved.hotwords || "";
     ui.itn.checked = saved.itn !== false;
     ui.maxSegment.value = saved.maxSegment || "";
@@ -348,6 +352,7 @@ function loadOptions() {
   } catch {
     /* storage blocked or garbled: the defaults in the form stay */
   }
+  if (!ui.language.options.length) setupLanguageMenu(ui.language, "");
   const save = () => {
     try {
       localStorage.setItem(
@@ -373,7 +378,7 @@ async function loadEngines() {
   try {
     listed = await (await api("api/engines")).json();
   } catch (error) {
-    report(error, "Engines could not be loaded");
+    report(error, "files.enginesFailed");
     return; // "Server default" stays the only choice
   }
   const wanted = ui.engine.value || ui.engine.dataset.saved || listed.default;
@@ -381,7 +386,7 @@ async function loadEngines() {
     ...listed.engines.map((engine) =>
       h("option", {
         value: engine.name,
-        text: `${engine.name} – ${engine.model}${engine.name === listed.default ? " (default)" : ""}`,
+        text: `${engine.name} – ${engine.model}${engine.name === listed.default ? t("files.defaultSuffix") : ""}`,
       }),
     ),
   );
@@ -401,7 +406,7 @@ function postFiles(files, options) {
       if (!event.lengthComputable) return;
       const percent = (100 * event.loaded) / event.total;
       ui.uploadProgress.value = percent;
-      ui.uploadText.textContent = `Uploading… ${Math.floor(percent)}% of ${formatBytes(event.total)}`;
+      ui.uploadText.textContent = t("files.uploadingPercent", { percent: Math.floor(percent), size: formatBytes(event.total) });
     });
     xhr.addEventListener("load", () => {
       if (xhr.status === 201) {
@@ -416,7 +421,7 @@ function postFiles(files, options) {
     // before the browser has sent the rest; the browser then reports a network error, not the 413.
     xhr.addEventListener("error", () =>
       reject(
-        new ApiError(0, "the connection closed during the upload: a file may be larger than the server accepts, or the server is unreachable"),
+        new ApiError(0, t("files.uploadClosed")),
       ),
     );
     xhr.send(form);
@@ -429,7 +434,7 @@ async function uploadQueued() {
   try {
     options = readOptions();
   } catch (error) {
-    showMessage(error.message, "error", "options");
+    showMessage(error, "error", "options");
     $("options-panel").open = true;
     return;
   }
@@ -438,19 +443,19 @@ async function uploadQueued() {
   ui.uploadProgress.hidden = false;
   ui.uploadProgress.value = 0;
   const files = queued.slice();
-  showMessage(`Uploading ${files.length} file${files.length === 1 ? "" : "s"}…`);
+  showMessage({ key: "files.uploading", params: { n: files.length } });
   try {
     const result = await postFiles(files, options);
     queued = [];
     // Announce how this page's own files end, even a failure that comes before the next poll.
     lastStatus.set(`job:${result.job_id}`, "queued");
     for (const file of result.files) lastStatus.set(`file:${file.id}`, "queued");
-    const skipped = result.duplicates && result.duplicates.length ? ` (skipped, same content twice: ${result.duplicates.join(", ")})` : "";
-    showMessage(`Uploaded: job ${result.job_id} with ${result.files.length} file${result.files.length === 1 ? "" : "s"}${skipped}.`, "info", "uploaded");
+    const duplicates = result.duplicates && result.duplicates.length ? result.duplicates.join(", ") : "";
+    const params = { id: result.job_id, n: result.files.length, duplicates };
+    showMessage({ key: duplicates ? "files.uploadedSkipped" : "files.uploaded", params }, "info", "uploaded");
     refreshJobs();
   } catch (error) {
-    const prefix = error.status === 413 ? "Upload refused, too large" : "Upload failed";
-    report(error, prefix);
+    report(error, error.status === 413 ? "files.tooLarge" : "files.uploadFailed");
   } finally {
     uploading = false;
     ui.uploadProgress.hidden = true;
@@ -475,15 +480,17 @@ async function refreshJobs() {
     schedulePoll(jobs.some((job) => ACTIVE.has(job.status)) ? POLL_ACTIVE_MS : POLL_IDLE_MS);
   } catch (error) {
     if (seq !== jobsSeq) return;
-    report(error, "Jobs could not be loaded");
+    report(error, "files.jobsFailed");
     schedulePoll(POLL_RETRY_MS);
   }
 }
 
 function progressText(job) {
   const parts = [`${Math.floor(job.percent)}%`];
-  if (ACTIVE.has(job.status) && job.eta_s !== null && job.eta_s !== undefined) parts.push(`about ${formatDuration(job.eta_s)} left`);
-  if (job.audio_s) parts.push(`${formatDuration(job.done_s)} of ${formatDuration(job.audio_s)} of audio`);
+  if (ACTIVE.has(job.status) && job.eta_s !== null && job.eta_s !== undefined) {
+    parts.push(t("files.eta", { time: formatDuration(job.eta_s) }));
+  }
+  if (job.audio_s) parts.push(t("files.audioDone", { done: formatDuration(job.done_s), total: formatDuration(job.audio_s) }));
   return parts.join(" · ");
 }
 
@@ -493,21 +500,33 @@ function setProgress(bar, percent, text) {
 }
 
 function buildJob(job) {
-  const title = h("h3", { class: "job-title" }, "Job ", h("code", { text: job.id }));
+  const title = h("h3", { class: "job-title" }, t("files.jobPrefix"), h("code", { text: job.id }));
   const status = h("span", { class: "badge" });
   const meta = h("span", { class: "muted" });
-  const bar = h("progress", { max: 100, value: 0, "aria-label": `Job ${job.id}` });
+  const bar = h("progress", { max: 100, value: 0, "aria-label": t("files.jobLabel", { id: job.id }) });
   const text = h("span", { class: "progress-text" });
-  const files = h("ul", { class: "file-rows", "aria-label": `Files of job ${job.id}` });
+  const files = h("ul", { class: "file-rows", "aria-label": t("files.jobFiles", { id: job.id }) });
   const downloads = h(
     "span",
-    { class: "downloads", role: "group", "aria-label": `Download every file of job ${job.id}`, hidden: true },
-    "All files:",
-    ...JOB_FORMATS.map(([fmt, label]) => downloadLink(`api/jobs/${job.id}/export.${fmt}`, label, `job ${job.id}`)),
+    { class: "downloads", role: "group", "aria-label": t("files.downloadJob", { id: job.id }), hidden: true },
+    t("files.allFiles"),
+    ...JOB_FORMATS.map(([fmt, label]) =>
+      downloadLink(`api/jobs/${job.id}/export.${fmt}`, label, t("files.jobWhat", { id: job.id })),
+    ),
   );
-  const cancel = h("button", { type: "button", class: "cancel", text: "Cancel job", "aria-label": `Cancel job ${job.id}` });
+  const cancel = h("button", {
+    type: "button",
+    class: "cancel",
+    text: t("files.cancelJob"),
+    "aria-label": t("files.cancelJobLabel", { id: job.id }),
+  });
   cancel.addEventListener("click", () => cancelJob(job.id));
-  const remove = h("button", { type: "button", class: "delete", text: "Delete job", "aria-label": `Delete job ${job.id}` });
+  const remove = h("button", {
+    type: "button",
+    class: "delete",
+    text: t("files.deleteJob"),
+    "aria-label": t("files.deleteJobLabel", { id: job.id }),
+  });
   remove.addEventListener("click", () => deleteJob(job.id));
   const root = h(
     "li",
@@ -526,7 +545,7 @@ function buildFileRow(file) {
   const percent = h("span", { class: "progress-text" });
   const downloads = h(
     "span",
-    { class: "downloads", role: "group", "aria-label": `Download ${file.name}`, hidden: true },
+    { class: "downloads", role: "group", "aria-label": t("files.downloadFile", { name: file.name }), hidden: true },
     ...FILE_FORMATS.map(([fmt, label]) => downloadLink(`api/files/${file.id}/export.${fmt}`, label, file.name)),
   );
   const error = h("p", { class: "file-error", hidden: true });
@@ -545,11 +564,11 @@ function buildFileRow(file) {
 
 function updateFileRow(row, file) {
   row.root.dataset.status = file.status;
-  row.status.textContent = STATUS_TEXT[file.status] || file.status;
+  row.status.textContent = statusText(file.status);
   row.status.dataset.status = file.status;
   const text = `${Math.floor(file.percent)}%`;
-  setProgress(row.bar, file.percent, `${text}, ${STATUS_TEXT[file.status] || file.status}`);
-  row.percent.textContent = file.duration_s ? `${text} of ${formatDuration(file.duration_s)}` : text;
+  setProgress(row.bar, file.percent, `${text}, ${statusText(file.status)}`);
+  row.percent.textContent = file.duration_s ? t("files.percentOf", { percent: text, duration: formatDuration(file.duration_s) }) : text;
   row.downloads.hidden = file.status !== "done";
   row.error.hidden = !file.error;
   row.error.textContent = file.error || "";
@@ -571,10 +590,11 @@ function renderJobs(jobs) {
     // The server calls a job "done" once every file has finished, even when all of them failed.
     const shown = job.status === "done" && failed === job.files.length ? "failed" : job.status;
     view.root.dataset.status = shown;
-    view.status.textContent = STATUS_TEXT[shown] || shown;
+    view.status.textContent = statusText(shown);
     view.status.dataset.status = shown;
     const engine = job.engine ? ` · ${job.engine}` : "";
-    view.meta.textContent = `${formatTime(job.created)} · ${job.files.length} file${job.files.length === 1 ? "" : "s"}${failed ? `, ${failed} failed` : ""}${engine}`;
+    const count = t(failed ? "files.countFailed" : "files.count", { n: job.files.length, failed });
+    view.meta.textContent = `${formatTime(job.created)} · ${count}${engine}`;
     const text = progressText(job);
     setProgress(view.bar, job.percent, text);
     view.text.textContent = text;
@@ -593,13 +613,17 @@ function renderJobs(jobs) {
       updateFileRow(row, file);
       const before = lastStatus.get(`file:${file.id}`);
       if (before && before !== file.status && !ACTIVE.has(file.status)) {
-        news.push(file.status === "failed" ? `${file.name} failed: ${file.error || "no reason given"}.` : `${file.name} is ${STATUS_TEXT[file.status].toLowerCase()}.`);
+        news.push(
+          file.status === "failed"
+            ? { key: "files.fileFailed", params: { name: file.name, error: file.error || t("files.noReason") } }
+            : { key: file.status === "done" ? "files.fileDone" : "files.fileCancelled", params: { name: file.name } },
+        );
       }
       lastStatus.set(`file:${file.id}`, file.status);
     }
     const before = lastStatus.get(`job:${job.id}`);
     if (before && ACTIVE.has(before) && !ACTIVE.has(job.status)) {
-      news.push(job.status === "cancelled" ? `Job ${job.id} cancelled.` : `Job ${job.id} finished.`);
+      news.push({ key: job.status === "cancelled" ? "files.jobCancelled" : "files.jobFinished", params: { id: job.id } });
     }
     lastStatus.set(`job:${job.id}`, job.status);
   });
@@ -614,22 +638,25 @@ function renderJobs(jobs) {
     const name = fileNames.get(hit.dataset.source);
     if (name) hit.querySelector(".hit-title").textContent = name;
   }
-  if (news.length) showMessage(news.join(" "), news.some((n) => n.includes(" failed:")) ? "error" : "info", "jobs");
+  if (news.length) {
+    const failedNews = news.some((n) => n.key === "files.fileFailed");
+    showMessage(news, failedNews ? "error" : "info", "jobs");
+  }
 }
 
 async function cancelJob(id) {
-  if (!confirm(`Stop job ${id}? What it has transcribed so far is kept; the rest is not transcribed.`)) return;
+  if (!confirm(t("files.confirmCancel", { id }))) return;
   try {
     await api(`api/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" });
-    showMessage(`Job ${id} cancelled.`, "info", "cancelled");
+    showMessage({ key: "files.jobCancelled", params: { id } }, "info", "cancelled");
     refreshJobs();
   } catch (error) {
-    report(error, error.status === 409 ? "Not cancelled" : "Cancel failed");
+    report(error, error.status === 409 ? "files.notCancelled" : "files.cancelFailed");
   }
 }
 
 async function deleteJob(id) {
-  if (!confirm(`Delete job ${id}, its uploaded files and their transcripts?`)) return;
+  if (!confirm(t("files.confirmDelete", { id }))) return;
   try {
     await api(`api/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
     const view = jobViews.get(id);
@@ -639,10 +666,10 @@ async function deleteJob(id) {
     }
     ui.jobsEmpty.hidden = jobViews.size > 0;
     ui.jobsTitle.focus(); // the button that had focus is gone
-    showMessage(`Job ${id} deleted.`, "info", "deleted");
+    showMessage({ key: "files.jobDeleted", params: { id } }, "info", "deleted");
     refreshJobs();
   } catch (error) {
-    report(error, error.status === 409 ? "Not deleted" : "Delete failed");
+    report(error, error.status === 409 ? "files.notDeleted" : "files.deleteFailed");
   }
 }
 
@@ -660,14 +687,14 @@ async function searchHistory() {
   const since = dayStart(ui.since.value);
   const until = dayStart(ui.until.value, 1); // the whole "to" day
   if (since !== null && until !== null && until <= since) {
-    showMessage("History: the To date is before the From date.", "error", "dates");
+    showMessage({ key: "files.badDates" }, "error", "dates");
     return;
   }
   if (q) params.set("q", q);
   if (since !== null) params.set("since", String(since));
   if (until !== null) params.set("until", String(until));
   const seq = ++historySeq;
-  ui.historyCount.textContent = "Searching…";
+  ui.historyCount.textContent = t("files.searching");
   try {
     const { results } = await (await api(`api/history?${params}`)).json();
     if (seq !== historySeq) return;
@@ -675,7 +702,7 @@ async function searchHistory() {
   } catch (error) {
     if (seq !== historySeq) return;
     ui.historyCount.textContent = "";
-    report(error, "Search failed");
+    report(error, "files.searchFailed");
   }
 }
 
@@ -705,21 +732,18 @@ function renderHistory(rows, q) {
     group.rows.push(row);
   }
   ui.history.replaceChildren(...[...groups.values()].map((group) => historyGroup(group, q)));
-  const where = q ? ` containing “${q}”` : "";
-  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   const kinds = [...groups.values()].map((g) => g.kind);
   const sessions = kinds.filter((k) => k === "live").length;
   const files = kinds.length - sessions;
-  const from = [sessions && plural(sessions, "live session"), files && plural(files, "file")].filter(Boolean);
   ui.historyCount.textContent = rows.length
-    ? `${plural(rows.length, "caption")}${where} from ${from.join(" and ")}` +
-      (rows.length >= HISTORY_LIMIT ? ` (the newest ${HISTORY_LIMIT}; narrow the search to see the rest)` : "")
-    : `Nothing found${where}.`;
+    ? t("files.found", { n: rows.length, q, sessions, files }) +
+      (rows.length >= HISTORY_LIMIT ? t("files.newest", { limit: HISTORY_LIMIT }) : "")
+    : t("files.nothingFound", { q });
 }
 
 function historyGroup(group, q) {
   const live = group.kind === "live";
-  const name = live ? group.source : fileNames.get(group.source) || `file ${group.source}`;
+  const name = live ? group.source : fileNames.get(group.source) || t("files.fileNumber", { id: group.source });
   const exportBase = live ? `api/sessions/${encodeURIComponent(group.source)}` : `api/files/${encodeURIComponent(group.source)}`;
   const lines = [...group.rows]
     .sort((a, b) => a.start_ms - b.start_ms)
@@ -729,8 +753,8 @@ function historyGroup(group, q) {
     { class: "hit-actions" },
     h(
       "span",
-      { class: "downloads", role: "group", "aria-label": `Download ${live ? "session" : "file"} ${name}` },
-      "Download",
+      { class: "downloads", role: "group", "aria-label": t(live ? "files.downloadSession" : "files.downloadFileNamed", { name }) },
+      t("common.download"),
       ...FILE_FORMATS.map(([fmt, label]) => downloadLink(`${exportBase}/export.${fmt}`, label, name)),
     ),
   );
@@ -740,7 +764,7 @@ function historyGroup(group, q) {
     h(
       "div",
       { class: "hit-head" },
-      h("span", { class: "badge", "data-kind": group.kind, text: live ? "Live session" : "File" }),
+      h("span", { class: "badge", "data-kind": group.kind, text: t(live ? "files.liveSession" : "files.file") }),
       h("h3", { class: "hit-title", text: name }),
       group.engine ? h("span", { class: "muted hit-engine", text: group.engine }) : null,
       h("time", { class: "muted", dateTime: new Date(group.created * 1000).toISOString(), text: formatTime(group.created) }),
@@ -749,7 +773,12 @@ function historyGroup(group, q) {
     actions,
   );
   if (live) {
-    const remove = h("button", { type: "button", class: "delete", text: "Delete session", "aria-label": `Delete session ${name}` });
+    const remove = h("button", {
+      type: "button",
+      class: "delete",
+      text: t("files.deleteSession"),
+      "aria-label": t("files.deleteSessionLabel", { name }),
+    });
     remove.addEventListener("click", () => deleteSession(group.source, root));
     actions.append(remove);
   }
@@ -757,14 +786,27 @@ function historyGroup(group, q) {
 }
 
 async function deleteSession(sessionId, element) {
-  if (!confirm(`Delete every caption of session ${sessionId} from the history?`)) return;
+  if (!confirm(t("files.confirmDeleteSession", { id: sessionId }))) return;
   try {
     await api(`api/sessions/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
     element.remove();
     ui.q.focus();
-    showMessage(`Session ${sessionId} deleted from the history.`, "info", "deleted");
+    showMessage({ key: "files.sessionDeleted", params: { id: sessionId } }, "info", "deleted");
   } catch (error) {
-    report(error, "Delete failed");
+    report(error, "files.deleteFailed");
+  }
+}
+
+/** After a language switch: rebuild what this module wrote (jobs, history, engine names, message). */
+function relabel() {
+  if (shownMessage) ui.message.textContent = textOf(shownMessage);
+  for (const view of jobViews.values()) view.root.remove();
+  jobViews.clear();
+  renderQueue();
+  if (!unauthorized) {
+    loadEngines();
+    refreshJobs();
+    if (ui.historyCount.textContent) searchHistory();
   }
 }
 
@@ -781,5 +823,6 @@ ui.historyForm.addEventListener("submit", (event) => {
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible" && !unauthorized) refreshJobs();
 });
+onLanguageChange(relabel);
 refreshJobs();
 searchHistory();

@@ -1,6 +1,7 @@
 // Caption overlay: follows one session's captions (/subscribe?session=ID) and shows the last
 // lines, styled from the URL query, for OBS browser sources and room displays.
 
+import { onLanguageChange, textOf } from "../i18n.js";
 import { partialLine, partialParts } from "../page/partial.js";
 
 const query = new URLSearchParams(location.search);
@@ -8,6 +9,8 @@ const root = document.documentElement;
 const box = document.getElementById("box");
 const linesEl = document.getElementById("lines");
 const notice = document.getElementById("notice");
+const noticeText = document.getElementById("notice-text");
+let shownNotice = null; // {key, params}: said again after a language switch
 const partial = partialLine(document.getElementById("partial"));
 
 function number(name, fallback, low, high) {
@@ -114,8 +117,8 @@ function onMessage(message) {
     case "error":
       showNotice(
         message.code === "unauthorized"
-          ? `Caption overlay: ${message.message}. Add &token=… to this overlay's address.`
-          : `Caption server: ${message.message || message.code}`,
+          ? { key: "overlay.unauthorized", params: { message: message.message } }
+          : { key: "overlay.serverError", params: { message: message.message || message.code } },
       );
       break;
     default:
@@ -137,10 +140,12 @@ function setState(state) {
   if (state === "live") showNotice("");
 }
 
-function showNotice(text) {
-  notice.textContent = text;
-  notice.hidden = !text;
+function showNotice(item) {
+  shownNotice = item || null;
+  noticeText.textContent = item ? textOf(item) : "";
+  notice.hidden = !item;
 }
+onLanguageChange(() => showNotice(shownNotice));
 
 function subscribeUrl(session) {
   // The server root from this module's address (…/client_js/overlay/overlay.js), so a proxy may
@@ -183,10 +188,7 @@ function connect(session) {
 
 applyStyle();
 if (!/^[A-Za-z0-9_-]{1,64}$/.test(options.session)) {
-  showNotice(
-    "Caption overlay: add ?session=<id> to the address (the captions page shows the link). " +
-      "Style with lines, size, color, bg, outline, position, align, font — see docs/browser.md.",
-  );
+  showNotice({ key: "overlay.noSession" });
   document.body.dataset.state = "no-session";
 } else {
   setState("connecting");

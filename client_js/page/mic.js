@@ -1,11 +1,13 @@
 // Microphone capture: getUserMedia -> AudioWorklet (client_js/worklet.js) -> 16 kHz PCM16 frames.
 
+import { LocalizedError, t } from "../i18n.js";
+
 export const TARGET_RATE = 16000;
 
-/** A capture failure with a stable `reason` and a message a person can act on. */
-export class MicError extends Error {
-  constructor(reason, message, cause) {
-    super(message);
+/** A capture failure with a stable `reason` and a message (key "mic.<reason>") a person can act on. */
+export class MicError extends LocalizedError {
+  constructor(reason, key, params, cause) {
+    super(key, params);
     this.name = "MicError";
     this.reason = reason; // "insecure" | "denied" | "no-device" | "busy" | "unsupported" | "failed"
     this.cause = cause;
@@ -15,17 +17,13 @@ export class MicError extends Error {
 /** Why getUserMedia cannot work here, before asking: null when it can. */
 export function micUnavailable() {
   if (!window.isSecureContext) {
-    return new MicError(
-      "insecure",
-      `Browsers only allow the microphone on secure pages, and ${location.origin} is not one. ` +
-        "Open this page over https:// (see docs/browser.md, \"TLS\") or as http://localhost on the server itself.",
-    );
+    return new MicError("insecure", "mic.insecure", { origin: location.origin });
   }
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    return new MicError("unsupported", "This browser cannot capture audio (no navigator.mediaDevices.getUserMedia).");
+    return new MicError("unsupported", "mic.noGetUserMedia");
   }
   if (typeof AudioWorkletNode === "undefined") {
-    return new MicError("unsupported", "This browser lacks AudioWorklet, which capture needs; use a current browser.");
+    return new MicError("unsupported", "mic.noWorklet");
   }
   return null;
 }
@@ -35,30 +33,15 @@ export function explainMicError(error, deviceChosen) {
   if (error instanceof MicError) return error;
   const name = (error && error.name) || "";
   if (name === "NotAllowedError" || name === "PermissionDeniedError" || name === "SecurityError") {
-    return new MicError(
-      "denied",
-      "Microphone permission was denied. Allow the microphone for this site (the icon in the address bar, " +
-        "or the browser's site settings), then press Start again.",
-      error,
-    );
+    return new MicError("denied", "mic.denied", {}, error);
   }
   if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError") {
-    return new MicError(
-      "no-device",
-      deviceChosen
-        ? "The chosen microphone is not available any more. Pick another in the Microphone list, or plug it back in."
-        : "No microphone was found. Connect one (and check that the system has not disabled it), then press Start again.",
-      error,
-    );
+    return new MicError("no-device", deviceChosen ? "mic.chosenGone" : "mic.noDevice", {}, error);
   }
   if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError") {
-    return new MicError(
-      "busy",
-      "The microphone could not be opened: another application may be using it, or the system blocked access.",
-      error,
-    );
+    return new MicError("busy", "mic.busy", {}, error);
   }
-  return new MicError("failed", `Could not start the microphone: ${(error && error.message) || error}`, error);
+  return new MicError("failed", "mic.failed", { reason: (error && error.message) || error }, error);
 }
 
 /** The audio inputs, labelled once permission has been granted (browsers hide labels before). */
@@ -67,7 +50,7 @@ export async function listMicrophones() {
   const devices = await navigator.mediaDevices.enumerateDevices();
   return devices
     .filter((d) => d.kind === "audioinput")
-    .map((d, i) => ({ deviceId: d.deviceId, label: d.label || `Microphone ${i + 1}` }));
+    .map((d, i) => ({ deviceId: d.deviceId, label: d.label || t("mic.numbered", { n: i + 1 }) }));
 }
 
 /**

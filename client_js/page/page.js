@@ -1,8 +1,10 @@
 // The live captions page: microphone -> CaptionClient -> scrollback, downloads, overlay link.
 
+import { LocalizedError, onLanguageChange, t, textOf } from "../i18n.js";
 import { CaptionClient } from "../livecaption.js";
 import { download } from "./captions-export.js";
 import { CaptionView } from "./captions-view.js";
+import { setupLanguageMenu } from "./languages.js";
 import { listMicrophones, MicCapture, micUnavailable } from "./mic.js";
 import { partialParts } from "./partial.js";
 import {
@@ -27,6 +29,7 @@ const ui = {
   message: $("message"),
   device: $("device"),
   mode: $("mode"),
+  language: $("language"),
   hotwords: $("hotwords"),
   itn: $("itn"),
   sessionInput: $("session-id"),
@@ -67,21 +70,22 @@ let partial = { stable: "", unstable: "" };
 const latencies = [];
 
 // --- status, messages ------------------------------------------------------------------------
-const CONN_TEXT = {
-  idle: "Not connected",
-  connecting: "Connecting…",
-  live: "Live",
-  reconnecting: "Reconnecting…",
-  closed: "Disconnected",
-  error: "Error",
-};
+// What is on screen is kept as keys and values, so a language switch can say it again.
+let conn = { state: "idle", detail: "" };
+let shownMessage = null; // a LocalizedError or {key, params}
+let latency = null; // {finalMs, median}
 
-function setConn(state, detail) {
+function setConn(state, detail = "") {
+  conn = { state, detail };
   ui.conn.dataset.state = state;
-  ui.connText.textContent = detail ? `${CONN_TEXT[state]}: ${detail}` : CONN_TEXT[state];
+  const text = t(`conn.${state}`);
+  ui.connText.textContent = detail ? t("conn.withDetail", { state: text, detail }) : text;
 }
 
-function showMessage(text, kind = "error", reason = "") {
+/** `item`: {key, params} or a LocalizedError (or plain text, shown as it is); "" hides the box. */
+function showMessage(item, kind = "error", reason = "") {
+  shownMessage = item || null;
+  const text = item ? textOf(item) : "";
   ui.message.textContent = text;
   ui.message.dataset.kind = kind;
   ui.message.dataset.reason = reason;
@@ -98,8 +102,15 @@ function showLatency(finalMs) {
   if (latencies.length > 20) latencies.shift();
   const sorted = [...latencies].sort((a, b) => a - b);
   const median = sorted[Math.floor(sorted.length / 2)];
-  ui.latency.textContent = `latency ${(finalMs / 1000).toFixed(1)} s (median ${(median / 1000).toFixed(1)} s)`;
+  latency = { finalMs, median };
+  renderLatency();
   ui.latency.dataset.ms = String(finalMs);
+}
+
+function renderLatency() {
+  ui.latency.textContent = latency
+    ? t("live.latency", { last: (latency.finalMs / 1000).toFixed(1), median: (latency.median / 1000).toFixed(1) })
+    : t("live.latencyNone");
 }
 
 // --- view settings ---------------------------------------------------------------------------
@@ -121,11 +132,16 @@ function bindNumber(input, key) {
 
 function bindStreamSettings() {
   ui.mode.value = settings.mode;
+  setupLanguageMenu(ui.language, settings.language);
   ui.itn.checked = settings.itn;
   ui.hotwords.value = settings.hotwords;
   ui.sessionInput.value = settings.sessionId;
   ui.mode.addEventListener("change", () => {
     settings.mode = ui.mode.value;
+    saveSettings(settings);
+  });
+  ui.language.addEventListener("change", () => {
+    settings.language = ui.language.value;
     saveSettings(settings);
   });
   ui.itn.addEventListener("change", () => {
@@ -169,7 +185,7 @@ async function refreshDevices() {
   }
   const chosen = ui.device.value || settings.deviceId;
   ui.device.textContent = "";
-  ui.device.append(new Option("Default microphone", ""));
+  ui.device.append(new Option(t("live.defaultMicrophone"), ""));
   for (const m of mics) {
     if (m.deviceId === "default" || m.deviceId === "") continue; // the entry above
     ui.device.append(new Option(m.label, m.deviceId));
@@ -211,7 +227,7 @@ function onFinal(message) {
     text,
   });
   if (!message.replayed) showLatency(message.final_ms);
-  if (message.error) showMessage(`A phrase could not be decoded: ${message.error}`, "error", "decode");
+  if (message.error) showMessage({ key: "live.decodeError", params: { error: message.error } }, "error", "decode");
   if (added) for (const b of ui.downloads) b.disabled = false;
 }
 
@@ -226,13 +242,13 @@ function setRunning(on) {
   running = on;
   ui.start.disabled = on;
   ui.stop.disabled = !on;
-  for (const el of [ui.device, ui.mode, ui.hotwords, ui.itn, ui.sessionInput, ui.token]) el.disabled = on;
+  for (const el of [ui.device, ui.mode, ui.language, ui.hotwords, ui.itn, ui.sessionInput, ui.token]) el.disabled = on;
 }
 
 function streamOptions() {
   const typed = ui.sessionInput.value.trim();
   if (typed && !SESSION_ID.test(typed)) {
-    throw new Error("The session id may only hold letters, digits, - and _ (at most 64).");
+    throw new LocalizedError("live.badSessionId");
   }
   const options = {
     mode: ui.mode.value,
@@ -240,6 +256,7 @@ function streamOptions() {
     inputSampleRate: 16000,
     reconnect: { enabled: true },
   };
+  if (ui.language.value) options.language = ui.language.value;
   const hotwords = parseHotwords(ui.hotwords.value);
   if (hotwords) options.hotwords = hotwords;
   const session = typed || sessionId;
@@ -267,7 +284,8 @@ function attach(c) {
   c.addEventListener("end", (e) => onEnd(server(e.detail)));
   c.addEventListener("error", (e) => {
     const d = e.detail || {};
-    showMessage(`${d.fromServer === false ? "Client" : "Server"}: ${d.message || d.code || "error"}`, "error", d.code || "server");
+    const key = d.fromServer === false ? "live.clientError" : "live.serverError";
+    showMessage({ key, params: { message: d.message || d.code || "error" } }, "error", d.code || "server");
   });
   c.addEventListener("reconnecting", () => setConn("reconnecting"));
   c.addEventListener("reconnected", (e) => {
@@ -278,9 +296,9 @@ function attach(c) {
     // Before ready, connect()'s rejection reports the failure; after Stop, closing is expected.
     if (c !== client || stopping || !ready) return;
     const d = e.detail || {};
-    const why = d.reason || (d.code ? `code ${d.code}` : "");
+    const why = d.reason || (d.code ? t("live.closeCode", { code: d.code }) : "");
     setConn("closed", why);
-    showMessage(`The connection to the caption server closed${why ? ` (${why})` : ""}. Press Start to reconnect.`);
+    showMessage(why ? { key: "live.closedWhy", params: { why } } : { key: "live.closed" });
     teardown();
   });
 }
@@ -292,12 +310,12 @@ async function start() {
   try {
     options = streamOptions();
   } catch (error) {
-    showMessage(error.message, "error", "settings");
+    showMessage(error, "error", "settings");
     return;
   }
   const unavailable = micUnavailable();
   if (unavailable) {
-    showMessage(unavailable.message, "error", unavailable.reason);
+    showMessage(unavailable, "error", unavailable.reason);
     return;
   }
   setRunning(true);
@@ -309,7 +327,7 @@ async function start() {
     await m.start();
   } catch (error) {
     if (mic !== m) return; // Stop was pressed meanwhile
-    showMessage(error.message, "error", error.reason || "mic");
+    showMessage(error, "error", error.reason || "mic");
     setConn("idle");
     await teardown();
     ui.start.focus();
@@ -329,16 +347,10 @@ async function start() {
     if (c !== null && client !== c) return; // Stop was pressed meanwhile
     const reason = (error && (error.message || error.code)) || String(error);
     if (error && error.code === "unauthorized") {
-      showMessage(
-        ui.token.value
-          ? "The caption server did not accept the access token. Check it under Stream settings, then press Start."
-          : "This caption server needs an access token: enter it under Stream settings (Access token), then press Start.",
-        "error",
-        "token",
-      );
+      showMessage({ key: ui.token.value ? "live.tokenRefused" : "live.tokenNeeded" }, "error", "token");
       ui.settingsPanel.open = true;
     } else {
-      showMessage(`Could not connect to the caption server: ${reason}`, "error", "connect");
+      showMessage({ key: "live.connectFailed", params: { reason } }, "error", "connect");
     }
     setConn("error");
     await teardown();
@@ -362,7 +374,7 @@ async function stop() {
       onEnd(server(end));
     }
   } catch (error) {
-    showMessage(`Stopping: ${error.message || error}`, "error", "stop");
+    showMessage({ key: "live.stopFailed", params: { reason: error.message || error } }, "error", "stop");
   } finally {
     await teardown();
     stopping = false;
@@ -403,9 +415,9 @@ for (const button of ui.downloads) {
 ui.copyOverlay.addEventListener("click", async () => {
   try {
     await navigator.clipboard.writeText(ui.overlayLink.href);
-    showMessage("Overlay link copied.", "info", "copied");
+    showMessage({ key: "live.copied" }, "info", "copied");
   } catch {
-    showMessage(`Overlay link: ${ui.overlayLink.href}`, "info", "copied");
+    showMessage({ key: "live.overlayLink", params: { href: ui.overlayLink.href } }, "info", "copied");
   }
 });
 
@@ -420,8 +432,16 @@ refreshDevices();
 if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
   navigator.mediaDevices.addEventListener("devicechange", refreshDevices);
 }
+setConn("idle");
+renderLatency();
 const unavailable = micUnavailable();
-if (unavailable) showMessage(unavailable.message, "error", unavailable.reason);
+if (unavailable) showMessage(unavailable, "error", unavailable.reason);
+onLanguageChange(() => {
+  setConn(conn.state, conn.detail);
+  renderLatency();
+  if (shownMessage) ui.message.textContent = textOf(shownMessage);
+  ui.device.options[0].textContent = t("live.defaultMicrophone");
+});
 window.addEventListener("pagehide", () => {
   if (client) client.close();
 });

@@ -1,11 +1,15 @@
 // Page settings remembered across reloads (localStorage; silently per-load when storage is blocked).
 
+import { LocalizedError } from "../i18n.js";
+import { knownLanguage } from "./languages.js";
+
 const KEY = "livecaption.page.v1";
 
 export const DEFAULTS = Object.freeze({
   fontSize: 24, // px
   lines: 8, // caption lines visible in the scrollback
   mode: "2pass",
+  language: "", // speech language: "" = the server's setting, "auto", or a code
   itn: true,
   hotwords: "",
   deviceId: "",
@@ -31,6 +35,7 @@ export function loadSettings() {
   s.lines = clampInt(s.lines, LIMITS.lines, DEFAULTS.lines);
   if (!["2pass", "online", "offline"].includes(s.mode)) s.mode = DEFAULTS.mode;
   s.itn = s.itn !== false;
+  s.language = knownLanguage(s.language);
   return s;
 }
 
@@ -55,11 +60,11 @@ export function parseHotwords(text) {
     const match = /^(.*?)\s+(\d+)$/.exec(line);
     const phrase = (match ? match[1] : line).trim();
     const weight = match ? Number(match[2]) : 20; // FunASR's weight for an unweighted hotword
-    if (weight < 1 || weight > 100) throw new Error(`Hotword "${phrase}": the weight must be 1 to 100, not ${weight}.`);
-    if (phrase.length > 64) throw new Error(`Hotword "${phrase.slice(0, 20)}…" is longer than 64 characters.`);
+    if (weight < 1 || weight > 100) throw new LocalizedError("hotwords.badWeight", { phrase, weight });
+    if (phrase.length > 64) throw new LocalizedError("hotwords.tooLong", { phrase: phrase.slice(0, 20) });
     words[phrase] = weight;
   }
-  if (Object.keys(words).length > 200) throw new Error("At most 200 hotwords.");
+  if (Object.keys(words).length > 200) throw new LocalizedError("hotwords.tooMany");
   return Object.keys(words).length ? words : null;
 }
 
