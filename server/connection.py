@@ -21,7 +21,7 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from inference.engines.base import DecodeOptions
-from inference.executor import ExecutorClosed
+from inference.executor import ExecutorClosed, RequestCancelled
 from inference.scheduler import Source, fair_share_owner
 from jobs.media import MediaError, iter_audio
 from server import protocol
@@ -649,6 +649,8 @@ class Connection:
                 _keep_detected_language(stream, result)
                 if "queue_ms" in timing:
                     self.ctx.metrics.stage.labels("queue").observe(timing["queue_ms"] / 1000)
+            except RequestCancelled:
+                continue  # a fast stream's client left before this was decoded: nothing to send or keep
             except Exception as exc:
                 failure = str(exc) or type(exc).__name__
                 log.error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 
 import websockets
 
@@ -32,8 +33,10 @@ async def until(condition, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_leaves_with_its_client(start_server):
-    from server.connection import MAX_BACKGROUND_QUEUED
+async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_leaves_with_its_client(
+    start_server, caplog
+):
+    from server.connection import MAX_BACKGROUND_QUEUED, MAX_UNSCORED_S
 
     engine = GatedEngine()  # the model is held: segments pile up where the server lets them
     server = start_server(engine=engine, server={"ping_interval_s": 1.0})  # finds a vanished client soon
@@ -45,7 +48,10 @@ async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_lea
     await until(lambda: background() >= MAX_BACKGROUND_QUEUED)
     await asyncio.sleep(1.0)  # room for a server that reads on regardless to show itself
     queued = background()
-    assert queued <= MAX_BACKGROUND_QUEUED + 3  # a frame or a VAD batch may close a segment or two more
+    # Audio read but not yet through VAD when reading paused (up to MAX_UNSCORED_S, thrice for slack
+    # on a loaded machine) may still close segments: a bound set by the server, not by the file.
+    period_s = min(b[0] - a[0] for a, b in zip(TALK.spans, TALK.spans[1:])) / 16000
+    assert queued <= MAX_BACKGROUND_QUEUED + math.ceil(3 * MAX_UNSCORED_S / period_s) < SEGMENTS - 5
     (connection,) = server.server.ctx.connections
     received = on_server(server, lambda: connection.stream.session.samples_received)
     assert received < len(TALK.audio) * 3 // 4  # the rest waits in socket buffers (TCP backpressure)
@@ -58,3 +64,4 @@ async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_lea
     await until(lambda: on_server(server, lambda: executor.queue_depth + executor.background_depth) == 0)
     await until(lambda: not server.server.ctx.connections)
     assert engine.decoded < SEGMENTS // 2  # its live-paced start, the call in flight, its open segment
+    assert "requester is gone" not in caplog.text  # cancelled segments are no failures to report
