@@ -23,7 +23,11 @@ const JOB_FORMATS = [
   ["csv", "CSV"],
   ["json", "JSON"],
 ];
-const statusText = (status) => t(`status.${status}`); // queued, running, done, failed, cancelled
+/** queued, running, done, failed, cancelled in words; a state this page does not know as it is. */
+function statusText(status) {
+  const text = t(`status.${status}`);
+  return text === `status.${status}` ? status : text;
+}
 const ACTIVE = new Set(["queued", "running"]);
 
 // The server root, from this module's own address (…/client_js/files/files.js), so the page also
@@ -330,10 +334,7 @@ function setupChoosing() {
 function readOptions() {
   const options = { itn: ui.itn.checked };
   if (ui.engine.value) options.engine = ui.engine.value;
-  const language = ui.language.value.trim();
-  if (language) {
-    options.language = language; // a menu: always a code the server takes
-  }
+  if (ui.language.value) options.language = ui.language.value; // a menu of codes the server takes
   const hotwords = parseHotwords(ui.hotwords.value);
   if (hotwords) options.hotwords = JSON.stringify(hotwords); // FunASR's '{"word": weight}' string
   const maxSegment = ui.maxSegment.value.trim();

@@ -249,6 +249,7 @@ export default {
   "status.or": "or",
   "status.protocol": "(FunASR runtime protocol).",
   "status.health": "Health as JSON:",
+  "status.end": ".",
   "status.ok": "ok",
   "status.degraded": "degraded",
   "status.yes": "yes",

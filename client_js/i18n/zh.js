@@ -227,6 +227,7 @@ export default {
   "status.or": "或",
   "status.protocol": "（FunASR runtime 协议）。",
   "status.health": "JSON 格式的健康状态：",
+  "status.end": "。",
   "status.ok": "正常",
   "status.degraded": "降级",
   "status.yes": "是",
