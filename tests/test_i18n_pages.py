@@ -164,6 +164,10 @@ def test_the_switch_changes_the_page_and_is_remembered(shared_server, en):
     page.reload()
     page.wait_for_function("document.documentElement.lang === 'en'")
     assert page.inner_text("#start") == "Start"
+    # ?lang= in a link decides for that load only (an OBS overlay URL, say); the stored choice stays.
+    once = _open(en, f"{shared_server.http}/overlay?lang=zh")
+    assert once.evaluate("document.documentElement.lang") == "zh-CN"
+    assert once.evaluate("localStorage.getItem('livecaption.uiLanguage')") == "en"
 
 
 def test_a_microphone_error_is_explained_in_chinese(start_server, zh):
