@@ -101,7 +101,7 @@ class VadApi:
 
         intervals = []
         async for event in segments(counted(), settings, self.executor):
-            start_s, end_s = event.speech_start / SAMPLE_RATE, event.speech_end / SAMPLE_RATE
+            start_s, end_s = event.start_ms / 1000, event.end_ms / 1000  # whole ms, as job segments are stored
             intervals.append({"start": round(start_s, 3), "end": round(end_s, 3),
                               "duration": round(end_s - start_s, 3), "reason": event.reason})  # fmt: skip
         ep = settings.endpoint

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.speech import RATE, compose, write_wav
-from tests.test_jobs import submit, wait_done
+from tests.test_jobs import get, submit, wait_done
 
 TALK = compose([0.5, "good morning everyone", 1.0, "please open the door", 0.8, "thank you very much", 0.6])
 TOLERANCE_S = 0.15
@@ -85,6 +85,12 @@ async def test_a_job_without_vad_decodes_each_clip_as_one_segment(shared_server,
     status, with_vad = await submit(shared_server.http, clips[:1], {"language": "en"})
     job = await wait_done(shared_server.http, with_vad["job_id"])
     assert job["files"][0]["segments"] == 2 and "vad" not in job["options"]  # the default is unchanged
+    # The VAD view finds exactly the segments a job cuts (one chain for live audio, jobs and the view).
+    status, exported = await get(shared_server.http, f"/api/files/{job['files'][0]['id']}/export.json")
+    status, found = await post_vad(shared_server.http, clips[0])
+    assert [(i["start"], i["end"]) for i in found["intervals"]] == [
+        (s["start"], s["end"]) for s in exported["segments"]
+    ]
     # Longer than max_segment_s: cut into pieces of that length, every sample decoded.
     status, created = await submit(shared_server.http, clips[:1], {"vad": "false", "max_segment_s": 1})
     job = await wait_done(shared_server.http, created["job_id"])
