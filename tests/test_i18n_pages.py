@@ -1,6 +1,6 @@
 """The pages in Simplified Chinese and English (client_js/i18n.js), in a real headless Chromium.
 
-Each page (/, /files, /overlay, /status) shown to a zh-CN and to an en-US browser: its texts, its
+Each page (/, /files, /overlay, /status, /vad) shown to a zh-CN and to an en-US browser: its texts, its
 <html lang>, CJK fonts; the language switch changes the page in place and is remembered across a
 reload and on the other pages; a microphone error in Chinese; the live page's speech-language menu
 reaches the server in the stream's first message, and /files' menu in the job's options.
@@ -40,6 +40,7 @@ PAGES = {
     ],
     "/overlay": [("#notice-text", "Caption overlay: add ?session=", "字幕叠加层：请在地址后加上 ?session=")],
     "/status": [("h1", "Live caption server", "实时字幕服务器"), ("#status tr[data-key=status] td", "status", "状态")],
+    "/vad": [("h1", "Speech detection (VAD)", "语音端点检测（VAD）"), ("#detect", "Detect speech", "检测语音")],
 }
 TITLES = {"/": ("Live captions", "实时字幕"), "/files": ("Files and history – Live captions", "文件与历史 – 实时字幕")}
 
@@ -150,7 +151,7 @@ def test_the_switch_changes_the_page_and_is_remembered(shared_server, en):
     assert page.inner_text("#start") == "开始"
     assert page.input_value("#ui-language") == "zh"
     # The other pages of the server follow the stored choice, though the browser says English.
-    for path in ("/files", "/status", "/overlay"):
+    for path in ("/files", "/status", "/overlay", "/vad"):
         other = _open(en, f"{shared_server.http}{path}")
         assert other.evaluate("document.documentElement.lang") == "zh-CN", path
         _texts_are(other, path, 1)

@@ -13,6 +13,7 @@ export default {
   "nav.live": "Live captions",
   "nav.files": "Files and history",
   "nav.status": "Server status",
+  "nav.vad": "Speech detection",
 
   // shared by the live page and /files
   "common.speechLanguage": "Speech language",
@@ -215,6 +216,27 @@ export default {
   "files.deleteSessionLabel": "Delete session {name}",
   "files.confirmDeleteSession": "Delete every caption of session {id} from the history?",
   "files.sessionDeleted": "Session {id} deleted from the history.",
+
+  // the speech detection page (/vad)
+  "vad.pageTitle": "Speech detection (VAD) – Live captions",
+  "vad.title": "Speech detection (VAD)",
+  "vad.choose": "Find the speech in a file",
+  "vad.explain":
+    "The server cuts the file with the same speech detection as live captions (energy gate, WebRTC VAD, FSMN) " +
+    "and lists where someone speaks. Nothing is transcribed or kept.",
+  "vad.detect": "Detect speech",
+  "vad.intervals": "Speech intervals",
+  "vad.start": "Start (s)",
+  "vad.end": "End (s)",
+  "vad.duration": "Length (s)",
+  "vad.reason": "Ended by",
+  "vad.reason.silence": "a pause",
+  "vad.reason.max_length": "length limit",
+  "vad.reason.end_of_stream": "end of file",
+  "vad.summary": "{file}: {n} interval(s), {speech} s of speech in {duration} s",
+  "vad.busy": "Detecting…",
+  "vad.tokenNeeded": "This server needs an access token.",
+  "vad.failed": "Speech detection failed: {message}",
 
   // job and file states
   "status.queued": "Queued",

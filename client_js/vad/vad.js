@@ -1,38 +1,26 @@
 // VAD page: upload one file to POST /api/vad (jobs/vad_api.py) and show its speech intervals as a
-// timeline and a table, with JSON and CSV downloads. Chinese or English from the browser's language.
+// timeline and a table, with JSON and CSV downloads. Texts: client_js/i18n.js (Chinese or English).
+
+import { onLanguageChange, t, textOf } from "../i18n.js";
 
 const TOKEN_KEY = "livecaption.token"; // sessionStorage, shared with the other pages
 const ROOT = new URL("../../", import.meta.url); // works behind a proxy that mounts the server under a path
 
-const TEXTS = {
-  en: {
-    reasons: { silence: "a pause", max_length: "length limit", end_of_stream: "end of file" },
-    summary: (r) => `${r.file}: ${r.intervals.length} interval(s), ${r.speech.toFixed(1)} s of speech in ${r.duration.toFixed(1)} s`,
-    busy: "Detecting…",
-    tokenNeeded: "This server needs an access token.",
-    failed: (m) => `Speech detection failed: ${m}`,
-  },
-  zh: {
-    title: "语音端点检测（VAD）", live: "实时字幕", files: "文件与历史", token: "访问令牌", useToken: "使用令牌",
-    choose: "找出文件中的语音", explain: "服务器使用与实时字幕相同的语音检测（能量门限、WebRTC VAD、FSMN）切分文件，列出有人说话的时间段。不做识别，也不保存文件。",
-    detect: "检测语音", intervals: "语音区间", start: "开始（秒）", end: "结束（秒）", duration: "时长（秒）", reason: "结束原因",
-    reasons: { silence: "停顿", max_length: "长度上限", end_of_stream: "文件结束" },
-    summary: (r) => `${r.file}：${r.intervals.length} 个区间，${r.duration.toFixed(1)} 秒中有 ${r.speech.toFixed(1)} 秒语音`,
-    busy: "检测中…",
-    tokenNeeded: "此服务器需要访问令牌。",
-    failed: (m) => `语音检测失败：${m}`,
-  },
+const reasonText = (reason) => {
+  const text = t(`vad.reason.${reason}`); // silence, max_length, end_of_stream
+  return text === `vad.reason.${reason}` ? reason : text;
 };
-const lang = (navigator.languages || [navigator.language]).some((l) => /^zh\b/i.test(l)) ? "zh" : "en";
-const T = TEXTS[lang];
 
 const $ = (id) => document.getElementById(id);
 let token = "";
 let links = [];
+let shown = null; // the message as {key, params}, and the last result: said again after a switch
+let result = null;
 
-function show(text, kind = "info") {
+function show(item, kind = "info") {
+  shown = item || null;
   $("message").dataset.kind = kind;
-  $("message").textContent = text;
+  $("message").textContent = item ? textOf(item) : "";
 }
 
 function loadToken() {
@@ -52,20 +40,20 @@ async function detect() {
   form.append("file", file, file.name);
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
   $("detect").disabled = true;
-  $("busy").textContent = T.busy;
+  $("busy").textContent = t("vad.busy");
   show("");
   try {
     const response = await fetch(new URL("api/vad", ROOT), { method: "POST", body: form, headers });
     const body = await response.json().catch(() => ({}));
     if (response.status === 401) {
       $("token-form").hidden = false;
-      show(T.tokenNeeded, "error");
+      show({ key: "vad.tokenNeeded" }, "error");
       return;
     }
     if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
     render(body);
   } catch (error) {
-    show(T.failed(error.message), "error");
+    show({ key: "vad.failed", params: { message: error.message } }, "error");
   } finally {
     $("detect").disabled = false;
     $("busy").textContent = "";
@@ -78,12 +66,18 @@ function csvOf(result) {
   return rows.map((r) => r.join(",")).join("\r\n") + "\r\n"; // the same columns as ?format=csv
 }
 
-function render(result) {
+function summary(r) {
+  const params = { file: r.file, n: r.intervals.length, speech: r.speech.toFixed(1), duration: r.duration.toFixed(1) };
+  return t("vad.summary", params);
+}
+
+function render(answer) {
+  result = answer;
   $("result").hidden = false;
-  $("summary").textContent = T.summary(result);
+  $("summary").textContent = summary(result);
   const timeline = $("timeline");
   timeline.replaceChildren();
-  timeline.setAttribute("aria-label", T.summary(result));
+  timeline.setAttribute("aria-label", summary(result));
   const total = Math.max(result.duration, 1e-6);
   const rows = [];
   result.intervals.forEach((r, i) => {
@@ -93,7 +87,7 @@ function render(result) {
     bar.title = `${r.start.toFixed(2)}–${r.end.toFixed(2)} s`;
     timeline.append(bar);
     const tr = document.createElement("tr");
-    for (const cell of [i + 1, r.start.toFixed(3), r.end.toFixed(3), r.duration.toFixed(3), T.reasons[r.reason] || r.reason]) {
+    for (const cell of [i + 1, r.start.toFixed(3), r.end.toFixed(3), r.duration.toFixed(3), reasonText(r.reason)]) {
       const td = document.createElement("td");
       td.textContent = cell;
       tr.append(td);
@@ -110,11 +104,10 @@ function render(result) {
   Object.assign($("csv"), { href: csv, download: `${stem}.vad.csv` });
 }
 
-document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-for (const el of document.querySelectorAll("[data-text]")) {
-  const text = T[el.dataset.text];
-  if (typeof text === "string") el.textContent = text;
-}
+onLanguageChange(() => {
+  if (shown) show(shown, $("message").dataset.kind);
+  if (result) render(result);
+});
 token = loadToken();
 $("file").addEventListener("change", () => ($("detect").disabled = !$("file").files.length));
 $("detect").addEventListener("click", detect);
