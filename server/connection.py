@@ -411,6 +411,10 @@ class Connection:
                 if not self._feed_locked(stream, to_int16(chunk).tobytes()):
                     break
                 await self._keep_up_with_vad(stream)
+                # background work: at most MAX_BACKGROUND_QUEUED segments wait for the decoder
+                await self.ctx.executor.room(stream.stream_id, MAX_BACKGROUND_QUEUED)
+                if self._transport is not None and self._transport.is_closing():
+                    break  # the client left: what is decoded so far still goes to the history
         except MediaError as exc:
             stream.failure = f"could not decode the {stream.start.wav_format} data: {exc.reason}"
             self._error("bad_media", stream.failure, stream.start.wav_name, count=False)
@@ -477,7 +481,13 @@ class Connection:
         stream.start = dataclasses.replace(stream.start, wav_format="wav")
         stream.session, _ = self._new_session(stream.start)
         stream.chunker = None
-        stream.file = FileUpload(self.ctx.config.jobs.max_upload_mb * 2**20, "wav")
+        self._start_file(stream)
+
+    def _start_file(self, stream: Stream) -> None:
+        """A file's bytes are kept until the stream ends; its captions are background work from the start."""
+        stream.file = FileUpload(self.ctx.config.jobs.max_upload_mb * 2**20, stream.start.wav_format)
+        stream.live = False
+        self.ctx.executor.set_source(stream.stream_id, Source(self._share_owner(), live=False))
 
     async def _start_stream(self, start: protocol.StartStream) -> None:
         try:
@@ -499,7 +509,7 @@ class Connection:
             self._refuse_start(exc.code, exc.message)
             return
         if start.is_container:
-            stream.file = FileUpload(self.ctx.config.jobs.max_upload_mb * 2**20, start.wav_format)
+            self._start_file(stream)
         previous = captions.owner
         if previous is not None and previous is not self:
             # The client came back on a new socket before the server noticed the old one die (or a
@@ -725,7 +735,11 @@ class Connection:
         self.stream = None
         stream.client_gone = client_gone
         if stream.file is not None:
-            await self._transcribe_file(stream)
+            if client_gone:  # nobody is left to read a file's transcript: it is not decoded
+                stream.file.discard()
+                stream.file = None
+            else:
+                await self._transcribe_file(stream)
         gone_fast = client_gone and not stream.live
         if gone_fast:  # nobody waits for the backlog of a stream sent faster than real time
             self.ctx.executor.cancel(stream.stream_id)
