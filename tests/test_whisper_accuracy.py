@@ -8,6 +8,7 @@ recording jfk.wav from ../shared/audio.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,13 @@ async def test_a_cut_for_length_loses_and_doubles_no_word(start_server):
     cut = [r for r in finals(replies) if r["end_reason"] == "max_length"]
     assert len(cut) == 1 and len(finals(replies)) == 2
     before, after = (normalise(r["final_text"]) for r in finals(replies))
-    reference = MONOLOGUE.split()
-    around = before[-3:] + after[:3]
-    assert any(reference[i : i + 6] == around for i in range(len(reference))), (before[-6:], after[:6])
+    join = len(before)
+    # Near the join, the live words line up with the reference one for one: a word may be
+    # misheard (a substitution, the model's error) but none is missing or there twice.
+    matcher = difflib.SequenceMatcher(None, MONOLOGUE.split(), before + after, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal" and i2 - i1 != j2 - j1 and j1 <= join + 2 and j2 >= join - 2:
+            raise AssertionError(f"{tag} at the cut: {before[-5:]} | {after[:5]}")
     assert word_error_rate(MONOLOGUE, " ".join(before + after)) <= 0.15
 
 

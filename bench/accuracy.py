@@ -1,0 +1,258 @@
+"""Accuracy of live captions against the same model on the whole file, and per-word latency.
+
+    .venv/bin/python bench/accuracy.py                      # default settings, 1 and 4 streams
+    .venv/bin/python bench/accuracy.py --streams 1 --set whisper.context_s=0   # compare a setting
+
+Each clip is streamed in real time (100 ms chunks paced to the wall clock, as from a microphone)
+through a real server on loopback with the embedded Whisper base and the real FSMN VAD, with
+default settings unless --set says otherwise. For each clip it prints:
+- WER of the live finals against the reference text, and of a whole-file decode of the same model
+  (the ceiling; files over 20 s are decoded window by window on Whisper's timestamps). For
+  two_speakers_phone.wav (no word reference) the whole-file decode is the reference.
+- words lost / doubled at max-length cuts: deletions and insertions within 2 words of a join
+  between two finals of which the first was cut for length
+- captions with a phrase repeated more than twice
+- per-word latency: word end in the audio (whole-file decode with word timestamps) -> the word
+  first on the client (partial or final), and -> the word in a final
+With --streams 4 every clip is played by 4 clients at once (latency is then what each sees).
+The clients run in this process, so their CPU competes with the server's; numbers are noisy on a
+shared machine: compare settings side by side, in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from tests.speech import compose  # noqa: E402
+from tests.wer import normalise  # noqa: E402
+from tests.wsclient import connect, send_audio, start  # noqa: E402
+from text.repeats import collapse_repeats  # noqa: E402
+
+AUDIO = ROOT.parent / "shared" / "audio"
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+SHORT = ["ever tried", 0.45, "ever failed", 0.45, "no matter", 0.45, "try again", 0.45, "fail again", 0.45,
+         "fail better", 0.8, "the rain stopped", 0.4, "we went outside", 0.5, "and the sun came out", 0.6]  # fmt: skip
+MONOLOGUE = (
+    "the history of the city begins with a small village on the river where farmers traded grain and "
+    "fish with travellers who came from the hills and over the years the village grew into a busy town "
+    "with a market a school and a bridge made of stone and when the railway arrived the town became a "
+    "city with factories and new streets and thousands of workers who moved there with their families "
+    "to find work and a better life for their children who later built the museum the library and the "
+    "park that people still visit every weekend when the weather is good and the days are long"
+)
+
+
+@dataclass
+class Clip:
+    name: str
+    audio: np.ndarray
+    reference: str | None  # None: the whole-file decode is the reference
+
+
+def clips() -> list[Clip]:
+    out = []
+    for name, ref in (("jfk.wav", JFK), ("two_speakers_phone.wav", None)):
+        path = AUDIO / name
+        if path.is_file():
+            out.append(Clip(name, sf.read(path, dtype="float32")[0], ref))
+    for voice in ("en-us", "en-gb-x-rp"):
+        script = compose([0.5, *SHORT], voice=voice)
+        out.append(Clip(f"espeak short phrases ({voice})", script.audio, " ".join(script.texts)))
+    for voice, rate in (("en-us", 150), ("en-gb", 140)):
+        script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=rate, voice=voice)
+        out.append(Clip(f"espeak monologue {len(script.audio) / 16000:.0f} s ({voice})", script.audio, MONOLOGUE))
+    return out
+
+
+def align(ref: list[str], hyp: list[str]) -> list[tuple[str, int, int]]:
+    """Levenshtein alignment as (op, ref index, hyp index); op in = (match) s d i."""
+    n, m = len(ref), len(hyp)
+    d = np.zeros((n + 1, m + 1), dtype=np.int32)
+    d[:, 0], d[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
+    ops, i, j = [], n, m
+    while i or j:
+        if i and j and d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
+            ops.append(("=" if ref[i - 1] == hyp[j - 1] else "s", i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i and d[i, j] == d[i - 1, j] + 1:
+            ops.append(("d", i - 1, j))
+            i -= 1
+        else:
+            ops.append(("i", i, j - 1))
+            j -= 1
+    return ops[::-1]
+
+
+def wer(ref: list[str], hyp: list[str]) -> float:
+    return sum(op != "=" for op, _, _ in align(ref, hyp)) / max(1, len(ref))
+
+
+async def play(url: str, audio: np.ndarray, t0_holder: list) -> list[tuple[float, dict]]:
+    """Stream in real time; every reply with its arrival time relative to the audio's start."""
+    got: list[tuple[float, dict]] = []
+    async with await connect(url) as ws:
+        await start(ws)
+        began = time.monotonic()
+        t0_holder.append(began)
+
+        async def receive():
+            while True:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 300))
+                got.append((time.monotonic() - began, reply))
+                if reply.get("is_final"):
+                    return
+
+        receiver = asyncio.create_task(receive())
+        await send_audio(ws, audio, realtime=True)
+        await ws.send(json.dumps({"is_speaking": False}))
+        await receiver
+    return got
+
+
+def analyse(replies: list[tuple[float, dict]], ref: list[str], word_ends: list[float]):
+    finals = [(t, r) for t, r in replies if r.get("type") == "final"]
+    hyp, joins, seg_of_word, final_time = [], [], [], []
+    for t, r in finals:
+        words = normalise(r["final_text"])
+        hyp += words
+        seg_of_word += [r["segment_id"]] * len(words)
+        final_time += [t] * len(words)
+        if r.get("end_reason") == "max_length":
+            joins.append(len(hyp))  # the next final continues speech cut here
+    # first shown: the earliest reply of the word's segment that already showed that many words
+    shown: dict[int, list[tuple[float, int]]] = {}
+    for t, r in replies:
+        if r.get("type") == "partial":
+            n = len(normalise(f"{r.get('stable', '')} {r.get('unstable', '')}"))
+            shown.setdefault(r["segment_id"], []).append((t, n))
+    offsets, first_seen = {}, []
+    for k, seg in enumerate(seg_of_word):
+        offsets.setdefault(seg, k)
+        position = k - offsets[seg]
+        early = [t for t, n in shown.get(seg, []) if n > position]
+        first_seen.append(min(early + [final_time[k]]))
+    ops = align(ref, hyp)
+    lost = doubled = 0
+    for op, _, j in ops:
+        if op in "di" and any(abs(j - b) <= 2 for b in joins):
+            lost += op == "d"
+            doubled += op == "i"
+    shown_lat, final_lat = [], []
+    for op, i, j in ops:
+        if op == "=" and i < len(word_ends):
+            shown_lat.append(first_seen[j] - word_ends[i])
+            final_lat.append(final_time[j] - word_ends[i])
+    repeats = sum(collapse_repeats(r["final_text"])[1] > 0 for _, r in finals)
+    return hyp, lost, doubled, repeats, shown_lat, final_lat, len(joins)
+
+
+def whole_file(engine, audio: np.ndarray):
+    """The ceiling: the same model on the whole file, and each word's end time (s)."""
+    segments, _ = engine._whisper.transcribe(audio, language="en", beam_size=1, word_timestamps=True,
+                                             condition_on_previous_text=False, vad_filter=False)  # fmt: skip
+    words, ends = [], []
+    for segment in segments:
+        for word in segment.words:
+            for w in normalise(word.word):
+                words.append(w)
+                ends.append(word.end)
+    return words, ends
+
+
+def p50(values: list[float]) -> str:
+    return f"{statistics.median(values):5.2f}" if values else "  nan"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--set", action="append", default=[], help="section.key=value (TOML value)")
+    parser.add_argument("--only", default="", help="clips whose name contains this")
+    args = parser.parse_args()
+    import tomllib
+
+    from inference.engines.whisper import WhisperEngine
+    from inference.vad_fsmn import FsmnScorer
+    from tests.conftest import make_config
+    from tests.server_thread import ServerThread
+
+    sections: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+    config = make_config(**sections)
+    engine = WhisperEngine(config.whisper, "cpu")
+    server = ServerThread(config, engine, FsmnScorer()).start()
+    print(f"settings: {args.set or 'defaults'}")
+    header = f"{'clip':38} {'str':>3} | {'WER live':>8} {'ceiling':>7} | {'cuts':>4} {'lost':>4} {'dbl':>3} {'rep':>3} | {'shown p50':>9} {'final p50':>9} {'final p95':>9}"  # noqa: E501
+    try:
+        corpus = [c for c in clips() if args.only in c.name]
+        ceilings = {}
+        for clip in corpus:
+            ceilings[clip.name] = whole_file(engine, clip.audio)
+        for streams in args.streams:
+            print(header)
+            totals = {"shown": [], "final": []}
+            for clip in corpus:
+                ceiling, ends = ceilings[clip.name]
+                ref = normalise(clip.reference) if clip.reference else ceiling
+                # word end times index the reference when the ceiling decodes it word for word
+                ref_ends = ends if len(ceiling) == len(ref) else _ends_for(ref, ceiling, ends)
+                outs = asyncio.run(_run_all(server, clip, streams, ref, ref_ends))
+                live = statistics.mean(wer(ref, o[0]) for o in outs)
+                shown = [x for o in outs for x in o[4]]
+                final = [x for o in outs for x in o[5]]
+                totals["shown"] += shown
+                totals["final"] += final
+                print(
+                    f"{clip.name[:38]:38} {streams:>3} | {live:8.3f} {wer(ref, ceiling):7.3f} | "
+                    f"{sum(o[6] for o in outs):>4} {sum(o[1] for o in outs):>4} {sum(o[2] for o in outs):>3} "
+                    f"{sum(o[3] for o in outs):>3} | {p50(shown):>9} {p50(final):>9} "
+                    f"{(np.percentile(final, 95) if final else float('nan')):9.2f}"
+                )
+                if streams == args.streams[0]:
+                    print(f"    live: {' '.join(outs[0][0])[:300]}")
+            shown, final = p50(totals["shown"]), p50(totals["final"])
+            print(f"{'all clips':38} {streams:>3} | per-word latency p50: first shown {shown} s, in final {final} s\n")
+    finally:
+        server.stop()
+
+
+def _ends_for(ref: list[str], ceiling: list[str], ends: list[float]) -> list[float]:
+    """Word end times for the reference's words, from the aligned ceiling words (gaps interpolated)."""
+    out = [float("nan")] * len(ref)
+    for op, i, j in align(ref, ceiling):
+        if op in "=s" and i < len(ref) and j < len(ends):
+            out[i] = ends[j]
+    known = [k for k, v in enumerate(out) if v == v]
+    for k in range(len(out)):
+        if out[k] != out[k] and known:
+            out[k] = out[min(known, key=lambda q: abs(q - k))]
+    return out
+
+
+async def _run_all(server, clip, streams, ref, ends):
+    holders: list = []
+    results = await asyncio.gather(*(play(server.url, clip.audio, holders) for _ in range(streams)))
+    return [analyse(r, ref, ends) for r in results]
+
+
+if __name__ == "__main__":
+    main()
