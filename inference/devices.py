@@ -11,27 +11,58 @@ class DeviceUnavailable(RuntimeError):
     pass
 
 
-def resolve_device(requested: str) -> str:
+def cuda_device_count(engine: str) -> int:
+    """CUDA devices the engine's own runtime sees: CTranslate2's count for Whisper (its wheels ship
+    their own CUDA support, so a CPU-only torch does not hide the GPU from it), torch's for the rest."""
+    if engine == "whisper":
+        import ctranslate2
+
+        try:
+            return int(ctranslate2.get_cuda_device_count())
+        except Exception:  # no driver / no CUDA runtime: CTranslate2 sees no GPU
+            return 0
     import torch
 
-    cuda = torch.cuda.is_available()
-    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_device(requested: str, engine: str = "funasr") -> str:
+    """The device `engine` runs on for the configured `requested` (auto | cpu | cuda | cuda:N | mps).
+    auto: the first CUDA device the engine's runtime sees, else Apple MPS (torch engines only), else
+    the CPU. A device that does not exist for this engine is DeviceUnavailable, one line naming both."""
+    if engine == "instant":
+        return "cpu"  # no model, no device
+    torch_engine = engine != "whisper"
+    runtime = "torch" if torch_engine else "CTranslate2"
+    count = cuda_device_count(engine)
+    mps = torch_engine and _mps_available()
     if requested == "auto":
-        device = "cuda:0" if cuda else "mps" if mps else "cpu"
-        log.info("device auto -> %s", device)
+        device = "cuda:0" if count else "mps" if mps else "cpu"
+        log.info("device auto -> %s for engine %s", device, engine)
         return device
     if requested.startswith("cuda"):
-        if not cuda:
-            raise DeviceUnavailable(f"device {requested!r} requested but CUDA is not available here")
         index = int(requested.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
+        if count == 0:
             raise DeviceUnavailable(
-                f"device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+                f"device {requested!r} requested for engine {engine} but {runtime} sees no CUDA device here"
+                + (" (install.sh --cuda installs a CUDA build of torch)" if torch_engine else
+                   " (needs an NVIDIA driver and the CUDA 12 runtime CTranslate2 expects)")
+            )
+        if index >= count:
+            raise DeviceUnavailable(
+                f"device {requested!r} requested for engine {engine} but {runtime} sees only {count} CUDA device(s)"
             )
         return f"cuda:{index}"
     if requested == "mps" and not mps:
-        raise DeviceUnavailable("device 'mps' requested but Apple MPS is not available here")
+        why = "CTranslate2 has no MPS backend" if not torch_engine else "Apple MPS is not available here"
+        raise DeviceUnavailable(f"device 'mps' requested for engine {engine} but {why}")
     return requested
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

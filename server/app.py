@@ -114,9 +114,9 @@ class CaptionServer:
 
         loop = asyncio.get_running_loop()
         hotwords = load_hotword_file(self.config.inference.hotword_file) if self.config.inference.hotword_file else ()
-        device = None
         if self._engine is None:
-            device = resolve_device(self.config.inference.device)
+            # Each engine asks its own runtime for CUDA (CTranslate2 for Whisper, torch for FunASR).
+            device = resolve_device(self.config.inference.device, self.config.inference.engine)
             # Loading weights takes seconds; keep the loop responsive to signals meanwhile.
             self._engine = await loop.run_in_executor(None, create_engine, self.config, device)
         job_engines = []
@@ -124,7 +124,7 @@ class CaptionServer:
             if name == self._engine.name:
                 continue  # files may always use the live engine
             if name not in self._job_engines:
-                device = device or resolve_device(self.config.inference.device)
+                device = resolve_device(self.config.inference.device, name)
                 self._job_engines[name] = await loop.run_in_executor(None, load_job_engine, self.config, device, name)
             job_engines.append(self._job_engines[name])
         if self._scorer is None:
