@@ -93,12 +93,27 @@ def upload_name(part) -> str | None:
 
 def find_engine(executor, value: str) -> str | None:
     """The loaded engine that `value` names, by engine name ("funasr") or by its model as
-    /api/engines or a file's record spells it; None when no loaded engine matches."""
+    /api/engines or a file's record spells it, or as the model that decodes its files is known
+    ("paraformer-zh", "SenseVoiceSmall", "large-v3", "base"); None when no loaded engine matches."""
     wanted = value.strip()
     for name, engine in executor.engines.items():
         if wanted.lower() == name or wanted in (engine.model, getattr(engine, "file_model", None)):
             return name
+    for name, engine in executor.engines.items():
+        if wanted.lower() in _file_model_names(engine):
+            return name
     return None
+
+
+def _file_model_names(engine) -> set[str]:
+    """Lower-case names of the model that decodes an engine's files: "iic/SenseVoiceSmall" and
+    "sensevoicesmall"; "whisper-base (embedded, ...)", "whisper-base" and "base"; a directory's
+    last component. Its punctuation or streaming models are not among them."""
+    model = (getattr(engine, "file_model", None) or engine.model or "").split(" + ")[0]
+    full = model.split(" (")[0].strip().rstrip("/\\")
+    tail = re.split(r"[/\\]", full)[-1]
+    names = {full, tail, tail.removeprefix("faster-whisper-"), tail.removeprefix("whisper-")}
+    return {n.lower() for n in names if n}
 
 
 class UnknownEngine(ValueError):

@@ -45,7 +45,7 @@ async def test_an_engine_or_model_this_server_has_not_loaded_is_a_400_on_both_en
     assert status == 400 and body["code"] == "unknown_engine"  # /api/jobs refuses the same name
 
 
-@pytest.mark.parametrize("model", ["whisper-1", "gpt-4o-mini-transcribe", "some-tools-default", "whisper", ""])
+@pytest.mark.parametrize("model", ["whisper-1", "gpt-4o-mini-transcribe", "some-tools-default", "whisper", "base", ""])
 async def test_openai_names_and_foreign_names_get_the_live_engine(shared_server, short_wav, model):
     status, body = await transcribe(shared_server.http, short_wav, model=model)
     assert status == 200, body
@@ -78,3 +78,30 @@ def test_a_prompt_that_is_a_hotword_list_keeps_its_weights(prompt, hotwords):
     from jobs.openai_api import _prompt_hotwords
 
     assert _prompt_hotwords(prompt) == hotwords
+
+
+def test_one_rule_names_engines_by_name_or_by_the_model_that_decodes_files():
+    from types import SimpleNamespace
+
+    from jobs.api import UnknownEngine, requested_engine
+
+    whisper = SimpleNamespace(model="whisper-base (embedded, CTranslate2)")
+    funasr = SimpleNamespace(
+        model="paraformer-zh + paraformer-zh-streaming + ct-punc", file_model="paraformer-zh + ct-punc"
+    )
+    executor = SimpleNamespace(engines={"whisper": whisper, "funasr": funasr})
+    named = [("funasr", "funasr"), ("paraformer-zh", "funasr"), ("Paraformer-ZH", "funasr"), ("whisper", "whisper"),
+             ("base", "whisper"), ("whisper-base", "whisper"), ("", None)]  # fmt: skip
+    for value, engine in named:
+        assert requested_engine(executor, value) == engine, value
+        assert requested_engine(executor, value, foreign_names=True) == engine, value
+    for value in ("whisper-1", "gpt-4o-transcribe", "my-tool-default"):
+        assert requested_engine(executor, value, foreign_names=True) is None  # the live engine answers
+        with pytest.raises(UnknownEngine):
+            requested_engine(executor, value)  # /api/jobs: every name must match a loaded engine
+    for value in ("SenseVoiceSmall", "iic/SenseVoiceSmall", "large-v3", "instant", "ct-punc", "fun-asr-nano-2512"):
+        with pytest.raises(UnknownEngine):  # this server's names, not loaded: refused on both endpoints
+            requested_engine(executor, value, foreign_names=True)
+    sensevoice = SimpleNamespace(model="iic/SenseVoiceSmall + ct-punc", file_model="iic/SenseVoiceSmall + ct-punc")
+    executor = SimpleNamespace(engines={"funasr": sensevoice})
+    assert requested_engine(executor, "SenseVoiceSmall", foreign_names=True) == "funasr"
