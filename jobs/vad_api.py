@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from jobs import exports
 from jobs.api import UploadTooLarge, save_part, upload_name
@@ -49,7 +50,10 @@ class VadApi:
         if request.content_type != "multipart/form-data":
             raise _bad("send multipart/form-data with one file")
         with tempfile.TemporaryDirectory(prefix="livecaption-vad-") as tmp:
-            name, path = await self._upload(request, Path(tmp))
+            try:
+                name, path = await self._upload(request, Path(tmp))
+            except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:  # the body, not the server
+                raise _bad(f"the multipart/form-data body is malformed: {str(exc)[:200]!r}") from None
             try:
                 found = await self._detect(path)
             except TooLong as exc:

@@ -67,6 +67,10 @@ async def test_the_vad_view_follows_the_upload_rules(start_server, talk_wav, tmp
     assert status == 400 and body["code"] == "audio_too_long" and "jobs.max_file_audio_s" in body["error"]
     status, body = await post_vad(server.http, talk_wav, "?format=xml", headers=auth)
     assert status == 400 and "format" in body["error"]
+    async with aiohttp.ClientSession() as session:  # a body that is not the multipart it says it is
+        broken = {**auth, "Content-Type": "multipart/form-data; boundary=nope"}
+        async with session.post(f"{server.http}/api/vad", data=b"--other\r\ngarbage", headers=broken) as response:
+            assert response.status == 400 and "malformed" in (await response.json())["error"]
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{server.http}/vad") as response:  # the page asks for the token itself
             assert response.status == 200 and "<table" in await response.text()
