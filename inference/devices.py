@@ -45,8 +45,11 @@ def resolve_device(requested: str, engine: str = "funasr") -> str:
         if count == 0:
             raise DeviceUnavailable(
                 f"device {requested!r} requested for engine {engine} but {runtime} sees no CUDA device here"
-                + (" (install.sh --cuda installs a CUDA build of torch)" if torch_engine else
-                   " (needs an NVIDIA driver and the CUDA 12 runtime CTranslate2 expects)")
+                + (
+                    " (install.sh --cuda installs a CUDA build of torch)"
+                    if torch_engine
+                    else " (needs an NVIDIA driver and the CUDA 12 runtime CTranslate2 expects)"
+                )
             )
         if index >= count:
             raise DeviceUnavailable(
@@ -96,4 +99,71 @@ def clear_cache(device: str) -> dict:
         "before": before,
         "after": after,
         "released_bytes": before["reserved_bytes"] - after["reserved_bytes"],
+    }
+
+
+# --- what the admin page shows and clears, per engine ---------------------------------------------
+RUNTIME = {"whisper": "CTranslate2", "funasr": "torch"}  # which runtime holds each engine's weights
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def inventory() -> list[dict]:
+    """The devices here: the CPU, then every CUDA device torch or CTranslate2 sees, with memory
+    (total, free, torch's allocated/reserved) where torch can tell; CTranslate2 reports no memory."""
+    import torch
+
+    devices: list[dict] = [{"id": "cpu", "name": "CPU", "seen_by": ["torch", "CTranslate2"], "memory": None}]
+    torch_count = cuda_device_count("funasr")
+    ct2_count = cuda_device_count("whisper")
+    for index in range(max(torch_count, ct2_count)):
+        seen_by = [name for name, count in (("torch", torch_count), ("CTranslate2", ct2_count)) if index < count]
+        entry: dict = {"id": f"cuda:{index}", "name": None, "seen_by": seen_by, "memory": None}
+        if index < torch_count:
+            entry["name"] = torch.cuda.get_device_name(index)
+            free, total = torch.cuda.mem_get_info(index)
+            entry["memory"] = {
+                "total_bytes": int(total),
+                "free_bytes": int(free),
+                "torch_allocated_bytes": int(torch.cuda.memory_allocated(index)),
+                "torch_reserved_bytes": int(torch.cuda.memory_reserved(index)),
+            }
+        devices.append(entry)
+    return devices
+
+
+def engine_memory(engine: str, device: str) -> dict:
+    """What one engine holds on its device: torch's allocated/reserved bytes for a torch engine on
+    CUDA (shared by every torch engine on that device), a plain "CPU" otherwise."""
+    if not device.startswith("cuda"):
+        return {"where": "CPU", "note": "weights in main memory"}
+    if RUNTIME.get(engine) == "torch" and _torch_cuda():
+        import torch
+
+        return {
+            "where": device,
+            "allocated_bytes": int(torch.cuda.memory_allocated(device)),
+            "reserved_bytes": int(torch.cuda.memory_reserved(device)),
+            "note": "torch's allocator on this device (shared by every torch engine there)",
+        }
+    return {"where": device, "note": "CTranslate2 keeps its own allocator and does not report its memory"}
+
+
+def clear_engine_cache(engine: str, device: str) -> dict:
+    """Clear what can be cleared for one engine, and say honestly what was freed: torch's cached
+    blocks for a torch engine on CUDA; nothing for Whisper, whose CTranslate2 allocator has no call
+    to empty it (its weights stay loaded: unloading them would stop decoding)."""
+    runtime = RUNTIME.get(engine, "none")
+    if RUNTIME.get(engine) == "torch" or not device.startswith("cuda"):
+        return {"engine": engine, "runtime": runtime, **clear_cache(device)}
+    return {
+        "engine": engine,
+        "runtime": runtime,
+        "device": device,
+        "cleared": False,
+        "message": "CTranslate2 keeps its own CUDA allocator and offers no call to empty it: nothing freed",
     }

@@ -298,11 +298,35 @@ class InferenceExecutor:
         self._answer_dropped(self._scheduler.forget_stream(stream_id))
 
     async def clear_device_cache(self) -> dict:
-        """Empty the CUDA cache on the decode thread, between model calls (never under one)."""
-        from inference.devices import clear_cache
+        """Clear every loaded engine's device cache on the decode thread, between model calls (never
+        under one): {"engines": [one report per engine, saying what was freed]}."""
+        from inference.devices import clear_engine_cache
+
+        def clear_all() -> dict:
+            return {"engines": [clear_engine_cache(e.name, e.device) for e in self.engines.values()]}
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decode_pool, clear_cache, self.engine.device)
+        return await loop.run_in_executor(self._decode_pool, clear_all)
+
+    async def device_report(self) -> dict:
+        """For the admin page: the devices here, and each loaded engine with its device and memory."""
+        from inference.devices import RUNTIME, engine_memory, inventory
+
+        def report() -> dict:
+            engines = [
+                {
+                    "name": e.name,
+                    "model": e.model,
+                    "device": e.device,
+                    "runtime": RUNTIME.get(e.name, "none"),
+                    "live": e is self.engine,
+                    "memory": engine_memory(e.name, e.device),
+                }
+                for e in self.engines.values()
+            ]
+            return {"devices": inventory(), "engines": engines}
+
+        return await asyncio.get_running_loop().run_in_executor(None, report)
 
     def _new_future(self) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()

@@ -193,6 +193,8 @@ class CaptionServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/admin/gpu/clear-cache", self._clear_gpu_cache)
+        app.router.add_get("/admin", self._admin_page)
+        app.router.add_get("/admin/devices", self._admin_devices)
         # keepalive_timeout also bounds a connection that never completes its request headers:
         # silent, half-header and slow-header connections are closed after it.
         self._runner = web.AppRunner(
@@ -509,6 +511,23 @@ class CaptionServer:
         assert self.ctx is not None
         report = await self.ctx.executor.clear_device_cache()
         log.info("GPU cache clear requested: %s", report)
+        return web.json_response(report)
+
+    async def _admin_page(self, request: web.Request) -> web.StreamResponse:
+        return _client_page("admin.html")
+
+    async def _admin_devices(self, request: web.Request) -> web.Response:
+        """The admin page's data: devices, engines with their memory, and the batch sizes."""
+        assert self.ctx is not None
+        inf = self.config.inference
+        report = await self.ctx.executor.device_report()
+        report["requested_device"] = inf.device
+        report["batch"] = {
+            "max_batch_size": inf.max_batch_size,
+            "background_batch_size": inf.background_batch_size,
+            "vad_max_batch_size": inf.vad_max_batch_size,
+            "max_wait_ms": inf.max_wait_ms,
+        }
         return web.json_response(report)
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -83,6 +83,7 @@ ROUTE_ACCESS: tuple[tuple[str, str, Access], ...] = (
     ("/files", "GET", Access.PUBLIC),
     ("/vad", "GET", Access.PUBLIC),
     ("/client_js/", "GET", Access.PUBLIC),
+    ("/admin", "GET", Access.ADMIN),  # the admin page itself: only an admin token opens it
     ("/admin/", "*", Access.ADMIN),
     ("*", "*", Access.PRIVATE),  # the rest: history, exports, jobs, uploads, OpenAI API, /healthz, /metrics
 )

@@ -464,7 +464,17 @@ async def test_gpu_cache_clear_endpoint_answers_clearly_on_cpu(shared_server):
     request = urllib.request.Request(shared_server.http + "/admin/gpu/clear-cache", method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=10) as response:
         report = json.loads(response.read())
-    assert report == {"device": "cpu", "cleared": False, "message": "device is cpu: no CUDA cache to clear"}
+    assert report == {
+        "engines": [
+            {
+                "engine": "whisper",
+                "runtime": "CTranslate2",
+                "device": "cpu",
+                "cleared": False,
+                "message": "device is cpu: no CUDA cache to clear",
+            }
+        ]
+    }
     async with await connect(shared_server.url) as ws:  # the server carries on
         await start(ws)
 
