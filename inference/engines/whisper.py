@@ -305,9 +305,10 @@ class WhisperEngine:
     def _window_frames(self, longest: int, partial_only: bool) -> int:
         # Whisper pads every input to 30 s and its encoder cost grows with the window. A window of
         # at least `min_window_s` (rounded up in 5 s steps) decodes short segments faster; with 3 s
-        # of left context, 15 s gave the same words as 30 s on espeak phrases and jfk.wav, 10 s
-        # lost some (bench/whisper_window.py, bench/accuracy.py). Partials are provisional and
-        # frequent, so they get their own, shorter window: a partial must not hold up the next final.
+        # of left context, 15 s gave the same words as 30 s on espeak phrases and jfk.wav and 10 s
+        # lost some (bench/accuracy.py), but at 15 s a phrase cut off by the end of the stream went
+        # below the log-probability guard and came back wrong ("God bless everyone"), so finals keep
+        # 30 s. Partials are provisional and frequent, so they get their own, shorter window.
         step = 500  # 5 s of 10 ms feature frames
         floor = int((self.settings.partial_min_window_s if partial_only else self.settings.min_window_s) * 100)
         return min(FULL_WINDOW_FRAMES, max(floor, -(-longest // step) * step))
