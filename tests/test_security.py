@@ -93,6 +93,8 @@ def no_tracebacks_or(records, *secrets: str) -> None:
         ("/api/jobs", "POST", False, "private"),
         ("/v1/audio/transcriptions", "POST", False, "private"),
         ("/admin/gpu/clear-cache", "POST", False, "admin"),
+        ("/admin", "GET", False, "admin"),  # the admin page itself
+        ("/admin/devices", "GET", False, "admin"),
         ("/", "POST", False, "private"),
         ("/healthz", "GET", False, "private"),
     ],
