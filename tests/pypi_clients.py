@@ -25,13 +25,13 @@ FUNASR_PYTHON = THIRD_PARTY / "funasr-python"  # funasr-python 0.1.5 ("FunASR Te
 _FUNASR_CLIENT_DRIVER = """
 import asyncio, json, sys
 import funasr_client
-from funasr_client import async_file_asr, async_file_asr_stream
+from funasr_client import async_file_asr_stream, merge_messages
 
 uri, path, mode, hotwords = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 
 async def main():
     messages = [m async for m in async_file_asr_stream(path, uri, mode=mode, hotwords=hotwords or None)]
-    merged = await async_file_asr(path, uri, mode=mode, hotwords=hotwords or None)
+    merged = merge_messages(messages)  # what its async_file_asr returns for the same stream
     print(json.dumps({"version": funasr_client.__version__ if hasattr(funasr_client, "__version__") else "",
                       "messages": messages, "merged": merged}, ensure_ascii=False))
 
@@ -46,7 +46,8 @@ def _env(folder: Path) -> dict[str, str]:
 
 
 def run_funasr_client(url: str, path: Path, mode: str, hotwords: dict[str, int] | None = None) -> dict:
-    """funasr-client 0.1.6: every message of async_file_asr_stream, and async_file_asr's merged result."""
+    """funasr-client 0.1.6: every message of async_file_asr_stream, and their merge by its own
+    merge_messages (exactly what its async_file_asr returns; one stream instead of two)."""
     run = run_funasr_client_process(url, path, mode, hotwords)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
