@@ -35,8 +35,13 @@ async def client(url: str, index: int, chunks: list[bytes], phrases: int, stop_a
     await asyncio.sleep(index % 50 * 0.02)
     while time.monotonic() < stop_at:
         async with websockets.connect(url, subprotocols=["binary"], ping_interval=None, max_size=None) as ws:
-            start = {"mode": "2pass", "wav_name": f"soak{index}", "audio_fs": 16000, "is_speaking": True,
-                     "extra_replies": True}
+            start = {
+                "mode": "2pass",
+                "wav_name": f"soak{index}",
+                "audio_fs": 16000,
+                "is_speaking": True,
+                "extra_replies": True,
+            }
             await ws.send(json.dumps(start))
             loops = 0
 

@@ -485,9 +485,7 @@ class CaptionServer:
             self.ctx.metrics.disconnects.labels("busy").inc()
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
-        client = SessionClient(
-            principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False)
-        )
+        client = SessionClient(principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False))
         connection = Connection(ws, self.ctx, peer, transport=request.transport, client=client)
         self.ctx.connections.add(connection)
         self.ctx.metrics.connections.set(len(self.ctx.connections))

@@ -57,7 +57,8 @@ def test_parser_accepts_or_raises_protocol_error_only(text, stream_open):
         return
     assert isinstance(parsed, (StartStream, EndStream, KeepGoing))
     if isinstance(parsed, StartStream):
-        assert protocol.MIN_SAMPLE_RATE_HZ <= parsed.audio_fs <= protocol.MAX_SAMPLE_RATE_HZ and parsed.mode in protocol.MODES
+        assert protocol.MIN_SAMPLE_RATE_HZ <= parsed.audio_fs <= protocol.MAX_SAMPLE_RATE_HZ
+        assert parsed.mode in protocol.MODES
         for value in (parsed.max_segment_s, parsed.silence_ms, parsed.partial_interval_ms):
             assert value is None or math.isfinite(value)
         json.dumps(protocol.ready(parsed, "e", "m"), allow_nan=False)  # replies are always valid JSON
