@@ -263,7 +263,7 @@ class _Worker:
             try:
                 reply = self._send(work)
                 return await asyncio.wait_for(reply, REPLY_TIMEOUT_S)
-            except (EOFError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, EOFError, OSError) as exc:
                 if attempt == 2:
                     raise
                 if isinstance(exc, asyncio.TimeoutError) and generation == self._generation:

@@ -430,13 +430,13 @@ class CaptionServer:
             while True:
                 try:
                     message = await asyncio.wait_for(outbox.get(), idle_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     idle = True  # nothing to show for subscriber_idle_s: the display may reconnect
                     break
                 if message is None:
                     break
                 await asyncio.wait_for(ws.send_str(protocol.encode(message)), self.config.server.send_timeout_s)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
             self.ctx.subscribers -= 1

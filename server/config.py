@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.toml"
 

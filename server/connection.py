@@ -756,7 +756,7 @@ class Connection:
             # A vanished client cannot wait; its segments are still decoded and logged, within a limit.
             timeout = self.ctx.config.server.disconnect_flush_s if client_gone else None
             await asyncio.wait_for(asyncio.shield(stream.finals_task), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: gave up waiting for finals of %r", self.peer, stream.start.wav_name)
 
     # --- outbound ----------------------------------------------------------------------------
@@ -767,7 +767,7 @@ class Connection:
                 continue
             try:
                 await asyncio.wait_for(self.ws.send_str(protocol.encode(message)), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._spawn(self._disconnect_slow_reader(f"client accepted no data for {timeout:g} s"))
             except (ConnectionError, RuntimeError) as exc:
                 log.info("%s: send failed (%s); client gone", self.peer, exc)

@@ -170,6 +170,6 @@ async def run_html5_client(
                 if message.get("is_final") is True:  # nothing follows it
                     result.stopped_on_final = file_mode
                     break
-        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+        except (TimeoutError, websockets.ConnectionClosed):
             pass
     return result
