@@ -11,7 +11,7 @@ import websockets
 
 from tests.engines import GatedEngine
 from tests.speech import compose
-from tests.wsclient import connect, send_audio, start
+from tests.wsclient import connect, send_audio, start, until
 
 SEGMENTS = 30
 TALK = compose([0.3] + ["open the door", 0.6] * SEGMENTS)  # ~48 s: well past the live burst allowance
@@ -24,13 +24,6 @@ def on_server(server, call):
         return call()
 
     return asyncio.run_coroutine_threadsafe(run(), server.loop).result(10)
-
-
-async def until(condition, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_leaves_with_its_client(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.speech import compose, write_wav
-from tests.wsclient import final_words, transcribe, words
+from tests.wsclient import final_words, transcribe, until, words
 
 PHRASES = ["good morning everyone", "please open the door", "thank you very much"]
 LECTURE = compose([0.4, "good morning everyone", 0.8, "please open the door", 0.8, "thank you very much", 0.5])
@@ -185,9 +185,11 @@ async def test_live_sessions_land_in_searchable_history_even_after_the_database_
     assert "readonly" in health["history"]["error"].replace("-", "").replace(" ", "")
     jobs.store.db.execute("PRAGMA query_only = OFF")
     await transcribe(server.url, compose([0.3, "hello world", 0.5]).audio, session_id="hist-2")
-    await asyncio.sleep(0.5)
-    status, health = await get(server.http, "/healthz")
-    assert health["history"]["ok"] is True
+
+    async def history_ok() -> bool:  # failed writes are retried every few seconds, then it says ok
+        return (await get(server.http, "/healthz"))[1]["history"]["ok"] is True
+
+    await until(history_ok, timeout=30)
     status, found = await get(server.http, "/api/history?q=hello")
     assert [r["source"] for r in found["results"]] == ["hist-2"]
     status, body = await get(server.http, "/api/sessions/hist-2/export.txt")

@@ -11,6 +11,7 @@ import pytest
 
 from tests.engines import GatedEngine
 from tests.speech import compose, write_wav
+from tests.wsclient import until
 
 SEGMENTS = 24
 LONG_TALK = compose([0.3] + ["open the door", 0.6] * SEGMENTS)
@@ -28,13 +29,6 @@ def on_server(server, call):
         return call()
 
     return asyncio.run_coroutine_threadsafe(run(), server.loop).result(10)
-
-
-async def until(condition, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def post(http: str, path) -> tuple[int, dict]:

@@ -81,3 +81,16 @@ def finals(replies: list[dict]) -> list[dict]:
 
 def final_words(replies: list[dict]) -> str:
     return words(" ".join(r["final_text"] for r in finals(replies)))
+
+
+async def until(condition, timeout: float = 60.0) -> None:
+    """Wait until condition() (or the coroutine it returns) is true; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
