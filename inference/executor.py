@@ -278,6 +278,8 @@ class InferenceExecutor:
         """Who the stream's later requests come from, when they do not say (a stream found sending
         faster than real time becomes background work); forgotten with forget_stream."""
         self._sources[stream_id] = source
+        if not source.live:  # what it queued while it still looked live goes behind the live streams too
+            self._scheduler.demote(stream_id, source)
 
     async def room(self, stream_id: int, limit: int) -> None:
         """Wait until at most `limit` of the stream's background requests are queued: a producer

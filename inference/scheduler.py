@@ -128,6 +128,22 @@ class Scheduler:
             return self._drop_partial(stream)
         return self.drop_stale(stream)
 
+    def demote(self, stream: Hashable, source: Source) -> None:
+        """The stream turned out not to be live (sent faster than real time): what it already has
+        queued in the live lanes becomes background work of `source` too, in submission order,
+        instead of going ahead of the live streams' finals."""
+        assert not source.live
+        queued = [r for r in self._finals if r.stream == stream] + list(self._steps.get(stream, ()))
+        partial = self._partials.get(stream)
+        if partial is not None and partial.lane is not Lane.BACKGROUND:
+            queued.append(partial)
+        self._remove(queued)
+        for request in sorted(queued, key=lambda r: r.submitted):
+            request.source, request.lane = source, Lane.BACKGROUND
+            if request.kind is Kind.PARTIAL:
+                self._partials[stream] = request
+            self._background.setdefault(source.owner, deque()).append(request)
+
     def cancel(self, stream: Hashable) -> list[Request]:
         """The stream's queued background requests: whoever asked for them is gone (an HTTP client
         that disconnected, a fast stream's closed socket). Live work is kept: a vanished live

@@ -145,3 +145,22 @@ def test_oldest_submitted_is_of_the_work_the_next_batch_serves():
     live = req(Kind.PARTIAL, stream=3)
     s.add(live)
     assert s.oldest_submitted() == live.submitted and s.oldest_final_submitted() is None
+
+
+def test_a_stream_found_not_live_takes_what_it_queued_into_the_background_lane():
+    s = Scheduler(8, "whisper")
+    fast = Source("address:10.0.0.9", live=False)
+    s.add(req(Kind.FINAL, stream=7, segment=0, name="fast 0"))  # queued while it still looked live
+    s.add(req(Kind.FINAL, stream=7, segment=1, name="fast 1"))
+    s.add(req(Kind.PARTIAL, stream=7, segment=2, name="fast partial"))
+    s.demote(7, fast)
+    s.add(req(Kind.FINAL, stream=1, name="live"))
+    assert names(s.take_batch()) == ["live"]  # the live stream's final goes first
+    assert s.background_queued(7) == 3 and [r.lane for r in s.pending()] == [Lane.BACKGROUND] * 3
+    moved = next(r for r in s.pending() if r.item == "fast partial")
+    assert s.add(req(Kind.PARTIAL, stream=7, segment=2, name="newer", source=fast)) == [moved]  # rules still hold
+    s = Scheduler(1, "whisper", background_batch_size=1)
+    s.add(req(Kind.FINAL, stream=7, segment=0, name="a"))
+    s.add(req(Kind.FINAL, stream=7, segment=1, name="b"))
+    s.demote(7, fast)
+    assert [names(s.take_batch()) for _ in range(2)] == [["a"], ["b"]]  # in order
