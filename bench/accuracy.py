@@ -36,23 +36,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from tests.corpus import JFK_TEXT as JFK  # noqa: E402
+from tests.corpus import MONOLOGUE, SHORT  # noqa: E402
 from tests.speech import compose  # noqa: E402
 from tests.wer import normalise  # noqa: E402
 from tests.wsclient import connect, send_audio, start  # noqa: E402
 from text.repeats import collapse_repeats  # noqa: E402
 
 AUDIO = ROOT.parent / "shared" / "audio"
-JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-SHORT = ["ever tried", 0.45, "ever failed", 0.45, "no matter", 0.45, "try again", 0.45, "fail again", 0.45,
-         "fail better", 0.8, "the rain stopped", 0.4, "we went outside", 0.5, "and the sun came out", 0.6]  # fmt: skip
-MONOLOGUE = (
-    "the history of the city begins with a small village on the river where farmers traded grain and "
-    "fish with travellers who came from the hills and over the years the village grew into a busy town "
-    "with a market a school and a bridge made of stone and when the railway arrived the town became a "
-    "city with factories and new streets and thousands of workers who moved there with their families "
-    "to find work and a better life for their children who later built the museum the library and the "
-    "park that people still visit every weekend when the weather is good and the days are long"
-)
 
 
 @dataclass

@@ -84,29 +84,24 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner, created);
 CREATE INDEX IF NOT EXISTS live_finals_by_created ON live_finals(created);
 CREATE INDEX IF NOT EXISTS live_sessions_by_owner ON live_sessions(owner);
 """
-# Full-text index of every caption's text; the triggers keep it in step (cascading deletes too).
-SEARCH_INDEX = {
-    "segments": """
-CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments', content_rowid='rowid', tokenize='trigram');
-CREATE TRIGGER segments_fts_insert AFTER INSERT ON segments BEGIN
-    INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text); END;
-CREATE TRIGGER segments_fts_delete AFTER DELETE ON segments BEGIN
-    INSERT INTO segments_fts(segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
-CREATE TRIGGER segments_fts_update AFTER UPDATE ON segments BEGIN
-    INSERT INTO segments_fts(segments_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-    INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text); END;
-""",
-    "live_finals": """
-CREATE VIRTUAL TABLE live_finals_fts USING fts5(text, content='live_finals', content_rowid='rowid', tokenize='trigram');
-CREATE TRIGGER live_finals_fts_insert AFTER INSERT ON live_finals BEGIN
-    INSERT INTO live_finals_fts(rowid, text) VALUES (new.rowid, new.text); END;
-CREATE TRIGGER live_finals_fts_delete AFTER DELETE ON live_finals BEGIN
-    INSERT INTO live_finals_fts(live_finals_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
-CREATE TRIGGER live_finals_fts_update AFTER UPDATE ON live_finals BEGIN
-    INSERT INTO live_finals_fts(live_finals_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
-    INSERT INTO live_finals_fts(rowid, text) VALUES (new.rowid, new.text); END;
-""",
-}
+
+
+def _search_index(table: str) -> str:
+    """An FTS5 trigram index of `table`'s text; its triggers keep it in step (cascading deletes too)."""
+    return f"""
+CREATE VIRTUAL TABLE {table}_fts USING fts5(text, content='{table}', content_rowid='rowid', tokenize='trigram');
+CREATE TRIGGER {table}_fts_insert AFTER INSERT ON {table} BEGIN
+    INSERT INTO {table}_fts(rowid, text) VALUES (new.rowid, new.text); END;
+CREATE TRIGGER {table}_fts_delete AFTER DELETE ON {table} BEGIN
+    INSERT INTO {table}_fts({table}_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END;
+CREATE TRIGGER {table}_fts_update AFTER UPDATE ON {table} BEGIN
+    INSERT INTO {table}_fts({table}_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO {table}_fts(rowid, text) VALUES (new.rowid, new.text); END;
+"""
+
+
+# Full-text index of every caption's text.
+SEARCH_INDEX = {table: _search_index(table) for table in ("segments", "live_finals")}
 # Columns added after the first release: a database made before them gets them on open.
 ADDED_COLUMNS = {
     "jobs": ("engine TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'", "request_hash TEXT"),

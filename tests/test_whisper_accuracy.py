@@ -19,22 +19,12 @@ from inference.engines.base import DecodeOptions
 from inference.engines.whisper import WhisperEngine
 from server.config import ConfigError
 from tests.conftest import config_module, make_config
+from tests.corpus import JFK_TEXT, MONOLOGUE, SHORT
 from tests.speech import compose
 from tests.wer import normalise, word_error_rate
 from tests.wsclient import finals, transcribe
 
 JFK = Path(__file__).resolve().parents[2] / "shared" / "audio" / "jfk.wav"
-JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-SHORT = ["ever tried", 0.45, "ever failed", 0.45, "no matter", 0.45, "try again", 0.45, "fail again", 0.45,
-         "fail better", 0.8, "the rain stopped", 0.4, "we went outside", 0.5, "and the sun came out", 0.6]  # fmt: skip
-MONOLOGUE = (
-    "the history of the city begins with a small village on the river where farmers traded grain and "
-    "fish with travellers who came from the hills and over the years the village grew into a busy town "
-    "with a market a school and a bridge made of stone and when the railway arrived the town became a "
-    "city with factories and new streets and thousands of workers who moved there with their families "
-    "to find work and a better life for their children who later built the museum the library and the "
-    "park that people still visit every weekend when the weather is good and the days are long"
-)
 RATE = 16000
 
 
