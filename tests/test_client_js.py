@@ -74,10 +74,8 @@ def write_fixtures(directory: Path) -> Path:
     return directory
 
 
-# Known rare failure (once in two CI runs, 2026-11-26): reconnect.test.js cuts the network in the
-# middle of a phrase, and Whisper, hearing the phrase's halves in two segments, sometimes writes a
-# different phrase ("We will answer the math again."), failing its exactly-once check by words.
-# The delivery (ids, order, exactly once) was right; rerun once until the cut phrase is decoded whole.
+# Reruns once: the reconnect test checks exactly-once delivery by words (see reconnect.test.js),
+# which tolerates a misheard word, but a phrase Whisper rewrites wholesale can still fail it.
 @pytest.mark.flaky(reruns=1)
 def test_js_client_library(shared_server, tmp_path):
     node = shutil.which("node")

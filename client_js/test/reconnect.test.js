@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { CaptionClient } from "../livecaption.js";
-import { destroySocket, fixture, occurrences, record, serverUrl, stream, trackingWebSocket, until } from "./helpers.js";
+import { destroySocket, fixture, record, serverUrl, stream, trackingWebSocket, until, wordRecall } from "./helpers.js";
 
 test("network loss mid-segment and mid-pause: every phrase in exactly one final, ids unique and increasing", async () => {
   const audio = fixture("reconnect");
@@ -52,11 +52,17 @@ test("network loss mid-segment and mid-pause: every phrase in exactly one final,
     "no errors besides possibly dropped audio",
   );
 
-  const all = finals.map((f) => f.text).join(" ");
-  for (const text of audio.texts) {
-    assert.equal(occurrences(all, text), 1, `"${text}" said exactly once in all finals: ${summary}`);
-    assert.equal(finals.filter((f) => occurrences(f.text, text) === 1).length, 1, `"${text}" in exactly one final: ${summary}`);
-  }
+  // Exactly once, read by words rather than verbatim: Whisper may mishear a word or two of a phrase
+  // (seen: "we will answer them at the end" -> "We will answer the math again."), which is not a
+  // delivery fault. A lost final leaves a phrase without one, a repeated or split one adds a final;
+  // both change the one-to-one, in-order pairing checked here.
+  assert.equal(finals.length, audio.texts.length, `one final per phrase: ${summary}`);
+  audio.texts.forEach((text, i) => {
+    const recalls = audio.texts.map((phrase) => wordRecall([phrase], finals[i].text));
+    const best = recalls.indexOf(Math.max(...recalls));
+    assert.ok(best === i && recalls[i] >= 0.5, `final ${i} says "${text}" (word recalls ${recalls}): ${summary}`);
+    assert.ok(wordRecall([finals[i].text], text) >= 0.5, `final ${i} says little else than "${text}": ${summary}`);
+  });
   const ids = finals.map((f) => f.segmentId);
   assert.equal(new Set(ids).size, ids.length, `no segment id twice: ${summary}`);
   assert.deepEqual(ids, [...ids].sort((a, b) => a - b), `segment ids increase: ${summary}`);
