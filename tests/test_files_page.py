@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
 import re
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -335,3 +337,35 @@ def test_a_running_job_is_cancelled_from_the_page(start_server, whisper_engine, 
         assert status["status"] == "cancelled" and status["files"][0]["status"] == "cancelled"
     finally:
         engine.gate.set()
+
+
+def test_pre_cut_clips_skip_speech_detection_and_the_choice_is_remembered(start_server, context, speech_wav):
+    """The "pre-cut clips" box sends `"vad": false`: the two phrases of speech.wav become one
+    segment instead of two, and the box stays ticked on the next visit."""
+    server = start_server(jobs={"engines": ["instant"]})  # the instant engine: segments, not words, matter
+    page = context.new_page()
+    page.goto(f"{server.http}/files")
+    page.wait_for_selector("#engine option[value='instant']", state="attached")
+    page.click("summary")
+    page.select_option("#engine", "instant")
+    assert not page.is_checked("#skip-vad")
+    page.check("#skip-vad")
+    page.set_input_files("#file-input", str(speech_wav))
+    page.click("#upload")
+    assert _wait_for_file(page, "speech.wav", "done failed") == "done"
+    page.uncheck("#skip-vad")  # the same file with speech detection, for comparison
+    page.set_input_files("#file-input", str(speech_wav))
+    page.click("#upload")
+    page.wait_for_function("document.querySelectorAll('.job').length === 2", timeout=10_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('.job')].every((job) => job.dataset.status === 'done')", timeout=JOB_TIMEOUT_MS
+    )
+    with urllib.request.urlopen(f"{server.http}/api/jobs") as response:
+        jobs = json.load(response)["jobs"]
+    segments = {job["options"].get("vad", True): [f["segments"] for f in job["files"]] for job in jobs}
+    assert segments == {False: [1], True: [2]}, jobs
+
+    page.check("#skip-vad")
+    page.reload()
+    page.wait_for_selector("#engine option[value='instant']", state="attached")
+    assert page.is_checked("#skip-vad")  # remembered with the other upload options

@@ -48,6 +48,7 @@ const ui = {
   hotwords: $("hotwords"),
   itn: $("itn"),
   maxSegment: $("max-segment"),
+  skipVad: $("skip-vad"),
   choose: $("choose"),
   upload: $("upload"),
   clear: $("clear"),
@@ -339,6 +340,7 @@ function readOptions() {
   if (hotwords) options.hotwords = JSON.stringify(hotwords); // FunASR's '{"word": weight}' string
   const maxSegment = ui.maxSegment.value.trim();
   if (maxSegment) options.max_segment_s = Number(maxSegment); // the server checks the range
+  if (ui.skipVad.checked) options.vad = false; // sent only when off, like the server keeps it
   return options;
 }
 
@@ -349,6 +351,7 @@ function loadOptions() {
     ui.hotwords.value = saved.hotwords || "";
     ui.itn.checked = saved.itn !== false;
     ui.maxSegment.value = saved.maxSegment || "";
+    ui.skipVad.checked = saved.skipVad === true;
     ui.engine.dataset.saved = saved.engine || ""; // chosen once the server has listed its engines
   } catch {
     /* storage blocked or garbled: the defaults in the form stay */
@@ -363,6 +366,7 @@ function loadOptions() {
           hotwords: ui.hotwords.value,
           itn: ui.itn.checked,
           maxSegment: ui.maxSegment.value,
+          skipVad: ui.skipVad.checked,
           engine: ui.engine.value,
         }),
       );
@@ -370,7 +374,7 @@ function loadOptions() {
       /* private mode: options last for this page load */
     }
   };
-  for (const el of [ui.language, ui.hotwords, ui.itn, ui.maxSegment, ui.engine]) el.addEventListener("change", save);
+  for (const el of [ui.language, ui.hotwords, ui.itn, ui.maxSegment, ui.skipVad, ui.engine]) el.addEventListener("change", save);
 }
 
 /** Fills the engine choice from GET /api/engines: the live engine (the default) and any loaded for files. */

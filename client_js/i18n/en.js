@@ -14,6 +14,7 @@ export default {
   "nav.files": "Files and history",
   "nav.status": "Server status",
   "nav.vad": "Speech detection",
+  "nav.admin": "Admin",
 
   // shared by the live page and /files
   "common.speechLanguage": "Speech language",
@@ -135,6 +136,8 @@ export default {
   "files.maxSegment": "Longest segment (s)",
   "files.maxSegmentPlaceholder": "default",
   "files.maxSegmentHelp": "Phrases longer than this are cut; empty for the server's setting.",
+  "files.skipVad": "Pre-cut clips (no speech detection)",
+  "files.skipVadHelp": "Each file is one segment (cut only at the longest segment): for clips that are already one phrase each.",
   "files.choose": "Choose files…",
   "files.upload": "Upload and transcribe",
   "files.clear": "Clear",

@@ -11,6 +11,7 @@ export default {
   "nav.files": "文件与历史",
   "nav.status": "服务器状态",
   "nav.vad": "语音检测",
+  "nav.admin": "管理",
 
   "common.speechLanguage": "识别语言",
   "common.hotwords": "热词",
@@ -121,6 +122,8 @@ export default {
   "files.maxSegment": "最长片段（秒）",
   "files.maxSegmentPlaceholder": "默认",
   "files.maxSegmentHelp": "长于此值的语句会被切开；留空则用服务器设置。",
+  "files.skipVad": "已切好的短片段（不做语音检测）",
+  "files.skipVadHelp": "每个文件作为一个片段（只在最长片段处切开）：适用于每段已是一句话的音频。",
   "files.choose": "选择文件…",
   "files.upload": "上传并转写",
   "files.clear": "清空",
