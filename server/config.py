@@ -137,6 +137,12 @@ class JobsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    postgres_url: str  # "" = the embedded SQLite store at jobs.db_path
+    lease_s: float
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     audio: AudioConfig
@@ -146,6 +152,7 @@ class Config:
     funasr: FunasrConfig
     auth: AuthConfig
     jobs: JobsConfig
+    cluster: ClusterConfig
 
 
 _SECTIONS = {
@@ -157,10 +164,12 @@ _SECTIONS = {
     "funasr": FunasrConfig,
     "auth": AuthConfig,
     "jobs": JobsConfig,
+    "cluster": ClusterConfig,
 }
 
 # (section, key) -> (low, high) inclusive; checked after types.
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("cluster", "lease_s"): (1, 3600),
     ("server", "port"): (0, 65535),
     ("server", "max_connections"): (1, 100_000),
     ("server", "max_frame_bytes"): (320, 64 * 1024 * 1024),
@@ -337,6 +346,9 @@ def _check_cross_field(config: Config) -> None:
     for code in (config.whisper.language, *config.whisper.auto_languages):
         if not (code.isascii() and code.isalpha() and 2 <= len(code) <= 8):
             raise ConfigError(f"whisper.language and whisper.auto_languages take codes such as 'en', got {code[:20]!r}")
+    url = config.cluster.postgres_url
+    if url and not url.startswith(("postgresql://", "postgres://")):  # never echoed: it may hold a password
+        raise ConfigError("cluster.postgres_url must be a postgresql:// URL, or empty for the embedded SQLite store")
     if config.whisper.compute_type not in ("auto", "int8", "int8_float16", "float16", "float32"):
         raise ConfigError(f"whisper.compute_type is not a CTranslate2 type: {config.whisper.compute_type!r}")
 
