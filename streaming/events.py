@@ -55,6 +55,7 @@ class SegmentClosed:
     # A segment cut for length (no pause): the audio right after `end` (SessionSettings.cut_lookahead_s),
     # so the word the cut went through can be heard whole, and given to one side of the cut only.
     after: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)
+    follows_cut: bool = False  # starts where the previous segment was cut for length (see with_context)
 
     @property
     def start_ms(self) -> int:
@@ -65,13 +66,27 @@ class SegmentClosed:
         return samples_to_ms(self.speech_end)
 
 
-def with_context(event: PartialDue | SegmentClosed) -> tuple[np.ndarray, int, int]:
+def with_context(event: PartialDue | SegmentClosed, words_from: int | None = None) -> tuple[np.ndarray, int, int]:
     """What to decode for `event`: its context, its audio and the audio after it (cuts only), with
-    the lengths of the first and the last: the words between them are the segment's."""
+    the lengths of the first and the last: the words between them are the segment's.
+
+    `words_from` (a segment that follows a length cut): the sample where the words of the final
+    before the cut ended. The segment's words then begin there instead of at the cut, so the word
+    the cut went through is written by exactly one side: both sides placing it by their own word
+    times could each leave it to the other (two alignments of one word differ by tens of ms)."""
     after = event.after if isinstance(event, SegmentClosed) else _no_audio()
-    if not len(event.context) and not len(after):
+    if not len(event.context) and not len(after) and words_from is None:
         return event.audio, 0, 0
-    return np.concatenate([event.context, event.audio, after]), len(event.context), len(after)
+    audio = np.concatenate([event.context, event.audio, after])
+    context = len(event.context)
+    if words_from is not None:
+        context = min(max(0, context + words_from - event.start), len(audio) - len(after))
+    return audio, context, len(after)
+
+
+def sample_at(event: PartialDue | SegmentClosed, ms: int) -> int:
+    """The stream's sample `ms` into what with_context gave to decode for `event` (context first)."""
+    return event.start - len(event.context) + ms * SAMPLE_RATE // 1000
 
 
 Event = SpeechStarted | PartialDue | SegmentClosed

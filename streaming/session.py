@@ -96,6 +96,7 @@ class StreamSession:
         self._context_samples = int(settings.context_s * SAMPLE_RATE)
         self._lookahead_samples = int(settings.cut_lookahead_s * SAMPLE_RATE)
         self._held: SegmentClosed | None = None  # cut for length, waiting for its look-ahead audio
+        self._last_cut = -1  # sample where the last cut for length went (the next segment starts there)
         self._last_partial_end = 0
         self._finished = False
 
@@ -221,8 +222,11 @@ class StreamSession:
                 events.append(self._to_event(decision))
         events.extend(self._close_on_lookahead_silence())
         events.extend(self._maybe_partial())
+        # Release only once a cut in these events is held: its look-ahead audio must still be
+        # there when it is handed on (a burst of audio may cut, close the rest and go quiet at once).
+        events = self._release_held(events)
         self._buffer.release_before(self._oldest_needed_sample())
-        return self._release_held(events)
+        return events
 
     def _release_held(self, events: list[Event]) -> list[Event]:
         """A segment cut for length is handed on once `cut_lookahead_s` of the speech after the
@@ -308,6 +312,9 @@ class StreamSession:
         speech_end = decision.speech_end * FRAME_SAMPLES
         if decision.reason == "end_of_stream":
             speech_end = min(end, max(speech_end, tail_speech_end))
+        follows_cut = start == self._last_cut
+        if decision.reason == "max_length":
+            self._last_cut = end
         return SegmentClosed(
             segment_id=decision.segment_id,
             start=start,
@@ -317,6 +324,7 @@ class StreamSession:
             reason=decision.reason,
             audio=self._buffer.read(start, end),
             context=self._context_before(start),
+            follows_cut=follows_cut,
         )
 
     def _context_before(self, start: int) -> np.ndarray:

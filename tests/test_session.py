@@ -23,6 +23,7 @@ def settings(
     preroll_ms=300,
     skip_silent_fsmn=True,
     context_s=0.0,
+    cut_lookahead_s=0.0,
 ):
     return SessionSettings(
         sample_rate_hz=rate,
@@ -33,6 +34,7 @@ def settings(
         fsmn_speech_threshold=0.5,
         ring_buffer_s=35.0,
         context_s=context_s,
+        cut_lookahead_s=cut_lookahead_s,
         skip_silent_fsmn=skip_silent_fsmn,
     )
 
@@ -112,6 +114,28 @@ def test_long_speech_is_cut_at_max_segment_without_losing_audio(scorer):
     for before, after in zip(segments, segments[1:]):
         assert after.start == before.end  # contiguous through the cut
     assert_edges(segments[-1], segments[-1].speech_start, script.spans[-1][1])
+
+
+@pytest.mark.parametrize("chunk_ms", [100, 12000])
+def test_a_cut_carries_the_audio_after_it_even_when_all_arrives_at_once(scorer, chunk_ms):
+    # A client that sends faster than real time hands the session its audio in bursts: one scoring
+    # round can cut a segment, close the rest at the pause and go quiet. The cut's look-ahead must
+    # still be read then (the buffer was once released first: IndexError, the stream lost).
+    script = compose([0.3, "the quick brown fox jumps over the lazy dog and runs away", 4.0])
+    assert len(script.audio) <= 12 * 16000
+    session = StreamSession(settings(max_segment_s=2.5, context_s=3.0, cut_lookahead_s=1.0), scorer.new_state)
+    pcm, step, events = to_pcm16(script.audio), chunk_ms * 32, []
+    for offset in range(0, len(pcm), step):
+        events += session.feed(pcm[offset : offset + step], scorer)
+    segments = closed(events + session.finish())
+    cuts = [s for s in segments if s.reason == "max_length"]
+    assert cuts and segments[-1].reason != "max_length"
+    for before, after in zip(segments, segments[1:]):
+        assert after.start == before.end and after.follows_cut == (before.reason == "max_length")
+        if before.reason == "max_length":  # 1 s of what follows, or all of it when the next segment closes first
+            assert len(before.after) >= min(16000, after.end - after.start)
+            np.testing.assert_array_equal(before.after, script.audio[before.end : before.end + len(before.after)])
+    assert not segments[0].follows_cut
 
 
 def test_per_stream_max_segment_override(scorer):
