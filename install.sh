@@ -17,13 +17,18 @@ done
 run() { if ((DRY)); then echo "+ $*"; else "$@"; fi; }
 
 # Debian packages: test speech (espeak-ng, sox), the browser tests (chromium, CJK fonts), Node for
-# the JS client library and its tests. Only what is missing is installed.
+# the JS client library and its tests, PostgreSQL. Only what is missing is installed.
 declare -A package_of=([espeak-ng]="espeak-ng" [sox]="sox libsox-fmt-all" [chromium]="chromium fonts-noto-cjk"
                        [node]="nodejs" [npm]="npm")
 pkgs=()
 for tool in espeak-ng sox chromium node npm; do
     command -v "$tool" >/dev/null || pkgs+=(${package_of[$tool]})
 done
+# PostgreSQL's server (the tests start a throwaway cluster for the PostgreSQL store; Debian keeps
+# initdb off PATH, under /usr/lib/postgresql/<version>/bin).
+if ! command -v initdb >/dev/null && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    pkgs+=(postgresql)
+fi
 if ((${#pkgs[@]})); then
     if [[ $(id -u) == 0 ]]; then SUDO=(); else SUDO=(sudo); fi
     if command -v apt-get >/dev/null; then

@@ -16,7 +16,6 @@ import math
 import os
 import re
 import shutil
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from jobs import exports
+from jobs.storage import DATABASE_ERRORS
 from jobs.store import KeyConflict, SearchTimeout
 from server.app import PRINCIPAL
 from server.auth import ANONYMOUS
@@ -179,7 +179,7 @@ class JobsApi:
         """A store call on the runner's database thread; a failing database is a 503, not a 500."""
         try:
             return await self.runner.db(call, *args)
-        except (sqlite3.Error, OSError):  # reported once on /healthz and in the log by the runner
+        except DATABASE_ERRORS:  # reported once on /healthz and in the log by the runner
             raise _bad("the history database is not available; try again later", 503) from None
 
     async def submit(self, request: web.Request) -> web.Response:
@@ -410,7 +410,7 @@ class JobsApi:
         if job["status"] != "cancelled":
             try:
                 await self.runner.cancel_job(job["id"], [f["id"] for f in job["files"]])
-            except (sqlite3.Error, OSError):
+            except DATABASE_ERRORS:
                 raise _bad("the history database is not available; try again later", 503) from None
             log.info("job %s cancelled", job["id"])
         return web.json_response(progress(await self._job(request)))
@@ -421,7 +421,7 @@ class JobsApi:
         if job["status"] not in FINISHED or any(f["id"] in self.runner.active for f in job["files"]):
             try:
                 await self.runner.cancel_job(job["id"], [f["id"] for f in job["files"]])
-            except (sqlite3.Error, OSError):
+            except DATABASE_ERRORS:
                 raise _bad("the history database is not available; try again later", 503) from None
         paths = await self.db(self.runner.store.delete_job, job["id"])
         for path in paths:
@@ -485,7 +485,7 @@ class JobsApi:
         text = request.query.get("q", "")[:200]
         try:
             rows = await self.runner.search(text, since, until, owner=_owner(request))
-        except (sqlite3.Error, OSError):
+        except DATABASE_ERRORS:
             raise _bad("the history database is not available; try again later", 503) from None
         except SearchTimeout as exc:
             raise _bad(f"{exc}; search for longer words or a shorter time span", 503, code="search_timeout") from None

@@ -1,11 +1,12 @@
-"""Consistent copy of the history database while the server runs: python -m jobs.backup DEST [--config F]."""
+"""Consistent copy of the history database while the server runs: python -m jobs.backup DEST [--config F].
+The SQLite store only: a PostgreSQL store (cluster.postgres_url) is backed up with pg_dump."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from jobs.store import Store
+from jobs.storage import open_store
 from server import config as config_module
 
 
@@ -15,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="config.toml naming jobs.db_path")
     args = parser.parse_args(argv)
     try:
-        store = Store(config_module.load(args.config).jobs.db_path)
+        store = open_store(config_module.load(args.config))  # PostgreSQL: refused, naming pg_dump
         store.backup(args.destination)
     except Exception as exc:  # one clear line for the operator
         print(f"error: backup failed: {exc}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,8 @@ from inference.engines.base import DecodeOptions
 from inference.scheduler import JOBS, Source, fair_share_owner
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, fixed_segments, read_audio, segments
-from jobs.store import FileRow, Store
+from jobs.storage import DATABASE_ERRORS, JobStore, LeaseLost
+from jobs.store import FileRow
 from streaming.events import SAMPLE_RATE, samples_to_ms
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,16 @@ RETRY_S = 2.0  # while the database refuses writes: how often to try again
 
 
 class JobRunner:
-    def __init__(self, store: Store, executor, config) -> None:
+    def __init__(self, store: JobStore, executor, config) -> None:
         self.store = store
         self.executor = executor
         self.config = config
         self._db_error: str | None = None  # the last failure, until a write goes through again
-        self._db = ThreadPoolExecutor(1, thread_name_prefix="history")  # SQLite: one writer thread
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="history")  # one writer thread and connection
         self._search = ThreadPoolExecutor(1, thread_name_prefix="history-search")  # the reader connection
         self._media = ThreadPoolExecutor(2, thread_name_prefix="media")
         self._wake = asyncio.Event()
+        self._claiming = asyncio.Lock()
         self._workers: list[asyncio.Task] = []
         self.active: set[int] = set()  # file ids being transcribed now
         self._running: dict[int, asyncio.Task] = {}  # file id -> its transcription, for cancel
@@ -52,6 +53,7 @@ class JobRunner:
         self._dropped = 0
         self._history_wake = asyncio.Event()
         self._history_task: asyncio.Task | None = None
+        self._lease_task: asyncio.Task | None = None
 
     @property
     def healthy(self) -> bool:
@@ -65,22 +67,24 @@ class JobRunner:
         return self._db_error
 
     async def start(self) -> None:
-        with contextlib.suppress(sqlite3.Error, OSError):  # a read-only database: degraded, retried, live goes on
+        with contextlib.suppress(*DATABASE_ERRORS):  # a read-only database: degraded, retried, live goes on
             await self.db(self.store.check_writable)
         count = self.config.jobs.concurrent_files
         self._workers = [asyncio.create_task(self._worker(), name=f"job-worker-{i}") for i in range(count)]
         self._history_task = asyncio.create_task(self._history_writer(), name="history-writer")
+        self._lease_task = asyncio.create_task(self._lease_keeper(), name="lease-keeper")
         self._wake.set()  # unfinished jobs from before a restart continue at once
 
     async def close(self) -> None:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._history_task is not None:
-            self._history_task.cancel()
-            await asyncio.gather(self._history_task, return_exceptions=True)
+        for task in (self._history_task, self._lease_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._unsaved:  # one last try: pending history writes land
-            with contextlib.suppress(sqlite3.Error, OSError):
+            with contextlib.suppress(*DATABASE_ERRORS):
                 await self._flush_history()
             if self._unsaved:
                 log.error("history database %s: %d live final(s) could not be written", self.store.path,
@@ -106,7 +110,7 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, call, *args)
-        except (sqlite3.Error, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             self._failed(exc)
             raise
 
@@ -149,7 +153,7 @@ class JobRunner:
                     await self.db(self.store.check_writable)
                 else:
                     continue
-            except (sqlite3.Error, OSError):
+            except DATABASE_ERRORS:
                 await asyncio.sleep(RETRY_S)
                 self._history_wake.set()
                 continue
@@ -205,19 +209,38 @@ class JobRunner:
                 self.active.discard(row.id)
             if task.cancelled():
                 log.info("file %d (%r) cancelled", row.id, row.name)
-            elif isinstance(task.exception(), (sqlite3.Error, OSError)):
+            elif isinstance(task.exception(), DATABASE_ERRORS):
                 await asyncio.sleep(5)  # database trouble: reported by db(); the file stays queued
+            elif isinstance(task.exception(), LeaseLost):  # another front end carries on with it
+                log.info("file %d (%r) left to the front end that holds it now", row.id, row.name)
             elif (exc := task.exception()) is not None:  # one bad file never stops the queue
                 log.error("file %d (%r) failed", row.id, row.name, exc_info=exc)
-                with contextlib.suppress(sqlite3.Error, OSError):
+                with contextlib.suppress(*DATABASE_ERRORS):
                     await self.db(self.store.finish_file, row.id, f"transcription failed: {exc}")
 
     async def _claim(self) -> FileRow | None:
-        for row in await self.db(self.store.pending_files):
-            if row.id not in self.active:
+        async with self._claiming:  # one claim at a time: `active` is then complete when the store reads it
+            row = await self.db(self.store.claim_file, frozenset(self.active))
+            if row is not None:
                 self.active.add(row.id)
-                return row
-        return None
+            return row
+
+    async def _lease_keeper(self) -> None:
+        """Renews the leases on the files this front end transcribes (PostgreSQL: other front ends take
+        over a file whose lease ran out) and stops those it no longer holds: taken over while the
+        database was out of reach, or cancelled or deleted through another front end."""
+        while True:
+            await asyncio.sleep(self.config.cluster.lease_s / 3)
+            if not self._running:
+                continue
+            running = dict(self._running)
+            try:
+                held = await self.db(self.store.renew_leases, list(running))
+            except DATABASE_ERRORS:
+                continue  # reported by db(); tried again next round
+            for file_id, task in running.items():
+                if file_id not in held:
+                    task.cancel()
 
     async def _transcribe(self, row: FileRow) -> None:
         job = await self.db(self.store.job, row.job_id)

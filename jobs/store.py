@@ -18,6 +18,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,11 @@ SEARCH_TIMEOUT_S = 10.0  # a search still running after this is stopped (SearchT
 
 
 class StoreError(Exception):
-    """The database cannot be used (corrupt, not ours, unreadable); str() is one line for the operator,
-    naming the file and the setting."""
+    """The database cannot be used (corrupt, not ours, unreadable, unreachable); str() is one line for
+    the operator, naming the file or server and the setting."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{message}; point jobs.db_path at another file, or move this one away")
+    def __init__(self, message: str, hint: str = "point jobs.db_path at another file, or move this one away") -> None:
+        super().__init__(f"{message}; {hint}")
 
 
 class SearchTimeout(Exception):
@@ -275,14 +276,27 @@ class Store:
             "SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id "
             "WHERE f.status IN ('queued', 'running') AND j.status IN ('queued', 'running') ORDER BY j.created, f.id"
         ).fetchall()
-        return [_file_row(r) for r in rows]
+        return [as_file_row(r) for r in rows]
+
+    def claim_file(self, skip: Collection[int] = ()) -> FileRow | None:
+        """The oldest pending file not in `skip`: one process uses this database, so holding a file
+        needs no record (a `running` file here was cut off by a crash or a stop)."""
+        return next((row for row in self.pending_files() if row.id not in skip), None)
+
+    def renew_leases(self, file_ids: Collection[int]) -> set[int]:
+        """Of `file_ids`, those still to transcribe (not cancelled, finished or deleted meanwhile)."""
+        ids = list(file_ids)
+        rows = self.db.execute(
+            f"SELECT id FROM files WHERE id IN ({','.join('?' * len(ids))}) AND status IN ('queued', 'running')", ids
+        )
+        return {row["id"] for row in rows}
 
     def file(self, file_id: int, owner: str | None = None) -> FileRow | None:
         row = self.db.execute(
             "SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id WHERE f.id = ? AND (? IS NULL OR j.owner = ?)",
             (file_id, owner, owner),
         ).fetchone()
-        return _file_row(row) if row else None
+        return as_file_row(row) if row else None
 
     def start_file(self, file_id: int, duration_s: float | None, engine: str, model: str) -> None:
         """The file is being transcribed by `engine` (`model`): recorded with its results."""
@@ -482,7 +496,7 @@ class _Transaction:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
-def _file_row(row: sqlite3.Row) -> FileRow:
+def as_file_row(row: sqlite3.Row | dict) -> FileRow:
     return FileRow(
         row["id"], row["job_id"], row["name"], row["path"], row["status"], row["duration_s"], row["done_s"],
         row["next_seq"], row["error"], row["engine"], row["model"],

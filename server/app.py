@@ -107,7 +107,7 @@ class CaptionServer:
         from jobs.api import JobsApi
         from jobs.openai_api import OpenAIApi
         from jobs.runner import JobRunner
-        from jobs.store import Store
+        from jobs.storage import open_store
         from jobs.vad_api import VadApi
         from text.hotwords import load_hotword_file
         from text.itn import InverseNormalizer
@@ -176,7 +176,7 @@ class CaptionServer:
             ),
         )
         self._redactor = install_log_redactor(self.ctx.gate)
-        store = await loop.run_in_executor(None, Store, self.config.jobs.db_path)
+        store = await loop.run_in_executor(None, open_store, self.config)  # SQLite, or PostgreSQL ([cluster])
         self.ctx.jobs = JobRunner(store, executor, self.config)
         await self.ctx.jobs.start()
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._guard])

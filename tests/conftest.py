@@ -91,3 +91,22 @@ def shared_server(scorer, whisper_engine):
     server = ServerThread(make_config(), whisper_engine, scorer).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server (tests/pg_server.py) for the whole session."""
+    from tests.pg_server import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed: ./install.sh installs them")
+    server = PostgresServer(bin_dir)
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres.new_database()
