@@ -1,4 +1,9 @@
 // Type declarations for livecaption.js (the caption server's client library).
+// test/types-check.ts checks them against the implementation (tsc -p client_js).
+
+// Only what is marked `export` is exported: without this line a .d.ts exports every top-level
+// declaration, and the base class CaptionConnection (not exported by livecaption.js) with it.
+export {};
 
 /** Sample rates the server accepts as `audio_fs`: 8000, 16000, 22050, 44100, 48000. */
 export declare const SERVER_SAMPLE_RATES: readonly number[];

@@ -3,7 +3,8 @@
 Python writes the audio fixtures (espeak-ng phrases with known words, at several sample rates) and
 runs the server; `node --test client_js/test/*.test.js` does the rest and must pass. By hand, with a
 server running: LIVECAPTION_URL=ws://127.0.0.1:10095 LIVECAPTION_FIXTURES=DIR npm test --prefix client_js
-(DIR written by write_fixtures).
+(DIR written by write_fixtures). The type check (livecaption.d.ts against the JS) needs no server:
+npm run check --prefix client_js.
 """
 
 from __future__ import annotations
@@ -106,6 +107,25 @@ def test_js_client_library(shared_server, tmp_path):
     # A test that skipped itself would hide a missing feature: none may.
     assert "# skipped 0" in output and "# todo 0" in output, output
     print(output)
+
+
+def test_type_declarations_match_the_library():
+    """`tsc -p client_js`: the library's JS passes a strict check, and test/types-check.ts finds
+    livecaption.d.ts and livecaption.js in agreement (the same exports, members and event details)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (CI installs Node 20+; the type check needs it)")
+    tsc = CLIENT_JS / "node_modules" / "typescript" / "bin" / "tsc"
+    if not tsc.is_file():
+        pytest.fail("client_js/node_modules has no typescript: run ./install.sh (it runs npm ci --prefix client_js)")
+    result = subprocess.run(
+        [node, str(tsc), "-p", str(CLIENT_JS), "--pretty", "false"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_S,
+    )
+    assert result.returncode == 0, f"tsc -p client_js found errors:\n{result.stdout}{result.stderr}"
 
 
 def _text(output: str | bytes | None) -> str:
