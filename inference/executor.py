@@ -15,6 +15,7 @@ requests ask for by name. They run on the same decode thread; a batch never mixe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -107,11 +108,13 @@ class InferenceExecutor:
         normalizer: Callable[[str, str | None], str] | None = None,
         job_engines: Sequence[Engine] = (),
         background_batch_size: int | None = None,
+        background_hold_ms: int = 0,
     ):
         """`on_batch(kind, size, seconds)` is told about every model call ("decode", "stream" or "vad").
         `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it.
         `job_engines`: more engines that file requests may name (the live `engine` is always one).
-        `background_batch_size`: most background requests per model call (default max_batch_size)."""
+        `background_batch_size`: most background requests per model call (default max_batch_size).
+        `background_hold_ms`: most time background work waits for live speech to pause (speech_started)."""
         self.engine = engine
         self.engines: dict[str, Engine] = {engine.name: engine}  # by name; the live engine first
         for extra in job_engines:
@@ -123,7 +126,7 @@ class InferenceExecutor:
         self.vad_max_wait_s = vad_max_wait_ms / 1000
         self._on_batch = on_batch or (lambda kind, size, seconds: None)
         self.stats = ExecutorStats()
-        self._scheduler = Scheduler(max_batch_size, engine.name, background_batch_size)
+        self._scheduler = Scheduler(max_batch_size, engine.name, background_batch_size, background_hold_ms / 1000)
         self._sources: dict[int, Source] = {}  # streams whose requests are not live (set_source)
         self._batch_done = asyncio.Event()  # replaced after every batch: wakes room() waiters
         self._normalizer = normalizer
@@ -242,6 +245,11 @@ class InferenceExecutor:
         return self._submit(Request(Kind.FINAL, -1, -1, name, source, record.submitted), record)
 
     @property
+    def live_speakers(self) -> int:
+        """Live streams speaking now: background work waits for their finals (speech_started)."""
+        return self._scheduler.speakers
+
+    @property
     def background_depth(self) -> int:
         return self._scheduler.background_depth
 
@@ -280,6 +288,13 @@ class InferenceExecutor:
         self._sources[stream_id] = source
         if not source.live:  # what it queued while it still looked live goes behind the live streams too
             self._scheduler.demote(stream_id, source)
+            self._decode_ready.set()  # (background work it held may go now)
+
+    def speech_started(self, stream_id: int, segment_id: int) -> None:
+        """A live stream began speaking a segment: background decodes wait for its final (at most
+        background_hold_ms), since one started meanwhile would delay that final. Not live: ignored."""
+        if self._sources.get(stream_id, LIVE).live:
+            self._scheduler.speech_started(stream_id, segment_id)
 
     async def room(self, stream_id: int, limit: int) -> None:
         """Wait until at most `limit` of the stream's background requests are queued: a producer
@@ -298,6 +313,7 @@ class InferenceExecutor:
         """The stream no longer wants partials (it ended); its finals stay queued."""
         self._sources.pop(stream_id, None)
         self._answer_dropped(self._scheduler.forget_stream(stream_id))
+        self._decode_ready.set()  # (background work it held may go now)
 
     async def clear_device_cache(self) -> dict:
         """Clear every loaded engine's device cache on the decode thread, between model calls (never
@@ -376,14 +392,15 @@ class InferenceExecutor:
     async def _decode_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._closed:
-            await self._decode_ready.wait()
+            await self._wait_for_work()
             if self._closed:
                 break
             await self._gather_more()
-            batch = [request.item for request in self._scheduler.take_batch()]
+            now = time.monotonic()
+            batch = [request.item for request in self._scheduler.take_batch(now)]
             # _gather_more may have cleared the flag; whatever take_batch left (a stream's next
             # streaming chunk, more requests than one batch) must run without waiting for new work.
-            if self._scheduler:
+            if self._scheduler.ready(now):
                 self._decode_ready.set()
             else:
                 self._decode_ready.clear()
@@ -417,6 +434,15 @@ class InferenceExecutor:
                 _answer(request.future, result)
             self._decoding = []
             self._wake_room_waiters()
+
+    async def _wait_for_work(self) -> None:
+        """Until a request is added, or background work held by live speech gets its turn anyway."""
+        ends_at = self._scheduler.hold_ends_at()
+        if ends_at is None:
+            await self._decode_ready.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._decode_ready.wait(), max(0.0, ends_at - time.monotonic()))
 
     async def _gather_more(self) -> None:
         # Wait (up to max_wait after the oldest request) for a fuller batch; a full batch goes at once.

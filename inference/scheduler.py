@@ -8,6 +8,11 @@ newest per stream: a newer partial or the segment's final makes an older one sta
 waits, and is shared fairly: each batch serves one owner (a token or an address), in turn, the owner
 served longest ago first. A batch never mixes engines for decodes (steps always use the live engine).
 
+A model call cannot be interrupted, so a live final that closes while a background decode runs waits
+for it (on a CPU about a second of Whisper). With `hold_s`, background work does not start while a
+live stream is speaking (`speech_started` until that segment's final comes): it runs in the pauses,
+and after waiting `hold_s` it gets one batch anyway, so it is slowed by live speech, never starved.
+
 The executor owns futures, loops and threads; this module only decides order, and hands back the
 requests it drops so the executor can answer them.
 """
@@ -77,9 +82,18 @@ class Request:
 
 
 class Scheduler:
-    def __init__(self, max_batch_size: int, live_engine: str, background_batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        live_engine: str,
+        background_batch_size: int | None = None,
+        hold_s: float = 0.0,
+    ) -> None:
+        """`hold_s`: most time background work waits for live speech to pause (0: it never waits)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if hold_s < 0:
+            raise ValueError(f"hold_s must be at least 0, got {hold_s}")
         self.max_batch_size = max_batch_size
         self.background_batch_size = min(background_batch_size or max_batch_size, max_batch_size)
         self.live_engine = live_engine
@@ -89,6 +103,9 @@ class Scheduler:
         self._background: dict[Hashable, deque[Request]] = {}  # owner -> its requests, oldest first
         self._served: dict[Hashable, int] = {}  # owner -> when it was last served (batch counter)
         self._batches = 0
+        self.hold_s = hold_s
+        self._speaking: dict[Hashable, int] = {}  # live stream -> the segment it is speaking (its final follows)
+        self._held_since: float | None = None  # background work waiting for live speech to pause, since
 
     # --- in ------------------------------------------------------------------------------------
     def add(self, request: Request) -> list[Request]:
@@ -96,6 +113,8 @@ class Scheduler:
         if request.lane is not Lane.BACKGROUND and request.kind is not Kind.STEP and request.engine != self.live_engine:
             raise ValueError(f"live requests use the live engine {self.live_engine!r}, not {request.engine!r}")
         dropped: list[Request] = []
+        if request.kind is Kind.FINAL or request.final_step:
+            self._spoken(request.stream, request.segment)
         if request.kind is Kind.FINAL:
             dropped += self.drop_stale(request.stream, request.segment)
         elif request.kind is Kind.PARTIAL:
@@ -121,9 +140,15 @@ class Scheduler:
         self._remove(stale)
         return dropped + stale
 
+    def speech_started(self, stream: Hashable, segment: int) -> None:
+        """A live stream began speaking `segment`: its final will follow, and a background decode
+        started meanwhile would delay it. Background work waits until that final is added."""
+        self._speaking[stream] = segment
+
     def forget_stream(self, stream: Hashable) -> list[Request]:
         """The stream ended: it wants no more partials; streaming chunks go too unless one of them
         flushes a segment (that segment's final depends on every chunk before it)."""
+        self._speaking.pop(stream, None)
         if any(r.final_step for r in self._steps_of(stream)):
             return self._drop_partial(stream)
         return self.drop_stale(stream)
@@ -133,6 +158,7 @@ class Scheduler:
         queued in the live lanes becomes background work of `source` too, in submission order,
         instead of going ahead of the live streams' finals."""
         assert not source.live
+        self._speaking.pop(stream, None)  # nobody waits for its finals now
         queued = [r for r in self._finals if r.stream == stream] + list(self._steps.get(stream, ()))
         partial = self._partials.get(stream)
         if partial is not None and partial.lane is not Lane.BACKGROUND:
@@ -153,8 +179,9 @@ class Scheduler:
         return gone
 
     # --- out -----------------------------------------------------------------------------------
-    def take_batch(self) -> list[Request]:
-        """The next batch: live work by lane, else one owner's background work (fair turn)."""
+    def take_batch(self, now: float = 0.0) -> list[Request]:
+        """The next batch: live work by lane, else one owner's background work (fair turn), unless
+        live speech holds it (see background_held; `now` on the clock of `hold_s`)."""
         batch: list[Request] = []
         limit = self.max_batch_size
         while self._finals and len(batch) < limit:
@@ -175,9 +202,26 @@ class Scheduler:
             if request.lane is Lane.PARTIAL:
                 del self._partials[stream]
                 batch.append(request)
-        if not batch:
+        if not batch and not self.background_held(now):
             batch = self._take_background()
         return batch
+
+    def background_held(self, now: float) -> bool:
+        """Background work waits: a live stream is speaking and the wait has not reached hold_s."""
+        if not self._background or not self._speaking or not self.hold_s:
+            self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = now
+        return now - self._held_since < self.hold_s
+
+    def ready(self, now: float) -> bool:
+        """Whether take_batch(now) has something to give."""
+        return bool(self.live_depth) or bool(self._background) and not self.background_held(now)
+
+    def hold_ends_at(self) -> float | None:
+        """When background work held by live speech gets its turn anyway (None: nothing is held)."""
+        return None if self._held_since is None else self._held_since + self.hold_s
 
     def _take_background(self) -> list[Request]:
         if not self._background:
@@ -185,6 +229,7 @@ class Scheduler:
         # The owner served longest ago (never served: first), ties by their oldest request.
         owner = min(self._background, key=lambda o: (self._served.get(o, -1), self._background[o][0].submitted))
         queue = self._background[owner]
+        self._held_since = None  # (a turn given: the next wait starts from now)
         self._batches += 1
         self._served[owner] = self._batches
         if len(self._served) > 2 * len(self._background) + 64:  # owners long gone: forget them
@@ -234,6 +279,11 @@ class Scheduler:
         partials = sum(r.lane is Lane.PARTIAL for r in self._partials.values())
         return len(self._finals) + sum(len(q) for q in self._steps.values()) + partials
 
+    @property
+    def speakers(self) -> int:
+        """Live streams speaking now (each holds background work until its final comes)."""
+        return len(self._speaking)
+
     def background_queued(self, stream: Hashable) -> int:
         """The stream's background requests waiting."""
         return len(self._background_of(stream))
@@ -273,6 +323,11 @@ class Scheduler:
 
     def _background_of(self, stream: Hashable) -> list[Request]:
         return [r for queue in self._background.values() for r in queue if r.stream == stream]
+
+    def _spoken(self, stream: Hashable, segment: int) -> None:
+        """The final of `segment` (or a later one) is here: the stream no longer holds background work."""
+        if self._speaking.get(stream, segment + 1) <= segment:
+            del self._speaking[stream]
 
     def _drop_partial(self, stream: Hashable, up_to_segment: int | None = None) -> list[Request]:
         pending = self._partials.get(stream)

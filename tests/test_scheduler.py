@@ -164,3 +164,60 @@ def test_a_stream_found_not_live_takes_what_it_queued_into_the_background_lane()
     s.add(req(Kind.FINAL, stream=7, segment=1, name="b"))
     s.demote(7, fast)
     assert [names(s.take_batch()) for _ in range(2)] == [["a"], ["b"]]  # in order
+
+
+def test_live_speech_holds_background_work_until_its_final_comes():
+    s = Scheduler(4, "whisper", background_batch_size=1, hold_s=5.0)
+    s.add(req(source=JOBS, stream=-1, name="job0"))
+    s.add(req(source=JOBS, stream=-1, name="job1"))
+    s.speech_started(1, segment=3)  # a live speaker: a model call started now would delay their final
+    assert s.take_batch(now=10.0) == [] and not s.ready(10.0) and s.hold_ends_at() == 15.0
+    s.add(req(Kind.PARTIAL, stream=1, segment=3, name="partial 3"))  # live work still goes at once
+    assert names(s.take_batch(now=11.0)) == ["partial 3"] and s.take_batch(now=11.0) == []
+    s.add(req(Kind.FINAL, stream=1, segment=2, name="final 2"))  # an earlier segment's final: still speaking
+    assert names(s.take_batch(now=12.0)) == ["final 2"] and s.take_batch(now=12.0) == []
+    s.add(req(Kind.FINAL, stream=1, segment=3, name="final 3"))  # the segment is spoken: the hold ends
+    assert names(s.take_batch(now=12.5)) == ["final 3"]
+    assert s.ready(12.5) and names(s.take_batch(now=12.5)) == ["job0"] and s.hold_ends_at() is None
+
+
+def test_background_held_by_live_speech_gets_a_turn_after_hold_s_and_the_wait_starts_again():
+    s = Scheduler(4, "whisper", background_batch_size=1, hold_s=5.0)
+    for i in range(3):
+        s.add(req(source=JOBS, stream=-1, name=f"job{i}"))
+    s.speech_started(1, segment=0)
+    s.speech_started(2, segment=0)  # two speakers who never pause
+    assert s.take_batch(now=0.0) == [] and s.take_batch(now=4.9) == []
+    assert names(s.take_batch(now=5.0)) == ["job0"]  # slowed, never starved
+    assert s.take_batch(now=5.1) == [] and s.hold_ends_at() == 10.1
+    assert names(s.take_batch(now=10.1)) == ["job1"]
+
+
+def test_only_live_speakers_hold_background_work_and_none_without_hold_s():
+    s = Scheduler(4, "whisper", background_batch_size=1, hold_s=5.0)
+    s.add(req(source=JOBS, stream=-1, name="job0"))
+    s.add(req(source=JOBS, stream=-1, name="job1"))
+    s.speech_started(7, segment=0)
+    s.demote(7, Source("address:10.0.0.9", live=False))  # found sending faster than real time
+    assert names(s.take_batch(now=0.0)) == ["job0"]
+    s.speech_started(8, segment=0)
+    assert s.take_batch(now=0.1) == []
+    s.forget_stream(8)  # the speaker left
+    assert names(s.take_batch(now=0.2)) == ["job1"]
+    s = Scheduler(4, "whisper", hold_s=0.0)  # a GPU decodes in milliseconds: nothing worth holding for
+    s.add(req(source=JOBS, stream=-1, name="job"))
+    s.speech_started(1, segment=0)
+    assert names(s.take_batch(now=0.0)) == ["job"]
+    with pytest.raises(ValueError, match="hold_s"):
+        Scheduler(4, "whisper", hold_s=-1)
+
+
+def test_a_streaming_flush_ends_its_segments_hold():
+    s = Scheduler(4, "whisper", hold_s=5.0)
+    s.add(req(source=JOBS, stream=-1, name="job"))
+    s.speech_started(1, segment=0)
+    s.add(req(Kind.STEP, stream=1, segment=0, name="chunk"))
+    assert names(s.take_batch(now=0.0)) == ["chunk"] and s.take_batch(now=0.0) == []
+    s.add(req(Kind.STEP, stream=1, segment=0, final_step=True, name="flush"))  # online mode: the final
+    assert names(s.take_batch(now=0.1)) == ["flush"]
+    assert names(s.take_batch(now=0.1)) == ["job"]
