@@ -43,6 +43,10 @@ MAX_FIELD_BYTES = 100_000  # one such field; the options JSON is far smaller
 FINISHED = ("done", "failed", "cancelled")
 
 
+# What aiohttp's multipart reader raises for a body that is not well formed: the client's fault, a 400.
+MALFORMED_MULTIPART = (ValueError, LookupError, RuntimeError, HttpProcessingError)
+
+
 class UploadTooLarge(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(f"upload passed {size} bytes")
@@ -81,6 +85,8 @@ def upload_name(part) -> str | None:
     name = part.filename
     if name is None:
         return None
+    # Bytes that were not UTF-8 arrive as lone surrogates, which no database or file system takes.
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if _PERCENT_ENCODED.fullmatch(name):
         try:
             decoded = unquote(name, errors="strict")
@@ -186,6 +192,8 @@ class JobsApi:
         key = request.headers.get("Idempotency-Key") or None
         if key is not None and len(key) > 200:
             raise _bad("Idempotency-Key is longer than 200 characters")
+        if key is not None and not key.isprintable():  # also bytes that were not UTF-8 (surrogates)
+            raise _bad("Idempotency-Key must be printable UTF-8 text")
         uploaded: Path | None = None
         if request.content_type == "application/json":
             files, options = await self._server_paths(request)
@@ -244,7 +252,7 @@ class JobsApi:
     async def _uploads(self, request: web.Request, folder: Path) -> tuple[list, dict]:
         try:
             return await self._store_uploads(request, folder)
-        except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:  # the body, not the server
+        except MALFORMED_MULTIPART as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise _bad(f"the multipart/form-data body is malformed: {str(exc)[:200]!r}") from None
         except BaseException:  # a refused request leaves nothing behind
@@ -306,7 +314,7 @@ class JobsApi:
     async def _server_paths(self, request: web.Request) -> tuple[list, dict]:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
             raise _bad("the request body is not valid JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("paths"), list):
             raise _bad('JSON body must be {"paths": ["file.wav", ...], "options": {...}}')
@@ -482,7 +490,7 @@ class JobsApi:
             raise _bad("since/until must be Unix times in seconds") from None
         if any(t is not None and not math.isfinite(t) for t in (since, until)):
             raise _bad("since/until must be Unix times in seconds")
-        text = request.query.get("q", "")[:200]
+        text = request.query.get("q", "").replace("\x00", "")[:200]  # FTS5 reads a NUL as the end of the query
         try:
             rows = await self.runner.search(text, since, until, owner=_owner(request))
         except DATABASE_ERRORS:

@@ -23,7 +23,15 @@ from aiohttp import web
 from inference.engines.base import DecodeOptions
 from inference.scheduler import Source, fair_share_owner
 from jobs import exports
-from jobs.api import UnknownEngine, UploadTooLarge, loaded_engines, requested_engine, save_part, upload_name
+from jobs.api import (
+    MALFORMED_MULTIPART,
+    UnknownEngine,
+    UploadTooLarge,
+    loaded_engines,
+    requested_engine,
+    save_part,
+    upload_name,
+)
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
 from server.app import PRINCIPAL
@@ -67,14 +75,10 @@ class OpenAIApi:
             raise _error("send multipart/form-data with a `file` field", "file")
         fields: dict[str, str] = {}
         with tempfile.TemporaryDirectory(prefix="livecaption-") as tmp:
-            upload: Path | None = None
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if part.name == "file" and (filename := upload_name(part)) is not None:
-                    upload = Path(tmp) / (exports.safe_name(filename) or "audio")
-                    await self._save(part, upload)
-                else:
-                    fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")[:10_000]
+            try:
+                upload = await self._read_form(request, Path(tmp), fields)
+            except MALFORMED_MULTIPART as exc:
+                raise _error(f"the multipart/form-data body is malformed: {str(exc)[:200]!r}", "file") from None
             if upload is None:
                 raise _error("the `file` field is required", "file")
             response_format = fields.get("response_format", "json") or "json"
@@ -98,6 +102,18 @@ class OpenAIApi:
             except MediaError as exc:
                 raise _error(str(exc), "file") from None
         return _respond(result, response_format, language)
+
+    async def _read_form(self, request: web.Request, folder: Path, fields: dict[str, str]) -> Path | None:
+        """The uploaded file, saved in `folder` (None if the form has none); other fields into `fields`."""
+        upload: Path | None = None
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if part.name == "file" and (filename := upload_name(part)) is not None:
+                upload = folder / (exports.safe_name(filename) or "audio")
+                await self._save(part, upload)
+            else:
+                fields[part.name or ""] = (await part.read(decode=True)).decode("utf-8", "replace")[:10_000]
+        return upload
 
     def _engine(self, model: str) -> str | None:
         """A loaded engine named by `model`; None (the live engine) for OpenAI's names and others.

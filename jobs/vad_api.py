@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from jobs import exports
-from jobs.api import UploadTooLarge, save_part, upload_name
+from jobs.api import MALFORMED_MULTIPART, UploadTooLarge, save_part, upload_name
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
 from streaming.events import SAMPLE_RATE
@@ -52,7 +51,7 @@ class VadApi:
         with tempfile.TemporaryDirectory(prefix="livecaption-vad-") as tmp:
             try:
                 name, path = await self._upload(request, Path(tmp))
-            except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:  # the body, not the server
+            except MALFORMED_MULTIPART as exc:
                 raise _bad(f"the multipart/form-data body is malformed: {str(exc)[:200]!r}") from None
             try:
                 found = await self._detect(path)

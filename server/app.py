@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
-from aiohttp.abc import AbstractAccessLogger
 
 from server import protocol
+from server.access_log import REFUSED, AccessLogger, AppRunner
 from server.auth import (
     ANONYMOUS,
     Access,
@@ -197,11 +197,11 @@ class CaptionServer:
         app.router.add_get("/admin/devices", self._admin_devices)
         # keepalive_timeout also bounds a connection that never completes its request headers:
         # silent, half-header and slow-header connections are closed after it.
-        self._runner = web.AppRunner(
+        self._runner = AppRunner(  # malformed requests: a short 400 and one access-log line
             app,
             handle_signals=False,
             shutdown_timeout=1.0,
-            access_log_class=PathOnlyAccessLogger,
+            access_log_class=AccessLogger,
             keepalive_timeout=self.config.server.keepalive_timeout_s,
         )
         await self._runner.setup()
@@ -282,6 +282,9 @@ class CaptionServer:
         assert self.ctx is not None and self.ctx.gate is not None
         gate = self.ctx.gate
         upgrade = _is_upgrade(request)
+        if upgrade and not request.headers.get("Sec-WebSocket-Key", "").isascii():
+            # aiohttp's handshake answers any other bad key with a 400, but raises on this one (a 500)
+            raise web.HTTPBadRequest(text="Sec-WebSocket-Key must be 16 bytes in base64")
         access = route_access(request.path, request.method, upgrade)
         try:
             if not gate.host_allowed(request):
@@ -305,7 +308,7 @@ class CaptionServer:
                 request[PRINCIPAL] = gate.identify(request, admin=access is Access.ADMIN)
         except AuthError as exc:
             self.ctx.metrics.errors.labels(exc.code).inc()
-            log.info("refused %s %s from %s: %s", request.method, request.path, request.remote, exc.code)
+            request[REFUSED] = exc.code  # said in the request's one access-log line
             if upgrade and exc.code not in ("forbidden_origin", "forbidden_host"):
                 # browsers cannot read a refused handshake: say it in the socket, then close
                 close = WSCloseCode.TRY_AGAIN_LATER if exc.status == 429 else WSCloseCode.POLICY_VIOLATION
@@ -566,13 +569,6 @@ class CaptionServer:
                 else None,
             }
         )
-
-
-class PathOnlyAccessLogger(AbstractAccessLogger):
-    """aiohttp's access log prints the query string, which may carry ?token=: log the path only."""
-
-    def log(self, request, response, time: float) -> None:
-        self.logger.info('%s "%s %s" %s %.3fs', request.remote, request.method, request.path, response.status, time)
 
 
 def _client_page(name: str) -> web.FileResponse:

@@ -65,8 +65,10 @@ async def until_end(ws, timeout: float = 120) -> list[dict]:
             return replies
 
 
-async def transcribe(url: str, audio: np.ndarray, rate: int = 16000, realtime: bool = False, **overrides) -> list[dict]:
-    async with await connect(url) as ws:
+async def transcribe(
+    url: str, audio: np.ndarray, rate: int = 16000, realtime: bool = False, path: str = "/", **overrides
+) -> list[dict]:
+    async with await connect(url, path) as ws:
         await start(ws, audio_fs=rate, **overrides)
         sender = asyncio.create_task(send_audio(ws, audio, rate, realtime=realtime))
         replies_task = asyncio.create_task(until_end(ws))
