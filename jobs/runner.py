@@ -228,9 +228,11 @@ class JobRunner:
     async def _lease_keeper(self) -> None:
         """Renews the leases on the files this front end transcribes (PostgreSQL: other front ends take
         over a file whose lease ran out) and stops those it no longer holds: taken over while the
-        database was out of reach, or cancelled or deleted through another front end."""
+        database was out of reach, or cancelled or deleted through another front end. Each round
+        also wakes idle workers, which is how a front end finds files another one queued or left."""
         while True:
             await asyncio.sleep(self.config.cluster.lease_s / 3)
+            self._wake.set()  # idle workers look again: files queued through, or left by, other front ends
             if not self._running:
                 continue
             running = dict(self._running)

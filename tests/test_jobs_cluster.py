@@ -1,0 +1,71 @@
+"""Two real front ends (run_server.py processes) sharing one PostgreSQL and one upload folder: a
+job's file is transcribed on one of them, that one is killed with SIGKILL mid-file, and the other
+finishes it once the lease has run out; every segment is stored once, in order, with the words a
+single uninterrupted run gives."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+import psycopg
+import srt
+
+from tests.speech import compose, write_wav
+from tests.test_jobs_resume import PHRASES, status_of
+from tests.test_lifecycle import ServerProcess
+from tests.wsclient import words
+
+
+async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_it_once(tmp_path, postgres_url):
+    parts: list = [0.3]
+    for phrase in PHRASES * 3:
+        parts += [phrase, 0.7]
+    talk = write_wav(tmp_path / "talk.wav", compose(parts).audio)
+    settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
+    # Same tmp_path: the same upload folder (the shared volume) and the same settings for both.
+    front_ends = [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
+    try:
+        form = aiohttp.FormData()
+        form.add_field("file", talk.read_bytes(), filename=talk.name)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{front_ends[0].port}/api/jobs", data=form) as response:
+                assert response.status == 201
+                job_id = (await response.json())["job_id"]
+        for _ in range(600):  # some segments committed, the file far from done
+            job = await status_of(f"http://127.0.0.1:{front_ends[1].port}", job_id)  # any front end answers
+            if sum(f["segments"] for f in job["files"]) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        (file,) = job["files"]
+        with psycopg.connect(postgres_url) as db:
+            (holder,) = db.execute("SELECT lease_owner FROM files WHERE id = %s", (file["id"],)).fetchone()
+        pids = [server.proc.pid for server in front_ends]
+        dead = pids.index(int(holder.split(":")[1]))  # whichever front end took it
+        front_ends[dead].proc.send_signal(signal.SIGKILL)
+        front_ends[dead].proc.wait(30)
+        survivor = front_ends[1 - dead]
+        assert file["segments"] < 3 * len(PHRASES)  # cut off mid-way
+        for _ in range(1800):
+            job = await status_of(f"http://127.0.0.1:{survivor.port}", job_id)
+            if job["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert job["status"] == "done" and job["files"][0]["status"] == "done", job
+        assert any("resuming at" in line for line in survivor.log)  # it continued where the other stopped
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{survivor.port}/api/files/{file['id']}/export.srt") as response:
+                exported = await response.text()
+    finally:
+        for server in front_ends:
+            server.kill()
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute(
+            "SELECT seq, start_ms, text FROM segments WHERE file_id = %s ORDER BY seq", (file["id"],)
+        ).fetchall()
+    assert [r[0] for r in rows] == list(range(len(rows)))  # contiguous: nothing skipped
+    starts = [r[1] for r in rows]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing twice
+    assert [words(r[2]) for r in rows] == PHRASES * 3  # what one uninterrupted run gives
+    assert [words(caption.content) for caption in srt.parse(exported)] == PHRASES * 3  # a real parser reads it
