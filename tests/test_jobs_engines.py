@@ -288,17 +288,28 @@ async def test_batches_never_mix_engines_and_live_work_goes_first(whisper_engine
             assert result.text == funasr_engine.decode([sized(n)], [DecodeOptions()])[0].text
 
 
-async def test_jobs_for_an_engine_no_longer_loaded_fail_with_the_reason(start_server, tmp_path, lecture_wav):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_jobs_for_an_engine_no_longer_loaded_fail_with_the_reason(
+    start_server, tmp_path, lecture_wav, backend, request
+):
+    from jobs.pg_store import PostgresStore
     from jobs.store import Store
 
-    store = Store(tmp_path / "captions.db")  # queued before a restart with other settings
+    if backend == "sqlite":
+        store = Store(tmp_path / "captions.db")  # queued before a restart with other settings
+        settings = {"jobs": {"db_path": str(tmp_path / "captions.db")}}
+    else:  # queued by a front end that was then stopped; the server below takes its file after the lease
+        url = request.getfixturevalue("postgres_url")
+        store = PostgresStore(url, lease_s=1)
+        settings = {"cluster": {"postgres_url": url, "lease_s": 1}}
     gone, _ = store.create_job([("a.wav", str(lecture_wav), "x")], {}, None, "funasr")
     other, _ = store.create_job([("b.wav", str(lecture_wav), "y")], {}, None, "whisper")
-    (row,) = [r for r in store.pending_files() if r.job_id == other]
+    (skipped,) = [r.id for r in store.pending_files() if r.job_id == gone]
+    row = store.claim_file({skipped})
     store.start_file(row.id, 6.0, "whisper", "an older whisper model")
     store.commit_segment(row.id, 0, 0, 900, "good morning everyone", 2.0)
     store.close()
-    server = start_server(jobs={"db_path": str(tmp_path / "captions.db")})
+    server = start_server(**settings)
     (file,) = (await wait_done(server.http, gone))["files"]
     assert file["status"] == "failed" and "engine 'funasr' is not loaded" in file["error"]
     assert "jobs.engines" in file["error"]
