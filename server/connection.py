@@ -553,6 +553,7 @@ class Connection:
         for event in events:
             if isinstance(event, SpeechStarted):
                 stream.stabilizers[event.segment_id] = PartialStabilizer()
+                self.ctx.executor.speech_started(stream.stream_id, event.segment_id)  # its final comes first
                 stream.segments_opened = max(stream.segments_opened, event.segment_id + 1)
                 if stream.chunker is not None:
                     stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)

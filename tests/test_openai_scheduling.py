@@ -97,3 +97,31 @@ async def test_each_caller_gets_its_turn_beside_a_long_upload(start_server, long
     long_segment = max(e - s for s, e in LONG_TALK.spans) + 16000  # with preroll and trailing silence
     turn = next(i for i, call in enumerate(engine.calls) if max(call) > long_segment)
     assert turn == 1  # right after the batch already in the model call
+
+
+async def test_a_live_speaker_holds_background_decodes_until_their_final(start_server, long_wav):
+    # A model call cannot be interrupted: a background segment started while someone speaks would
+    # delay their final by a whole decode (about a second of Whisper on a CPU). So none starts then.
+    from tests.wsclient import connect, send_audio, start
+
+    engine = GatedEngine()
+    server = start_server(engine=engine, inference={"background_hold_ms": 600_000, "partial_interval_ms": 10_000})
+    executor = server.server.ctx.executor
+    upload = asyncio.create_task(post(server.http, long_wav))
+    await until(lambda: outstanding(server) >= 2)  # one segment in the (held) model call, more queued
+    talk = compose([0.3, "good morning everyone, how are you all doing today", 1.0])
+    speech_end = talk.spans[0][1]
+    ws = await connect(server.url)
+    await start(ws)
+    await send_audio(ws, talk.audio[:speech_end])
+    await until(lambda: on_server(server, lambda: executor.live_speakers) == 1)
+    engine.gate.set()  # the call in flight ends; the upload's next segments wait for the speaker
+    await asyncio.sleep(1.0)  # room for a scheduler that starts them regardless to show itself
+    assert len(engine.calls) == 1 and on_server(server, lambda: executor.background_depth) >= 1
+    await send_audio(ws, talk.audio[speech_end:])  # the speaker pauses: their segment closes
+    status, body = await upload
+    assert status == 200 and len(body["segments"]) == SEGMENTS
+    long_segment = max(e - s for s, e in LONG_TALK.spans) + 16000  # with preroll and trailing silence
+    assert max(engine.calls[1]) > long_segment  # the live final went next, then the upload went on
+    assert all(max(call) <= long_segment for call in engine.calls[2:])
+    await ws.close()
