@@ -10,13 +10,18 @@ beside it:
 - openai: one long file (--minutes of /work/shared/audio/jfk.wav looped) on /v1/audio/transcriptions
 - fast:   a WebSocket sending that file at 20x real time
 - jobs:   4 jobs (that file each) running on the batch queue (jobs.concurrent_files = 4)
+A scenario named `NAME@MS` runs with inference.background_hold_ms = MS (`fast@0`: background work
+does not wait for live speech to pause, as before that setting), for both policies in one sitting.
 The neighbour starts first and is given --head-start-s to fill the queues; it is cut off (the HTTP
 client disconnects, the socket closes) when the live script ends, so every run is bounded in time.
 Printed per scenario: the live client's final latency p50/p95 (from the speaker stopping to the
-final, as bench/load.py measures it), p95 queue wait, the p95 ratio to `alone` (the median of
-the `alone` runs: name it more than once on a shared, noisy machine), and the decode
+final, as bench/load.py measures it), then where its finals' time went, p95 of each: endpointing
+(from the arrival of the speech end to the segment closing: silence_ms plus any speech-detection
+delay), waiting for the model (queue) and the model call (decode); the p95 ratio to `alone` (the
+median of the `alone` runs: name it more than once on a shared, noisy machine), the decode
 requests answered meanwhile (the live client's own are about the `alone` figure; the rest is the
-neighbour's work: it is slowed, not starved).
+neighbour's work: it is slowed, not starved), and the machine's load average over the last minute
+when the scenario ended (2 cores: above 2, other work shared them).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import sys
@@ -110,8 +116,18 @@ def decode_requests(server: ServerProcess) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def run_scenario(name: str, args, script, path: Path) -> dict:
-    server = ServerProcess(args.engine, 256, 2, {"concurrent_files": "4"})
+def scenario(tag: str) -> str:
+    """`NAME` or `NAME@HOLD_MS` (argparse type): checked here, split in run_scenario."""
+    name, _, hold_ms = tag.partition("@")
+    if name not in SCENARIOS or not (hold_ms == "" or hold_ms.isdigit()):
+        raise argparse.ArgumentTypeError(f"{tag!r}: one of {', '.join(SCENARIOS)}, optionally @HOLD_MS")
+    return tag
+
+
+def run_scenario(tag: str, args, script, path: Path) -> dict:
+    name, _, hold_ms = tag.partition("@")
+    overrides = {"concurrent_files": "4", **({"background_hold_ms": hold_ms} if hold_ms else {})}
+    server = ServerProcess(args.engine, 256, 2, overrides)
     counts: dict = {}
     try:
 
@@ -140,13 +156,16 @@ def run_scenario(name: str, args, script, path: Path) -> dict:
     finals = [f for r in results for f in r["finals"]]
     latency = [f["latency_ms"] for f in finals]
     return {
-        "name": name,
+        "name": tag,
         "p50": pct(latency, 0.5),
         "p95": pct(latency, 0.95),
+        "endpoint95": pct([f.get("endpoint_ms", 0) for f in finals], 0.95),
         "queue95": pct([f.get("queue_ms", 0) for f in finals], 0.95),
+        "decode95": pct([f.get("decode_ms", 0) for f in finals], 0.95),
         "finals": (len(script.spans), len(finals)),
         "decodes": round(decoded),  # the live client's finals and partials, and background work
         **counts,
+        "load": round(os.getloadavg()[0], 1),
     }
 
 
@@ -157,7 +176,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="length of the neighbours' file")
     parser.add_argument("--head-start-s", type=float, default=3.0, help="the neighbour runs this long first")
     parser.add_argument("--speech", type=Path, default=SHARED_AUDIO, help="16 kHz mono WAV to loop")
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), type=scenario, metavar="NAME[@HOLD_MS]")
     args = parser.parse_args()
     script = compose(SCRIPT * args.loops)
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +189,10 @@ def main() -> None:
             f"head start {args.head_start_s:g} s",
             flush=True,
         )
-        header = f"{'beside':>8} | {'final p50/p95 ms':>17} | {'queue95':>7} | {'p95/alone':>9} | {'finals':>6} | other"
+        header = (
+            f"{'beside':>10} | {'final p50/p95 ms':>17} | {'endpoint/queue/decode p95':>25} | {'p95/alone':>9} | "
+            f"{'finals':>6} | other"
+        )
         print(header, flush=True)
         runs = []
         for name in args.scenarios:
@@ -178,15 +200,17 @@ def main() -> None:
             print(_row(runs[-1], runs), flush=True)
         if len(runs) > 1:
             print("\nside by side (ratios to the median alone p95):\n" + header)
-            for r in sorted(runs, key=lambda r: SCENARIOS.index(r["name"])):
+            for r in sorted(runs, key=lambda r: SCENARIOS.index(r["name"].partition("@")[0])):
                 print(_row(r, runs))
 
 
 def _row(r: dict, runs: list[dict]) -> str:
     alone = statistics.median([a["p95"] for a in runs if a["name"] == "alone"] or [float("nan")])
-    extra = {k: v for k, v in r.items() if k not in ("name", "p50", "p95", "queue95", "finals")}
+    shown = ("name", "p50", "p95", "endpoint95", "queue95", "decode95", "finals")
+    extra = {k: v for k, v in r.items() if k not in shown}
+    stages = f"{r['endpoint95']:>7.0f} /{r['queue95']:>7.0f} /{r['decode95']:>7.0f}"
     return (
-        f"{r['name']:>8} | {r['p50']:>7.0f} /{r['p95']:>7.0f} | {r['queue95']:>7.0f} | {r['p95'] / alone:>9.2f} | "
+        f"{r['name']:>10} | {r['p50']:>7.0f} /{r['p95']:>7.0f} | {stages:>25} | {r['p95'] / alone:>9.2f} | "
         f"{r['finals'][1]:>2}/{r['finals'][0]:<3} | {extra}"
     )
 
