@@ -65,10 +65,17 @@ def free_port() -> int:
 
 
 def write_config(path: Path, overrides: dict[str, str]) -> None:
+    """config.toml with `overrides` ({"key": value} for a key in one section only, or
+    {"section.key": value}: [cluster] has a max_connections too)."""
     text = (ROOT / "config.toml").read_text()
-    for key, value in overrides.items():
-        text, count = re.subn(rf"(?m)^{key} = [^#\n]*", f"{key} = {value} ", text)
-        assert count == 1, key
+    for name, value in overrides.items():
+        section, _, key = name.rpartition(".")
+        start = text.index(f"\n[{section}]\n") if section else 0
+        end = text.find("\n[", start + 1) if section else len(text)
+        end = len(text) if end < 0 else end
+        part, count = re.subn(rf"(?m)^{key} = [^#\n]*", f"{key} = {value} ", text[start:end])
+        assert count == 1, name
+        text = text[:start] + part + text[end:]
     path.write_text(text)
 
 
@@ -82,7 +89,7 @@ class ServerProcess:
             {
                 "engine": f'"{engine}"',
                 "vad_max_batch_size": str(vad_batch),
-                "max_connections": str(max(64, streams + 8)),
+                "server.max_connections": str(max(64, streams + 8)),
                 "max_connections_per_ip": "0",  # every client of the benchmark is on loopback
                 "db_path": f'"{self.dir.name}/captions.db"',
                 "upload_dir": f'"{self.dir.name}/uploads"',
