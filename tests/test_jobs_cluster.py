@@ -1,11 +1,13 @@
-"""Two real front ends (run_server.py processes) sharing one PostgreSQL and one upload folder: a
-job's file is transcribed on one of them, that one is killed with SIGKILL mid-file, and the other
-finishes it once the lease has run out; every segment is stored once, in order, with the words a
-single uninterrupted run gives."""
+"""Servers on PostgreSQL. Two real front ends (run_server.py processes) sharing one PostgreSQL and
+one upload folder: a job's file is transcribed on one of them, that one is killed with SIGKILL
+mid-file, and the other finishes it once the lease has run out; every segment is stored once, in
+order, with the words a single uninterrupted run gives. And a PostgreSQL restart under live
+captions: they go on, /healthz says degraded, and every final lands once it is back."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import aiohttp
@@ -13,9 +15,10 @@ import psycopg
 import srt
 
 from tests.speech import compose, write_wav
+from tests.test_jobs import LECTURE, get
 from tests.test_jobs_resume import PHRASES, status_of
 from tests.test_lifecycle import ServerProcess
-from tests.wsclient import words
+from tests.wsclient import final_words, transcribe, until, words
 
 
 async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_it_once(tmp_path, postgres_url):
@@ -69,3 +72,33 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
     assert starts == sorted(starts) and len(set(starts)) == len(starts)  # nothing twice
     assert [words(r[2]) for r in rows] == PHRASES * 3  # what one uninterrupted run gives
     assert [words(caption.content) for caption in srt.parse(exported)] == PHRASES * 3  # a real parser reads it
+
+
+async def test_live_history_survives_a_postgres_restart_and_healthz_says_degraded_meanwhile(start_server, postgres,
+                                                                                           postgres_url):  # fmt: skip
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret@")  # trust auth: accepted, unused
+    server = start_server(cluster={"postgres_url": with_password})
+    await transcribe(server.url, compose([0.3, "hello world", 0.5]).audio, session_id="before")
+    await asyncio.to_thread(postgres.stop)
+    try:
+        replies = await transcribe(server.url, LECTURE.audio, session_id="during")
+        assert final_words(replies) == "good morning everyone please open the door thank you very much"  # live goes on
+
+        async def degraded() -> bool:
+            status, health = await get(server.http, "/healthz")
+            return health["status"] == "degraded" and health["history"]["ok"] is False
+
+        await until(degraded, timeout=30)
+        status, health = await get(server.http, "/healthz")
+        assert "s3cret" not in json.dumps(health) and health["history"]["path"].startswith("postgresql://")
+    finally:
+        await asyncio.to_thread(postgres.start)
+
+    async def history_ok() -> bool:  # the finals kept meanwhile are written, then it says ok
+        return (await get(server.http, "/healthz"))[1]["history"]["ok"] is True
+
+    await until(history_ok, timeout=60)
+    status, body = await get(server.http, "/api/sessions/during/export.txt")
+    assert words(body.decode()) == "good morning everyone please open the door thank you very much"
+    status, found = await get(server.http, "/api/history?q=hello")
+    assert [r["source"] for r in found["results"]] == ["before"]
