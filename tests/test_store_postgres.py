@@ -83,6 +83,16 @@ def test_a_file_whose_lease_ran_out_is_resumed_by_another_front_end_once(postgre
     b.close()
 
 
+def test_a_front_end_that_stops_cleanly_lets_go_of_its_files_at_once(postgres_url):
+    a, b = PostgresStore(postgres_url, lease_s=3600), PostgresStore(postgres_url, lease_s=3600)
+    a.create_job([("talk.wav", "/uploads/talk.wav", "sha")], {})
+    row = a.claim_file(())
+    assert b.claim_file(()) is None
+    a.close()  # SIGTERM: the runner stops its workers, then closes the store
+    assert b.claim_file(()).id == row.id  # not an hour later
+    b.close()
+
+
 def test_renewed_leases_keep_a_file_from_other_front_ends(postgres_url):
     a, b = PostgresStore(postgres_url, lease_s=1), PostgresStore(postgres_url, lease_s=1)
     a.create_job([("talk.wav", "/uploads/talk.wav", "sha")], {})
