@@ -6,21 +6,26 @@ import threading
 
 
 class RecordingEngine:
-    """The real engine, recording which requests went into each model call."""
+    """The real engine, recording which requests went into each model call, with their options."""
 
     def __init__(self, inner, fail=None):
         self.inner, self.fail = inner, fail
         self.name, self.model, self.device = inner.name, inner.model, inner.device
         self.calls: list[list[int]] = []
+        self.options: list = []  # one DecodeOptions per request, in the order they were decoded
         self.gate = threading.Event()
         self.gate.set()
 
     def decode(self, audios, options):
         self.gate.wait(30)
         self.calls.append([len(a) for a in audios])
+        self.options.extend(options)
         if self.fail and self.fail(audios):
             raise RuntimeError("injected model failure")
         return self.inner.decode(audios, options)
+
+    def language_problem(self, language):
+        return self.inner.language_problem(language)
 
     def on_cpu(self):
         return self.inner
@@ -55,6 +60,9 @@ class SpokenFormEngine:
 
         return [DecodeResult(self.text, extra=dict(self.extra)) for _ in audios]
 
+    def language_problem(self, language):
+        return None
+
     def on_cpu(self):
         return self
 
@@ -81,6 +89,9 @@ class GatedEngine:
         self.gate.wait(60)
         self.calls.append([len(a) for a in audios])
         return [self._result(self.text) for _ in audios]
+
+    def language_problem(self, language):
+        return None
 
     def on_cpu(self):
         return self

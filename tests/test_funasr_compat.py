@@ -54,6 +54,9 @@ class OptionsRecorder:
         self.options.extend(options)  # one DecodeOptions per clip
         return self.inner.decode(audios, options)
 
+    def language_problem(self, language):
+        return self.inner.language_problem(language)
+
     def on_cpu(self):
         return self
 

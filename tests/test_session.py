@@ -7,7 +7,7 @@ import pytest
 import soxr
 
 from streaming.endpointer import EndpointSettings
-from streaming.events import PartialDue, SegmentClosed, SpeechStarted
+from streaming.events import PartialDue, SegmentClosed, SpeechStarted, sample_at, with_context
 from streaming.session import SessionSettings, StreamSession
 from tests.speech import compose, to_pcm16
 
@@ -136,6 +136,23 @@ def test_a_cut_carries_the_audio_after_it_even_when_all_arrives_at_once(scorer, 
             assert len(before.after) >= min(16000, after.end - after.start)
             np.testing.assert_array_equal(before.after, script.audio[before.end : before.end + len(before.after)])
     assert not segments[0].follows_cut
+
+
+def test_the_words_after_a_cut_begin_where_the_final_before_it_ended():
+    # What the segment after a length cut is decoded with: its context, its audio, and where its
+    # words begin - the cut itself, or (words_from) where the final before the cut placed its last
+    # word, even inside that segment's own audio when that word ran past the cut.
+    audio = np.arange(100, dtype=np.float32)
+    cut = SegmentClosed(0, 0, 40, 0, 40, "max_length", audio[:40], after=audio[40:50])
+    rest = SegmentClosed(1, 40, 100, 40, 100, "end_of_stream", audio[40:], context=audio[10:40], follows_cut=True)
+    decoded, context, after = with_context(rest)
+    np.testing.assert_array_equal(decoded, audio[10:])
+    assert (context, after) == (30, 0)
+    assert with_context(rest, 35)[1:] == (25, 0) and with_context(rest, 44)[1:] == (34, 0)
+    assert with_context(rest, 0)[1] == 0 and with_context(rest, 200)[1] == 90  # within the audio
+    decoded, context, after = with_context(cut)
+    assert (context, after) == (0, 10) and sample_at(cut, 1) == 16  # 1 ms = 16 samples from its start
+    assert sample_at(rest, 0) == 10  # what was decoded for `rest` begins with its context
 
 
 def test_per_stream_max_segment_override(scorer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,10 @@ from inference.engines.whisper import WhisperEngine
 from server.config import ConfigError
 from tests.conftest import config_module, make_config
 from tests.corpus import JFK_TEXT, MONOLOGUE, SHORT
+from tests.engines import RecordingEngine
 from tests.speech import compose
 from tests.wer import normalise, word_error_rate
-from tests.wsclient import finals, transcribe
+from tests.wsclient import START, connect, final_words, finals, recv, send_audio, start, transcribe, until_end
 
 JFK = Path(__file__).resolve().parents[2] / "shared" / "audio" / "jfk.wav"
 RATE = 16000
@@ -43,6 +45,9 @@ def test_context_is_heard_but_only_the_segments_words_are_returned(whisper_engin
     audio = np.concatenate([context, script.audio[segment]])
     (result,) = whisper_engine.decode([audio], [DecodeOptions(language="en", context_samples=len(context))])
     assert normalise(result.text) == ["fail", "again"], result.text
+    # where the last word ends, in the audio decoded (a cut's final hands it to the next decode)
+    spoken_end_ms = (end - segment.start + len(context)) * 1000 // RATE
+    assert abs(result.words_end_ms - spoken_end_ms) <= 300, (result.words_end_ms, spoken_end_ms)
 
 
 async def test_short_phrases_streamed_with_defaults_are_recognised(shared_server):
@@ -66,14 +71,12 @@ async def test_jfk_streamed_with_defaults_gets_ask_not_right(shared_server):
     assert words.count("ask") == 2 and words.count("not") == 1 and words.count("what") == 2  # no word twice
 
 
-# Known defect, issue 14 (open): in full-suite runs (2 of 2 CI runs, 2026-11-26; it passes when run
-# alone) the word the cut goes through ("still") is dropped by both sides: the two decodes place its
-# middle on different sides of the cut. The fix is to give the after side the before side's words.
-# Kept running (xfail, not strict) so it shows XPASS once fixed; bench/accuracy.py counts cut losses.
-@pytest.mark.xfail(reason="issue 14: the word a length cut goes through can be dropped by both sides", strict=False)
 async def test_a_cut_for_length_loses_and_doubles_no_word(start_server):
     # 34 s of speech without a pause, cut at 30 s: the cut goes through a word, which must land
-    # on exactly one side (before: it was lost, or half of it came back on each side).
+    # on exactly one side (before: it was lost, or half of it came back on each side). The segment
+    # after the cut keeps the words after where the final before it ended (each side placing the
+    # word by its own word times once dropped it on both), and the burst of audio this client
+    # sends must not lose the cut's look-ahead (it once raised IndexError and lost the stream).
     script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=150, voice="en-us")
     server = start_server()
     replies = await transcribe(server.url, script.audio)
@@ -100,6 +103,62 @@ def test_language_auto_detects_per_request(candidate_engine, whisper_engine):
     # candidates. With the default ones (zh, en), English speech stays English.
     (result,) = whisper_engine.decode([english], [DecodeOptions(language="auto")])
     assert result.extra["language"] == "en" and "morning" in normalise(result.text)
+
+
+@pytest.mark.skipif(not JFK.is_file(), reason="needs ../shared/audio/jfk.wav")
+async def test_a_stream_on_auto_keeps_the_language_it_detected_with_confidence(start_server, whisper_engine):
+    # Whisper base is sure jfk.wav is English: once a final says so, the stream's later segments
+    # are decoded as English instead of being detected again (a short phrase alone is easily
+    # taken for another language). The client's own `language` is never replaced.
+    recorder = RecordingEngine(whisper_engine)
+    server = start_server(engine=recorder, whisper={"language": "auto"})  # the default, said here
+    jfk = sf.read(JFK, dtype="float32")[0]
+    speech_end_ms = len(jfk) * 1000 // RATE - 1000  # jfk.wav's last word ends in its last second
+    async with await connect(server.url) as ws:
+        await start(ws)
+        await send_audio(ws, np.concatenate([jfk, np.zeros(RATE, dtype=np.float32)]))
+        first: list[dict] = []
+        while not first or first[-1]["end_ms"] < speech_end_ms:  # every final of the first copy
+            first += finals([await recv(ws)])
+        decoded_before = len(recorder.options)
+        await send_audio(ws, jfk)
+        await ws.send(json.dumps({"is_speaking": False}))
+        second = finals(await until_end(ws))
+    final_languages = [o.language for o in recorder.options if not o.partial]
+    assert final_languages[0] in (None, "auto") and final_languages[-1] == "en", final_languages
+    assert {o.language for o in recorder.options[decoded_before:]} == {"en"}  # kept: no detection
+    assert word_error_rate(JFK_TEXT, " ".join(r["final_text"] for r in second)) <= 0.05, second
+    recorder.options.clear()
+    phrases = compose([0.3, "good morning everyone", 0.6, "thank you for coming", 0.5]).audio
+    await transcribe(server.url, phrases, language="de")  # the client's choice stays, whatever Whisper hears
+    assert {o.language for o in recorder.options} == {"de"}
+
+
+async def test_a_language_the_model_lacks_is_refused_naming_what_has_it(shared_server, whisper_engine):
+    # Whisper base has no Cantonese token (large-v3 added it): asked for "yue", it wrote garbage
+    # ("God,,,,,,,") with no error. Now the stream is refused at its start, saying what can.
+    problem = whisper_engine.language_problem("yue")
+    assert "'yue'" in problem and "large-v3" in problem and "SenseVoiceSmall" in problem, problem
+    assert whisper_engine.language_problem("zh") is None and whisper_engine.language_problem("auto") is None
+    assert "knows 'auto' and" in whisper_engine.language_problem("xx") and "yue" not in whisper_engine.languages
+    speech = compose([0.3, "good morning everyone", 0.4]).audio
+    async with await connect(shared_server.url) as ws:
+        await ws.send(json.dumps({**START, "language": "yue"}))
+        refused = await recv(ws)
+        assert refused["type"] == "error" and refused["code"] == "unsupported_language", refused
+        assert refused["message"] == problem
+        await start(ws, language="en")  # the connection stays open for a corrected start
+        await send_audio(ws, speech)
+        await ws.send(json.dumps({"is_speaking": False}))
+        assert "morning" in final_words(await until_end(ws))
+    # Callers without a stream start (file jobs, the OpenAI endpoint) get no text and the reason;
+    # the other requests of the batch are decoded as usual.
+    options = [DecodeOptions(language="yue"), DecodeOptions(language="en")]
+    lacking, english = whisper_engine.decode([speech, speech], options)
+    assert lacking.text == "" and lacking.extra["dropped"] == "unsupported_language"
+    assert "morning" in normalise(english.text)
+    with pytest.raises(ValueError, match="whisper.language: language 'yue'"):  # a config asking for it fails at start
+        WhisperEngine(dataclasses.replace(config_module.load().whisper, language="yue"), "cpu")
 
 
 def test_chinese_comes_out_in_simplified_characters(whisper_engine):

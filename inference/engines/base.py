@@ -29,6 +29,10 @@ class DecodeResult:
     # Per-token/word [start_ms, end_ms] relative to the waveform start, when the engine has them.
     timestamps: tuple[tuple[int, int], ...] | None = None
     extra: dict = field(default_factory=dict)
+    # Where the last returned word ends, in ms from the start of the audio decoded (context
+    # included), when the engine placed its words in time (Whisper with context). After a cut for
+    # length, the decode of what follows keeps only the words after it (streaming.events.with_context).
+    words_end_ms: int | None = None
 
 
 class Engine(Protocol):
@@ -38,6 +42,12 @@ class Engine(Protocol):
 
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         """Decode a batch in one model call where possible. May raise; the executor handles it."""
+        ...
+
+    def language_problem(self, language: str) -> str | None:
+        """Why this engine cannot transcribe `language` (a code a client asked for), naming what
+        can; None when it can, or when it does not use the setting. Streams are refused with it
+        at their start: text in the wrong language must never come back silently."""
         ...
 
     def on_cpu(self) -> Engine:

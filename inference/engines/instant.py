@@ -21,5 +21,8 @@ class InstantEngine:
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         return [DecodeResult(f"speech {len(audio) / 16000:.2f} s") for audio in audios]
 
+    def language_problem(self, language: str) -> str | None:
+        return None  # no recognition: any language gets the same fixed text
+
     def on_cpu(self) -> InstantEngine:
         return self

@@ -37,6 +37,8 @@ FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # Whisper stretches a word's start back over the pause before it; for telling context words from
 # the segment's own, a word is taken to last at most this long (measured: "ask" after JFK's pause).
 WORD_MAX_S = 0.6
+# Languages Whisper base lacks (large-v3 added Cantonese), and what transcribes them instead.
+ELSEWHERE = {"yue": 'Whisper large-v3 (whisper.model_dir) or FunASR\'s SenseVoiceSmall (inference.engine = "funasr")'}
 PREPEND_PUNCTUATION = "\"'“¿([{-"  # faster-whisper's defaults: punctuation joins the word beside it
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
@@ -98,6 +100,16 @@ class WhisperEngine:
             cpu_threads=settings.cpu_threads,
         )
         self._model_dir = model_dir
+        # The codes this model has a language token for (faster-whisper lists every Whisper code,
+        # "yue" included, whatever the model: base has no <|yue|> and decoded it as garbage).
+        vocabulary = self._whisper.hf_tokenizer
+        self.languages = tuple(
+            code
+            for code in self._whisper.supported_languages
+            if not self._whisper.model.is_multilingual or vocabulary.token_to_id(f"<|{code}|>") is not None
+        )
+        if problem := self.language_problem(settings.language):
+            raise ValueError(f"whisper.language: {problem}")
         self._cpu_twin: WhisperEngine | None = None
         self._tokenizers: dict[str | None, Tokenizer] = {}
         self._simplify = None
@@ -105,6 +117,15 @@ class WhisperEngine:
             import opencc
 
             self._simplify = opencc.OpenCC("t2s").convert
+
+    def language_problem(self, language: str) -> str | None:
+        if language == "auto" or language in self.languages:
+            return None
+        return f"language {language!r} is not one the {self.name} engine's model ({self.model}) knows; " + (
+            f"it needs {ELSEWHERE[language]}"
+            if language in ELSEWHERE
+            else f"it knows 'auto' and {', '.join(sorted(self.languages))}"
+        )
 
     def _tokenizer(self, language: str | None) -> Tokenizer:
         if language not in self._tokenizers:
@@ -124,7 +145,10 @@ class WhisperEngine:
         # whose hotword prompts differ form separate groups (usually there is one).
         groups: dict[str, list[int]] = {}
         for index, (audio, opt) in enumerate(zip(audios, options)):
-            if len(audio) > ONE_WINDOW_S * SAMPLE_RATE:
+            language = opt.language or self.settings.language
+            if self.language_problem(language):  # refused at a stream's start; here for other callers
+                results[index] = DecodeResult("", extra={"language": language, "dropped": "unsupported_language"})
+            elif len(audio) > ONE_WINDOW_S * SAMPLE_RATE:
                 results[index] = self._decode_long(np.asarray(audio, dtype=np.float32), opt)
             else:
                 groups.setdefault(_hotword_text(opt) or "", []).append(index)
@@ -162,14 +186,17 @@ class WhisperEngine:
             if "dropped" in extra or not tokens:
                 out.append(DecodeResult("", extra=extra))
                 continue
+            words_end_ms = None
             if options[i].context_samples or options[i].after_samples:
                 span = _span_s(options[i], len(audios[i]))
-                text = self._words_within(encoded, i, tokenizers[i], tokens, len(audios[i]), span)
+                text, words_end_ms = self._words_within(encoded, i, tokenizers[i], tokens, len(audios[i]), span)
                 if not text.strip():
-                    text = self._continue_after(encoded, i, prompts[i], tokens, tokenizers[i], extra)
+                    text, words_end_ms = self._continue_after(
+                        encoded, i, prompts[i], tokens, tokenizers[i], len(audios[i]), extra
+                    )
             else:
                 text = tokenizers[i].decode(tokens)
-            out.append(self._finish_text(text, languages[i][0], extra))
+            out.append(self._finish_text(text, languages[i][0], extra, words_end_ms))
         return out
 
     def _languages(self, encoded, options) -> list[tuple[str, float]]:
@@ -231,17 +258,29 @@ class WhisperEngine:
         logprob = score * len(tokens) / (len(tokens) + 1)
         return tokens, logprob, get_compression_ratio(tokenizer.decode(tokens).strip())
 
-    def _words_within(self, encoded, index, tokenizer, tokens, samples, span: tuple[float, float]) -> str:
-        """The text of the words that Whisper placed inside `span` (the segment between its context)."""
+    def _words_within(
+        self, encoded, index, tokenizer, tokens, samples, span: tuple[float, float]
+    ) -> tuple[str, int | None]:
+        """The text of the words that Whisper placed inside `span` (the segment between its
+        context), and where the last of them ends (ms into the audio; None: no word)."""
+        aligned = self._aligned(encoded, index, tokenizer, tokens, samples)
+        words = [(word, end) for word, start, end in aligned if _inside(start, end, span)]
+        return "".join(word for word, _ in words), round(words[-1][1] * 1000) if words else None
+
+    def _aligned(self, encoded, index, tokenizer, tokens, samples) -> list[tuple[str, float, float]]:
+        """(word, start_s, end_s) for the tokens, from Whisper's cross-attention alignment."""
         frames = -(-samples // self._whisper.feature_extractor.hop_length)
         (alignment,) = self._whisper.find_alignment(tokenizer, [tokens], _select(encoded, index), frames)
         merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
-        return "".join(w["word"] for w in alignment if w["word"] and _inside(w["start"], w["end"], span))
+        return [(w["word"], w["start"], w["end"]) for w in alignment if w["word"]]
 
-    def _continue_after(self, encoded, index, prompt, tokens, tokenizer, extra: dict) -> str:
+    def _continue_after(
+        self, encoded, index, prompt, tokens, tokenizer, samples, extra: dict
+    ) -> tuple[str, int | None]:
         """Whisper sometimes transcribes the context and stops, leaving the segment out (the
         segment's speech was heard: the VAD found it). Forcing what it wrote as a prefix makes it go
-        on past it (its first free token may not end the text), and what follows is the segment's."""
+        on past it (its first free token may not end the text), and what follows is the segment's
+        (with where its last word ends, ms into the audio)."""
         (result,) = self._whisper.model.generate(
             _select(encoded, index),
             [prompt + tokens],
@@ -257,9 +296,10 @@ class WhisperEngine:
         text = tokenizer.decode(generated)
         if get_compression_ratio(text.strip()) > COMPRESSION_RATIO_MAX:
             extra["dropped"] = "repetitive"
-            return ""
+            return "", None
         extra["continued"] = True
-        return text
+        words = self._aligned(encoded, index, tokenizer, tokens + generated, samples) if text.strip() else []
+        return text, round(words[-1][2] * 1000) if words else None
 
     def _decode_long(self, audio: np.ndarray, opt: DecodeOptions) -> DecodeResult:
         """One request longer than a window: Whisper's own sequential decoding on its timestamps,
@@ -288,11 +328,12 @@ class WhisperEngine:
         span = _span_s(opt, len(audio))
         words = []
         for segment in segments:
-            words += [w.word for w in segment.words or () if _inside(w.start, w.end, span)]
+            words += [w for w in segment.words or () if _inside(w.start, w.end, span)]
         extra = {"language": language, "language_probability": probability, "windows": "sequential"}
-        return self._finish_text("".join(words), language, extra)
+        words_end_ms = round(words[-1].end * 1000) if words else None
+        return self._finish_text("".join(w.word for w in words), language, extra, words_end_ms)
 
-    def _finish_text(self, text: str, language: str, extra: dict) -> DecodeResult:
+    def _finish_text(self, text: str, language: str, extra: dict, words_end_ms: int | None = None) -> DecodeResult:
         """Last guards on the text itself: phrases looping more than twice are cut to two, and
         Chinese is written in the configured script."""
         text, removed = collapse_repeats(text.strip())
@@ -300,7 +341,7 @@ class WhisperEngine:
             extra["repeats_removed"] = removed
         if self._simplify is not None and language in ("zh", "yue"):
             text = self._simplify(text)
-        return DecodeResult(text, extra=extra)
+        return DecodeResult(text, extra=extra, words_end_ms=words_end_ms if text else None)
 
     def _window_frames(self, longest: int, partial_only: bool) -> int:
         # Whisper pads every input to 30 s and its encoder cost grows with the window. A window of
