@@ -18,10 +18,11 @@ run() { if ((DRY)); then echo "+ $*"; else "$@"; fi; }
 
 # Debian packages: test speech (espeak-ng, sox), the browser tests (chromium, CJK fonts), Node for
 # the JS client library and its tests, PostgreSQL. Only what is missing is installed.
+# redis-server: the tests start a throwaway one for caption sessions shared by front ends ([cluster] redis_url).
 declare -A package_of=([espeak-ng]="espeak-ng" [sox]="sox libsox-fmt-all" [chromium]="chromium fonts-noto-cjk"
-                       [node]="nodejs" [npm]="npm")
+                       [node]="nodejs" [npm]="npm" [redis-server]="redis-server")
 pkgs=()
-for tool in espeak-ng sox chromium node npm; do
+for tool in espeak-ng sox chromium node npm redis-server; do
     command -v "$tool" >/dev/null || pkgs+=(${package_of[$tool]})
 done
 # PostgreSQL's server (the tests start a throwaway cluster for the PostgreSQL store; Debian keeps

@@ -32,7 +32,7 @@ from server.auth import (
 from server.config import Config, ConfigError
 from server.metrics import Metrics
 from server.outbox import Outbox
-from server.sessions import SESSION_ID, SessionClient, SessionHub, SessionLimits, SessionRefused
+from server.sessions import SESSION_ID, SessionClient, SessionHub, SessionLimits, SessionRefused, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ class ServerContext:
     device: str
     metrics: Metrics = field(default_factory=Metrics)
     hotwords: tuple[tuple[str, int], ...] = ()  # the server's hotword file, merged into every stream's
-    sessions: SessionHub | None = None
+    sessions: SessionStore | None = None  # this process's SessionHub, or RedisSessions ([cluster] redis_url)
+    cluster_connections: object | None = None  # server.cluster_limits.ClusterConnections, with Redis
     gate: Gate | None = None
     jobs: object | None = None  # jobs.runner.JobRunner: batch queue and history database
     connections: set = field(default_factory=set)
@@ -113,6 +114,7 @@ class CaptionServer:
         from text.itn import InverseNormalizer
 
         loop = asyncio.get_running_loop()
+        sessions, cluster_connections = await self._open_sessions()  # before any model: Redis away fails fast
         hotwords = load_hotword_file(self.config.inference.hotword_file) if self.config.inference.hotword_file else ()
         if self._engine is None:
             # Each engine asks its own runtime for CUDA (CTranslate2 for Whisper, torch for FunASR).
@@ -149,7 +151,6 @@ class CaptionServer:
             on_batch=metrics.observe_batch,
             vad_max_wait_ms=inf.vad_max_wait_ms,
             background_batch_size=inf.background_batch_size,
-            background_hold_ms=inf.background_hold_ms,
             normalizer=normalizer,
             job_engines=job_engines,
         )
@@ -163,18 +164,8 @@ class CaptionServer:
             metrics=metrics,
             hotwords=hotwords,
             gate=Gate(self.config.auth, bound_host=self.config.server.host),
-            sessions=SessionHub(
-                self.config.server.session_keep_s,
-                self.config.server.session_max_finals,
-                self.config.server.send_queue_partials,
-                self.config.server.max_queued_replies,
-                limits=SessionLimits(
-                    total=self.config.server.max_sessions,
-                    per_connection=self.config.server.max_sessions_per_connection,
-                    per_token=self.config.server.max_sessions_per_token,
-                    per_address=self.config.server.max_sessions_per_address,
-                ),
-            ),
+            sessions=sessions,
+            cluster_connections=cluster_connections,
         )
         self._redactor = install_log_redactor(self.ctx.gate)
         store = await loop.run_in_executor(None, open_store, self.config)  # SQLite, or PostgreSQL ([cluster])
@@ -223,6 +214,61 @@ class CaptionServer:
             "".join(f"; for files also {e.name}: {e.model}" for e in job_engines),
         )
 
+    async def _open_sessions(self):
+        """This process's session hub; with cluster.redis_url, shared through Redis (RedisUnavailable,
+        naming the setting, if Redis does not answer), with connection limits counted cluster-wide."""
+        server = self.config.server
+        hub = SessionHub(
+            server.session_keep_s,
+            server.session_max_finals,
+            server.send_queue_partials,
+            server.max_queued_replies,
+            limits=SessionLimits(
+                total=server.max_sessions,
+                per_connection=server.max_sessions_per_connection,
+                per_token=server.max_sessions_per_token,
+                per_address=server.max_sessions_per_address,
+            ),
+        )
+        cluster = self.config.cluster
+        if not cluster.redis_url:
+            return hub, None
+        from server.cluster_limits import ClusterConnections
+        from server.redis_sessions import RedisSessions
+
+        hand_over_s = server.disconnect_flush_s + cluster.node_ttl_s
+        sessions = RedisSessions(hub, cluster.redis_url, cluster.node_ttl_s, cluster.max_queued_writes, hand_over_s)
+        await sessions.start()
+        auth = self.config.auth
+        connections = ClusterConnections(
+            sessions.link,
+            sessions.node,
+            auth.max_connections_per_token,
+            auth.max_connections_per_ip,
+            cluster.max_connections,
+            auth_on=Gate(auth, bound_host=server.host).enabled,
+            ttl_s=cluster.node_ttl_s,
+        )
+        connections.start()
+        log.info("caption sessions shared through Redis as front end %s", sessions.node)
+        return sessions, connections
+
+    async def _admit(self, principal: Principal, address: str, stream: bool) -> str | None:
+        """Count a connection in: on this front end, then (with Redis) across the cluster."""
+        assert self.ctx is not None and self.ctx.gate is not None
+        reason = self.ctx.gate.admit(principal, address)
+        if reason is None and self.ctx.cluster_connections is not None:
+            reason = await self.ctx.cluster_connections.admit(principal, address, stream)
+            if reason is not None:
+                self.ctx.gate.release(principal, address)
+        return reason
+
+    def _release(self, principal: Principal, address: str, stream: bool) -> None:
+        assert self.ctx is not None and self.ctx.gate is not None
+        self.ctx.gate.release(principal, address)
+        if self.ctx.cluster_connections is not None:
+            self.ctx.cluster_connections.release(principal, address, stream)
+
     def _tls_context(self):
         if not self.config.server.tls_cert_file:
             return None
@@ -265,6 +311,9 @@ class CaptionServer:
                 log.warning("%d connection(s) did not finish within %.1f s", len(not_done), grace)
         if self.ctx.sessions is not None:
             self.ctx.sessions.close_subscribers()
+            if self.ctx.cluster_connections is not None:
+                self.ctx.cluster_connections.close()
+            await self.ctx.sessions.close()  # shared writes get a moment to land
         if self.ctx.jobs is not None:
             await self.ctx.jobs.close()  # history writes land; unfinished files resume on the next start
         await self.ctx.executor.close()
@@ -411,16 +460,16 @@ class CaptionServer:
         if self.ctx.subscribers >= self.config.server.max_subscribers or self._stop.is_set():
             reason = "server busy: too many caption displays, try again later"
         else:
-            reason = self.ctx.gate.admit(principal, address)  # displays count with streams per address/token
+            reason = await self._admit(principal, address, stream=False)  # displays count with streams
         if reason is not None:
             await ws.send_str(protocol.encode(protocol.error("busy", reason)))
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
             return ws
         try:
             client = SessionClient(principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False))
-            outbox = self.ctx.sessions.subscribe(session_id, client)
+            outbox = await self.ctx.sessions.follow(session_id, client)
         except SessionRefused as exc:
-            self.ctx.gate.release(principal, address)
+            self._release(principal, address, stream=False)
             await ws.send_str(protocol.encode(protocol.error(exc.code, exc.message)))
             close = WSCloseCode.TRY_AGAIN_LATER if exc.code == "busy" else WSCloseCode.POLICY_VIOLATION
             await ws.close(code=close, message=exc.message[:120].encode())
@@ -444,7 +493,7 @@ class CaptionServer:
             pass
         finally:
             self.ctx.subscribers -= 1
-            self.ctx.gate.release(principal, address)
+            self._release(principal, address, stream=False)
             self.ctx.sessions.unsubscribe(session_id, outbox)
             reader.cancel()
             if not ws.closed:
@@ -483,7 +532,7 @@ class CaptionServer:
             behind_ms = round(backlog_s * 1000)
             reason = f"server busy: speech detection is {behind_ms} ms behind its streams, try again later"
         else:
-            reason = self.ctx.gate.admit(principal, address)
+            reason = await self._admit(principal, address, stream=True)
         if reason is not None:
             await ws.send_str(protocol.encode(protocol.for_funasr_client(protocol.refusal("busy", reason))))
             self.ctx.metrics.disconnects.labels("busy").inc()
@@ -496,7 +545,7 @@ class CaptionServer:
         try:
             await connection.run()
         finally:
-            self.ctx.gate.release(principal, address)
+            self._release(principal, address, stream=True)
             self.ctx.connections.discard(connection)
             self.ctx.metrics.connections.set(len(self.ctx.connections))
         return ws
@@ -537,7 +586,9 @@ class CaptionServer:
         stats = self.ctx.executor.stats
         backlog_s = self.ctx.vad_backlog_s
         overloaded, vad_behind = self.ctx.overloaded, self.ctx.vad_behind(backlog_s)
+        shared = self.ctx.sessions.health() if self.ctx.sessions is not None else None
         healthy = not overloaded and not vad_behind and not (self.ctx.jobs and not self.ctx.jobs.healthy)
+        healthy = healthy and (shared is None or shared["redis"] == "ok")
         return web.json_response(
             {
                 "status": "ok" if healthy else "degraded",
@@ -568,6 +619,7 @@ class CaptionServer:
                 }
                 if self.ctx.jobs
                 else None,
+                "sessions": shared,  # with [cluster] redis_url: Redis reachable, writes waiting for it
             }
         )
 

@@ -70,7 +70,6 @@ class InferenceConfig:
     max_batch_size: int
     max_wait_ms: int
     background_batch_size: int
-    background_hold_ms: int
     partial_interval_ms: int
     vad_max_batch_size: int
     vad_max_wait_ms: int
@@ -141,6 +140,10 @@ class JobsConfig:
 class ClusterConfig:
     postgres_url: str  # "" = the embedded SQLite store at jobs.db_path
     lease_s: float
+    redis_url: str  # "" = caption sessions and connection counts in this process only
+    node_ttl_s: float
+    max_queued_writes: int
+    max_connections: int
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,9 @@ _SECTIONS = {
 # (section, key) -> (low, high) inclusive; checked after types.
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("cluster", "lease_s"): (1, 3600),
+    ("cluster", "node_ttl_s"): (1, 3600),
+    ("cluster", "max_queued_writes"): (100, 10_000_000),
+    ("cluster", "max_connections"): (0, 10_000_000),
     ("server", "port"): (0, 65535),
     ("server", "max_connections"): (1, 100_000),
     ("server", "max_frame_bytes"): (320, 64 * 1024 * 1024),
@@ -213,7 +219,6 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "max_batch_size"): (1, 256),
     ("inference", "max_wait_ms"): (0, 1000),
     ("inference", "background_batch_size"): (1, 256),
-    ("inference", "background_hold_ms"): (0, 600_000),
     ("inference", "partial_interval_ms"): (100, 10_000),
     ("inference", "vad_max_batch_size"): (1, 4096),
     ("inference", "vad_max_wait_ms"): (0, 200),
@@ -351,6 +356,11 @@ def _check_cross_field(config: Config) -> None:
     url = config.cluster.postgres_url
     if url and not url.startswith(("postgresql://", "postgres://")):  # never echoed: it may hold a password
         raise ConfigError("cluster.postgres_url must be a postgresql:// URL, or empty for the embedded SQLite store")
+    if config.cluster.redis_url and not config.cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        # never echoed: it may hold a password
+        raise ConfigError(
+            "cluster.redis_url must be a redis://, rediss:// or unix:// URL, or empty (sessions in process)"
+        )
     if config.whisper.compute_type not in ("auto", "int8", "int8_float16", "float16", "float32"):
         raise ConfigError(f"whisper.compute_type is not a CTranslate2 type: {config.whisper.compute_type!r}")
 

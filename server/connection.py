@@ -30,15 +30,7 @@ from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
 from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
-from streaming.events import (
-    SAMPLE_RATE,
-    PartialDue,
-    SegmentClosed,
-    SpeechStarted,
-    sample_at,
-    samples_to_ms,
-    with_context,
-)
+from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms, with_context
 from streaming.pcm import AudioFormatError
 from streaming.ring_buffer import to_int16
 from streaming.session import SessionSettings, StreamSession
@@ -498,9 +490,6 @@ class Connection:
         self.ctx.executor.set_source(stream.stream_id, Source(self._share_owner(), live=False))
 
     async def _start_stream(self, start: protocol.StartStream) -> None:
-        if start.language and (problem := self.ctx.executor.engine.language_problem(start.language)):
-            self._refuse_start("unsupported_language", problem)  # never text in the wrong language
-            return
         try:
             session, streaming = self._new_session(start)
         except ValueError as exc:
@@ -515,7 +504,7 @@ class Connection:
             chunker=SegmentChunker(chunk_ms(start) * SAMPLE_RATE // 1000) if streaming else None,
         )
         try:  # a session belongs to the token that made it; limits per connection, token, address
-            captions = self.ctx.sessions.open_stream(start.session_id, self.client)
+            captions = await self.ctx.sessions.join(start.session_id, self.client)
         except SessionRefused as exc:
             self._refuse_start(exc.code, exc.message)
             return
@@ -564,7 +553,6 @@ class Connection:
         for event in events:
             if isinstance(event, SpeechStarted):
                 stream.stabilizers[event.segment_id] = PartialStabilizer()
-                self.ctx.executor.speech_started(stream.stream_id, event.segment_id)  # its final comes first
                 stream.segments_opened = max(stream.segments_opened, event.segment_id + 1)
                 if stream.chunker is not None:
                     stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)
@@ -590,17 +578,12 @@ class Connection:
                 stream.closed_segments.add(event.segment_id)
                 if stream.start.mode == "online" and stream.step_segment == event.segment_id:
                     future = self._stream_final(stream, event)  # the streaming model's own text is final
-                elif event.follows_cut:
-                    future = None  # decoded by the finals loop once the final before the cut is known
                 else:
-                    future = self._submit_final(stream, event)
+                    audio, context, after = with_context(event)
+                    options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
+                    future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options)
                 stream.step_state = stream.step_segment = None
                 stream.finals.put_nowait((event, future, time.monotonic(), endpoint_s))
-
-    def _submit_final(self, stream: Stream, event: SegmentClosed, words_from: int | None = None) -> asyncio.Future:
-        audio, context, after = with_context(event, words_from)
-        options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
-        return self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options)
 
     def _stream_partial(self, stream: Stream, event: PartialDue) -> None:
         """Hand the streaming model the new whole chunks of the open segment."""
@@ -666,17 +649,11 @@ class Connection:
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
         held: dict[str, Any] | None = None  # FunASR clients: the last final, sent as the end (last_final)
-        cut_words_end: int | None = None  # a final cut for length: the sample where its words ended
         while (item := await stream.finals.get()) is not None:
             event, future, submitted, endpoint_s = item
             text, timestamps, failure, timing = "", None, None, {}
-            words_from, cut_words_end = cut_words_end, None
             try:
-                if future is None:  # the segment after a length cut: its words begin where those before ended
-                    future = self._submit_final(stream, event, words_from)
                 result = await future
-                if event.reason == "max_length" and result.words_end_ms is not None:
-                    cut_words_end = sample_at(event, result.words_end_ms)
                 text, timestamps = result.text, result.timestamps
                 timing = {k: result.extra[k] for k in FINAL_EXTRA_FIELDS if k in result.extra}
                 _keep_detected_language(stream, result)
@@ -817,10 +794,8 @@ class Connection:
         captions = stream.captions
         if captions is None:
             return
-        captions.next_segment_id = stream.segment_base + stream.segments_opened
-        captions.audio_ms = stream.ms(stream.session.samples_received)
-        if captions.owner is self:
-            captions.owner = None
+        next_segment_id = stream.segment_base + stream.segments_opened
+        self.ctx.sessions.end_stream(captions, self, next_segment_id, stream.ms(stream.session.samples_received))
 
     def _error(self, code: str, message: str, wav_name: str | None = None, count: bool = True) -> None:
         if count:

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from server.auth import ANONYMOUS, Principal
 from server.outbox import Outbox
@@ -85,6 +85,45 @@ class CaptionSession:
         return [{**final, "replayed": True} for final in self.finals if final["segment_id"] > segment_id]
 
 
+class StreamOwner(Protocol):
+    """The connection streaming into a session: who it is, and how it lets another take over."""
+
+    client: SessionClient
+
+    async def hand_over(self) -> None: ...
+
+
+class SessionStore(Protocol):
+    """Where caption sessions live: in this process (SessionHub, the default) or shared by every
+    front end (server.redis_sessions.RedisSessions, with [cluster] redis_url). The two awaits are
+    the only places a shared store may wait for the network; everything else is synchronous."""
+
+    async def join(self, session_id: str | None, client: SessionClient) -> CaptionSession:
+        """The session a new stream of `client` feeds, current on this front end (a stream into it
+        elsewhere handed over first); SessionRefused if it may not."""
+        ...
+
+    async def follow(self, session_id: str, client: SessionClient | None = None) -> Outbox:
+        """A display's outbox: the session's stored finals (replayed), then its live captions."""
+        ...
+
+    def publish(self, session: CaptionSession, message: dict[str, Any]) -> None: ...
+
+    def end_stream(self, session: CaptionSession, owner: StreamOwner, next_segment_id: int, audio_ms: int) -> None:
+        """`owner`'s stream is over and its finals are out: the next stream continues after them."""
+        ...
+
+    def unsubscribe(self, session_id: str, outbox: Outbox) -> None: ...
+
+    def close_subscribers(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def health(self) -> dict[str, Any] | None:
+        """The shared store's state for /healthz (None: sessions are in this process only)."""
+        ...
+
+
 # Idle sessions are looked for at most this often (each look costs O(sessions forgotten)).
 SWEEP_INTERVAL_S = 1.0
 
@@ -137,6 +176,73 @@ class SessionHub:
                 "(auth.allowed_origins)",
             )
         return self.get(session_id or new_session_id(), client)
+
+    # --- SessionStore: in this process, nothing to wait for ----------------------------------
+    async def join(self, session_id: str | None, client: SessionClient) -> CaptionSession:
+        return self.open_stream(session_id, client)
+
+    async def follow(self, session_id: str, client: SessionClient | None = None) -> Outbox:
+        return self.subscribe(session_id, client)
+
+    def end_stream(self, session: CaptionSession, owner: StreamOwner, next_segment_id: int, audio_ms: int) -> None:
+        session.next_segment_id = next_segment_id
+        session.audio_ms = audio_ms
+        if session.owner is owner:
+            session.owner = None
+
+    async def close(self) -> None:
+        return None
+
+    def health(self) -> dict[str, Any] | None:
+        return None
+
+    # --- what a shared store brings in from other front ends ---------------------------------
+    def find(self, session_id: str) -> CaptionSession | None:
+        """The session if this process holds it (not created, not counted as used)."""
+        return self._sessions.get(session_id)
+
+    def adopt(
+        self,
+        session_id: str,
+        finals: list[dict[str, Any]],
+        next_segment_id: int,
+        audio_ms: int,
+        owner_id: str | None,
+        client: SessionClient | None = None,
+    ) -> None:
+        """Another front end's copy of a session is merged into this one's (not while streamed into
+        here): finals by segment id, so those that arrived live after that copy was read, or that a
+        Redis restarted empty no longer holds, are kept. The next segment id and time continue
+        after the last final even if the copy's counters were never updated (the front end that
+        wrote them died mid-stream). A session new here counts against `client`'s
+        limits, as one it creates; whether it may use it is checked by join/follow after this."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._create(session_id, client)
+        elif session.owner is not None:
+            return
+        merged = {final["segment_id"]: final for final in session.finals}
+        merged.update((final["segment_id"], final) for final in finals)
+        session.finals = deque((merged[i] for i in sorted(merged)), maxlen=self.max_finals)
+        if session.finals:
+            final = session.finals[-1]
+            next_segment_id = max(next_segment_id, final["segment_id"] + 1)
+            audio_ms = max(audio_ms, final.get("end_ms", 0))
+        session.next_segment_id = max(session.next_segment_id, next_segment_id)
+        session.audio_ms = max(session.audio_ms, audio_ms)
+        if owner_id is not None:  # None: unclaimed there, or a Redis restarted empty: what is known here stands
+            session.owner_id = owner_id
+
+    def deliver(self, session_id: str, message: dict[str, Any]) -> None:
+        """A caption of this session published on another front end: to the followers here, once
+        (a final already held is not shown again)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        held = session.finals[-1]["segment_id"] if session.finals else -1
+        if message.get("type") == "final" and message["segment_id"] <= held:
+            return
+        self.publish(session, message)
 
     def touch(self, session: CaptionSession) -> None:
         session.last_used = self._clock()
