@@ -21,6 +21,7 @@ from jobs import exports
 from jobs.api import MALFORMED_MULTIPART, UploadTooLarge, save_part, upload_name
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
+from server.app import file_response
 from streaming.events import SAMPLE_RATE
 
 PAGE = Path(__file__).resolve().parent.parent / "client_js" / "vad.html"
@@ -40,7 +41,7 @@ class VadApi:
     async def page(self, request: web.Request) -> web.StreamResponse:
         if not PAGE.is_file():
             raise web.HTTPNotFound(text="page not installed (client_js/vad.html)")
-        return web.FileResponse(PAGE)
+        return file_response(PAGE)
 
     async def intervals(self, request: web.Request) -> web.Response:
         fmt = request.query.get("format", "json").lower()

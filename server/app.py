@@ -418,7 +418,7 @@ class CaptionServer:
         if _is_upgrade(request):
             return await self._websocket(request)
         page = CLIENT_DIR / "index.html"
-        return web.FileResponse(page if page.is_file() else STATUS_PAGE)
+        return file_response(page if page.is_file() else STATUS_PAGE)
 
     async def _client_file(self, request: web.Request) -> web.StreamResponse:
         """The page's and overlay's own files and the JS library; nothing else under client_js/."""
@@ -435,10 +435,10 @@ class CaptionServer:
             or not target.is_file()
         ):
             raise web.HTTPNotFound()
-        return web.FileResponse(target)
+        return file_response(target)
 
     async def _status_page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATUS_PAGE)
+        return file_response(STATUS_PAGE)
 
     async def _overlay(self, request: web.Request) -> web.StreamResponse:
         return _client_page("overlay.html")
@@ -624,11 +624,22 @@ class CaptionServer:
         )
 
 
+def file_response(path: Path) -> web.FileResponse:
+    """A file to send. aiohttp answers 404 for a file it cannot open, even one that is there when
+    the server is out of file descriptors: opening it here first makes that the guard's 503."""
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        if exc.errno in FD_ERRORS:
+            raise
+    return web.FileResponse(path)
+
+
 def _client_page(name: str) -> web.FileResponse:
     page = CLIENT_DIR / name
     if not page.is_file():
         raise web.HTTPNotFound(text=f"page not installed (client_js/{name})")
-    return web.FileResponse(page)
+    return file_response(page)
 
 
 def _is_upgrade(request: web.Request) -> bool:

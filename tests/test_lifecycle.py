@@ -26,7 +26,9 @@ MID_SPEECH = compose([0.3, "please open the door"])  # no trailing silence: the 
 
 
 class ServerProcess:
-    def __init__(self, tmp_path: Path, **server_settings) -> None:
+    def __init__(self, tmp_path: Path, *, preexec_fn=None, **server_settings) -> None:
+        """run_server.py with config.toml's `key = value` lines replaced by `server_settings`;
+        `preexec_fn` runs in the child before it starts (limits, say)."""
         text = DEFAULT_CONFIG_PATH.read_text().replace("port = 10095", "port = 0")
         data = {"db_path": f'"{tmp_path}/captions.db"', "upload_dir": f'"{tmp_path}/uploads"'}
         server_settings = {**data, **server_settings}
@@ -39,6 +41,7 @@ class ServerProcess:
             cwd=ROOT,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         self.log: list[str] = []
         self.port: int | None = None
