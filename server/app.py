@@ -151,6 +151,7 @@ class CaptionServer:
             on_batch=metrics.observe_batch,
             vad_max_wait_ms=inf.vad_max_wait_ms,
             background_batch_size=inf.background_batch_size,
+            background_hold_ms=inf.background_hold_ms,
             normalizer=normalizer,
             job_engines=job_engines,
         )

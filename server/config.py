@@ -70,6 +70,7 @@ class InferenceConfig:
     max_batch_size: int
     max_wait_ms: int
     background_batch_size: int
+    background_hold_ms: int
     partial_interval_ms: int
     vad_max_batch_size: int
     vad_max_wait_ms: int
@@ -219,6 +220,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "max_batch_size"): (1, 256),
     ("inference", "max_wait_ms"): (0, 1000),
     ("inference", "background_batch_size"): (1, 256),
+    ("inference", "background_hold_ms"): (0, 600_000),
     ("inference", "partial_interval_ms"): (100, 10_000),
     ("inference", "vad_max_batch_size"): (1, 4096),
     ("inference", "vad_max_wait_ms"): (0, 200),

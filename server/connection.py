@@ -30,7 +30,15 @@ from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
 from streaming.chunker import SegmentChunker
 from streaming.endpointer import EndpointSettings
-from streaming.events import SAMPLE_RATE, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms, with_context
+from streaming.events import (
+    SAMPLE_RATE,
+    PartialDue,
+    SegmentClosed,
+    SpeechStarted,
+    sample_at,
+    samples_to_ms,
+    with_context,
+)
 from streaming.pcm import AudioFormatError
 from streaming.ring_buffer import to_int16
 from streaming.session import SessionSettings, StreamSession
@@ -490,6 +498,9 @@ class Connection:
         self.ctx.executor.set_source(stream.stream_id, Source(self._share_owner(), live=False))
 
     async def _start_stream(self, start: protocol.StartStream) -> None:
+        if start.language and (problem := self.ctx.executor.engine.language_problem(start.language)):
+            self._refuse_start("unsupported_language", problem)  # never text in the wrong language
+            return
         try:
             session, streaming = self._new_session(start)
         except ValueError as exc:
@@ -553,6 +564,7 @@ class Connection:
         for event in events:
             if isinstance(event, SpeechStarted):
                 stream.stabilizers[event.segment_id] = PartialStabilizer()
+                self.ctx.executor.speech_started(stream.stream_id, event.segment_id)  # its final comes first
                 stream.segments_opened = max(stream.segments_opened, event.segment_id + 1)
                 if stream.chunker is not None:
                     stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)
@@ -578,12 +590,17 @@ class Connection:
                 stream.closed_segments.add(event.segment_id)
                 if stream.start.mode == "online" and stream.step_segment == event.segment_id:
                     future = self._stream_final(stream, event)  # the streaming model's own text is final
+                elif event.follows_cut:
+                    future = None  # decoded by the finals loop once the final before the cut is known
                 else:
-                    audio, context, after = with_context(event)
-                    options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
-                    future = self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options)
+                    future = self._submit_final(stream, event)
                 stream.step_state = stream.step_segment = None
                 stream.finals.put_nowait((event, future, time.monotonic(), endpoint_s))
+
+    def _submit_final(self, stream: Stream, event: SegmentClosed, words_from: int | None = None) -> asyncio.Future:
+        audio, context, after = with_context(event, words_from)
+        options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
+        return self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options)
 
     def _stream_partial(self, stream: Stream, event: PartialDue) -> None:
         """Hand the streaming model the new whole chunks of the open segment."""
@@ -649,11 +666,17 @@ class Connection:
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
         held: dict[str, Any] | None = None  # FunASR clients: the last final, sent as the end (last_final)
+        cut_words_end: int | None = None  # a final cut for length: the sample where its words ended
         while (item := await stream.finals.get()) is not None:
             event, future, submitted, endpoint_s = item
             text, timestamps, failure, timing = "", None, None, {}
+            words_from, cut_words_end = cut_words_end, None
             try:
+                if future is None:  # the segment after a length cut: its words begin where those before ended
+                    future = self._submit_final(stream, event, words_from)
                 result = await future
+                if event.reason == "max_length" and result.words_end_ms is not None:
+                    cut_words_end = sample_at(event, result.words_end_ms)
                 text, timestamps = result.text, result.timestamps
                 timing = {k: result.extra[k] for k in FINAL_EXTRA_FIELDS if k in result.extra}
                 _keep_detected_language(stream, result)

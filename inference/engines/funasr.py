@@ -131,6 +131,9 @@ class FunasrEngine:
         """Partials come from the streaming model, chunk by chunk, instead of offline re-decodes."""
         return self._online is not None
 
+    def language_problem(self, language: str) -> str | None:
+        return None  # its models detect the language or ignore the setting (a code SenseVoice lacks: "auto")
+
     # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         # no use for context: only the segment itself is decoded
