@@ -97,9 +97,16 @@ def multipart(filename: bytes, content: bytes = b"not audio at all") -> bytes:
     return body + b"Content-Type: application/octet-stream\r\n\r\n" + content + b"\r\n--b0undary--\r\n"
 
 
+FORM = b"Content-Type: multipart/form-data; boundary=b0undary"
 OPTIONS = b'\r\nContent-Disposition: form-data; name="options"\r\n\r\n'  # a second part, after UPLOAD[:-4]
 UPLOAD = multipart(b'filename="a.wav"')
-FORM = b"Content-Type: multipart/form-data; boundary=b0undary"
+
+
+def upload(filename: bytes, *headers: bytes, target: bytes = b"/api/jobs") -> bytes:
+    """An upload with a valid token of one file that is not audio, sent under `filename`."""
+    return api("POST", target, FORM, *headers, body=multipart(filename))
+
+
 JSON = b"Content-Type: application/json"
 
 CASES = [
@@ -228,42 +235,37 @@ CASES = [
     ),
     case(
         "upload name with raw control bytes",
-        api("POST", b"/api/jobs", FORM, body=multipart(b'filename="x\x1b[31m\x07\x0b.wav"')),
+        upload(b'filename="x\x1b[31m\x07\x0b.wav"'),
         201,
         400,
     ),
     case(
         "upload name not UTF-8",
-        api("POST", b"/api/jobs", FORM, body=multipart(b'filename="\xff\xfe.wav"')),
+        upload(b'filename="\xff\xfe.wav"'),
         201,
         400,
     ),
     case(
         "upload name* forging a log line",
-        api(
-            "POST",
-            b"/api/jobs",
-            FORM,
-            body=multipart(b"filename*=UTF-8''x%0A127.0.0.1%20forged%1B%5B31m%E2%80%AE.wav"),
-        ),
+        upload(b"filename*=UTF-8''x%0A127.0.0.1%20forged%1B%5B31m%E2%80%AE.wav"),
         201,
         400,
     ),
     case(
         "upload name* not UTF-8",
-        api("POST", b"/api/jobs", FORM, body=multipart(b"filename*=UTF-8''%FF%FE%0D.wav")),
+        upload(b"filename*=UTF-8''%FF%FE%0D.wav"),
         201,
         400,
     ),
     case(
         "upload name percent-encoded escapes",
-        api("POST", b"/api/jobs", FORM, body=multipart(b'filename="%1B%5B2J%0Aforged.wav"')),
+        upload(b'filename="%1B%5B2J%0Aforged.wav"'),
         201,
         400,
     ),
     case(
         "upload name forging a log line (VAD)",
-        api("POST", b"/api/vad", FORM, body=multipart(b"filename*=UTF-8''a%1B%5D0%3Btitle%07%0Bb.wav")),
+        upload(b"filename*=UTF-8''a%1B%5D0%3Btitle%07%0Bb.wav", target=b"/api/vad"),
         400,
     ),
     # --- query parameters ----------------------------------------------------------------------------
@@ -312,12 +314,12 @@ CASES = [
     ),
     case(
         "Idempotency-Key of 300 characters",
-        api("POST", b"/api/jobs", FORM, b"Idempotency-Key: " + b"k" * 300, body=UPLOAD),
+        upload(b'filename="a.wav"', b"Idempotency-Key: " + b"k" * 300),
         400,
     ),
     case(
         "Idempotency-Key not UTF-8",
-        api("POST", b"/api/jobs", FORM, b"Idempotency-Key: \xff\xfe\x80", body=multipart(b'filename="k.wav"')),
+        upload(b'filename="k.wav"', b"Idempotency-Key: \xff\xfe\x80"),
         201,
         400,
     ),
@@ -446,3 +448,23 @@ async def test_a_normal_client_still_gets_its_captions_after_every_hostile_input
     phrase = compose([0.3, "good morning everyone", 0.6]).audio
     replies = await transcribe(server.url, phrase, path=f"/?token={USER}")
     assert final_words(replies) == "good morning everyone"
+
+
+def test_escape_writes_every_character_that_could_forge_or_disguise_a_line_as_an_escape():
+    from server.access_log import escape
+
+    assert escape("a\nb\r\x1b[31m\x00\x7f\x85\u202e\u2066\udcff") == (
+        "a\\x0ab\\x0d\\x1b[31m\\x00\\x7f\\x85\\u202e\\u2066\\udcff"
+    )
+    assert escape("会议 2026.wav ok") == "会议 2026.wav ok"  # printable text, any script, is left alone
+
+
+def test_a_malformed_request_is_described_without_the_bytes_aiohttp_quotes():
+    from aiohttp.http_exceptions import BadHttpMessage, InvalidHeader, LineTooLong
+
+    from server.access_log import malformed_reason
+
+    secret = b"/?token=" + USER.encode()
+    for exc in (LineTooLong(bytearray(secret), 8190), InvalidHeader(secret), BadHttpMessage(f"bad:\n {USER}")):
+        assert USER not in malformed_reason(exc), malformed_reason(exc)
+    assert malformed_reason(LineTooLong(secret, 8190)) == "LineTooLong: Got more than 8190 bytes when reading"
