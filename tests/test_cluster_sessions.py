@@ -172,3 +172,32 @@ async def test_a_dead_front_end_is_not_waited_for_and_numbering_goes_on_after_it
         assert resumed.next_segment_id == 2 and resumed.audio_ms == 1700  # its counters were never written
     finally:
         await b.close()
+
+
+async def test_connections_of_a_front_end_that_died_stop_counting_after_node_ttl_s(redis_server):
+    from server.cluster_limits import ClusterConnections
+
+    run = next(_ids)
+    a, b = await _redis_store(redis_server.url, f"a{run}"), await _redis_store(redis_server.url, f"b{run}")
+    token = Principal(f"token-{run}", admin=False, owner_id=f"owner-{run}")
+
+    def counts(store):
+        return ClusterConnections(store.link, store.node, 1, 0, 0, auth_on=True, ttl_s=1.5)
+
+    on_a, on_b = counts(a), counts(b)
+    try:
+        on_b.start()
+        assert await on_a.admit(token, "10.0.0.1", stream=True) is None  # A never renews: it "died"
+        refused = await on_b.admit(token, "10.0.0.2", stream=True)
+        assert "max_connections_per_token = 1" in refused and "across the cluster" in refused
+        await asyncio.sleep(2)
+        assert await on_b.admit(token, "10.0.0.2", stream=True) is None
+        await asyncio.sleep(2)  # B renews its own: it still counts
+        assert await on_a.admit(token, "10.0.0.1", stream=True) is not None
+        on_b.release(token, "10.0.0.2", stream=True)
+        await settle(b)
+        assert await on_a.admit(token, "10.0.0.1", stream=True) is None
+    finally:
+        on_b.close()
+        await a.close()
+        await b.close()
