@@ -31,6 +31,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
+from jobs import queries as q
+from jobs.queries import FILE_COLUMNS, LIVE
 from jobs.storage import LeaseLost
 from jobs.store import SEARCH_TIMEOUT_S, FileRow, KeyConflict, SearchTimeout, StoreError, as_file_row
 
@@ -103,9 +105,6 @@ CREATE INDEX IF NOT EXISTS live_sessions_by_owner ON live_sessions(owner);
 CREATE INDEX IF NOT EXISTS segments_text_trgm ON segments USING gin (text gin_trgm_ops);
 CREATE INDEX IF NOT EXISTS live_finals_text_trgm ON live_finals USING gin (text gin_trgm_ops);
 """
-FILE_COLUMNS = "f.id, f.job_id, f.name, f.path, f.sha256, f.status, f.duration_s, f.done_s, f.next_seq, f.error, " \
-               "f.engine, f.model"  # fmt: skip
-LIVE = "('queued', 'running')"  # statuses of a job or file still to transcribe
 
 
 class PostgresStore:
@@ -196,10 +195,7 @@ class PostgresStore:
                 if row["request_hash"] not in (None, request_hash):
                     raise KeyConflict(idempotency_key)
                 return row["id"], False
-            cur.executemany(
-                "INSERT INTO files (job_id, name, path, sha256, status) VALUES (%s, %s, %s, %s, 'queued')",
-                [(job_id, name, path, digest) for name, path, digest in files],
-            )
+            cur.executemany(pg(q.INSERT_FILE), [(job_id, name, path, digest) for name, path, digest in files])
         return job_id, True
 
     def job(self, job_id: str, owner: str | None = None) -> dict[str, Any] | None:
@@ -215,33 +211,18 @@ class PostgresStore:
         key = job["idempotency_key"]
         job["idempotency_key"] = key.split(":", 1)[1] if key and key.startswith(f"{job['owner']}:") else key
         job["options"] = json.loads(job["options"])
-        files = db.execute(
-            f"SELECT {FILE_COLUMNS}, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS segments "
-            "FROM files f WHERE f.job_id = %s ORDER BY f.id",
-            (job_id,),
-        )
-        job["files"] = [dict(r) for r in files]
+        job["files"] = [dict(r) for r in db.execute(pg(q.JOB_FILES), (job_id,))]
         return job
 
     def jobs(self, limit: int = 100, owner: str | None = None) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT id FROM jobs WHERE %s::text IS NULL OR owner = %s ORDER BY created DESC LIMIT %s",
-            (owner, owner, limit),
-        ).fetchall()
+        rows = self.db.execute(pg(q.JOB_IDS), (owner, owner, limit)).fetchall()
         return [job for r in rows if (job := self.job(r["id"])) is not None]  # one deleted meanwhile: left out
 
     def cancel_job(self, job_id: str) -> bool:
         """As Store.cancel_job; the front end transcribing its files stops at its next lease renewal."""
         with self._tx() as cur:
-            cur.execute(
-                f"UPDATE jobs SET status = 'cancelled', finished = %s WHERE id = %s AND status IN {LIVE}",
-                (time.time(), job_id),
-            )
-            changed = cur.rowcount
-            cur.execute(
-                f"UPDATE files SET status = 'cancelled', error = 'cancelled' WHERE job_id = %s AND status IN {LIVE}",
-                (job_id,),
-            )
+            changed = cur.execute(pg(q.CANCEL_JOB), (time.time(), job_id)).rowcount
+            cur.execute(pg(q.CANCEL_FILES), (job_id,))
         return changed > 0
 
     def delete_job(self, job_id: str) -> list[str]:
@@ -254,11 +235,7 @@ class PostgresStore:
     # --- files, leases and segments -----------------------------------------------------------
     def pending_files(self) -> list[FileRow]:
         """Files still to transcribe, oldest job first, whoever holds them."""
-        rows = self.db.execute(
-            f"SELECT {FILE_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
-            f"WHERE f.status IN {LIVE} AND j.status IN {LIVE} ORDER BY j.created, f.id"
-        ).fetchall()
-        return [as_file_row(r) for r in rows]
+        return [as_file_row(r) for r in self.db.execute(pg(q.PENDING_FILES))]
 
     def claim_file(self, skip: Collection[int] = ()) -> FileRow | None:
         """The oldest pending file that no live lease holds (nor `skip`), now leased to this front end."""
@@ -287,11 +264,7 @@ class PostgresStore:
             return {r["id"] for r in cur.fetchall()}
 
     def file(self, file_id: int, owner: str | None = None) -> FileRow | None:
-        row = self.db.execute(
-            f"SELECT {FILE_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
-            "WHERE f.id = %s AND (%s::text IS NULL OR j.owner = %s)",
-            (file_id, owner, owner),
-        ).fetchone()
+        row = self.db.execute(pg(q.FILE), (file_id, owner, owner)).fetchone()
         return as_file_row(row) if row else None
 
     def start_file(self, file_id: int, duration_s: float | None, engine: str, model: str) -> None:
@@ -304,11 +277,7 @@ class PostgresStore:
             )
             if cur.rowcount != 1:
                 raise LeaseLost(f"file {file_id} is not held by {self.instance}")
-            cur.execute(
-                "UPDATE jobs SET status = 'running', started = COALESCE(started, %s) "
-                f"WHERE id = (SELECT job_id FROM files WHERE id = %s) AND status IN {LIVE}",
-                (time.time(), file_id),
-            )
+            cur.execute(pg(q.JOB_STARTED), (time.time(), file_id))
 
     def commit_segment(self, file_id: int, seq: int, start_ms: int, end_ms: int, text: str, done_s: float) -> None:
         """One decoded segment and the file's new resume point, atomically, only as the file's next
@@ -321,10 +290,7 @@ class PostgresStore:
             )
             if cur.rowcount != 1:
                 raise LeaseLost(f"file {file_id} segment {seq}: not held by {self.instance}")
-            cur.execute(
-                "INSERT INTO segments (file_id, seq, start_ms, end_ms, text) VALUES (%s, %s, %s, %s, %s)",
-                (file_id, seq, start_ms, end_ms, text),
-            )
+            cur.execute(pg(q.INSERT_SEGMENT), (file_id, seq, start_ms, end_ms, text))
 
     def finish_file(self, file_id: int, error: str | None = None) -> None:
         """As Store.finish_file; a file another front end holds now is left to it."""
@@ -335,19 +301,10 @@ class PostgresStore:
                 f"WHERE id = %s AND status IN {LIVE} AND (lease_owner IS NULL OR lease_owner = %s)",
                 ("failed" if error else "done", error, error, file_id, self.instance),
             )
-            cur.execute(
-                "UPDATE jobs SET finished = %s, status = CASE WHEN EXISTS "
-                "(SELECT 1 FROM files WHERE job_id = jobs.id AND status = 'done') THEN 'done' ELSE 'failed' END "
-                f"WHERE id = (SELECT job_id FROM files WHERE id = %s) AND status IN {LIVE} "
-                f"AND NOT EXISTS (SELECT 1 FROM files WHERE job_id = jobs.id AND status IN {LIVE})",
-                (time.time(), file_id),
-            )
+            cur.execute(pg(q.JOB_FINISHED), (time.time(), file_id))
 
     def segments(self, file_id: int) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT seq, start_ms, end_ms, text FROM segments WHERE file_id = %s ORDER BY seq", (file_id,)
-        )
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self.db.execute(pg(q.SEGMENTS), (file_id,))]
 
     # --- live history -------------------------------------------------------------------------
     def add_live_final(self, session_id: str, segment_id: int, start_ms: int, end_ms: int, text: str,
@@ -362,39 +319,22 @@ class PostgresStore:
         # each as one pipelined executemany: one round trip per batch, not two per final.
         with self._tx() as cur:
             cur.executemany(
-                "INSERT INTO live_sessions (session_id, created, updated, engine, options, model, owner) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (session_id) DO UPDATE "
-                "SET updated = excluded.updated WHERE live_sessions.owner = excluded.owner",
+                pg(q.UPSERT_LIVE_SESSION),
                 [(session_id, now, now, engine, json.dumps(options, ensure_ascii=False), model, owner)
                  for session_id, _, _, _, _, engine, options, model, owner in finals],
             )  # fmt: skip
             cur.executemany(
-                "INSERT INTO live_finals (session_id, segment_id, start_ms, end_ms, text, created) "
-                "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
-                "(SELECT 1 FROM live_sessions WHERE session_id = %s AND owner = %s) "
-                "ON CONFLICT (session_id, segment_id) DO UPDATE SET "
-                "start_ms = excluded.start_ms, end_ms = excluded.end_ms, text = excluded.text, "
-                "created = excluded.created",
+                pg(q.UPSERT_LIVE_FINAL),
                 [(session_id, segment_id, start_ms, end_ms, text, now, session_id, owner)
                  for session_id, segment_id, start_ms, end_ms, text, _, _, _, owner in finals],
             )  # fmt: skip
 
     def live_finals(self, session_id: str, owner: str | None = None) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT segment_id, start_ms, end_ms, text FROM live_finals WHERE session_id = %s AND "
-            "(%s::text IS NULL OR EXISTS (SELECT 1 FROM live_sessions WHERE session_id = %s AND owner = %s)) "
-            "ORDER BY segment_id",
-            (session_id, owner, session_id, owner),
-        )
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self.db.execute(pg(q.LIVE_FINALS), (session_id, owner, session_id, owner))]
 
     def delete_session(self, session_id: str, owner: str | None = None) -> bool:
         with self._tx() as cur:
-            cur.execute(
-                "DELETE FROM live_sessions WHERE session_id = %s AND (%s::text IS NULL OR owner = %s)",
-                (session_id, owner, owner),
-            )
-            return cur.rowcount > 0
+            return cur.execute(pg(q.DELETE_SESSION), (session_id, owner, owner)).rowcount > 0
 
     def search(self, text: str = "", since: float | None = None, until: float | None = None, limit: int = 200,
                owner: str | None = None, timeout_s: float = SEARCH_TIMEOUT_S) -> list[dict[str, Any]]:  # fmt: skip
@@ -427,6 +367,11 @@ class PostgresStore:
             raise SearchTimeout(f"the search ran longer than {timeout_s:g} s") from None
         rows = sorted((dict(r) for r in (*live, *files)), key=lambda r: (-r["created"], r["seq"]))
         return rows[:limit]
+
+
+def pg(statement: str) -> str:
+    """A statement of jobs/queries.py with psycopg's placeholders."""
+    return statement.replace("?", "%s")
 
 
 def display_url(url: str) -> str:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs import queries as q
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -238,10 +240,7 @@ class Store:
                 "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
                 (job_id, time.time(), json.dumps(options, ensure_ascii=False), key, engine, owner, request_hash),
             )
-            self.db.executemany(
-                "INSERT INTO files (job_id, name, path, sha256, status) VALUES (?, ?, ?, ?, 'queued')",
-                [(job_id, name, path, digest) for name, path, digest in files],
-            )
+            self.db.executemany(q.INSERT_FILE, [(job_id, name, path, digest) for name, path, digest in files])
         return job_id, True
 
     def job(self, job_id: str, owner: str | None = None) -> dict[str, Any] | None:
@@ -256,27 +255,16 @@ class Store:
         key = job.get("idempotency_key")
         job["idempotency_key"] = key.split(":", 1)[1] if key and key.startswith(f"{job['owner']}:") else key
         job["options"] = json.loads(job["options"])
-        files = self.db.execute(
-            "SELECT f.*, (SELECT COUNT(*) FROM segments s WHERE s.file_id = f.id) AS segments "
-            "FROM files f WHERE f.job_id = ? ORDER BY f.id",
-            (job_id,),
-        )
-        job["files"] = [dict(r) for r in files]
+        job["files"] = [dict(r) for r in self.db.execute(q.JOB_FILES, (job_id,))]
         return job
 
     def jobs(self, limit: int = 100, owner: str | None = None) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT id FROM jobs WHERE ? IS NULL OR owner = ? ORDER BY created DESC LIMIT ?", (owner, owner, limit)
-        ).fetchall()
+        rows = self.db.execute(q.JOB_IDS, (owner, owner, limit)).fetchall()
         return [self.job(r["id"]) for r in rows]
 
     def pending_files(self) -> list[FileRow]:
         """Files still to transcribe, oldest job first; `running` ones were cut off by a crash."""
-        rows = self.db.execute(
-            "SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id "
-            "WHERE f.status IN ('queued', 'running') AND j.status IN ('queued', 'running') ORDER BY j.created, f.id"
-        ).fetchall()
-        return [as_file_row(r) for r in rows]
+        return [as_file_row(r) for r in self.db.execute(q.PENDING_FILES)]
 
     def claim_file(self, skip: Collection[int] = ()) -> FileRow | None:
         """The oldest pending file not in `skip`: one process uses this database, so holding a file
@@ -292,10 +280,7 @@ class Store:
         return {row["id"] for row in rows}
 
     def file(self, file_id: int, owner: str | None = None) -> FileRow | None:
-        row = self.db.execute(
-            "SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id WHERE f.id = ? AND (? IS NULL OR j.owner = ?)",
-            (file_id, owner, owner),
-        ).fetchone()
+        row = self.db.execute(q.FILE, (file_id, owner, owner)).fetchone()
         return as_file_row(row) if row else None
 
     def start_file(self, file_id: int, duration_s: float | None, engine: str, model: str) -> None:
@@ -306,19 +291,12 @@ class Store:
                 "WHERE id = ? AND status IN ('queued', 'running')",
                 (duration_s, engine, model, file_id),
             )
-            self.db.execute(
-                "UPDATE jobs SET status = 'running', started = COALESCE(started, ?) "
-                "WHERE id = (SELECT job_id FROM files WHERE id = ?) AND status IN ('queued', 'running')",
-                (time.time(), file_id),
-            )
+            self.db.execute(q.JOB_STARTED, (time.time(), file_id))
 
     def commit_segment(self, file_id: int, seq: int, start_ms: int, end_ms: int, text: str, done_s: float) -> None:
         """One decoded segment and the file's new resume point, atomically."""
         with self._tx():
-            self.db.execute(
-                "INSERT INTO segments (file_id, seq, start_ms, end_ms, text) VALUES (?, ?, ?, ?, ?)",
-                (file_id, seq, start_ms, end_ms, text),
-            )
+            self.db.execute(q.INSERT_SEGMENT, (file_id, seq, start_ms, end_ms, text))
             self.db.execute(
                 "UPDATE files SET next_seq = ?, done_s = ? WHERE id = ? AND next_seq = ?",
                 (seq + 1, done_s, file_id, seq),
@@ -336,34 +314,17 @@ class Store:
                 "WHERE id = ? AND status IN ('queued', 'running')",  # never over a cancel
                 ("failed" if error else "done", error, error, file_id),
             )
-            self.db.execute(
-                # done when every file is finished; failed when none of them could be transcribed
-                "UPDATE jobs SET finished = ?, status = CASE WHEN EXISTS "
-                "(SELECT 1 FROM files WHERE job_id = jobs.id AND status = 'done') THEN 'done' ELSE 'failed' END "
-                "WHERE id = (SELECT job_id FROM files WHERE id = ?) AND status IN ('queued', 'running') "
-                "AND NOT EXISTS (SELECT 1 FROM files WHERE job_id = jobs.id AND status IN ('queued', 'running'))",
-                (time.time(), file_id),
-            )
+            self.db.execute(q.JOB_FINISHED, (time.time(), file_id))
 
     def segments(self, file_id: int) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT seq, start_ms, end_ms, text FROM segments WHERE file_id = ? ORDER BY seq", (file_id,)
-        )
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self.db.execute(q.SEGMENTS, (file_id,))]
 
     def cancel_job(self, job_id: str) -> bool:
         """Marks the job and its unfinished files cancelled, so that nothing resumes them (not even a
         restart); what was committed stays. False when the job had already finished."""
         with self._tx():
-            changed = self.db.execute(
-                "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? AND status IN ('queued', 'running')",
-                (time.time(), job_id),
-            ).rowcount
-            self.db.execute(
-                "UPDATE files SET status = 'cancelled', error = 'cancelled' "
-                "WHERE job_id = ? AND status IN ('queued', 'running')",
-                (job_id,),
-            )
+            changed = self.db.execute(q.CANCEL_JOB, (time.time(), job_id)).rowcount
+            self.db.execute(q.CANCEL_FILES, (job_id,))
         return changed > 0
 
     def delete_job(self, job_id: str) -> list[str]:
@@ -385,41 +346,18 @@ class Store:
         now = time.time()
         with self._tx():
             for session_id, segment_id, start_ms, end_ms, text, engine, options, model, owner in finals:
+                options_json = json.dumps(options, ensure_ascii=False)
+                self.db.execute(q.UPSERT_LIVE_SESSION, (session_id, now, now, engine, options_json, model, owner))
                 self.db.execute(
-                    "INSERT INTO live_sessions (session_id, created, updated, engine, options, model, owner) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET updated = excluded.updated "
-                    "WHERE owner = excluded.owner",
-                    (session_id, now, now, engine, json.dumps(options, ensure_ascii=False), model, owner),
-                )
-                # An upsert, not INSERT OR REPLACE: REPLACE's implicit delete skips the search index's trigger.
-                self.db.execute(
-                    "INSERT INTO live_finals (session_id, segment_id, start_ms, end_ms, text, created) "
-                    "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
-                    "(SELECT 1 FROM live_sessions WHERE session_id = ? AND owner = ?) "
-                    "ON CONFLICT(session_id, segment_id) DO UPDATE SET "
-                    "start_ms = excluded.start_ms, end_ms = excluded.end_ms, text = excluded.text, "
-                    "created = excluded.created",
-                    (session_id, segment_id, start_ms, end_ms, text, now, session_id, owner),
+                    q.UPSERT_LIVE_FINAL, (session_id, segment_id, start_ms, end_ms, text, now, session_id, owner)
                 )
 
     def live_finals(self, session_id: str, owner: str | None = None) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT segment_id, start_ms, end_ms, text FROM live_finals WHERE session_id = ? AND "
-            "(? IS NULL OR EXISTS (SELECT 1 FROM live_sessions WHERE session_id = ? AND owner = ?)) "
-            "ORDER BY segment_id",
-            (session_id, owner, session_id, owner),
-        )
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self.db.execute(q.LIVE_FINALS, (session_id, owner, session_id, owner))]
 
     def delete_session(self, session_id: str, owner: str | None = None) -> bool:
         with self._tx():
-            return (
-                self.db.execute(
-                    "DELETE FROM live_sessions WHERE session_id = ? AND (? IS NULL OR owner = ?)",
-                    (session_id, owner, owner),
-                ).rowcount
-                > 0
-            )
+            return self.db.execute(q.DELETE_SESSION, (session_id, owner, owner)).rowcount > 0
 
     def search(self, text: str = "", since: float | None = None, until: float | None = None, limit: int = 200,
                owner: str | None = None, timeout_s: float = SEARCH_TIMEOUT_S) -> list[dict[str, Any]]:  # fmt: skip
