@@ -167,11 +167,19 @@ class RedisSessions:
         channel = captions_channel(session_id)
         await self.link.listen(channel)  # first: a final published while Redis is read is not missed
         try:
-            self._adopt(session_id, await self._fetch(session_id), client)
-            return self.hub.subscribe(session_id, client)
+            state = await self._fetch(session_id)
+            self._adopt(session_id, state, client)
+            outbox = self.hub.subscribe(session_id, client)
         except BaseException:
             self.link.unlisten(channel)
             raise
+        session = self.hub.find(session_id)
+        owner_id = session.owner_id if session is not None else None
+        if owner_id is not None and (state is None or state.owner_id is None):
+            # the first token to follow an unclaimed session claims it, on every front end
+            key = state_key(session_id)
+            self.link.write(("HSETNX", key, "owner_id", owner_id), ("EXPIRE", key, self.keep_s))
+        return outbox
 
     def unsubscribe(self, session_id: str, outbox: Outbox) -> None:
         self.hub.unsubscribe(session_id, outbox)

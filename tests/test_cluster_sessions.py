@@ -135,6 +135,12 @@ async def test_a_session_belongs_to_the_token_that_made_it_on_every_front_end(fr
             await attempt
         assert refused.value.code == "forbidden"
     assert (await b.join(sid, SessionClient(alice))).owner_id == "owner-alice"
+    followed = f"followed-{next(_ids)}"  # a session nobody streamed into: its first follower claims it
+    outbox = await a.follow(followed, SessionClient(alice))
+    await settle(a)
+    with pytest.raises(SessionRefused):
+        await b.join(followed, SessionClient(mallory))
+    a.unsubscribe(followed, outbox)
 
 
 async def test_a_stream_on_another_front_end_is_handed_over_before_the_new_one_continues(redis_server):
