@@ -338,7 +338,8 @@ def server(scorer, whisper_engine):
 
 
 def exchange(port: int, request: bytes, timeout: float = 20) -> bytes:
-    """Send raw bytes, then read until the server closes (each case's request asks it to)."""
+    """Send raw bytes, then read until the server closes (each case's request asks it to), or until
+    a whole answer that is not a socket's came (a refused handshake may stay kept alive)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         try:
             sock.sendall(request)
@@ -346,11 +347,17 @@ def exchange(port: int, request: bytes, timeout: float = 20) -> bytes:
             pass  # the server answered and closed before reading it all; its answer is still there
         answer = b""
         try:
-            while chunk := sock.recv(65536):
+            while not answered(answer) and (chunk := sock.recv(65536)):
                 answer += chunk
         except (TimeoutError, ConnectionResetError):
             pass
         return answer
+
+
+def answered(answer: bytes) -> bool:
+    head, blank, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    return bool(blank) and status_of(answer) != 101 and length is not None and len(body) >= int(length[1])
 
 
 def status_of(answer: bytes) -> int:
