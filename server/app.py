@@ -557,6 +557,10 @@ class CaptionServer:
         self.ctx.metrics.backlog.set(self.ctx.executor.oldest_final_wait_s)
         self.ctx.metrics.vad_backlog.set(self.ctx.vad_backlog_s)
         self.ctx.metrics.queued_replies.set(sum(len(c.outbox) for c in self.ctx.connections))
+        self.ctx.metrics.followers.set(self.ctx.subscribers)
+        shared = self.ctx.sessions.health() if self.ctx.sessions is not None else None
+        if shared is not None:  # with [cluster] redis_url
+            self.ctx.metrics.observe_redis(shared)
         return web.Response(body=self.ctx.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _clear_gpu_cache(self, request: web.Request) -> web.Response:

@@ -53,6 +53,8 @@ class Metrics:
             "caption_queued_replies", "Replies waiting to be sent, over all connections", registry=r
         )
         self.backlog = Gauge("caption_backlog_seconds", "Age of the oldest waiting final", registry=r)
+        self.followers = Gauge("caption_followers", "Caption displays (/subscribe) on this front end", registry=r)
+        self._redis: tuple[Gauge, Gauge, Gauge] | None = None  # made on first use: with [cluster] redis_url only
         self.vad_backlog = Gauge(
             "caption_vad_backlog_seconds",
             "Audio received but not yet through VAD (median over live streams)",
@@ -79,6 +81,23 @@ class Metrics:
     def observe_batch(self, kind: str, size: int, seconds: float) -> None:
         self.batch_size.labels(kind).observe(size)
         self.stage.labels(kind).observe(seconds)
+
+    def observe_redis(self, health: dict) -> None:
+        """The shared session store's state (RedisSessions.health()): whether this front end
+        reaches Redis, and its writes waiting for it (absent without Redis: no false alarm)."""
+        if self._redis is None:
+            r = self.registry
+            self._redis = (
+                Gauge("caption_redis_up", "1 while Redis answers this front end", registry=r),
+                Gauge("caption_redis_queued_writes", "Redis writes waiting in memory", registry=r),
+                Gauge(
+                    "caption_redis_dropped_writes", "Redis writes dropped past cluster.max_queued_writes", registry=r
+                ),
+            )
+        up, queued, dropped = self._redis
+        up.set(health["redis"] == "ok")
+        queued.set(health["queued_writes"])
+        dropped.set(health["dropped_writes"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -67,6 +67,12 @@ def healthz(server) -> dict:
         return json.loads(response.read())
 
 
+def metric(server, name: str) -> float:
+    with urllib.request.urlopen(server.http + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return next(float(line.split()[1]) for line in lines if line.startswith(name + " "))
+
+
 async def first_final(ws) -> dict:
     while (reply := await recv(ws))["type"] != "final":
         pass
@@ -158,6 +164,7 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(front_ends, 
         during = await first_final(ws)
         await until(lambda: healthz(a)["status"] == "degraded", timeout=10)
         assert healthz(a)["sessions"]["redis"] == "unreachable" and healthz(a)["sessions"]["queued_writes"] > 0
+        assert metric(a, "caption_redis_up") == 0 and metric(a, "caption_redis_queued_writes") > 0
         redis_server.start()
         await send_audio(ws, FIRST.audio)
         await ws.send(json.dumps({"is_speaking": False}))
@@ -169,6 +176,7 @@ async def test_redis_stopped_and_restarted_mid_stream_loses_nothing(front_ends, 
         seen.append(await recv(overlay, timeout=30))
     assert [f["segment_id"] for f in finals(seen)] == [0, 1, 2]  # each once, in order
     await until(lambda: healthz(a)["status"] == "ok" and healthz(a)["sessions"]["queued_writes"] == 0, timeout=10)
+    assert metric(a, "caption_redis_up") == 1 and metric(b, "caption_followers") == 1
     # what was written while Redis was away is in Redis now: a follower on B replays it
     late = await websockets.connect(f"{b.url}/subscribe?session={session}", ping_interval=None)
     await recv(late)
