@@ -5,6 +5,7 @@ rebinding, and per-token / per-IP connection counts."""
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import hmac
 import ipaddress
@@ -346,8 +347,10 @@ class LogRedactor(logging.Filter):
         secrets = self._secrets()
         message = record.getMessage()
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (HttpProcessingError, UnicodeError)):
-            # the client's fault: one line, no traceback
+        out_of_descriptors = isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+        if isinstance(exc, (HttpProcessingError, UnicodeError)) or out_of_descriptors:
+            # the client's fault, or the stdlib loop's accept() at the open-file limit (it retries each
+            # second; uvloop closes such connections quietly): one line, no traceback
             reason = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, secrets)
             message = f"{message}: {type(exc).__name__}: {reason[:300]}"
             record.exc_info, record.exc_text = None, None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import resource
 import socket
+import sys
 import time
 
 from tests.test_lifecycle import ServerProcess
@@ -96,3 +97,22 @@ def test_at_the_open_file_limit_requests_are_refused_cleanly_and_served_again_af
         for sock in idle + others:
             sock.close()
         server.kill()
+
+
+def test_the_stdlib_loop_out_of_descriptors_at_accept_is_one_line_without_a_traceback():
+    """Without uvloop, asyncio logs each refused accept() with its traceback: the redactor on the
+    asyncio logger makes that one warning line (the logger, record and filter are the real ones)."""
+    import errno
+    import logging
+
+    from server.auth import LogRedactor
+
+    try:
+        raise OSError(errno.EMFILE, "Too many open files")
+    except OSError:
+        record = logging.getLogger("asyncio").makeRecord(
+            "asyncio", logging.ERROR, __file__, 1, "socket.accept() out of system resource", (), sys.exc_info()
+        )
+    assert LogRedactor().filter(record)
+    assert record.exc_info is None and record.levelname == "WARNING"
+    assert record.getMessage() == "socket.accept() out of system resource: OSError: [Errno 24] Too many open files"
