@@ -207,3 +207,21 @@ async def test_connections_of_a_front_end_that_died_stop_counting_after_node_ttl
         on_b.close()
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize(
+    "cluster, expected",
+    [
+        ({"redis_url": "http://:secret@redis.lan"}, "cluster.redis_url must be a redis://"),
+        ({"redis_urls": "redis://redis.lan"}, "unknown setting(s) in [cluster]: redis_urls"),
+        ({"node_ttl_s": 0}, "cluster.node_ttl_s must be between"),
+        ({"max_queued_writes": 10}, "cluster.max_queued_writes must be between"),
+    ],
+)
+def test_cluster_redis_settings_are_checked_at_start(cluster, expected):
+    from server.config import ConfigError
+    from tests.conftest import make_config
+
+    with pytest.raises(ConfigError) as refused:
+        make_config(cluster=cluster)
+    assert expected in str(refused.value) and "secret" not in str(refused.value)
