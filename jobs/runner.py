@@ -191,7 +191,11 @@ class JobRunner:
     # --- the queue ------------------------------------------------------------------------------
     async def _worker(self) -> None:
         while True:
-            row = await self._claim()
+            try:
+                row = await self._claim()
+            except DATABASE_ERRORS:  # reported by db(); the worker lives on and looks again
+                await asyncio.sleep(RETRY_S)
+                continue
             if row is None:
                 self._wake.clear()
                 await self._wake.wait()

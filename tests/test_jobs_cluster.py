@@ -15,7 +15,7 @@ import psycopg
 import srt
 
 from tests.speech import compose, write_wav
-from tests.test_jobs import LECTURE, get
+from tests.test_jobs import LECTURE, get, submit, wait_done
 from tests.test_jobs_resume import PHRASES, status_of
 from tests.test_lifecycle import ServerProcess
 from tests.wsclient import final_words, transcribe, until, words
@@ -74,10 +74,12 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
     assert [words(caption.content) for caption in srt.parse(exported)] == PHRASES * 3  # a real parser reads it
 
 
-async def test_live_history_survives_a_postgres_restart_and_healthz_says_degraded_meanwhile(start_server, postgres,
-                                                                                           postgres_url):  # fmt: skip
+async def test_live_history_and_jobs_survive_a_postgres_restart_and_healthz_says_degraded_meanwhile(
+    start_server, postgres, postgres_url, tmp_path
+):
     with_password = postgres_url.replace("postgres@", "postgres:s3cret@")  # trust auth: accepted, unused
-    server = start_server(cluster={"postgres_url": with_password})
+    # lease_s 1: idle job workers look for files (and meet the stopped database) every third of a second
+    server = start_server(cluster={"postgres_url": with_password, "lease_s": 1})
     await transcribe(server.url, compose([0.3, "hello world", 0.5]).audio, session_id="before")
     await asyncio.to_thread(postgres.stop)
     try:
@@ -102,3 +104,7 @@ async def test_live_history_survives_a_postgres_restart_and_healthz_says_degrade
     assert words(body.decode()) == "good morning everyone please open the door thank you very much"
     status, found = await get(server.http, "/api/history?q=hello")
     assert [r["source"] for r in found["results"]] == ["before"]
+    lecture = write_wav(tmp_path / "lecture.wav", LECTURE.audio)
+    status, job = await submit(server.http, [lecture])  # the job workers outlived the outage
+    assert status == 201
+    assert (await wait_done(server.http, job["job_id"]))["status"] == "done"
