@@ -1,9 +1,10 @@
 """Tiny, randomly initialised FunASR models saved as local model directories.
 
-The hub models (paraformer-zh = SeACo-Paraformer, paraformer-zh-streaming, ct-punc, SenseVoiceSmall) cannot be
-downloaded here.  These fixtures are built from funasr's own registered model classes with configs shaped like the
-real ModelScope ones (same classes, frontends, tokenizers, file layout, ``configuration.json``), only with 2 blocks
-and 32-dim layers.  They load through the very same call as a real model directory::
+The hub models (paraformer-zh = SeACo-Paraformer, paraformer-zh-streaming, ct-punc, SenseVoiceSmall,
+Fun-ASR-Nano-2512) cannot be downloaded here.  These fixtures are built from funasr's own registered model classes
+with configs shaped like the real ModelScope ones (same classes, frontends, tokenizers, file layout,
+``configuration.json``), only with 2 blocks and 32-dim layers.  They load through the very same call as a real
+model directory::
 
     funasr.AutoModel(model=str(path), disable_update=True, device="cpu")
 
@@ -29,7 +30,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MODEL_NAMES", "TOKENS", "build_tiny_model", "build_tiny_models", "sensevoice_available"]
+__all__ = ["MODEL_NAMES", "TOKENS", "build_tiny_model", "build_tiny_models", "sensevoice_available", "NANO_LLM_DIR"]
 
 _BUILDER_VERSION = 1
 _STAMP = ".tiny_funasr_stamp"
@@ -225,6 +226,80 @@ def _sensevoice_config() -> dict:
     }
 
 
+def _nano_config() -> dict:
+    """FunASRNano, shaped like FunAudioLLM/Fun-ASR-Nano-2512 (SenseVoice encoder, Transformer adaptor, a Qwen3 LLM
+    whose config.json and tokenizer sit in a subdirectory named relative to the model's, a CTC head for timestamps
+    with a tiktoken vocabulary). The real one: 512-dim encoder of 50 + 20 blocks, Qwen3-0.6B (1024 wide, 28 layers)."""
+    return {
+        "model": "FunASRNano",
+        "model_conf": {"lsm_weight": 0.1, "length_normalized_loss": True},
+        "audio_encoder": "SenseVoiceEncoderSmall",
+        "audio_encoder_conf": {**_SANM_ENCODER_CONF, "tp_blocks": 1, "freeze": True},
+        "llm": "Qwen3-0.6b",
+        "llm_conf": {
+            "hub": "hf",
+            "freeze": True,
+            "llm_dtype": "bf16",
+            "init_param_path": NANO_LLM_DIR,
+            "use_lora": False,
+        },
+        "audio_adaptor": "Transformer",
+        "audio_adaptor_conf": {
+            "downsample_rate": 1,
+            "use_low_frame_rate": True,
+            "ffn_dim": 2 * _DIM,
+            "llm_dim": _NANO_LLM["hidden_size"],
+            "encoder_dim": _DIM,
+            "n_layer": 1,
+            "attention_heads": 4,
+            "freeze": True,
+        },
+        "ctc_decoder": "Transformer",
+        "detach_ctc_decoder": True,
+        "ctc_decoder_conf": {
+            "downsample_rate": 1,
+            "ffn_dim": 2 * _DIM,
+            "llm_dim": _DIM,
+            "encoder_dim": _DIM,
+            "n_layer": 1,
+            "attention_heads": 4,
+            "freeze": True,
+        },
+        "ctc_weight": 0.3,
+        "ctc_vocab_size": 257,  # the 256 byte tokens of the tiny tiktoken vocabulary + blank (60515 in the real one)
+        "ctc_conf": {"dropout_rate": 0.0, "ctc_type": "builtin", "reduce": True, "ignore_nan_grad": True},
+        "frontend": "WavFrontend",
+        "frontend_conf": {**_FRONTEND_CONF, "cmvn_file": None},
+        "tokenizer": "HuggingfaceTokenizer",
+        "tokenizer_conf": {"unk_symbol": "<unk>", "init_param_path": NANO_LLM_DIR},
+        "dataset_conf": {"ctc_tokenizer": "SenseVoiceTokenizer", "ctc_tokenizer_conf": {"vocab_path": _TIKTOKEN_NAME}},
+    }
+
+
+#: Where a Fun-ASR-Nano directory keeps its LLM's config.json and tokenizer (its weights are in model.pt).
+NANO_LLM_DIR = "Qwen3-0.6B"
+_TIKTOKEN_NAME = "multilingual.tiktoken"
+#: Chat-template tokens FunASRNano's prompt uses (the audio markers are cut out before tokenizing).
+_NANO_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# A Qwen3 causal LM, 2 layers of 32; a wide initialisation so the random text depends on the audio.
+_NANO_LLM = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "max_position_embeddings": 4096,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "initializer_range": 0.5,
+    "torch_dtype": "bfloat16",
+}
+
 _SPM_NAME = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 
 # name -> (config factory, which extra files the real directory has)
@@ -233,8 +308,11 @@ _SPECS = {
     "online": (_online_config, ("tokens", "am.mvn", "seg_dict")),
     "punc": (_punc_config, ("punc_tokens",)),
     "sensevoice": (_sensevoice_config, ("am.mvn", "spm")),
+    "nano": (_nano_config, ("llm", "tiktoken")),
 }
 MODEL_NAMES = tuple(_SPECS)
+#: Built when asked for by name (the LLM's tokenizer takes a few seconds to train): not in the default set.
+_ON_REQUEST = ("nano",)
 
 
 def sensevoice_available() -> bool:
@@ -304,6 +382,53 @@ def _train_sentencepiece(directory: Path, seed: int) -> None:
     (directory / _SPM_NAME).write_bytes(model.getvalue())
 
 
+def _write_nano_llm(directory: Path, seed: int) -> None:
+    """The LLM's directory: a byte-level BPE tokenizer (Qwen's kind) trained here on the test characters, so any
+    text encodes and most generated tokens are whole characters, and a tiny Qwen3 config.json sized to it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+
+    llm_dir = directory / NANO_LLM_DIR
+    llm_dir.mkdir()
+    rng = random.Random(seed)
+    sentences = ["".join(rng.choice(_CHARS) for _ in range(rng.randint(4, 16))) for _ in range(600)]
+    sentences += ["hello world this is a tiny model", "You are a helpful assistant.", "语音转写成中文："] * 20
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=3000,
+        special_tokens=_NANO_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(sentences, trainer)
+    tokenizer.save(str(llm_dir / "tokenizer.json"))
+    tokenizer_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "model_max_length": _NANO_LLM["max_position_embeddings"],
+    }
+    (llm_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), "utf-8")
+    loaded = AutoTokenizer.from_pretrained(str(llm_dir))
+    config = {
+        **_NANO_LLM,
+        "vocab_size": len(loaded),
+        "bos_token_id": loaded.convert_tokens_to_ids("<|endoftext|>"),
+        "eos_token_id": loaded.convert_tokens_to_ids("<|im_end|>"),
+    }
+    (llm_dir / "config.json").write_text(json.dumps(config, indent=2), "utf-8")
+
+
+def _write_tiktoken(directory: Path) -> None:
+    """The CTC head's vocabulary in tiktoken's format (base64 token, rank): the 256 single bytes."""
+    import base64
+
+    lines = (f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256))
+    (directory / _TIKTOKEN_NAME).write_text("".join(lines), "utf-8")
+
+
 def _vocab_size(name: str, directory: Path) -> int:
     if name == "punc":
         return len(PUNC_TOKENS)
@@ -314,7 +439,7 @@ def _vocab_size(name: str, directory: Path) -> int:
     return len(TOKENS)
 
 
-def _instantiate(config: dict, vocab_size: int):
+def _instantiate(config: dict, vocab_size: int, directory: Path):
     """Build the model the way ``AutoModel.build_model`` does: model_conf, then every top-level key, as kwargs."""
     import funasr  # noqa: F401  (registers the model classes)
     from funasr.register import tables
@@ -322,6 +447,12 @@ def _instantiate(config: dict, vocab_size: int):
     model_class = tables.model_classes.get(config["model"])
     kwargs = {**config.get("model_conf", {}), **{k: v for k, v in config.items() if k != "model_conf"}}
     kwargs["vocab_size"] = vocab_size
+    if config["model"] == "FunASRNano":  # it reads its LLM's config and the CTC vocabulary while being built
+        kwargs["llm_conf"] = {**config["llm_conf"], "init_param_path": str(directory / NANO_LLM_DIR)}
+        kwargs["dataset_conf"] = {
+            **config["dataset_conf"],
+            "ctc_tokenizer_conf": {"vocab_path": str(directory / _TIKTOKEN_NAME)},
+        }
     if config.get("frontend"):
         kwargs["input_size"] = _FEAT_DIM
     return model_class(**kwargs)
@@ -347,11 +478,15 @@ def _write_model(name: str, directory: Path, seed: int) -> None:
         (directory / "am.mvn").write_text(_neutral_am_mvn(), "utf-8")
     if "spm" in extras:
         _train_sentencepiece(directory, seed)
+    if "llm" in extras:
+        _write_nano_llm(directory, seed)
+    if "tiktoken" in extras:
+        _write_tiktoken(directory)
 
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = _instantiate(config, _vocab_size(name, directory))
+        model = _instantiate(config, _vocab_size(name, directory), directory)
     finally:
         torch.random.set_rng_state(state)
     torch.save(model.state_dict(), directory / "model.pt")
@@ -360,7 +495,7 @@ def _write_model(name: str, directory: Path, seed: int) -> None:
 def _spec_digest(name: str, seed: int) -> str:
     factory, extras = _SPECS[name]
     blob = json.dumps(
-        [_BUILDER_VERSION, name, seed, factory(), list(extras), TOKENS, PUNC_TOKENS, SENSEVOICE_TAGS],
+        [_BUILDER_VERSION, name, seed, factory(), list(extras), TOKENS, PUNC_TOKENS, SENSEVOICE_TAGS, _NANO_LLM],
         ensure_ascii=False,
         sort_keys=True,
     )
@@ -400,9 +535,9 @@ def build_tiny_model(root: Path, name: str, *, seed: int = 0) -> Path:
 def build_tiny_models(root: Path, names: Iterable[str] | None = None, *, seed: int = 0) -> dict[str, Path]:
     """Build (or reuse) tiny model directories under ``root``; returns ``{name: directory}``.
 
-    ``names`` defaults to every model: "offline" (SeacoParaformer), "online" (ParaformerStreaming),
-    "punc" (CTTransformer) and, when ``sentencepiece`` is importable, "sensevoice" (SenseVoiceSmall).
+    ``names`` defaults to "offline" (SeacoParaformer), "online" (ParaformerStreaming), "punc" (CTTransformer) and,
+    when ``sentencepiece`` is importable, "sensevoice" (SenseVoiceSmall); "nano" (FunASRNano) only when named.
     """
     if names is None:
-        names = [n for n in MODEL_NAMES if n != "sensevoice" or sensevoice_available()]
+        names = [n for n in MODEL_NAMES if n not in _ON_REQUEST and (n != "sensevoice" or sensevoice_available())]
     return {name: build_tiny_model(root, name, seed=seed) for name in names}
