@@ -20,11 +20,18 @@ class ModelUnavailable(RuntimeError):
     """A configured model cannot be found or fetched; the message says what to do."""
 
 
+# Names FunASR's own maps lack; the Fun-ASR-Nano models have the same repository id on both hubs.
+_MORE_NAMES = {
+    "Fun-ASR-Nano-2512": "FunAudioLLM/Fun-ASR-Nano-2512",
+    "Fun-ASR-MLT-Nano-2512": "FunAudioLLM/Fun-ASR-MLT-Nano-2512",
+}
+
+
 def hub_id(name: str, hub: str) -> str:
-    """FunASR's short names ("paraformer-zh") mapped to the hub's repository ids."""
+    """FunASR's short names ("paraformer-zh", "Fun-ASR-Nano-2512") mapped to the hub's repository ids."""
     from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
 
-    return (name_maps_ms if hub == "ms" else name_maps_hf).get(name, name)
+    return (name_maps_ms if hub == "ms" else name_maps_hf).get(name) or _MORE_NAMES.get(name, name)
 
 
 def default_cache_dir(hub: str) -> Path:
@@ -82,6 +89,6 @@ def _missing_message(spec: str, repo: str, role: str, hub: str, cache: Path, rea
     return (
         f"model {spec!r} ({site} repo {repo}) for funasr.{role} is not in the cache {cache} and {reason}. "
         f"Either run once with network access so it is downloaded, or copy the model directory "
-        f'(config.yaml, model.pt, tokens, am.mvn) to this machine and set funasr.{role} = "/path/to/that/dir" '
+        f'(config.yaml, model.pt and all beside them) to this machine and set funasr.{role} = "/path/to/that/dir" '
         f"in config.toml (or funasr.model_cache_dir to a cache that holds it)."
     )

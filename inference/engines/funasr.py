@@ -1,7 +1,7 @@
-"""FunASR's Chinese model family: SeACo-Paraformer (or SenseVoiceSmall) offline, Paraformer streaming
-for partials, CT-Transformer punctuation. Every model loads through funasr.AutoModel from a local
-directory that inference.model_hub resolved first (hub cache or download), so a missing model stops
-startup with one clear message.
+"""FunASR's Chinese model family: SeACo-Paraformer (or SenseVoiceSmall, or Fun-ASR-Nano) offline,
+Paraformer streaming for partials, CT-Transformer punctuation. Every model loads through
+funasr.AutoModel from a local directory that inference.model_hub resolved first (hub cache or
+download), so a missing model stops startup with one clear message.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.engines import funasr_nano
 from inference.engines.base import DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable, resolve_model_dir
 
@@ -61,6 +62,8 @@ def _funasr_logs_quiet():
 def load_automodel(spec: str, role: str, settings, device: str):
     """Resolve `spec` to a directory and load it the way FunASR documents: AutoModel(model=dir)."""
     path = resolve_model_dir(spec, role, settings.hub, settings.model_cache_dir, settings.allow_download)
+    # Fun-ASR-Nano's config names its LLM's directory relative to the model's own.
+    overrides = funasr_nano.automodel_overrides(path, spec, role) if funasr_nano.is_nano(path) else {}
     AutoModel = _quiet_import_automodel()
     try:
         with contextlib.redirect_stdout(io.StringIO()), _funasr_logs_quiet():
@@ -68,7 +71,12 @@ def load_automodel(spec: str, role: str, settings, device: str):
             # Not fp16=True: that casts the weights but not the features, and Paraformer then fails
             # on mixed dtypes; half precision comes from autocast around each call instead.
             return AutoModel(
-                model=str(path), device=device, disable_update=True, disable_pbar=True, ncpu=os.cpu_count() or 1
+                model=str(path),
+                device=device,
+                disable_update=True,
+                disable_pbar=True,
+                ncpu=os.cpu_count() or 1,
+                **overrides,
             )
     except Exception as exc:
         raise ModelUnavailable(f"funasr.{role} = {spec!r}: loading {path} failed: {type(exc).__name__}: {exc}") from exc
@@ -94,6 +102,12 @@ def _clean(text) -> str:
     return _CJK_GAP.sub("", " ".join(str(text).replace(_UNKNOWN, " ").split()))
 
 
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
 def _model_class(model) -> str:
     return str(getattr(model, "kwargs", {}).get("model", type(getattr(model, "model", model)).__name__))
 
@@ -113,6 +127,9 @@ class FunasrEngine:
         )
         self.offline_class = _model_class(self._offline)
         self.sensevoice = "SenseVoice" in self.offline_class
+        self.nano = self.offline_class == funasr_nano.MODEL_CLASS
+        if self.nano:
+            funasr_nano.without_unusable_alignment(self._offline)
         self.model = " + ".join(m for m in (settings.offline_model, settings.online_model, settings.punc_model) if m)
         # What decodes whole files (never the streaming model): recorded with file results.
         self.file_model = " + ".join(m for m in (settings.offline_model, settings.punc_model) if m)
@@ -132,6 +149,11 @@ class FunasrEngine:
         return self._online is not None
 
     def language_problem(self, language: str) -> str | None:
+        if self.nano and language != "auto" and funasr_nano.language_name(language) is None:
+            # Fun-ASR-Nano is told the language in its prompt; one it has no name for would be "auto".
+            known = ", ".join(sorted(funasr_nano.LANGUAGE_NAMES))
+            model = f"{self.name} engine's model ({self.model})"
+            return f"language {language!r} is not one the {model} knows; it knows 'auto' and {known}"
         return None  # its models detect the language or ignore the setting (a code SenseVoice lacks: "auto")
 
     # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
@@ -139,20 +161,38 @@ class FunasrEngine:
         # no use for context: only the segment itself is decoded
         audios = [a[o.context_samples : len(a) - o.after_samples] for a, o in zip(audios, options)]
         results: list[DecodeResult | None] = [None] * len(audios)
-        # One model call per hotword list / language: SeACo takes one hotword string per call.
-        groups: dict[tuple[str, str], list[int]] = {}
+        # One model call per hotword list / language (/ ITN for Fun-ASR-Nano, whose prompt says it):
+        # SeACo takes one hotword string per call.
+        groups: dict[tuple[str, str, bool], list[int]] = {}
         for i, option in enumerate(options):
-            groups.setdefault((self._hotword_string(option), self._language(option)), []).append(i)
-        for (hotwords, language), indices in groups.items():
+            key = (self._hotword_string(option), self._language(option), option.itn if self.nano else True)
+            groups.setdefault(key, []).append(i)
+        for (hotwords, language, itn), indices in groups.items():
             audible = [i for i in indices if len(audios[i]) >= MIN_AUDIO_SAMPLES]
             for i in set(indices) - set(audible):
                 results[i] = DecodeResult(text="")
             if not audible:
                 continue
             batch = [np.ascontiguousarray(audios[i], dtype=np.float32) for i in audible]
-            for i, item in zip(audible, self._generate_offline(batch, hotwords, language)):
+            if self.nano:
+                out = self._generate_nano(batch, hotwords, language, itn)
+            else:
+                out = self._generate_offline(batch, hotwords, language)
+            for i, item in zip(audible, out):
                 results[i] = self._offline_result(item, options[i])
         return results  # type: ignore[return-value]
+
+    def _generate_nano(self, batch: list[np.ndarray], hotwords: str, language: str, itn: bool) -> list[dict]:
+        bf16 = self.settings.fp16 and self.device.startswith("cuda") and _cuda_bf16()
+        phrases = hotwords.split("\n") if hotwords else []
+        kwargs = funasr_nano.generate_arguments(batch, phrases, language or None, itn, bf16)
+        # Not under _precision(): float16 autocast would reach the LLM, which needs bfloat16.
+        out = self._offline.generate(
+            input=funasr_nano.as_inputs(batch), batch_size=len(batch), disable_pbar=True, **kwargs
+        )
+        if len(out) != len(batch):
+            raise RuntimeError(f"Fun-ASR-Nano answered {len(out)} results for {len(batch)} segments")
+        return out
 
     def _generate_offline(self, batch: list[np.ndarray], hotwords: str, language: str) -> list[dict]:
         kwargs: dict[str, Any] = {"batch_size": len(batch), "disable_pbar": True}
@@ -177,13 +217,16 @@ class FunasrEngine:
         return contextlib.nullcontext()
 
     def _offline_result(self, item: dict, option: DecodeOptions) -> DecodeResult:
-        text = _clean(item.get("text", ""))
+        text = _clean(funasr_nano.text_of(item) if self.nano else item.get("text", ""))
         extra: dict[str, Any] = {}
         if self.sensevoice:
             tags = _TAG.findall(text)
             language = next((t[2:-2] for t in tags if t[2:-2] in _SENSEVOICE_LANGUAGES), None)
             text = _TAG.sub("", text).strip()
             extra = {"language": language, "itn_done": True}  # SenseVoice writes numbers and punctuation itself
+        elif self.nano:
+            extra = {"itn_done": True}  # it writes punctuation, and numbers as its prompt asked (itn)
+            return DecodeResult(text=text, timestamps=funasr_nano.timestamps_ms(item), extra=extra)
         elif not option.partial:
             text = self.punctuate(text)
         stamps = item.get("timestamp")
@@ -200,9 +243,13 @@ class FunasrEngine:
         return _clean(out[0].get("text", text)) if out else text
 
     def _hotword_string(self, option: DecodeOptions) -> str:
+        if self.nano:  # phrases go into its prompt, one a line here; FunASR opens no URL or file for them
+            return "\n".join(funasr_nano.hotword_list(option.hotwords))
         return hotword_argument(option.hotwords)
 
     def _language(self, option: DecodeOptions) -> str:
+        if self.nano:
+            return funasr_nano.language_name(option.language) or ""
         return option.language if option.language in _SENSEVOICE_LANGUAGES else "auto"
 
     # --- streaming: partials in online/2pass modes, the final in online mode -------------------
