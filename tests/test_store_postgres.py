@@ -189,3 +189,19 @@ def test_the_cluster_settings_are_checked_at_start():
         config_module.load(None, {"cluster": {"lease_s": 0}})
     with pytest.raises(config_module.ConfigError, match="unknown setting"):
         config_module.load(None, {"cluster": {"postgres_host": "db"}})
+
+
+def test_the_backup_command_refuses_a_postgres_store_and_names_pg_dump(tmp_path, postgres_url):
+    import subprocess
+    import sys
+
+    from server.config import DEFAULT_CONFIG_PATH
+
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret@")  # trust auth: accepted, unused
+    config = tmp_path / "config.toml"
+    config.write_text(DEFAULT_CONFIG_PATH.read_text().replace('postgres_url = ""', f'postgres_url = "{with_password}"'))
+    done = subprocess.run([sys.executable, "-m", "jobs.backup", str(tmp_path / "copy.db"), "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "pg_dump" in done.stderr and "cluster.postgres_url" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "s3cret" not in done.stderr
+    assert not (tmp_path / "copy.db").exists()
