@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from server import config as config_module
@@ -96,11 +98,13 @@ def shared_server(scorer, whisper_engine):
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL server (tests/pg_server.py) for the whole session."""
-    from tests.pg_server import PostgresServer, find_bin_dir
+    from tests.pg_server import PostgresServer, find_bin_dir, has_user
 
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed: ./install.sh installs them")
+    if os.geteuid() == 0 and not has_user("postgres"):  # PostgreSQL refuses to run as root
+        pytest.skip("tests run as root and there is no 'postgres' user to run PostgreSQL (Debian's package makes it)")
     server = PostgresServer(bin_dir)
     yield server
     server.destroy()
