@@ -1,6 +1,8 @@
 """The batch queue: transcribes queued files through the shared executor, a few files at a time,
-committing every segment to SQLite as it is decoded; on restart, files resume after their last
-committed segment. Each file is decoded by the engine its job asked for (the live engine unless the
+committing every segment to the store (jobs/storage.py: SQLite, or PostgreSQL shared by front ends)
+as it is decoded; on restart, files resume after their last committed segment. With PostgreSQL a
+file is held under a lease that this runner renews; a file whose holder died is resumed here.
+Each file is decoded by the engine its job asked for (the live engine unless the
 job named one of config jobs.engines), and the file's row records that engine and its model. Also
 records live sessions' finals (history): they are written in batches from a queue, kept and retried
 while the database refuses them (at most MAX_UNSAVED_FINALS), and /healthz says degraded until they
