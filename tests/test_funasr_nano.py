@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import soundfile
@@ -18,7 +19,7 @@ from tests.server_thread import ServerThread
 from tests.speech import compose, write_wav
 from tests.wsclient import finals, transcribe
 
-REAL_SPEECH = "/work/shared/audio/jfk.wav"  # see /work/shared/audio/README
+REAL_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "audio" / "jfk.wav"  # a real recording (its README)
 TWO_SEGMENTS = compose([0.3, "good morning everyone", 0.8, "please open the door", 0.5])
 
 
