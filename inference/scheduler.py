@@ -213,7 +213,7 @@ class Scheduler:
             return False
         if self._held_since is None:
             self._held_since = now
-        return now - self._held_since < self.hold_s
+        return now < self._held_since + self.hold_s  # (the sum hold_ends_at gives: no float gap)
 
     def ready(self, now: float) -> bool:
         """Whether take_batch(now) has something to give."""

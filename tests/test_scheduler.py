@@ -221,3 +221,12 @@ def test_a_streaming_flush_ends_its_segments_hold():
     s.add(req(Kind.STEP, stream=1, segment=0, final_step=True, name="flush"))  # online mode: the final
     assert names(s.take_batch(now=0.1)) == ["flush"]
     assert names(s.take_batch(now=0.1)) == ["job"]
+
+
+def test_a_held_turn_goes_at_exactly_hold_ends_at():
+    # The executor sleeps until hold_ends_at(); woken then, it must get the batch (else it spins).
+    s = Scheduler(4, "whisper", hold_s=0.1)
+    s.add(req(source=JOBS, stream=-1, name="job"))
+    s.speech_started(1, segment=0)
+    assert s.take_batch(now=0.7) == []
+    assert names(s.take_batch(now=s.hold_ends_at())) == ["job"]  # 0.7 + 0.1 - 0.7 < 0.1 in floats
