@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--set", action="append", default=[], help="section.key=value (TOML value)")
     parser.add_argument("--only", default="", help="clips whose name contains this")
+    parser.add_argument("--show", action="store_true", help="print the reference and live words in full")
     args = parser.parse_args()
     import tomllib
 
@@ -218,7 +219,9 @@ def main() -> None:
                     f"{sum(o[3] for o in outs):>3} | {p50(shown):>9} {p50(final):>9} "
                     f"{(np.percentile(final, 95) if final else float('nan')):9.2f}"
                 )
-                if streams == args.streams[0]:
+                if args.show:
+                    print(f"    reference: {' '.join(ref)}\n    live: {' '.join(outs[0][0])}")
+                elif streams == args.streams[0]:
                     print(f"    live: {' '.join(outs[0][0])[:300]}")
             shown, final = p50(totals["shown"]), p50(totals["final"])
             print(f"{'all clips':38} {streams:>3} | per-word latency p50: first shown {shown} s, in final {final} s\n")

@@ -110,6 +110,7 @@ class WhisperConfig:
     chinese_script: str
     context_s: float
     cut_lookahead_s: float
+    context_max_segment_s: float
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "partial_min_window_s"): (5, 30),
     ("whisper", "context_s"): (0, 10),
     ("whisper", "cut_lookahead_s"): (0, 5),
+    ("whisper", "context_max_segment_s"): (0, 60),
     ("funasr", "encoder_chunk_look_back"): (0, 64),
     ("funasr", "decoder_chunk_look_back"): (0, 64),
 }

@@ -204,6 +204,7 @@ def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = 
         ring_buffer_s=audio.ring_buffer_s,
         context_s=whisper.context_s if ctx_config.inference.engine == "whisper" else 0.0,
         cut_lookahead_s=whisper.cut_lookahead_s if ctx_config.inference.engine == "whisper" else 0.0,
+        context_max_segment_s=whisper.context_max_segment_s,
     )
 
 
@@ -600,7 +601,10 @@ class Connection:
     def _submit_final(self, stream: Stream, event: SegmentClosed, words_from: int | None = None) -> asyncio.Future:
         audio, context, after = with_context(event, words_from)
         options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
-        return self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options)
+        # Said here, not left to the stream's recorded source: the segment after a cut may be
+        # submitted once the stream has ended and the executor has forgotten it.
+        source = None if stream.live else Source(self._share_owner(), live=False)
+        return self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options, source=source)
 
     def _stream_partial(self, stream: Stream, event: PartialDue) -> None:
         """Hand the streaming model the new whole chunks of the open segment."""

@@ -43,6 +43,7 @@ class SessionSettings:
     ring_buffer_s: float
     context_s: float = 0.0  # audio before each segment handed on with it (SegmentClosed.context)
     cut_lookahead_s: float = 0.0  # a segment cut for length waits for this much of what follows (SegmentClosed.after)
+    context_max_segment_s: float = 0.0  # segments longer than this get no context (unless they follow a cut); 0 = all
     skip_silent_fsmn: bool = True  # False only to compare against the always-score path
 
 
@@ -94,6 +95,7 @@ class StreamSession:
         self._pending: deque[tuple[float, bool]] = deque()
         self._partial_samples = settings.partial_interval_ms * SAMPLE_RATE // 1000
         self._context_samples = int(settings.context_s * SAMPLE_RATE)
+        self._context_max_samples = int(settings.context_max_segment_s * SAMPLE_RATE)
         self._lookahead_samples = int(settings.cut_lookahead_s * SAMPLE_RATE)
         self._held: SegmentClosed | None = None  # cut for length, waiting for its look-ahead audio
         self._last_cut = -1  # sample where the last cut for length went (the next segment starts there)
@@ -323,12 +325,18 @@ class StreamSession:
             speech_end=speech_end,
             reason=decision.reason,
             audio=self._buffer.read(start, end),
-            context=self._context_before(start),
+            context=self._context_before(start, end, follows_cut),
             follows_cut=follows_cut,
         )
 
-    def _context_before(self, start: int) -> np.ndarray:
-        """Up to context_s of the audio before `start` that is still held."""
+    def _context_before(self, start: int, end: int, follows_cut: bool) -> np.ndarray:
+        """Up to context_s of the audio before `start` that is still held: for a segment up to
+        `context_max_segment_s` long, or one that follows a cut (its first word may have begun
+        before it). Longer segments carry their own context; heard after the stream's earlier
+        audio, Whisper skipped words inside them (measured on the phone call: "we'll come back")."""
+        limit = self._context_max_samples
+        if limit and end - start > limit and not follows_cut:
+            return self._buffer.read(start, start)
         return self._buffer.read(max(self._buffer.start, start - self._context_samples), start)
 
     def _clamp(self, sample: int) -> int:
@@ -347,4 +355,5 @@ class StreamSession:
         start = self._clamp(segment.start * FRAME_SAMPLES)
         speech_start = segment.speech_start * FRAME_SAMPLES
         audio = self._buffer.read(start, end)
-        return [PartialDue(segment.segment_id, start, end, speech_start, audio, self._context_before(start))]
+        context = self._context_before(start, end, start == self._last_cut)
+        return [PartialDue(segment.segment_id, start, end, speech_start, audio, context)]

@@ -24,6 +24,7 @@ def settings(
     skip_silent_fsmn=True,
     context_s=0.0,
     cut_lookahead_s=0.0,
+    context_max_segment_s=0.0,
 ):
     return SessionSettings(
         sample_rate_hz=rate,
@@ -35,6 +36,7 @@ def settings(
         ring_buffer_s=35.0,
         context_s=context_s,
         cut_lookahead_s=cut_lookahead_s,
+        context_max_segment_s=context_max_segment_s,
         skip_silent_fsmn=skip_silent_fsmn,
     )
 
@@ -136,6 +138,25 @@ def test_a_cut_carries_the_audio_after_it_even_when_all_arrives_at_once(scorer, 
             assert len(before.after) >= min(16000, after.end - after.start)
             np.testing.assert_array_equal(before.after, script.audio[before.end : before.end + len(before.after)])
     assert not segments[0].follows_cut
+
+
+def test_long_segments_get_no_context_unless_they_follow_a_cut(scorer):
+    # Whisper skipped words inside an 8 s phone-call segment heard after the call's earlier audio,
+    # and got them alone; short phrases need the context. A segment after a cut keeps it: its first
+    # word may have begun before it.
+    script = compose([1.5, "hello world", 0.6, "the quick brown fox jumps over the lazy dog and runs away", 0.6])
+    limit_s = 2.0
+    events = stream(scorer, script.audio, context_s=1.0, context_max_segment_s=limit_s, partial_interval_ms=500)
+    short, long = closed(events)
+    assert short.end - short.start <= limit_s * 16000 and len(short.context) == 16000
+    assert long.end - long.start > limit_s * 16000 and len(long.context) == 0
+    partials = [p for p in events if isinstance(p, PartialDue) and p.segment_id == long.segment_id]
+    assert {len(p.context) > 0 for p in partials} == {True, False}  # until the open segment grew past the limit
+    assert all(len(p.context) == 0 for p in partials if p.end - p.start > limit_s * 16000)
+    cut = closed(stream(scorer, script.audio, max_segment_s=2.5, context_s=1.0, context_max_segment_s=1.0))
+    assert cut[1].reason == "max_length" and not cut[1].follows_cut and len(cut[1].context) == 0
+    assert all(s.follows_cut and len(s.context) == 16000 for s in cut[2:])
+    assert any(s.end - s.start > 16000 for s in cut[2:])
 
 
 def test_the_words_after_a_cut_begin_where_the_final_before_it_ended():
