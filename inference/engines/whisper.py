@@ -16,6 +16,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, merge_punctuations
 
 from inference.engines.base import DecodeOptions, DecodeResult
+from inference.model_hub import ModelUnavailable
 from text.repeats import collapse_repeats
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,8 @@ class WhisperEngine:
             for code in self._whisper.supported_languages
             if not self._whisper.model.is_multilingual or vocabulary.token_to_id(f"<|{code}|>") is not None
         )
-        if problem := self.language_problem(settings.language):
-            raise ValueError(f"whisper.language: {problem}")
+        if problem := self.language_problem(settings.language):  # one line at startup, not a traceback
+            raise ModelUnavailable(f"whisper.language: {problem}")
         self._cpu_twin: WhisperEngine | None = None
         self._tokenizers: dict[str | None, Tokenizer] = {}
         self._simplify = None
