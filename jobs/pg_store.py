@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 from jobs import queries as q
 from jobs.queries import FILE_COLUMNS, LIVE
 from jobs.storage import LeaseLost
-from jobs.store import SEARCH_TIMEOUT_S, FileRow, KeyConflict, SearchTimeout, StoreError, as_file_row
+from jobs.store import SEARCH_TIMEOUT_S, FileRow, KeyConflict, SearchTimeout, StoreError, as_file_row, pending_counts
 
 SETTING_HINT = "check cluster.postgres_url (empty: the embedded SQLite store at jobs.db_path)"
 CONNECT_TIMEOUT_S = 5
@@ -236,6 +236,10 @@ class PostgresStore:
     def pending_files(self) -> list[FileRow]:
         """Files still to transcribe, oldest job first, whoever holds them."""
         return [as_file_row(r) for r in self.db.execute(pg(q.PENDING_FILES))]
+
+    def pending_counts(self) -> dict[str, int]:
+        """Files still to transcribe, on every front end: how many are queued and how many running."""
+        return pending_counts(self.db.execute(pg(q.PENDING_COUNTS)))
 
     def claim_file(self, skip: Collection[int] = ()) -> FileRow | None:
         """The oldest pending file that no live lease holds (nor `skip`), now leased to this front end."""

@@ -17,6 +17,12 @@ PENDING_FILES = (
     f"SELECT {FILE_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
     f"WHERE f.status IN {LIVE} AND j.status IN {LIVE} ORDER BY j.created, f.id"
 )
+# What /healthz and /metrics report as queued work: counts only (the partial index files_pending on
+# PostgreSQL), so every front end may ask every second or two.
+PENDING_COUNTS = (
+    "SELECT f.status, COUNT(*) AS n FROM files f JOIN jobs j ON j.id = f.job_id "
+    f"WHERE f.status IN {LIVE} AND j.status IN {LIVE} GROUP BY f.status"
+)
 FILE = (
     f"SELECT {FILE_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
     "WHERE f.id = ? AND (CAST(? AS TEXT) IS NULL OR j.owner = ?)"

@@ -41,6 +41,9 @@ class JobStore(Protocol):
 
     # files and their segments
     def pending_files(self) -> list[FileRow]: ...
+    def pending_counts(self) -> dict[str, int]:
+        """Files still to transcribe (on every front end sharing the store): {"queued": n, "running": m}."""
+
     def claim_file(self, skip: Collection[int]) -> FileRow | None:
         """The next file to transcribe (not one of `skip`, which this front end runs already), now held
         by this front end; None when there is none."""

@@ -266,6 +266,10 @@ class Store:
         """Files still to transcribe, oldest job first; `running` ones were cut off by a crash."""
         return [as_file_row(r) for r in self.db.execute(q.PENDING_FILES)]
 
+    def pending_counts(self) -> dict[str, int]:
+        """Files still to transcribe: how many are queued and how many running."""
+        return pending_counts(self.db.execute(q.PENDING_COUNTS))
+
     def claim_file(self, skip: Collection[int] = ()) -> FileRow | None:
         """The oldest pending file not in `skip`: one process uses this database, so holding a file
         needs no record (a `running` file here was cut off by a crash or a stop)."""
@@ -439,3 +443,10 @@ def as_file_row(row: sqlite3.Row | dict) -> FileRow:
         row["id"], row["job_id"], row["name"], row["path"], row["status"], row["duration_s"], row["done_s"],
         row["next_seq"], row["error"], row["engine"], row["model"],
     )  # fmt: skip
+
+
+def pending_counts(rows) -> dict[str, int]:
+    """PENDING_COUNTS' rows as {"queued": n, "running": m}, zeros included."""
+    counts = {"queued": 0, "running": 0}
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts

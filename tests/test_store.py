@@ -106,6 +106,20 @@ def test_cancel_stops_resumption_and_delete_removes_everything(store):
     assert store.job(job_id) is None and store.segments(row.id) == [] and store.search("halfway") == []
 
 
+def test_pending_counts_are_the_files_still_to_transcribe(open_store):
+    store, other_front_end = open_store(), open_store()
+    assert store.pending_counts() == {"queued": 0, "running": 0}
+    kept, _ = store.create_job(FILES, {})
+    cancelled, _ = store.create_job(FILES[:1], {})
+    row = store.claim_file(())
+    store.start_file(row.id, None, "whisper", "whisper-base")
+    assert other_front_end.pending_counts() == {"queued": 2, "running": 1}
+    store.cancel_job(cancelled)
+    store.finish_file(row.id)
+    assert other_front_end.pending_counts() == {"queued": 1, "running": 0}
+    assert store.job(kept)["status"] == "running"
+
+
 def test_owners_see_only_their_own_jobs_files_and_sessions(store):
     job_id, _ = store.create_job(FILES[:1], {}, owner="owner-1")
     file_id = store.job(job_id)["files"][0]["id"]
