@@ -60,6 +60,7 @@ class ServerContext:
     cluster_connections: object | None = None  # server.cluster_limits.ClusterConnections, with Redis
     gate: Gate | None = None
     jobs: object | None = None  # jobs.runner.JobRunner: batch queue and history database
+    figures: object | None = None  # server.cluster_figures.ClusterFigures: figures of all front ends
     connections: set = field(default_factory=set)
     subscribers: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -110,6 +111,7 @@ class CaptionServer:
         from jobs.runner import JobRunner
         from jobs.storage import open_store
         from jobs.vad_api import VadApi
+        from server.cluster_figures import ClusterFigures
         from text.hotwords import load_hotword_file
         from text.itn import InverseNormalizer
 
@@ -172,6 +174,9 @@ class CaptionServer:
         store = await loop.run_in_executor(None, open_store, self.config)  # SQLite, or PostgreSQL ([cluster])
         self.ctx.jobs = JobRunner(store, executor, self.config)
         await self.ctx.jobs.start()
+        shared = {"link": sessions.link, "node": sessions.node} if self.config.cluster.redis_url else {}
+        self.ctx.figures = ClusterFigures(self._local_figures, lambda: self.ctx.jobs.db(store.pending_counts), **shared)
+        self.ctx.figures.start()
         app = web.Application(client_max_size=1024 * 1024, middlewares=[self._guard])
         JobsApi(self.ctx.jobs, self.config).add_routes(app)
         OpenAIApi(self.ctx, self.config).add_routes(app)
@@ -310,6 +315,8 @@ class CaptionServer:
                 task.cancel()
             if not_done:
                 log.warning("%d connection(s) did not finish within %.1f s", len(not_done), grace)
+        if self.ctx.figures is not None:
+            self.ctx.figures.close()  # before the sessions close: their liveness key goes last
         if self.ctx.sessions is not None:
             self.ctx.sessions.close_subscribers()
             if self.ctx.cluster_connections is not None:
@@ -561,6 +568,10 @@ class CaptionServer:
         shared = self.ctx.sessions.health() if self.ctx.sessions is not None else None
         if shared is not None:  # with [cluster] redis_url
             self.ctx.metrics.observe_redis(shared)
+        here = self._local_figures()
+        self.ctx.metrics.live_sessions.set(here.sessions)
+        if self.ctx.figures is not None:
+            self.ctx.metrics.observe_cluster(await self.ctx.figures.current())
         return web.Response(body=self.ctx.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _clear_gpu_cache(self, request: web.Request) -> web.Response:
@@ -594,6 +605,7 @@ class CaptionServer:
         shared = self.ctx.sessions.health() if self.ctx.sessions is not None else None
         healthy = not overloaded and not vad_behind and not (self.ctx.jobs and not self.ctx.jobs.healthy)
         healthy = healthy and (shared is None or shared["redis"] == "ok")
+        here = self._local_figures()
         return web.json_response(
             {
                 "status": "ok" if healthy else "degraded",
@@ -625,7 +637,21 @@ class CaptionServer:
                 if self.ctx.jobs
                 else None,
                 "sessions": shared,  # with [cluster] redis_url: Redis reachable, writes waiting for it
+                "live_sessions": here.sessions,
+                "followers": here.followers,
+                # all front ends together (this one alone without Redis), files from the job store
+                "cluster": await self.ctx.figures.current() if self.ctx.figures is not None else None,
             }
+        )
+
+    def _local_figures(self):
+        from server.cluster_figures import LocalFigures  # with Redis's and the stores' clients: loaded at startup
+
+        assert self.ctx is not None
+        return LocalFigures(
+            sessions=sum(c.stream is not None for c in self.ctx.connections),  # one stream per connection
+            followers=self.ctx.subscribers,
+            connections=len(self.ctx.connections),
         )
 
 

@@ -54,6 +54,23 @@ class Metrics:
         )
         self.backlog = Gauge("caption_backlog_seconds", "Age of the oldest waiting final", registry=r)
         self.followers = Gauge("caption_followers", "Caption displays (/subscribe) on this front end", registry=r)
+        self.live_sessions = Gauge("caption_live_sessions", "Sessions streamed into on this front end", registry=r)
+        # On all front ends together (this one alone without cluster.redis_url); NaN while Redis is away.
+        self.cluster = {
+            name: Gauge(f"caption_cluster_{name}", f"{what} on all front ends together", registry=r)
+            for name, what in (
+                ("front_ends", "Front ends"),
+                ("sessions", "Sessions streamed into"),
+                ("followers", "Caption displays (/subscribe)"),
+                ("connections", "Open WebSocket connections"),
+            )
+        }
+        self.files_pending = Gauge(
+            "caption_files_pending",
+            "Files still to transcribe in the job store (shared by the front ends with cluster.postgres_url)",
+            ["status"],
+            registry=r,
+        )
         self._redis: tuple[Gauge, Gauge, Gauge] | None = None  # made on first use: with [cluster] redis_url only
         self.vad_backlog = Gauge(
             "caption_vad_backlog_seconds",
@@ -99,5 +116,17 @@ class Metrics:
         queued.set(health["queued_writes"])
         dropped.set(health["dropped_writes"])
 
+    def observe_cluster(self, figures: dict) -> None:
+        """ClusterFigures.current(): an unknown figure (None) is NaN, not a false zero."""
+        for name, gauge in self.cluster.items():
+            gauge.set(_or_nan(figures[name]))
+        files = figures["files"] or {}
+        for status in ("queued", "running"):
+            self.files_pending.labels(status).set(_or_nan(files.get(status)))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
