@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,12 +134,10 @@ class ServerProcess:
 
     def pids(self) -> list[int]:
         """The server and its children (the VAD worker process)."""
-        children = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
-        return [self.proc.pid] + [pid for pid in children if (_stat_fields(pid) or [0, 0])[1] == str(self.proc.pid)]
+        return with_children(self.proc.pid)
 
     def cpu_seconds(self) -> float:
-        fields = [f for f in map(_stat_fields, self.pids()) if f]
-        return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pids())
 
     def rss_mib(self) -> float:
         total = 0.0
@@ -158,6 +157,18 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.dir.cleanup()
+
+
+def with_children(pid: int) -> list[int]:
+    """`pid` and the processes it started (a server's VAD worker; PostgreSQL's backends)."""
+    children = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+    return [pid] + [child for child in children if (_stat_fields(child) or [0, 0])[1] == str(pid)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (those still running)."""
+    fields = [f for f in map(_stat_fields, pids) if f]
+    return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -289,11 +300,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 def one_run(
-    engine: str, vad_batch: int, count: int, script, overrides: dict[str, str] | None = None, ramp_s: float = 0.0
+    engine: str,
+    vad_batch: int,
+    count: int,
+    script,
+    overrides: dict[str, str] | None = None,
+    ramp_s: float = 0.0,
+    services: Callable[[], list[int]] = list,
 ) -> dict:
+    """`services`: the processes of what the server uses (Redis, PostgreSQL), looked up once it has
+    started (PostgreSQL's backends are its connections); their CPU is reported as services_cpu_s."""
     server = ServerProcess(engine, vad_batch, count, overrides)
     try:
         idle_rss = server.rss_mib()
+        service_pids = services()
+        services_before = cpu_seconds(service_pids)
         cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
         client_before = sum(os.times()[:2])
         peak = {"rss": idle_rss}
@@ -312,7 +333,9 @@ def one_run(
 
         results = asyncio.run(main())
         wall = time.monotonic() - wall_before
-        cpu = (server.cpu_seconds() - cpu_before) / wall * 100
+        cpu_s = server.cpu_seconds() - cpu_before
+        services_cpu_s = cpu_seconds(service_pids) - services_before
+        cpu = cpu_s / wall * 100
         client_cpu = (sum(os.times()[:2]) - client_before) / wall * 100
         metrics = server.get("/metrics")
     finally:
@@ -345,6 +368,9 @@ def one_run(
         "decode_p95": pct([f.get("decode_ms", 0) for f in finals], 0.95),
         "partial_gap_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
         "cpu": cpu,
+        "cpu_s": cpu_s,
+        "wall_s": wall,
+        "services_cpu_s": services_cpu_s,
         "client_cpu": client_cpu,
         "rss": peak["rss"],
         "rss_per_conn_kib": (peak["rss"] - idle_rss) * 1024 / count,
