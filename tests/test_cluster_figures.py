@@ -4,6 +4,7 @@ own figures beside them; a front end that stops no longer counts."""
 
 from __future__ import annotations
 
+import math
 import urllib.request
 
 import websockets
@@ -102,5 +103,28 @@ async def test_without_redis_the_cluster_is_this_front_end_and_its_sqlite_store(
                 "connections": 1,
                 "files": {"queued": 0, "running": 0},
             }
+    finally:
+        server.stop()
+
+
+async def test_while_redis_is_away_the_shared_figures_are_unknown_not_zero(redis_server, scorer):
+    redis_server.flush()
+    cluster = {"redis_url": redis_server.url, "node_ttl_s": 3}
+    server = ServerThread(make_config(cluster=cluster), LengthEngine(), scorer).start()
+    try:
+        async with await connect(server.url) as ws:
+            await start(ws, session_id="outage")
+            await until(lambda: cluster_of(server)["sessions"] == 1, timeout=30)
+            redis_server.stop()
+            try:
+                await until(lambda: cluster_of(server)["sessions"] is None, timeout=30)
+                away = cluster_of(server)
+                assert away["front_ends"] is away["followers"] is away["connections"] is None
+                assert away["files"] == {"queued": 0, "running": 0}  # the job store still answers
+                figures = metrics(server)
+                assert math.isnan(figures["caption_cluster_sessions"]) and figures["caption_live_sessions"] == 1
+            finally:
+                redis_server.start()
+            await until(lambda: cluster_of(server)["sessions"] == 1, timeout=30)
     finally:
         server.stop()
