@@ -7,7 +7,7 @@ segment's tail (shorter than a chunk) goes out with the closing, `is_final` chun
 
 from __future__ import annotations
 
-import numpy as np
+from streaming.events import Audio
 
 
 class SegmentChunker:
@@ -18,7 +18,7 @@ class SegmentChunker:
         self._segment_id: int | None = None
         self._sent = 0
 
-    def feed(self, segment_id: int, audio: np.ndarray) -> list[np.ndarray]:
+    def feed(self, segment_id: int, audio: Audio) -> list[Audio]:
         """Whole chunks of `audio` (the segment from its start) not handed out before."""
         self._switch_to(segment_id)
         chunks = []
@@ -27,7 +27,7 @@ class SegmentChunker:
             self._sent += self.chunk_samples
         return chunks
 
-    def finish(self, segment_id: int, audio: np.ndarray) -> list[np.ndarray]:
+    def finish(self, segment_id: int, audio: Audio) -> list[Audio]:
         """Every chunk still owed for the closed segment; the last one may be short (or empty)."""
         chunks = self.feed(segment_id, audio)
         chunks.append(audio[self._sent :])

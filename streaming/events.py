@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 SAMPLE_RATE = 16000
 
+Audio: TypeAlias = npt.NDArray[np.float32]  # samples in [-1, 1) at SAMPLE_RATE, mono
+Pcm16: TypeAlias = npt.NDArray[np.int16]  # samples as they came off the wire
+Samples: TypeAlias = Audio | Pcm16  # either: the reader converts
 
-def _no_audio() -> np.ndarray:
+
+def _no_audio() -> Audio:
     return np.zeros(0, dtype=np.float32)
 
 
@@ -34,8 +40,8 @@ class PartialDue:
     start: int
     end: int
     speech_start: int
-    audio: np.ndarray = field(repr=False, compare=False)
-    context: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)  # see SegmentClosed
+    audio: Audio = field(repr=False, compare=False)
+    context: Audio = field(default_factory=_no_audio, repr=False, compare=False)  # see SegmentClosed
 
 
 @dataclass(frozen=True)
@@ -48,13 +54,13 @@ class SegmentClosed:
     speech_start: int
     speech_end: int
     reason: str  # "silence" | "max_length" | "end_of_stream"
-    audio: np.ndarray = field(repr=False, compare=False)
+    audio: Audio = field(repr=False, compare=False)
     # The stream's audio just before `start` (up to SessionSettings.context_s): a recogniser that
     # hears it understands a short segment as it would inside the whole recording.
-    context: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)
+    context: Audio = field(default_factory=_no_audio, repr=False, compare=False)
     # A segment cut for length (no pause): the audio right after `end` (SessionSettings.cut_lookahead_s),
     # so the word the cut went through can be heard whole, and given to one side of the cut only.
-    after: np.ndarray = field(default_factory=_no_audio, repr=False, compare=False)
+    after: Audio = field(default_factory=_no_audio, repr=False, compare=False)
     follows_cut: bool = False  # starts where the previous segment was cut for length (see with_context)
 
     @property
@@ -66,7 +72,7 @@ class SegmentClosed:
         return samples_to_ms(self.speech_end)
 
 
-def with_context(event: PartialDue | SegmentClosed, words_from: int | None = None) -> tuple[np.ndarray, int, int]:
+def with_context(event: PartialDue | SegmentClosed, words_from: int | None = None) -> tuple[Audio, int, int]:
     """What to decode for `event`: its context, its audio and the audio after it (cuts only), with
     the lengths of the first and the last: the words between them are the segment's.
 

@@ -10,16 +10,21 @@ hundreds of connections share a small machine. Reads return float32 in [-1, 1), 
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+from streaming.events import Audio, Pcm16, Samples
 
 BLOCK_SAMPLES = 16000  # one second at 16 kHz: 32 KB
 
 
-def to_int16(samples: np.ndarray) -> np.ndarray:
+def to_int16(samples: Samples) -> Pcm16:
     if samples.dtype == np.int16:
-        return samples
-    return (np.clip(samples, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
+        return samples.astype(np.int16, copy=False)  # the same array (typed as int16), no copy
+    scaled: npt.NDArray[np.floating[Any]] = np.multiply(np.clip(samples, -1.0, 32767 / 32768), 32768.0)
+    return scaled.round().astype(np.int16)
 
 
 class RingBuffer:
@@ -29,7 +34,7 @@ class RingBuffer:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self._capacity = capacity
-        self._blocks: deque[np.ndarray] = deque()
+        self._blocks: deque[Pcm16] = deque()
         self._first = 0  # absolute index of the first sample of self._blocks[0]
         self._end = 0  # absolute index one past the newest sample
         self._released = 0  # samples before this are never read again
@@ -47,7 +52,7 @@ class RingBuffer:
     def bytes_held(self) -> int:
         return len(self._blocks) * BLOCK_SAMPLES * 2
 
-    def append(self, samples: np.ndarray) -> None:
+    def append(self, samples: Samples) -> None:
         """Float samples in [-1, 1), or int16 samples as they came off the wire."""
         samples = to_int16(samples)
         if len(samples) > self._capacity:
@@ -72,13 +77,13 @@ class RingBuffer:
         self._released = max(self._released, min(sample, self._end))
         self._trim()
 
-    def read(self, start: int, end: int) -> np.ndarray:
+    def read(self, start: int, end: int) -> Audio:
         """Copy of samples [start, end) as float32; raises if any of them is no longer (or not yet) held."""
         out = self.read_int16(start, end).astype(np.float32)
         out *= 1.0 / 32768.0
         return out
 
-    def read_int16(self, start: int, end: int) -> np.ndarray:
+    def read_int16(self, start: int, end: int) -> Pcm16:
         if start < self.start or end > self._end or start > end:
             raise IndexError(f"samples [{start}, {end}) outside buffer [{self.start}, {self._end})")
         out = np.empty(end - start, dtype=np.int16)

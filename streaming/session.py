@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from streaming.endpointer import FRAME_MS, Closed, Endpointer, EndpointSettings, Opened
-from streaming.events import SAMPLE_RATE, Event, PartialDue, SegmentClosed, SpeechStarted
+from streaming.events import SAMPLE_RATE, Audio, Event, PartialDue, Pcm16, Samples, SegmentClosed, SpeechStarted
 from streaming.pcm import Resampler, decode_int16, decode_pcm16
 from streaming.ring_buffer import RingBuffer, to_int16
 from streaming.vad.energy import EnergyGate, frame_levels_dbfs
@@ -57,7 +58,7 @@ class ScoreWork:
     """
 
     state: Any
-    samples: np.ndarray
+    samples: Samples
     needed: bool = True
 
 
@@ -89,7 +90,7 @@ class StreamSession:
         self._discard = 0  # probabilities still to drop: warm-up after a restart, frames decided early
         self._framed = 0  # absolute sample index up to which cheap stages have run
         self._carry = np.zeros(0, dtype=np.int16)  # samples of an incomplete 10 ms frame
-        self._unscored: list[np.ndarray] = []  # pushed audio FSMN has not been given yet
+        self._unscored: list[Pcm16] = []  # pushed audio FSMN has not been given yet
         self._unscored_samples = 0
         # Per frame, cheap-stage results waiting for their (delayed) FSMN probability.
         self._pending: deque[tuple[float, bool]] = deque()
@@ -155,7 +156,7 @@ class StreamSession:
                 events.append(self._to_event(decision))
         return events
 
-    def _store(self, samples: np.ndarray) -> None:
+    def _store(self, samples: Pcm16) -> None:
         """Takes int16 samples at 16 kHz."""
         self._buffer.append(samples)
         if len(samples):
@@ -201,7 +202,7 @@ class StreamSession:
             return ScoreWork(self._scorer_state, self._buffer.read_int16(warm_start * FRAME_SAMPLES, self._buffer.end))
         return ScoreWork(self._scorer_state, np.concatenate(unscored) if len(unscored) > 1 else unscored[0])
 
-    def apply(self, probabilities: np.ndarray | None) -> list[Event]:
+    def apply(self, probabilities: npt.NDArray[np.float32] | None) -> list[Event]:
         """Consume FSMN probabilities (one per frame, in order; None when push() said they are not
         needed: every waiting frame is then silence) and return the resulting events."""
         events: list[Event] = []
@@ -329,7 +330,7 @@ class StreamSession:
             follows_cut=follows_cut,
         )
 
-    def _context_before(self, start: int, end: int, follows_cut: bool) -> np.ndarray:
+    def _context_before(self, start: int, end: int, follows_cut: bool) -> Audio:
         """Up to context_s of the audio before `start` that is still held: for a segment up to
         `context_max_segment_s` long, or one that follows a cut (its first word may have begun
         before it). Longer segments carry their own context; heard after the stream's earlier

@@ -53,7 +53,7 @@ def decode_hotword_bytes(data: bytes, source: str = "hotword file") -> str:
 
 def parse_hotword_lines(text: str) -> list[tuple[str, int | None, int]]:
     """FunASR's hotword-file format: (phrase, weight or None, line number) per non-empty line."""
-    out = []
+    out: list[tuple[str, int | None, int]] = []
     for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), 1):
         line = _COMMENT.sub("", raw).strip()
         if not line:

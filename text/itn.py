@@ -103,6 +103,7 @@ class InverseNormalizer:
 
     def _language(self, text: str, hint: str | None) -> str | None:
         key = re.split(r"[-_]", hint.strip().lower())[0] if hint else ""
+        lang: str | None
         if key in ("", "auto"):
             lang = "zh" if _HAN.search(text) else "en"
         else:

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
+
+from streaming.events import Samples
 
 
 class SpeechScorer(Protocol):
@@ -18,6 +21,6 @@ class SpeechScorer(Protocol):
 
     def new_state(self) -> Any: ...
 
-    def score(self, work: Sequence[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
+    def score(self, work: Sequence[tuple[Any, Samples]]) -> list[npt.NDArray[np.float32]]:
         """For each (state, new_samples): probabilities of the frames that became complete."""
         ...

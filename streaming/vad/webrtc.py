@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
-from streaming.events import SAMPLE_RATE
+from streaming.events import SAMPLE_RATE, Samples
 
 
 class WebrtcFrames:
@@ -14,8 +17,10 @@ class WebrtcFrames:
             raise ValueError(f"webrtc_aggressiveness must be 0..3, got {aggressiveness}")
         self._vad = webrtcvad.Vad(aggressiveness)
 
-    def is_speech(self, frame: np.ndarray) -> bool:
+    def is_speech(self, frame: Samples) -> bool:
         """One 10 ms frame of int16 samples (float frames are converted)."""
         if frame.dtype != np.int16:
-            frame = (np.clip(frame, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-        return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+            scaled: npt.NDArray[np.floating[Any]] = np.multiply(np.clip(frame, -1.0, 32767 / 32768), 32768)
+            frame = scaled.astype(np.int16)
+        speech: bool = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)  # webrtcvad is untyped
+        return speech
