@@ -23,12 +23,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from inference.devices import is_out_of_memory
-from inference.engines.base import DecodeOptions, DecodeResult, Engine
+from inference.engines.base import DecodeOptions, DecodeResult, Engine, StreamingEngine
 from inference.scheduler import JOBS, LIVE, Kind, Request, Scheduler, Source
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,12 @@ class InferenceExecutor:
 
     def new_stream_state(self, *args: Any) -> Any:
         """A fresh cache for the engine's streaming model (one per stream and segment)."""
-        return self.engine.new_stream_state(*args)
+        return self._streaming_engine.new_stream_state(*args)
+
+    @property
+    def _streaming_engine(self) -> StreamingEngine:
+        """The live engine, for the streaming calls that are only made when `streaming` is True."""
+        return cast(StreamingEngine, self.engine)
 
     @property
     def oldest_final_wait_s(self) -> float:
@@ -488,9 +493,9 @@ class InferenceExecutor:
         language = result.extra.get("language") or request.options.language
         return replace(result, text=self._normalizer(result.text, language))
 
-    def _stream_steps(self, steps: Sequence[_Step]) -> list[DecodeResult | BaseException]:
+    def _stream_steps(self, steps: Sequence[_Step]) -> Sequence[DecodeResult | BaseException]:
         try:
-            results = self.engine.stream([(s.state, s.audio, s.is_final, s.options) for s in steps])
+            results = self._streaming_engine.stream([(s.state, s.audio, s.is_final, s.options) for s in steps])
             if len(results) != len(steps):
                 raise RuntimeError(f"engine returned {len(results)} results for {len(steps)} chunks")
             return results
@@ -500,7 +505,7 @@ class InferenceExecutor:
             log.warning("streaming batch of %d failed (%s); retrying one by one", len(steps), exc)
             return [self._stream_steps([step])[0] for step in steps]
 
-    def _decode_requests(self, batch: Sequence[_Decode]) -> list[DecodeResult | BaseException]:
+    def _decode_requests(self, batch: Sequence[_Decode]) -> Sequence[DecodeResult | BaseException]:
         names = {r.engine for r in batch}
         if len(names) != 1:  # _take_batch never builds one; it would decode with the wrong model
             raise RuntimeError(f"a decode batch mixes engines: {sorted(names)}")
@@ -548,6 +553,11 @@ class InferenceExecutor:
         # has one score in flight at most, so its batches never overtake each other.
         slots = asyncio.Semaphore(VAD_BATCHES_IN_FLIGHT)
         running: set[asyncio.Task] = set()
+
+        def finished(task: asyncio.Task) -> None:
+            running.discard(task)
+            slots.release()
+
         try:
             while not self._closed:
                 await self._score_ready.wait()
@@ -566,7 +576,7 @@ class InferenceExecutor:
                     continue
                 task = asyncio.create_task(self._score_batch(batch))
                 running.add(task)
-                task.add_done_callback(lambda done: (running.discard(done), slots.release()))
+                task.add_done_callback(finished)
         finally:
             for task in running:
                 task.cancel()
@@ -586,8 +596,8 @@ class InferenceExecutor:
         scored = {id(w) for w in batch}
         self._scoring = [w for w in self._scoring if id(w) not in scored]
         self._on_batch("vad", len(batch), time.monotonic() - started)
-        for work, result in zip(batch, results):
-            _answer(work.future, result)
+        for request, result in zip(batch, results):
+            _answer(request.future, result)
 
 
 def _answer(future: asyncio.Future, result: Any) -> None:

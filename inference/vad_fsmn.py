@@ -58,7 +58,7 @@ class FsmnStreamState:
 
 
 class FsmnScorer:
-    def __init__(self, model_dir: Path | None = None, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path | str | None = None, device: str = "cpu") -> None:
         model_dir = Path(model_dir) if model_dir else packaged_model_dir()
         weights = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
         self.device = torch.device(device)
@@ -99,20 +99,20 @@ class FsmnScorer:
     def _lfr(self, work, mel: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stack 5 consecutive fbank frames per model input (lfr_m 5, lfr_n 1), then normalise.
         Returns the rows of every stream end to end, and each stream's row count."""
-        pieces, sizes = [], []
+        pieces, piece_sizes = [], []
         starts = np.concatenate([[0], np.cumsum(counts)])
         for (state, _), a, b in zip(work, starts[:-1], starts[1:]):
             fresh = mel[a:b]
             if state.tail is None:
                 if not len(fresh):
-                    sizes.append(0)
+                    piece_sizes.append(0)
                     continue
                 state.tail = np.repeat(fresh[:1], LFR_PAD, axis=0)  # funasr pads the first window with the first frame
             frames = np.concatenate([state.tail, fresh]) if len(fresh) else state.tail
             state.tail = frames[-(LFR_M - 1) :]
             pieces.append(frames)
-            sizes.append(len(frames))
-        sizes = np.array(sizes, dtype=np.int64)
+            piece_sizes.append(len(frames))
+        sizes = np.array(piece_sizes, dtype=np.int64)
         rows = np.maximum(sizes - (LFR_M - 1), 0)
         if not rows.sum():
             return np.zeros((0, LFR_M * 80), dtype=np.float32), rows

@@ -45,12 +45,12 @@ def _worker_main(request_pipe: Connection, reply_pipe: Connection, model_dir: st
     # One thread: the event loop needs the other core, and two threads that stall whenever the
     # loop takes a core measured slower at 200 streams than one that never waits for its twin.
     torch.set_num_threads(1)
-    from inference.vad_fsmn import FsmnScorer
+    from inference.vad_fsmn import FsmnScorer, FsmnStreamState
 
     scorer = FsmnScorer(model_dir)
     gc.collect()
     gc.freeze()  # torch's objects are never scanned again: no full-collection stalls mid-batch
-    states: dict[int, object] = {}
+    states: dict[int, FsmnStreamState] = {}
     requests, replies = request_pipe.fileno(), reply_pipe.fileno()
     incoming = _FrameReader()
     _write_frame(replies, "ready")
@@ -301,10 +301,10 @@ class _Worker:
             return
         del self._outgoing[:written]
         if self._outgoing:
-            self._loop.add_writer(self._requests, self._on_writable)
+            self._running_loop.add_writer(self._requests, self._on_writable)
 
     def _on_writable(self) -> None:
-        self._loop.remove_writer(self._requests)
+        self._running_loop.remove_writer(self._requests)
         if self._outgoing:
             self._flush()
 
@@ -332,7 +332,13 @@ class _Worker:
             if not future.done():  # its caller may have given up (timeout, shutdown)
                 future.set_result(reply)
         if not self._in_flight:
-            self._loop.remove_reader(self._replies)
+            self._running_loop.remove_reader(self._replies)
+
+    @property
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the pipes are registered with: the pipe callbacks only run after it is set."""
+        assert self._loop is not None, "a pipe callback before the first score_async()"
+        return self._loop
 
     def _fail_in_flight(self, exc: BaseException) -> None:
         """The worker is broken: every batch in its pipe fails (their callers retry on a new one)."""

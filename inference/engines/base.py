@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,4 +52,20 @@ class Engine(Protocol):
 
     def on_cpu(self) -> Engine:
         """The same engine on the CPU, built on first use: the fallback after GPU out-of-memory."""
+        ...
+
+
+class StreamingEngine(Engine, Protocol):
+    """An engine whose `streaming` is True: partials come chunk by chunk from a streaming model,
+    whose cache each stream holds (opaque to the caller) between chunks."""
+
+    @property
+    def streaming(self) -> bool: ...
+
+    def new_stream_state(self, chunk_size: tuple[int, int, int] = (5, 10, 5)) -> Any:
+        """A fresh cache for one stream's open segment."""
+        ...
+
+    def stream(self, steps: Sequence[tuple[Any, np.ndarray, bool, DecodeOptions]]) -> list[DecodeResult]:
+        """One (state, chunk, is_final, options) per stream in, one result per chunk out."""
         ...

@@ -34,7 +34,7 @@ MIN_AUDIO_SAMPLES = 2400  # 150 ms: shorter clips crash Paraformer's frontend ("
 class StreamState:
     """One stream's streaming-model cache for the open segment, and the text it produced so far."""
 
-    chunk_size: tuple[int, int, int]
+    chunk_size: tuple[int, ...]  # FunASR's (left, chunk, right) in 60 ms units
     cache: dict = field(default_factory=dict)
     text: str = ""
 
