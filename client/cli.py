@@ -87,6 +87,7 @@ async def caption_microphone(args: argparse.Namespace, printer: Printer) -> None
     except ImportError:
         raise SystemExit("--mic needs sounddevice: pip install sounddevice") from None
     import websockets
+    from websockets.typing import Subprotocol
 
     loop = asyncio.get_running_loop()
     frames: asyncio.Queue[bytes] = asyncio.Queue()
@@ -96,7 +97,7 @@ async def caption_microphone(args: argparse.Namespace, printer: Printer) -> None
     def on_audio(data, _frames, _time, _status) -> None:
         loop.call_soon_threadsafe(frames.put_nowait, bytes(data))
 
-    async with websockets.connect(args.url, subprotocols=["binary"], ping_interval=None) as ws:
+    async with websockets.connect(args.url, subprotocols=[Subprotocol("binary")], ping_interval=None) as ws:
         await ws.send(json.dumps(start_message(options, 16000)))
 
         async def send() -> None:

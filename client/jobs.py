@@ -17,6 +17,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from tqdm import tqdm
@@ -140,7 +141,7 @@ async def run(args) -> int:
             missing = [f for f in args.files if not Path(f).is_file()]
             if missing or not args.files:
                 raise SystemExit(f"error: no such file: {', '.join(missing)}" if missing else "error: name some files")
-            options = {"itn": not args.no_itn}
+            options: dict[str, Any] = {"itn": not args.no_itn}
             if args.no_vad:
                 options["vad"] = False
             if args.engine:

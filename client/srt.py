@@ -12,7 +12,7 @@ def timestamp(ms: int) -> str:
 
 def to_srt(finals: list[dict]) -> str:
     """`finals` are final replies (start_ms, end_ms, final_text); empty captions are skipped."""
-    blocks = []
+    blocks: list[str] = []
     for reply in finals:
         text = reply.get("final_text", reply.get("text", "")).strip()
         if not text:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import websockets
+from websockets.typing import Subprotocol
 
 ACCEPTED_RATES = (8000, 16000, 22050, 44100, 48000)
 
@@ -65,7 +66,7 @@ def start_message(options: StreamOptions, rate: int) -> dict[str, Any]:
 
 async def stream_pcm(url: str, pcm: bytes, rate: int, options: StreamOptions) -> AsyncIterator[dict[str, Any]]:
     """Send one stream and yield every reply until the end reply (is_final true)."""
-    async with websockets.connect(url, subprotocols=["binary"], max_size=None, ping_interval=None) as ws:
+    async with websockets.connect(url, subprotocols=[Subprotocol("binary")], max_size=None, ping_interval=None) as ws:
         await ws.send(json.dumps(start_message(options, rate)))
         sender = asyncio.create_task(_send_audio(ws, pcm, rate, options))
         try:

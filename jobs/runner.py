@@ -81,10 +81,10 @@ class JobRunner:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        for task in (self._history_task, self._lease_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        for background in (self._history_task, self._lease_task):
+            if background is not None:
+                background.cancel()
+                await asyncio.gather(background, return_exceptions=True)
         if self._unsaved:  # one last try: pending history writes land
             with contextlib.suppress(*DATABASE_ERRORS):
                 await self._flush_history()

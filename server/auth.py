@@ -15,7 +15,7 @@ import re
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -320,7 +320,7 @@ _SECRET_PATTERNS = (
 REDACTED = "[redacted]"
 
 
-def redact(text: str, secrets: list[bytes] = ()) -> str:
+def redact(text: str, secrets: Sequence[bytes] = ()) -> str:
     """The text with anything that looks like a presented token, and every configured one, masked."""
     for secret in secrets:
         text = text.replace(secret.decode("utf-8", "replace"), REDACTED)

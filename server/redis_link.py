@@ -82,7 +82,7 @@ class RedisLink:
         self._wake = asyncio.Event()
         self._channels: dict[str, int] = {}  # listened channel -> how many listeners here want it
         self._confirmations: dict[str, list[asyncio.Future]] = {}
-        self._pubsub = None
+        self._pubsub: redis.client.PubSub | None = None
         self._tasks: set[asyncio.Task] = set()
         self._writer_ok = self._listener_ok = True
         self._listening = asyncio.Event()  # the first subscription is in place
@@ -98,8 +98,8 @@ class RedisLink:
             await self._client.aclose()
             reason = str(exc) or type(exc).__name__
             raise RedisUnavailable(f"cluster.redis_url: cannot reach Redis at {describe(self.url)}: {reason}") from None
-        for loop in (self._write_loop(), self._listen_loop()):
-            task = asyncio.create_task(loop, name=f"redis {loop.__name__}")
+        for loop in (self._write_loop, self._listen_loop):
+            task = asyncio.create_task(loop(), name=f"redis {loop.__name__}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         with contextlib.suppress(TimeoutError):

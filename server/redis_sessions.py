@@ -316,7 +316,7 @@ class RedisSessions:
     # --- liveness ----------------------------------------------------------------------------
     def _beat(self) -> None:
         """This front end is alive; the sessions streamed into here stay (a long pause is no expiry)."""
-        commands = [("SET", alive_key(self.node), "1", "EX", max(1, math.ceil(self.node_ttl_s)))]
+        commands: list[tuple[Any, ...]] = [("SET", alive_key(self.node), "1", "EX", max(1, math.ceil(self.node_ttl_s)))]
         for sid in self._streaming:
             commands += [("EXPIRE", state_key(sid), self.keep_s), ("EXPIRE", finals_key(sid), self.keep_s)]
         self.link.write(*commands)
