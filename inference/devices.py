@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower()
 
 
-def clear_cache(device: str) -> dict:
+def clear_cache(device: str) -> dict[str, Any]:
     """Give cached, unused CUDA memory back to the driver; report memory before and after.
 
     Only torch's caching allocator is affected (FunASR models); CTranslate2 (Whisper) keeps its own."""
@@ -83,7 +84,7 @@ def clear_cache(device: str) -> dict:
 
     import torch
 
-    def usage() -> dict:
+    def usage() -> dict[str, Any]:
         return {
             "allocated_bytes": int(torch.cuda.memory_allocated(device)),
             "reserved_bytes": int(torch.cuda.memory_reserved(device)),
@@ -112,17 +113,17 @@ def _torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def inventory() -> list[dict]:
+def inventory() -> list[dict[str, Any]]:
     """The devices here: the CPU, then every CUDA device torch or CTranslate2 sees, with memory
     (total, free, torch's allocated/reserved) where torch can tell; CTranslate2 reports no memory."""
     import torch
 
-    devices: list[dict] = [{"id": "cpu", "name": "CPU", "seen_by": ["torch", "CTranslate2"], "memory": None}]
+    devices: list[dict[str, Any]] = [{"id": "cpu", "name": "CPU", "seen_by": ["torch", "CTranslate2"], "memory": None}]
     torch_count = cuda_device_count("funasr")
     ct2_count = cuda_device_count("whisper")
     for index in range(max(torch_count, ct2_count)):
         seen_by = [name for name, count in (("torch", torch_count), ("CTranslate2", ct2_count)) if index < count]
-        entry: dict = {"id": f"cuda:{index}", "name": None, "seen_by": seen_by, "memory": None}
+        entry: dict[str, Any] = {"id": f"cuda:{index}", "name": None, "seen_by": seen_by, "memory": None}
         if index < torch_count:
             entry["name"] = torch.cuda.get_device_name(index)
             free, total = torch.cuda.mem_get_info(index)
@@ -136,7 +137,7 @@ def inventory() -> list[dict]:
     return devices
 
 
-def engine_memory(engine: str, device: str) -> dict:
+def engine_memory(engine: str, device: str) -> dict[str, Any]:
     """What one engine holds on its device: torch's allocated/reserved bytes for a torch engine on
     CUDA (shared by every torch engine on that device), a plain "CPU" otherwise."""
     if not device.startswith("cuda"):
@@ -153,7 +154,7 @@ def engine_memory(engine: str, device: str) -> dict:
     return {"where": device, "note": "CTranslate2 keeps its own allocator and does not report its memory"}
 
 
-def clear_engine_cache(engine: str, device: str) -> dict:
+def clear_engine_cache(engine: str, device: str) -> dict[str, Any]:
     """Clear what can be cleared for one engine, and say honestly what was freed: torch's cached
     blocks for a torch engine on CUDA; nothing for Whisper, whose CTranslate2 allocator has no call
     to empty it (its weights stay loaded: unloading them would stop decoding)."""

@@ -10,7 +10,10 @@ for the heavy parts, so the event loop keeps running. (torch's FFT: ~2 us per fr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import torch
 
 SAMPLE_RATE = 16000
@@ -23,11 +26,12 @@ PREEMPHASIS = 0.97
 LOG_FLOOR = np.finfo(np.float32).eps
 
 
-def _mel(freq: np.ndarray | float) -> np.ndarray:
-    return 1127.0 * np.log(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
+def _mel(freq: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
+    mels: npt.NDArray[np.float64] = 1127.0 * np.log(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
+    return mels
 
 
-def mel_banks() -> np.ndarray:
+def mel_banks() -> npt.NDArray[np.float32]:
     """(FFT_SIZE // 2 + 1, NUM_MEL_BINS) triangular weights on Kaldi's mel scale."""
     num_fft_bins = FFT_SIZE // 2
     mel_low, mel_high = _mel(LOW_FREQ), _mel(SAMPLE_RATE / 2)
@@ -53,7 +57,7 @@ def frame_count(num_samples: int) -> int:
     return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
-def split_frames(samples: np.ndarray) -> tuple[np.ndarray, int]:
+def split_frames(samples: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], int]:
     """(frames, samples consumed): every complete frame, and how far the next frame starts."""
     count = frame_count(len(samples))
     if count == 0:
@@ -63,7 +67,7 @@ def split_frames(samples: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @torch.inference_mode()
-def log_mel(frames: np.ndarray) -> np.ndarray:
+def log_mel(frames: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     """(n, 400) int16-scale float frames -> (n, 80) log-mel energies."""
     if not len(frames):
         return np.zeros((0, NUM_MEL_BINS), dtype=np.float32)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class DecodeResult:
     text: str
     # Per-token/word [start_ms, end_ms] relative to the waveform start, when the engine has them.
     timestamps: tuple[tuple[int, int], ...] | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     # Where the last returned word ends, in ms from the start of the audio decoded (context
     # included), when the engine placed its words in time (Whisper with context). After a cut for
     # length, the decode of what follows keeps only the words after it (streaming.events.with_context).
@@ -40,7 +41,7 @@ class Engine(Protocol):
     model: str  # human-readable model id for /healthz
     device: str  # resolved device the weights live on
 
-    def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+    def decode(self, audios: Sequence[npt.NDArray[np.float32]], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         """Decode a batch in one model call where possible. May raise; the executor handles it."""
         ...
 
@@ -66,6 +67,6 @@ class StreamingEngine(Engine, Protocol):
         """A fresh cache for one stream's open segment."""
         ...
 
-    def stream(self, steps: Sequence[tuple[Any, np.ndarray, bool, DecodeOptions]]) -> list[DecodeResult]:
+    def stream(self, steps: Sequence[tuple[Any, npt.NDArray[np.float32], bool, DecodeOptions]]) -> list[DecodeResult]:
         """One (state, chunk, is_final, options) per stream in, one result per chunk out."""
         ...

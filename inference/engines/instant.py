@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.engines.base import DecodeOptions, DecodeResult
 
@@ -18,7 +19,7 @@ class InstantEngine:
     model = "instant (benchmark engine: fixed text, no recognition)"
     device = "cpu"
 
-    def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+    def decode(self, audios: Sequence[npt.NDArray[np.float32]], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         return [DecodeResult(f"speech {len(audio) / 16000:.2f} s") for audio in audios]
 
     def language_problem(self, language: str) -> str | None:
