@@ -10,11 +10,17 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from inference.fbank import FRAME_LENGTH, FRAME_SHIFT, frame_count, log_mel
+
+Floats: TypeAlias = npt.NDArray[np.float32]
+Indices: TypeAlias = npt.NDArray[np.int64]  # counts, lengths, row numbers
+Samples: TypeAlias = npt.NDArray[Any]  # int16, or floats in [-1, 1)
 
 LFR_M = 5  # frames stacked per model input (config.yaml lfr_m); lfr_n = 1
 LFR_PAD = (LFR_M - 1) // 2
@@ -32,7 +38,7 @@ def packaged_model_dir() -> Path:
     return path
 
 
-def _load_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_cmvn(path: Path) -> tuple[Floats, Floats]:
     lines = path.read_text(encoding="utf-8").splitlines()
     shift = scale = None
     for i, line in enumerate(lines):
@@ -52,9 +58,9 @@ def _load_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 class FsmnStreamState:
     """Everything one stream carries between chunks; owned by the stream, not the model."""
 
-    caches: np.ndarray  # (layers, proj_dim, lorder - 1) FSMN memory, float32
-    residual: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # samples of the next frame
-    tail: np.ndarray | None = None  # the last LFR_M - 1 fbank frames, context for the next rows
+    caches: Floats  # (layers, proj_dim, lorder - 1) FSMN memory, float32
+    residual: Floats = field(default_factory=lambda: np.zeros(0, dtype=np.float32))  # samples of the next frame
+    tail: Floats | None = None  # the last LFR_M - 1 fbank frames, context for the next rows
 
 
 class FsmnScorer:
@@ -77,7 +83,7 @@ class FsmnScorer:
     def new_state(self) -> FsmnStreamState:
         return FsmnStreamState(np.zeros((self._layers, self._proj_dim, self._lorder - 1), dtype=np.float32))
 
-    def score(self, work: Sequence[tuple[FsmnStreamState, np.ndarray]]) -> list[np.ndarray]:
+    def score(self, work: Sequence[tuple[FsmnStreamState, Samples]]) -> list[Floats]:
         """Speech probability per newly complete 10 ms frame, for each (state, samples) pair
         (samples: int16, or floats in [-1, 1)).
 
@@ -96,7 +102,9 @@ class FsmnScorer:
         probs = self._forward(features, [state for state, _ in work], rows)
         return np.split(probs, np.cumsum(rows)[:-1])
 
-    def _lfr(self, work, mel: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _lfr(
+        self, work: Sequence[tuple[FsmnStreamState, Samples]], mel: Floats, counts: Indices
+    ) -> tuple[Floats, Indices]:
         """Stack 5 consecutive fbank frames per model input (lfr_m 5, lfr_n 1), then normalise.
         Returns the rows of every stream end to end, and each stream's row count."""
         pieces, piece_sizes = [], []
@@ -122,7 +130,7 @@ class FsmnScorer:
         return (stacked + self._shift) * self._scale, rows
 
     @torch.inference_mode()
-    def _forward(self, feats: np.ndarray, states: list[FsmnStreamState], rows: np.ndarray) -> np.ndarray:
+    def _forward(self, feats: Floats, states: list[FsmnStreamState], rows: Indices) -> Floats:
         """Model outputs for every stream's rows (end to end in `feats`), run in groups of
         similar length, each padded at the end to its longest: the FSMN memory is causal, so
         padding never changes a real frame's output."""
@@ -148,7 +156,7 @@ class FsmnScorer:
             out[source] = probs.reshape(-1)[real]
         return out
 
-    def _forward_padded(self, feats: np.ndarray, states: list[FsmnStreamState], lengths: np.ndarray) -> np.ndarray:
+    def _forward_padded(self, feats: Floats, states: list[FsmnStreamState], lengths: Indices) -> Floats:
         w = self._w
         keep = self._lorder - 1
         x = torch.from_numpy(feats).to(self.device)  # (B, T, 400)
@@ -175,7 +183,7 @@ class FsmnScorer:
         return (1.0 - silence).cpu().numpy()
 
 
-def _similar_lengths(indices: np.ndarray, lengths: np.ndarray, slack: float = 1.5) -> list[np.ndarray]:
+def _similar_lengths(indices: Indices, lengths: Indices, slack: float = 1.5) -> list[Indices]:
     """Split streams into groups whose row counts differ by at most `slack`x, so padding to a
     group's longest wastes little (one stream restarting with a long warm-up must not make
     every other stream in the batch pay for its length)."""
@@ -190,22 +198,23 @@ def _similar_lengths(indices: np.ndarray, lengths: np.ndarray, slack: float = 1.
     return [np.array(g) for g in groups]
 
 
-def _ranges(counts: np.ndarray) -> np.ndarray:
+def _ranges(counts: Indices) -> Indices:
     """0..c-1 for each count c, end to end: [2, 3] -> [0, 1, 0, 1, 2]."""
     total = int(counts.sum())
     return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _frames_end_to_end(pending: list[np.ndarray], lengths: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _frames_end_to_end(pending: list[Floats], lengths: Indices, counts: Indices) -> Floats:
     """(sum of counts, 400): every complete 25 ms frame of every stream, in stream order."""
     if not counts.sum():
         return np.zeros((0, FRAME_LENGTH), dtype=np.float32)
     flat = np.concatenate(pending)
     starts = np.repeat(np.cumsum(lengths) - lengths, counts) + _ranges(counts) * FRAME_SHIFT
-    return flat[starts[:, None] + np.arange(FRAME_LENGTH)]
+    frames: Floats = flat[starts[:, None] + np.arange(FRAME_LENGTH)]
+    return frames
 
 
-def kaldi_scale(samples: np.ndarray) -> np.ndarray:
+def kaldi_scale(samples: Samples) -> Floats:
     """Kaldi features expect int16-range samples: int16 as they are, floats in [-1, 1) scaled."""
     if samples.dtype == np.int16:
         return samples.astype(np.float32)
