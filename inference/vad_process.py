@@ -27,8 +27,13 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
+
+Floats: TypeAlias = npt.NDArray[np.float32]  # speech probabilities, one per 10 ms frame
+Samples: TypeAlias = npt.NDArray[Any]  # int16, or floats in [-1, 1)
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +77,21 @@ def _worker_main(request_pipe: Connection, reply_pipe: Connection, model_dir: st
         _write_frame(replies, scorer.score(work))
 
 
-def _frame(value) -> bytes:
+def _frame(value: object) -> bytes:
     """One message on a pipe: an 8-byte length, then the pickle."""
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return struct.pack(FRAME_HEADER, len(payload)) + payload
 
 
-def _write_frame(fd: int, value) -> None:
+def _write_frame(fd: int, value: object) -> None:
     """Blocking write of one message (the worker; the parent's blocking path)."""
     view = memoryview(_frame(value))
     while view:
         view = view[os.write(fd, view) :]
 
 
-def _read_frame_blocking(fd: int, reader: _FrameReader):
+def _read_frame_blocking(fd: int, reader: _FrameReader) -> Any:
+    """The next message (unpickled: its type is what the other side sent)."""
     while (message := reader.next_message()) is _INCOMPLETE:
         data = os.read(fd, 1 << 20)
         if not data:
@@ -103,7 +109,7 @@ class _FrameReader:
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def next_message(self):
+    def next_message(self) -> Any:
         """The oldest complete message (removed from the buffer), or _INCOMPLETE."""
         header = struct.calcsize(FRAME_HEADER)
         if len(self.buffer) < header:
@@ -145,12 +151,12 @@ class ProcessScorer:
         handle = next(self._handles)
         return StreamHandle(handle, self._workers[handle % len(self._workers)])
 
-    def score(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
+    def score(self, work: Sequence[tuple[StreamHandle, Samples]]) -> list[Floats]:
         """Blocking call (tests, tools); the server uses score_async."""
         groups = _by_worker(work)
         return _in_work_order(len(work), groups, [w.score([work[i] for i in idx]) for w, idx in groups.items()])
 
-    async def score_async(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
+    async def score_async(self, work: Sequence[tuple[StreamHandle, Samples]]) -> list[Floats]:
         """Score a batch in every worker at once, without blocking the event loop."""
         groups = _by_worker(work)
         answers = await asyncio.gather(*(w.score_async([work[i] for i in idx]) for w, idx in groups.items()))
@@ -161,16 +167,16 @@ class ProcessScorer:
             worker.close()
 
 
-def _by_worker(work: Sequence[tuple[StreamHandle, np.ndarray]]) -> dict[_Worker, list[int]]:
+def _by_worker(work: Sequence[tuple[StreamHandle, Samples]]) -> dict[_Worker, list[int]]:
     groups: dict[_Worker, list[int]] = {}
     for i, (state, _) in enumerate(work):
         groups.setdefault(state.worker, []).append(i)
     return groups
 
 
-def _in_work_order(count: int, groups: dict[_Worker, list[int]], answers: list[list[np.ndarray]]) -> list[np.ndarray]:
+def _in_work_order(count: int, groups: dict[_Worker, list[int]], answers: Sequence[list[Floats]]) -> list[Floats]:
     """Each worker's answers, put back at the positions its work had in the batch."""
-    results: list = [None] * count
+    results: list[Any] = [None] * count  # every slot is filled below
     for indices, probs in zip(groups.values(), answers):
         for i, p in zip(indices, probs):
             results[i] = p
@@ -218,7 +224,7 @@ class _Worker:
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
         self._incoming = _FrameReader()
         self._outgoing = bytearray()  # request bytes the pipe has not taken yet (async path)
-        self._in_flight: deque[asyncio.Future] = deque()  # batches sent, oldest first
+        self._in_flight: deque[asyncio.Future[Any]] = deque()  # batches sent, oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
         if _read_frame_blocking(self._replies, self._incoming) != "ready":  # the model loads before the first stream
             raise RuntimeError("VAD worker failed to start")
@@ -231,13 +237,13 @@ class _Worker:
         with self._release_lock:
             self._released.append(handle)
 
-    def _message(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> tuple[list[int], list]:
+    def _message(self, work: Sequence[tuple[StreamHandle, Samples]]) -> tuple[list[int], list[tuple[int, Samples]]]:
         with self._release_lock:
             released, self._released = self._released, []
         return released, [(state.handle, _wire(samples)) for state, samples in work]
 
     # --- blocking path (tests, tools) ----------------------------------------------------------
-    def score(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
+    def score(self, work: Sequence[tuple[StreamHandle, Samples]]) -> list[Floats]:
         with self._call_lock:
             try:
                 return self._call_blocking(work)
@@ -245,14 +251,15 @@ class _Worker:
                 self._replace_dead_worker()
                 return self._call_blocking(work)
 
-    def _call_blocking(self, work) -> list[np.ndarray]:
+    def _call_blocking(self, work: Sequence[tuple[StreamHandle, Samples]]) -> list[Floats]:
         os.set_blocking(self._requests, True)
         os.set_blocking(self._replies, True)
         _write_frame(self._requests, self._message(work))
-        return _read_frame_blocking(self._replies, self._incoming)
+        probabilities: list[Floats] = _read_frame_blocking(self._replies, self._incoming)
+        return probabilities
 
     # --- event-loop path (the server) ----------------------------------------------------------
-    async def score_async(self, work: Sequence[tuple[StreamHandle, np.ndarray]]) -> list[np.ndarray]:
+    async def score_async(self, work: Sequence[tuple[StreamHandle, Samples]]) -> list[Floats]:
         """Send one batch and wait for its probabilities without blocking the event loop; other
         batches may be in the pipe before and after it."""
         for attempt in (1, 2):
@@ -273,7 +280,7 @@ class _Worker:
                 await self._replace_once(generation)
         raise AssertionError("unreachable")
 
-    def _send(self, work) -> asyncio.Future:
+    def _send(self, work: Sequence[tuple[StreamHandle, Samples]]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -389,6 +396,6 @@ class _Worker:
         self._reply_pipe.close()
 
 
-def _wire(samples: np.ndarray) -> np.ndarray:
+def _wire(samples: Samples) -> Samples:
     """int16 samples go as they are (half the bytes of float32); anything else as float32."""
     return samples if samples.dtype == np.int16 else np.asarray(samples, dtype=np.float32)
