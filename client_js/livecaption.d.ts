@@ -225,7 +225,8 @@ export declare class CaptionClient extends CaptionConnection<CaptionEventMap> {
    *  Buffered while disconnected and sent in order after reconnecting. Throws after end()/close(). */
   sendPcm(samples: Int16Array | Float32Array, sampleRate?: number): void;
   /** Sends {"is_speaking": false}; resolves with every final once the server's end reply arrives
-   *  (reconnecting first if the connection dropped), then closes. */
+   *  (reconnecting first if the connection dropped), then closes. Rejects after `timeoutMs`
+   *  (default 120000) without any reply from the server; each reply (a final, a partial) restarts it. */
   end(options?: { timeoutMs?: number }): Promise<EndDetail>;
 }
 

@@ -185,9 +185,12 @@ def test_page_captions_the_microphone_and_the_overlay_follows(shared_server, con
     assert page.is_hidden("#message"), page.inner_text("#message")
     page.screenshot(path=str(artifacts / "page.png"), full_page=True, animations="disabled")
 
-    # Stop with the keyboard (focus is on Stop): the end reply arrives, the page goes idle.
+    # Stop with the keyboard (focus is on Stop): the end reply arrives, the page goes idle. On a
+    # loaded machine the server may still be deciding the microphone's last seconds: the page waits
+    # for every final as long as they keep coming, so the displays below show no more than it.
     page.keyboard.press("Enter")
-    page.wait_for_function("document.getElementById('conn').dataset.state === 'idle'", timeout=20_000)
+    page.wait_for_function("document.getElementById('conn').dataset.state === 'idle'", timeout=180_000)
+    assert page.is_hidden("#message"), page.inner_text("#message")  # the end reply came: no 'stop failed'
     assert page.evaluate("document.activeElement.id") == "start"
     page_finals = [re.sub(r"^\[\d\d:\d\d\]\s*", "", t) for t in _finals(page, "#finals li")]
 

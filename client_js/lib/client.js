@@ -9,7 +9,7 @@ import { OPEN } from "./socket.js";
 /** @typedef {import("../livecaption.js").EndDetail} EndDetail */
 /** @typedef {import("../livecaption.js").ReadyDetail} ReadyDetail */
 /** @typedef {import("./connection.js").Socket} Socket */
-/** @typedef {{promise: Promise<EndDetail>, resolve: (end: EndDetail) => void, reject: (error: Error) => void, timer: ReturnType<typeof setTimeout>}} EndWaiter */
+/** @typedef {{promise: Promise<EndDetail>, resolve: (end: EndDetail) => void, reject: (error: Error) => void, timer: ReturnType<typeof setTimeout>, timeoutMs: number}} EndWaiter */
 
 const MAX_FRAME_SAMPLES = 16000; // one binary frame holds at most this many samples (far below the server's limit)
 
@@ -123,6 +123,8 @@ export class CaptionClient extends CaptionConnection {
    * End the stream: sends {"is_speaking": false} and resolves with the end reply: every final of
    * the stream (`segments`, by segment id). If the connection drops meanwhile, the client
    * reconnects and ends again, so finals are still delivered. Closes the client afterwards.
+   * `timeoutMs` is how long to wait without hearing from the server: a busy server still sending
+   * the stream's last finals is waited for (its backlog can take longer than any fixed limit).
    * @param {{timeoutMs?: number}} [options]
    * @returns {Promise<EndDetail>}
    */
@@ -139,16 +141,28 @@ export class CaptionClient extends CaptionConnection {
       resolve = res;
       reject = rej;
     });
-    const timer = setTimeout(() => {
-      this._terminate({ code: 1000, reason: `no end reply within ${timeoutMs} ms`, error: new Error(`end(): no end reply within ${timeoutMs} ms`) });
-    }, timeoutMs);
-    this._endWaiter = { promise, resolve, reject, timer };
+    this._endWaiter = { promise, resolve, reject, timer: this._endTimer(timeoutMs), timeoutMs };
     for (const resampler of this._resamplers.values()) this._queuePcm(floatToInt16(resampler.flush()));
     this._resamplers.clear();
     this._ending = true;
     if (this.state === "open") this._state = "ending";
     if (this._isLive()) this._send(JSON.stringify({ is_speaking: false }));
     return promise;
+  }
+
+  /** @param {number} timeoutMs */
+  _endTimer(timeoutMs) {
+    return setTimeout(() => {
+      const reason = `no reply for ${timeoutMs} ms while waiting for the end`;
+      this._terminate({ code: 1000, reason, error: new Error(`end(): ${reason}`) });
+    }, timeoutMs);
+  }
+
+  _onReply() {
+    const waiter = this._endWaiter;
+    if (!waiter) return;
+    clearTimeout(waiter.timer); // the server is still sending: keep waiting
+    waiter.timer = this._endTimer(waiter.timeoutMs);
   }
 
   // --- internals ---------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ export class CaptionConnection extends EventTarget {
     return FATAL_CLOSE_CODES.includes(code);
   }
   _onLive() {}
+  /** A well-formed message came from the server (the server is making progress). */
+  _onReply() {}
   /** @param {EndDetail} _end */
   _onEnd(_end) {}
   /** @param {Error} _error */
@@ -348,6 +350,7 @@ export class CaptionConnection extends EventTarget {
       this._emitError("bad_message", problem);
       return;
     }
+    this._onReply();
     const type = message.type;
     if (type === this._handshakeType()) {
       if (this._handshake && this._handshake.ws === ws) this._handshakeDone(ws, message);

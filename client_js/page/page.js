@@ -19,7 +19,7 @@ import {
 } from "./settings.js";
 
 const FRAME_MS = 80;
-const END_TIMEOUT_MS = 15000; // Stop waits this long for the last finals
+const END_TIMEOUT_MS = 120000; // Stop gives up on the last finals after this long without a reply (a busy server deciding the last seconds can be silent for a while)
 
 const $ = (id) => document.getElementById(id);
 const ui = {

@@ -374,3 +374,31 @@ test("CaptionSubscriber: /subscribe?session=, stored finals once, live ones afte
   subscriber.close();
   await server.close();
 });
+
+test("end() waits for a server still sending finals, and gives up only after timeoutMs of silence", async () => {
+  const server = await fakeServer(async (conn, index) => {
+    await conn.next(); // start message
+    conn.send(ready());
+    assert.deepEqual(await conn.next(), { is_speaking: false });
+    if (index === 1) return; // the second client's server never answers the end
+    // A busy server: the last finals take 4 x 200 ms, longer than the client's 500 ms timeout.
+    for (let id = 0; id < 4; id++) {
+      await sleep(200);
+      conn.send(final(id, `phrase ${id}`));
+    }
+    await sleep(200);
+    conn.send(endReply([0, 1, 2, 3].map((id) => ({ segment_id: id, start_ms: id * 1000, end_ms: id * 1000 + 500, final_text: `phrase ${id}`, end_reason: "silence" }))));
+  });
+  const busy = new CaptionClient(server.url, { reconnect: FAST });
+  const finals = [];
+  busy.addEventListener("final", (e) => finals.push(e.detail.text));
+  await busy.connect();
+  const end = await busy.end({ timeoutMs: 500 });
+  assert.equal(end.segments.length, 4);
+  assert.deepEqual(finals, ["phrase 0", "phrase 1", "phrase 2", "phrase 3"]);
+
+  const silent = new CaptionClient(server.url, { reconnect: FAST });
+  await silent.connect();
+  await assert.rejects(silent.end({ timeoutMs: 300 }), /no reply for 300 ms/);
+  await server.close();
+});
