@@ -1,7 +1,8 @@
 """One WebSocket connection: read frames -> stream session -> executor; write replies in order.
 
-Glue only: decisions about speech live in streaming/, decoding in inference/, wire formats in
-protocol.py. Finals are never dropped; if the client vanishes they are still decoded and logged.
+Glue only: decisions about speech live in streaming/ (what to decode and which captions the results
+make: streaming/captions.py), decoding in inference/, wire formats in protocol.py. Finals are never
+dropped; if the client vanishes they are still decoded and logged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from inference.engines.base import DecodeOptions
@@ -28,21 +28,22 @@ from server import protocol
 from server.auth import ANONYMOUS
 from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
-from streaming.chunker import SegmentChunker
-from streaming.endpointer import EndpointSettings
-from streaming.events import (
-    SAMPLE_RATE,
-    PartialDue,
-    SegmentClosed,
-    SpeechStarted,
-    sample_at,
-    samples_to_ms,
-    with_context,
+from server.stream_settings import chunk_ms, session_settings
+from streaming.captions import (
+    ArrivalLog,
+    CaptionPipeline,
+    DecodeRequest,
+    FinalCaption,
+    FinalDeferred,
+    Lane,
+    PartialCaption,
+    PartialShed,
+    SegmentOpened,
 )
+from streaming.events import SAMPLE_RATE, SegmentClosed
 from streaming.pcm import AudioFormatError
 from streaming.ring_buffer import to_int16
-from streaming.session import SessionSettings, StreamSession
-from streaming.stabilizer import PartialStabilizer
+from streaming.session import StreamSession
 from text.hotwords import merge_hotwords
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ class Stream:
     session: StreamSession
     stream_id: int
     options: DecodeOptions
-    stabilizers: dict[int, PartialStabilizer] = field(default_factory=dict)
-    closed_segments: set[int] = field(default_factory=set)
+    pipeline: CaptionPipeline  # the caption policy: what to decode, and the captions results make
+    # Finals in segment order: each one's decode (None: the pipeline's deferred request), then None.
     finals: asyncio.Queue = field(default_factory=asyncio.Queue)
     results: list[dict[str, Any]] = field(default_factory=list)
     finals_task: asyncio.Task | None = None
@@ -82,22 +83,10 @@ class Stream:
     first_audio_at: float | None = None
     arrivals: ArrivalLog = field(default_factory=lambda: ArrivalLog(ARRIVALS_KEPT))
     pump: asyncio.Task | None = None  # the stream's VAD scoring loop, when running
-    # Streaming engines (online/2pass): the model's cache for the open segment, and its chunker.
-    chunker: SegmentChunker | None = None
-    step_state: Any = None
-    step_segment: int | None = None  # the segment step_state belongs to; None = not streaming it
+    step_state: Any = None  # streaming engines (online/2pass): the model's cache for the streamed segment
     # The captions session this stream feeds; its segment ids and times continue the session's.
     captions: CaptionSession | None = None
-    segment_base: int = 0
-    time_base_ms: int = 0
-    segments_opened: int = 0
     live: bool = True  # paced in real time; False once sent faster (then decoded as background work)
-
-    def segment_id(self, local_id: int) -> int:
-        return self.segment_base + local_id
-
-    def ms(self, samples: int) -> int:
-        return self.time_base_ms + samples_to_ms(samples)
 
 
 class FileUpload:
@@ -130,29 +119,6 @@ class FileUpload:
             os.unlink(self.path)
 
 
-class ArrivalLog:
-    """When recent audio arrived: (16 kHz samples received so far, time) for the last `size` frames,
-    in preallocated arrays (no Python objects per frame: hundreds of streams x 10 frames a second
-    would keep the garbage collector busy). Tells when the server heard a segment's last speech."""
-
-    def __init__(self, size: int) -> None:
-        self._received = np.full(size, -1, dtype=np.int64)
-        self._at = np.zeros(size, dtype=np.float64)
-        self._next = 0
-
-    def add(self, received: int, at: float) -> None:
-        slot = self._next % len(self._received)
-        self._received[slot], self._at[slot] = received, at
-        self._next += 1
-
-    def time_of(self, sample: int) -> float | None:
-        """Arrival time of the frame holding `sample` (None if it is older than what is kept)."""
-        held = self._received >= sample
-        if not held.any() or (self._next >= len(self._received) and held.all()):
-            return None  # not yet received, or already forgotten
-        return float(self._at[held][np.argmin(self._received[held])])
-
-
 def vad_backlog_s(connections) -> float:
     """How far speech detection is behind: the median, over streams paced in real time, of audio
     received but not yet through VAD. Streams sent faster than real time (a file pushed at full
@@ -174,38 +140,6 @@ def sent_faster_than_real_time(stream: Stream, now: float, slack_s: float = REAL
     at full speed), beyond `slack_s` of buffering and jitter."""
     assert stream.first_audio_at is not None
     return stream.session.samples_received / SAMPLE_RATE > now - stream.first_audio_at + slack_s
-
-
-def chunk_ms(start: protocol.StartStream) -> int:
-    """FunASR's chunk_size [look-back, chunk, look-ahead] counts 60 ms frames; the middle one is the step."""
-    return max(1, start.chunk_size[1]) * 60
-
-
-def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = False) -> SessionSettings:
-    """Server config plus the client's per-stream overrides. A streaming engine is fed one chunk per tick."""
-    ep, audio, inf, whisper = ctx_config.endpointing, ctx_config.audio, ctx_config.inference, ctx_config.whisper
-    max_segment_s = start.max_segment_s if start.max_segment_s is not None else ep.max_segment_s
-    partial_ms = inf.partial_interval_ms if start.partial_interval_ms is None else start.partial_interval_ms
-    if streaming and partial_ms != 0:
-        partial_ms = chunk_ms(start)
-    return SessionSettings(
-        sample_rate_hz=start.audio_fs,
-        endpoint=EndpointSettings(
-            silence_ms=start.silence_ms if start.silence_ms is not None else ep.silence_ms,
-            max_segment_s=max_segment_s,
-            speech_onset_ms=ep.speech_onset_ms,
-            preroll_ms=audio.preroll_ms,
-            cut_search_ms=min(ep.cut_search_ms, int(max_segment_s * 1000) // 4),
-        ),
-        partial_interval_ms=0 if start.mode == "offline" else partial_ms,
-        energy_gate_dbfs=ep.energy_gate_dbfs,
-        webrtc_aggressiveness=ep.webrtc_aggressiveness,
-        fsmn_speech_threshold=ep.fsmn_speech_threshold,
-        ring_buffer_s=audio.ring_buffer_s,
-        context_s=whisper.context_s if ctx_config.inference.engine == "whisper" else 0.0,
-        cut_lookahead_s=whisper.cut_lookahead_s if ctx_config.inference.engine == "whisper" else 0.0,
-        context_max_segment_s=whisper.context_max_segment_s,
-    )
 
 
 class Connection:
@@ -489,7 +423,8 @@ class Connection:
         it is, instead of reading a stereo or 8-bit file as mono PCM16."""
         stream.start = dataclasses.replace(stream.start, wav_format="wav")
         stream.session, _ = self._new_session(stream.start)
-        stream.chunker = None
+        base = stream.pipeline
+        stream.pipeline = CaptionPipeline(stream.start.mode, None, base.segment_base, base.time_base_ms)
         self._start_file(stream)
 
     def _start_file(self, stream: Stream) -> None:
@@ -513,7 +448,7 @@ class Connection:
             session=session,
             stream_id=self.ctx.executor.new_stream_id(),
             options=DecodeOptions(language=start.language, hotwords=hotwords, itn=start.itn),
-            chunker=SegmentChunker(chunk_ms(start) * SAMPLE_RATE // 1000) if streaming else None,
+            pipeline=CaptionPipeline(start.mode, chunk_ms(start) * SAMPLE_RATE // 1000 if streaming else None),
         )
         try:  # a session belongs to the token that made it; limits per connection, token, address
             captions = await self.ctx.sessions.join(start.session_id, self.client)
@@ -530,7 +465,7 @@ class Connection:
             await previous.hand_over()
         captions.owner = self
         stream.captions = captions
-        stream.segment_base, stream.time_base_ms = captions.next_segment_id, captions.audio_ms
+        stream.pipeline.segment_base, stream.pipeline.time_base_ms = captions.next_segment_id, captions.audio_ms
         stream.finals_task = asyncio.create_task(self._finals_loop(stream), name=f"finals {self.peer}")
         self.stream = stream
         self._extra_replies = start.extra_replies
@@ -562,84 +497,50 @@ class Connection:
 
     # --- events from the streaming core ------------------------------------------------------
     def _handle(self, stream: Stream, events) -> None:
+        """Each event through the stream's caption pipeline; what it asks to decode goes to the executor."""
         for event in events:
-            if isinstance(event, SpeechStarted):
-                stream.stabilizers[event.segment_id] = PartialStabilizer()
-                self.ctx.executor.speech_started(stream.stream_id, event.segment_id)  # its final comes first
-                stream.segments_opened = max(stream.segments_opened, event.segment_id + 1)
-                if stream.chunker is not None:
-                    stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)
-                    stream.step_segment = event.segment_id
-            elif isinstance(event, PartialDue):
-                if stream.chunker is not None:
-                    self._stream_partial(stream, event)
-                    continue
-                if self.ctx.overloaded:  # degrade: partial cadence drops first, finals keep flowing
-                    self.ctx.metrics.partials_skipped.inc()
-                    continue
-                audio, context, _ = with_context(event)
-                future = self.ctx.executor.submit_partial(
-                    stream.stream_id, event.segment_id, audio, _partial(stream.options, context)
-                )
-                self._spawn(self._deliver_partial(stream, event, future))
-            elif isinstance(event, SegmentClosed):
+            endpoint_s = None
+            if isinstance(event, SegmentClosed):
                 self.ctx.metrics.segments.labels(event.reason).inc()
                 heard_at = stream.arrivals.time_of(event.speech_end)
                 endpoint_s = None if heard_at is None else time.monotonic() - heard_at
                 if endpoint_s is not None:
                     self.ctx.metrics.stage.labels("endpoint").observe(endpoint_s)
-                stream.closed_segments.add(event.segment_id)
-                if stream.start.mode == "online" and stream.step_segment == event.segment_id:
-                    future = self._stream_final(stream, event)  # the streaming model's own text is final
-                elif event.follows_cut:
-                    future = None  # decoded by the finals loop once the final before the cut is known
+            for action in stream.pipeline.on_event(event, time.monotonic(), self.ctx.overloaded, endpoint_s):
+                if isinstance(action, SegmentOpened):
+                    self.ctx.executor.speech_started(stream.stream_id, action.segment_id)  # its final comes first
+                    if action.streamed:
+                        stream.step_state = self.ctx.executor.new_stream_state(stream.start.chunk_size)
+                elif isinstance(action, PartialShed):
+                    self.ctx.metrics.partials_skipped.inc()
+                elif isinstance(action, FinalDeferred):
+                    stream.finals.put_nowait((None,))  # the finals loop submits it when its turn comes
+                elif action.is_final:
+                    stream.finals.put_nowait((self._submit(stream, action),))
                 else:
-                    future = self._submit_final(stream, event)
-                stream.step_state = stream.step_segment = None
-                stream.finals.put_nowait((event, future, time.monotonic(), endpoint_s))
+                    self._spawn(self._deliver_partial(stream, action, self._submit(stream, action)))
+            if stream.pipeline.streamed_segment is None:
+                stream.step_state = None  # the streaming model is done with its segment
 
-    def _submit_final(self, stream: Stream, event: SegmentClosed, words_from: int | None = None) -> asyncio.Future:
-        audio, context, after = with_context(event, words_from)
-        options = dataclasses.replace(stream.options, context_samples=context, after_samples=after)
+    def _submit(self, stream: Stream, request: DecodeRequest) -> asyncio.Future:
+        executor = self.ctx.executor
+        if request.lane is Lane.PARTIAL:
+            options = _partial(stream.options, request.context_samples)
+            return executor.submit_partial(stream.stream_id, request.segment_id, request.audio, options)
+        if request.lane is Lane.STEP:
+            options = stream.options if request.flush else _partial(stream.options)
+            return executor.submit_step(
+                stream.stream_id, request.segment_id, stream.step_state, request.audio, request.flush, options
+            )
+        options = dataclasses.replace(
+            stream.options, context_samples=request.context_samples, after_samples=request.after_samples
+        )
         # Said here, not left to the stream's recorded source: the segment after a cut may be
         # submitted once the stream has ended and the executor has forgotten it.
         source = None if stream.live else Source(self._share_owner(), live=False)
-        return self.ctx.executor.submit_final(stream.stream_id, event.segment_id, audio, options, source=source)
+        return executor.submit_final(stream.stream_id, request.segment_id, request.audio, options, source=source)
 
-    def _stream_partial(self, stream: Stream, event: PartialDue) -> None:
-        """Hand the streaming model the new whole chunks of the open segment."""
-        if stream.step_segment != event.segment_id:
-            return  # this segment's streaming was given up (overload)
-        if self.ctx.overloaded and stream.start.mode == "2pass":
-            # Degrade: the offline pass will caption this segment; stop streaming it.
-            self.ctx.metrics.partials_skipped.inc()
-            stream.step_state = stream.step_segment = None
-            return
-        assert stream.chunker is not None
-        self._submit_chunks(stream, event, stream.chunker.feed(event.segment_id, event.audio))
-
-    def _submit_chunks(self, stream: Stream, event: PartialDue | SegmentClosed, chunks: list) -> None:
-        """Chunks whose text shows as settled partials (the streaming model never revises it)."""
-        options = _partial(stream.options)
-        for chunk in chunks:
-            future = self.ctx.executor.submit_step(
-                stream.stream_id, event.segment_id, stream.step_state, chunk, False, options
-            )
-            self._spawn(self._deliver_partial(stream, event, future, settled=True))
-
-    def _stream_final(self, stream: Stream, event: SegmentClosed) -> asyncio.Future:
-        """Online mode: the rest of the segment goes through the streaming model; its flush is the final."""
-        assert stream.chunker is not None
-        *chunks, tail = stream.chunker.finish(event.segment_id, event.audio)
-        self._submit_chunks(stream, event, chunks)
-        return self.ctx.executor.submit_step(
-            stream.stream_id, event.segment_id, stream.step_state, tail, True, stream.options
-        )
-
-    async def _deliver_partial(
-        self, stream: Stream, event: PartialDue | SegmentClosed, future: asyncio.Future, settled: bool = False
-    ) -> None:
-        """`settled`: the text comes from a streaming model, which never revises what it has said."""
+    async def _deliver_partial(self, stream: Stream, request: DecodeRequest, future: asyncio.Future) -> None:
         try:
             result = await future
         except Exception as exc:
@@ -647,76 +548,43 @@ class Connection:
             return
         if result is None or stream.client_gone:
             return  # superseded by a newer partial or by the final
-        if event.segment_id in stream.closed_segments and not (settled and stream.start.mode == "online"):
-            return  # the final is on its way and replaces this
-        stabilizer = stream.stabilizers.setdefault(event.segment_id, PartialStabilizer())
-        split = stabilizer.settle(result.text) if settled else stabilizer.update(result.text)
-        if not (split.stable or split.unstable):
+        caption = stream.pipeline.partial_decoded(request, result.text)
+        if caption is None:
             return
         self.ctx.metrics.partials.inc()
-        reply = protocol.partial(
-            stream.start.mode,
-            stream.start.wav_name,
-            stream.segment_id(event.segment_id),
-            stream.ms(event.speech_start),
-            stream.ms(event.end if isinstance(event, PartialDue) else event.speech_end),
-            split.delta,
-            split.stable,
-            split.unstable,
-        )
+        reply = _partial_reply(stream.start, caption)
         self._put(reply, droppable=True)
         self._publish(stream, reply)
 
     async def _finals_loop(self, stream: Stream) -> None:
         """Sends finals in segment order, then the end reply once the stream has ended."""
         held: dict[str, Any] | None = None  # FunASR clients: the last final, sent as the end (last_final)
-        cut_words_end: int | None = None  # a final cut for length: the sample where its words ended
         while (item := await stream.finals.get()) is not None:
-            event, future, submitted, endpoint_s = item
-            text, timestamps, failure, timing = "", None, None, {}
-            words_from, cut_words_end = cut_words_end, None
+            (future,) = item
+            pipeline = stream.pipeline  # read each time: a WAV sent as "pcm" gets a new one (_treat_as_file)
+            result, failure = None, None
             try:
                 if future is None:  # the segment after a length cut: its words begin where those before ended
-                    future = self._submit_final(stream, event, words_from)
+                    future = self._submit(stream, pipeline.final_request())
                 result = await future
-                if event.reason == "max_length" and result.words_end_ms is not None:
-                    cut_words_end = sample_at(event, result.words_end_ms)
-                text, timestamps = result.text, result.timestamps
-                timing = {k: result.extra[k] for k in FINAL_EXTRA_FIELDS if k in result.extra}
                 _keep_detected_language(stream, result)
-                if "queue_ms" in timing:
-                    self.ctx.metrics.stage.labels("queue").observe(timing["queue_ms"] / 1000)
+                if "queue_ms" in result.extra:
+                    self.ctx.metrics.stage.labels("queue").observe(result.extra["queue_ms"] / 1000)
             except RequestCancelled:
+                pipeline.final_cancelled()
                 continue  # a fast stream's client left before this was decoded: nothing to send or keep
             except Exception as exc:
-                failure = str(exc) or type(exc).__name__
+                result, failure = None, str(exc) or type(exc).__name__
+            final = pipeline.final_decoded(result, time.monotonic(), failure)
+            if failure is not None:
                 log.error(
                     "%s: decoding segment %d of %r failed: %s",
                     self.peer,
-                    event.segment_id,
+                    final.segment_id - pipeline.segment_base,
                     stream.start.wav_name,
                     failure,
                 )
-            stabilizer = stream.stabilizers.get(event.segment_id, PartialStabilizer())
-            reply = protocol.final(
-                stream.start.mode,
-                stream.start.wav_name,
-                stream.segment_id(event.segment_id),
-                stream.ms(event.speech_start),
-                stream.ms(event.speech_end),
-                text,
-                stabilizer.final_delta(text),
-                event.reason,
-                _shift(timestamps, stream.ms(event.start)),
-            )
-            # Where the time went after the segment closed: waiting for the model, the model
-            # call itself, and (the rest of final_ms) waiting for earlier segments' finals.
-            reply.update(timing)
-            reply["final_ms"] = round((time.monotonic() - submitted) * 1000)
-            if endpoint_s is not None:
-                reply["endpoint_ms"] = round(endpoint_s * 1000)
-            if failure is not None:
-                reply["error"] = f"decoding failed: {failure}"
+            reply = _final_reply(stream.start, final)
             stream.results.append(reply)
             self._publish(stream, reply)
             if self.ctx.jobs is not None and stream.captions is not None:
@@ -727,16 +595,16 @@ class Connection:
                 "%s: final %r #%d [%d-%d ms]%s: %s",
                 self.peer,
                 stream.start.wav_name,
-                stream.segment_id(event.segment_id),
-                stream.ms(event.speech_start),
-                stream.ms(event.speech_end),
+                final.segment_id,
+                final.start_ms,
+                final.end_ms,
                 " (client gone)" if stream.client_gone else "",
-                text,
+                final.text,
             )
             if failure is not None:
                 self._error(
                     "decode_failed",
-                    f"segment {event.segment_id} could not be decoded: {failure}",
+                    f"segment {final.segment_id - pipeline.segment_base} could not be decoded: {failure}",
                     stream.start.wav_name,
                     count=False,
                 )
@@ -821,8 +689,10 @@ class Connection:
         captions = stream.captions
         if captions is None:
             return
-        next_segment_id = stream.segment_base + stream.segments_opened
-        self.ctx.sessions.end_stream(captions, self, next_segment_id, stream.ms(stream.session.samples_received))
+        pipeline = stream.pipeline
+        self.ctx.sessions.end_stream(
+            captions, self, pipeline.next_segment_id, pipeline.ms(stream.session.samples_received)
+        )
 
     def _error(self, code: str, message: str, wav_name: str | None = None, count: bool = True) -> None:
         if count:
@@ -872,9 +742,6 @@ def _partial(options: DecodeOptions, context_samples: int = 0) -> DecodeOptions:
     return dataclasses.replace(options, partial=True, context_samples=context_samples)
 
 
-# Engine result fields a final carries: timing, and what the hallucination guards did (a decode
-# dropped as not speech, a temperature fallback, repeated phrases removed).
-FINAL_EXTRA_FIELDS = ("queue_ms", "decode_ms", "dropped", "temperature", "repeats_removed")
 LANGUAGE_SURE = 0.5  # detected-language probability at which a stream on "auto" keeps that language
 
 
@@ -887,8 +754,25 @@ def _keep_detected_language(stream: Stream, result) -> None:
         stream.options = dataclasses.replace(stream.options, language=language)
 
 
-def _shift(timestamps, offset_ms: int):
-    # Engines time tokens from the segment audio's start; clients want session time.
-    if not timestamps:
-        return None
-    return tuple((a + offset_ms, b + offset_ms) for a, b in timestamps)
+def _partial_reply(start: protocol.StartStream, caption: PartialCaption) -> dict[str, Any]:
+    c = caption
+    return protocol.partial(
+        start.mode, start.wav_name, c.segment_id, c.start_ms, c.end_ms, c.delta, c.stable, c.unstable
+    )
+
+
+def _final_reply(start: protocol.StartStream, caption: FinalCaption) -> dict[str, Any]:
+    c = caption
+    reply = protocol.final(
+        start.mode,
+        start.wav_name,
+        c.segment_id,
+        c.start_ms,
+        c.end_ms,
+        c.text,
+        c.append_text,
+        c.end_reason,
+        c.timestamps,
+    )
+    reply.update(c.timing())  # where the time went after the segment closed, and what the guards did
+    return reply

@@ -1,0 +1,39 @@
+"""A stream's segmenter settings: the server's config plus the client's per-stream overrides."""
+
+from __future__ import annotations
+
+from server import protocol
+from streaming.endpointer import EndpointSettings
+from streaming.session import SessionSettings
+
+
+def chunk_ms(start: protocol.StartStream) -> int:
+    """FunASR's chunk_size [look-back, chunk, look-ahead] counts 60 ms frames; the middle one is the step."""
+    return max(1, start.chunk_size[1]) * 60
+
+
+def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = False) -> SessionSettings:
+    """Server config plus the client's per-stream overrides. A streaming engine is fed one chunk per tick."""
+    ep, audio, inf, whisper = ctx_config.endpointing, ctx_config.audio, ctx_config.inference, ctx_config.whisper
+    max_segment_s = start.max_segment_s if start.max_segment_s is not None else ep.max_segment_s
+    partial_ms = inf.partial_interval_ms if start.partial_interval_ms is None else start.partial_interval_ms
+    if streaming and partial_ms != 0:
+        partial_ms = chunk_ms(start)
+    return SessionSettings(
+        sample_rate_hz=start.audio_fs,
+        endpoint=EndpointSettings(
+            silence_ms=start.silence_ms if start.silence_ms is not None else ep.silence_ms,
+            max_segment_s=max_segment_s,
+            speech_onset_ms=ep.speech_onset_ms,
+            preroll_ms=audio.preroll_ms,
+            cut_search_ms=min(ep.cut_search_ms, int(max_segment_s * 1000) // 4),
+        ),
+        partial_interval_ms=0 if start.mode == "offline" else partial_ms,
+        energy_gate_dbfs=ep.energy_gate_dbfs,
+        webrtc_aggressiveness=ep.webrtc_aggressiveness,
+        fsmn_speech_threshold=ep.fsmn_speech_threshold,
+        ring_buffer_s=audio.ring_buffer_s,
+        context_s=whisper.context_s if ctx_config.inference.engine == "whisper" else 0.0,
+        cut_lookahead_s=whisper.cut_lookahead_s if ctx_config.inference.engine == "whisper" else 0.0,
+        context_max_segment_s=whisper.context_max_segment_s,
+    )
