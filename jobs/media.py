@@ -177,8 +177,8 @@ def _trimmed(path: str | os.PathLike[str], start: int, max_s: float | None = Non
     """Blocks of output samples beginning exactly at output index `start`."""
     if start == 0:
         with _open(path) as (container, stream):
-            blocks = (audio for _, audio in _resampled(container, stream, seek_s=None, max_s=max_s))
-            yield from _checked(path, container, stream, blocks, start)
+            whole = (audio for _, audio in _resampled(container, stream, seek_s=None, max_s=max_s))
+            yield from _checked(path, container, stream, whole, start)
         return
     start_s = start / SAMPLE_RATE
     for seek_s in (start_s - _PREROLL_S, start_s - _FALLBACK_PREROLL_S, None):
@@ -267,7 +267,7 @@ def _resampled(
                     # Only the first block's timestamp is needed (to trim a resumed decode): later ones are
                     # contiguous, and reading timestamps costs Fraction arithmetic per frame.
                     first = next((o for o in out if o.samples), None)
-                    if first is not None and first.pts is not None:
+                    if first is not None and first.pts is not None and first.time_base is not None:
                         yield round(float(first.pts * first.time_base) * SAMPLE_RATE) - origin_index, _samples(first)
                         out = [o for o in out if o is not first]
                 else:
@@ -317,7 +317,8 @@ def _on_output_grid(frame: av.AudioFrame, origin: int) -> av.AudioFrame | None:
         return None
     data = frame.to_ndarray()
     data = data[:, drop:] if frame.format.is_planar else data[:, drop * len(frame.layout.channels) :]
-    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=frame.format.name, layout=frame.layout.name)
+    # (to_ndarray's dtype is the frame's sample format, one of those from_ndarray's stubs list)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=frame.format.name, layout=frame.layout.name)  # type: ignore[arg-type]
     out.sample_rate = rate
     out.time_base = frame.time_base
     out.pts = frame.pts + drop * int(ticks_per_sample)
@@ -334,7 +335,8 @@ def _resampler() -> av.AudioResampler:
 
 def _samples(frame: av.AudioFrame) -> np.ndarray:
     """The samples of a resampled (s16, mono) frame as float32 in [-1, 1)."""
-    return np.frombuffer(frame.planes[0], dtype=np.int16, count=frame.samples).astype(np.float32) * (1 / 32768)
+    plane = memoryview(frame.planes[0])  # (a plane is a buffer)
+    return np.frombuffer(plane, dtype=np.int16, count=frame.samples).astype(np.float32) * (1 / 32768)
 
 
 @contextmanager

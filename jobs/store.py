@@ -260,7 +260,8 @@ class Store:
 
     def jobs(self, limit: int = 100, owner: str | None = None) -> list[dict[str, Any]]:
         rows = self.db.execute(q.JOB_IDS, (owner, owner, limit)).fetchall()
-        return [self.job(r["id"]) for r in rows]
+        # (a job deleted between the two queries is left out, not listed as None)
+        return [job for r in rows if (job := self.job(r["id"])) is not None]
 
     def pending_files(self) -> list[FileRow]:
         """Files still to transcribe, oldest job first; `running` ones were cut off by a crash."""

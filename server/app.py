@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
@@ -30,9 +29,10 @@ from server.auth import (
     route_access,
 )
 from server.config import Config, ConfigError
+from server.context import ServerContext
 from server.metrics import Metrics
 from server.outbox import Outbox
-from server.sessions import SESSION_ID, SessionClient, SessionHub, SessionLimits, SessionRefused, SessionStore
+from server.sessions import SessionClient, SessionHub, SessionLimits, SessionRefused
 
 log = logging.getLogger(__name__)
 
@@ -43,44 +43,6 @@ PUBLIC_SUFFIXES = (".js", ".css", ".html", ".ts", ".svg", ".png", ".ico", ".json
 PRINCIPAL = web.RequestKey("principal", Principal)  # who the guard let in, for the handlers
 FOREIGN_ORIGIN = web.RequestKey("foreign_origin", bool)  # a live-audio socket from a page of another origin
 FD_ERRORS = (errno.EMFILE, errno.ENFILE)  # out of file descriptors: answer 503, not 500
-
-
-@dataclass
-class ServerContext:
-    """What connections share: config, the executor and a description of the engine."""
-
-    config: Config
-    executor: object
-    engine_name: str
-    model_name: str
-    device: str
-    metrics: Metrics = field(default_factory=Metrics)
-    hotwords: tuple[tuple[str, int], ...] = ()  # the server's hotword file, merged into every stream's
-    sessions: SessionStore | None = None  # this process's SessionHub, or RedisSessions ([cluster] redis_url)
-    cluster_connections: object | None = None  # server.cluster_limits.ClusterConnections, with Redis
-    gate: Gate | None = None
-    jobs: object | None = None  # jobs.runner.JobRunner: batch queue and history database
-    figures: object | None = None  # server.cluster_figures.ClusterFigures: figures of all front ends
-    connections: set = field(default_factory=set)
-    subscribers: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def overloaded(self) -> bool:
-        """The executor is behind: finals wait longer than overload_backlog_ms."""
-        return self.executor.oldest_final_wait_s * 1000 > self.config.inference.overload_backlog_ms
-
-    def vad_behind(self, backlog_s: float) -> bool:
-        """Speech detection cannot keep up (more streams than this machine can score): streams
-        already open keep going, new ones are turned away until it catches up."""
-        limit = self.config.inference.vad_overload_ms
-        return bool(limit) and backlog_s * 1000 > limit
-
-    @property
-    def vad_backlog_s(self) -> float:
-        from server.connection import vad_backlog_s
-
-        return vad_backlog_s(self.connections)
 
 
 class CaptionServer:
@@ -458,7 +420,7 @@ class CaptionServer:
         """A display following one session's captions: stored finals first, then live ones."""
         assert self.ctx is not None and self.ctx.sessions is not None
         session_id = request.query.get("session", "")
-        if not SESSION_ID.match(session_id):
+        if not protocol.SESSION_ID.match(session_id):
             raise web.HTTPBadRequest(text="session must be 1..64 characters of A-Z a-z 0-9 _ -")
         heartbeat = self.config.server.ping_interval_s or None
         ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=4096, autoping=True, heartbeat=heartbeat)

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from streaming.session import StreamSession
 from text.hotwords import merge_hotwords
 
 if TYPE_CHECKING:
-    from server.app import ServerContext
+    from server.context import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -119,22 +118,6 @@ class FileUpload:
             os.unlink(self.path)
 
 
-def vad_backlog_s(connections) -> float:
-    """How far speech detection is behind: the median, over streams paced in real time, of audio
-    received but not yet through VAD. Streams sent faster than real time (a file pushed at full
-    speed) are left out: their backlog is their own doing and clears as fast as the server can go."""
-    now, backlogs = time.monotonic(), []
-    for connection in connections:
-        stream = connection.stream
-        if stream is None or stream.first_audio_at is None or stream.session.finished:
-            continue
-        session = stream.session
-        if sent_faster_than_real_time(stream, now):
-            continue
-        backlogs.append((session.samples_received - session.samples_decided) / SAMPLE_RATE)
-    return statistics.median(backlogs) if backlogs else 0.0
-
-
 def sent_faster_than_real_time(stream: Stream, now: float, slack_s: float = REALTIME_SLACK_S) -> bool:
     """More audio arrived than the wall clock allows since the stream's first audio (a file pushed
     at full speed), beyond `slack_s` of buffering and jitter."""
@@ -171,6 +154,17 @@ class Connection:
         # sent meanwhile is dropped with one error, not one per frame.
         self._refused: str | None = None
         self._no_stream_reported = False
+
+    def vad_backlog_s(self, now: float) -> float | None:
+        """Audio received but not yet through VAD, in seconds; None for a stream not paced in real
+        time (a file pushed at full speed: its backlog is its own doing and clears as fast as the
+        server can go) or no stream at all."""
+        stream = self.stream
+        if stream is None or stream.first_audio_at is None or stream.session.finished:
+            return None
+        if sent_faster_than_real_time(stream, now):
+            return None
+        return (stream.session.samples_received - stream.session.samples_decided) / SAMPLE_RATE
 
     async def run(self) -> None:
         self._writer = writer = asyncio.create_task(self._write_loop(), name=f"writer {self.peer}")
@@ -476,7 +470,7 @@ class Connection:
         for warning in start.warnings:
             log.info("%s: warning: %s", self.peer, warning)
             self._put(protocol.warning(warning, start.wav_name, start.mode))
-        if resumed:
+        if start.resume_after is not None:  # (resumed)
             for final in captions.finals_after(start.resume_after):
                 self._put(final)
         log.info(
@@ -718,8 +712,9 @@ class Connection:
     async def _close(self, code: int, reason: str) -> None:
         self.outbox.close()
         # Let queued replies (finals, end) go out before the close frame.
-        with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(self._writer), timeout=5)
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout=5)
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, message=reason.encode())
 

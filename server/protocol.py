@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from server.sessions import SESSION_ID
 from streaming.stabilizer import is_cjk
 from text.hotwords import DEFAULT_WEIGHT as DEFAULT_HOTWORD_WEIGHT
+from text.hotwords import MAX_WEIGHT as MAX_HOTWORD_WEIGHT
+from text.hotwords import MIN_WEIGHT as MIN_HOTWORD_WEIGHT
 from text.hotwords import HotwordError, parse_hotwords_value
 
 MODES = ("offline", "online", "2pass")
@@ -24,10 +26,10 @@ MODES = ("offline", "online", "2pass")
 MIN_SAMPLE_RATE_HZ = 8000
 MAX_SAMPLE_RATE_HZ = 192_000
 # FunASR's SeACo-Paraformer takes hotword weights 1..100; FunASR's clients send any integer.
-MIN_HOTWORD_WEIGHT = 1
-MAX_HOTWORD_WEIGHT = 100
 MAX_WAV_FORMAT = 16
 MAX_WAV_NAME = 256
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a session id clients may choose
+DEFAULT_CHUNK_INTERVAL = 10  # FunASR's clients' default (chunk_size[1] / chunk_interval ms per frame)
 MAX_HOTWORDS = 200
 MAX_HOTWORD_CHARS = 64
 
@@ -136,7 +138,7 @@ def _parse_start(message: dict[str, Any], limits: Limits, is_speaking: bool) -> 
         wav_name=wav_name,
         audio_fs=audio_fs,
         chunk_size=_chunk_size(message.get("chunk_size", [5, 10, 5])),
-        chunk_interval=_int_in(message, "chunk_interval", 10, 1, 1000),
+        chunk_interval=_int_in(message, "chunk_interval", None, 1, 1000) or DEFAULT_CHUNK_INTERVAL,  # null: unset
         hotwords=hotwords,
         itn=_optional_bool(message, "itn", True),
         is_speaking=is_speaking,

@@ -10,7 +10,6 @@ vanished - and nothing twice.
 from __future__ import annotations
 
 import itertools
-import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -20,8 +19,6 @@ from typing import Any, Protocol
 
 from server.auth import ANONYMOUS, Principal
 from server.outbox import Outbox
-
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def new_session_id() -> str:

@@ -42,6 +42,15 @@ def test_string_chunk_size_and_plain_hotword_lists():
     assert [w for w, _ in start.hotwords] == ["alpha", "beta", "gamma"]
 
 
+def test_null_settings_mean_unset():
+    # A client that writes null for a setting gets its default, never a None where a number belongs.
+    start = parse({"mode": "2pass", "chunk_interval": None, "silence_ms": None, "max_segment_s": None})
+    assert isinstance(start, StartStream)
+    assert start.chunk_interval == protocol.DEFAULT_CHUNK_INTERVAL == 10
+    assert start.silence_ms is None and start.max_segment_s is None  # (the server's settings apply)
+    assert parse({"mode": "2pass", "chunk_interval": 20}).chunk_interval == 20
+
+
 def test_end_and_keepalive_messages():
     assert isinstance(parse({"is_speaking": False}, stream_open=True), EndStream)
     assert isinstance(parse({"is_speaking": False, "is_end": True}, stream_open=True), EndStream)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_WEIGHT = 20  # FunASR's weight for a hotword given without one
+MIN_WEIGHT = 1
 MAX_WEIGHT = 100
 ENCODINGS = ("utf-8-sig", "gb18030")  # tried in this order; utf-8-sig also reads UTF-8 without a BOM
 ACCEPTED_ENCODINGS = "UTF-8 (with or without BOM) or GB18030/GBK"
@@ -127,8 +128,8 @@ def load_hotword_file(path: str | Path) -> tuple[tuple[str, int], ...]:
     words: dict[str, int] = {}
     for phrase, weight, number in parse_hotword_lines(text):
         weight = DEFAULT_WEIGHT if weight is None else weight
-        if not 1 <= weight <= MAX_WEIGHT:
-            raise HotwordFileError(f"{path}:{number}: weight must be 1..{MAX_WEIGHT}, got {weight}")
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            raise HotwordFileError(f"{path}:{number}: weight must be {MIN_WEIGHT}..{MAX_WEIGHT}, got {weight}")
         words[phrase] = weight
     return tuple(words.items())
 
