@@ -73,6 +73,69 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
     assert [words(r[2]) for r in rows] == PHRASES * 3  # what one uninterrupted run gives
     assert [words(caption.content) for caption in srt.parse(exported)] == PHRASES * 3  # a real parser reads it
 
+    # The export is the one a single node gives: the same file on a plain server (SQLite, no
+    # cluster, never interrupted) exports the same cues, times included.
+    (tmp_path / "single").mkdir()
+    single = ServerProcess(tmp_path / "single")
+    try:
+        form = aiohttp.FormData()
+        form.add_field("file", talk.read_bytes(), filename=talk.name)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{single.port}/api/jobs", data=form) as response:
+                assert response.status == 201
+                single_job = await wait_done(f"http://127.0.0.1:{single.port}", (await response.json())["job_id"])
+            (single_file,) = single_job["files"]
+            url = f"http://127.0.0.1:{single.port}/api/files/{single_file['id']}/export.srt"
+            async with session.get(url) as response:
+                single_export = await response.text()
+    finally:
+        single.kill()
+    assert exported == single_export
+
+
+async def test_a_job_cancelled_through_one_front_end_stops_on_the_one_transcribing_it(tmp_path, postgres_url):
+    parts: list = [0.3]
+    for phrase in PHRASES * 4:
+        parts += [phrase, 0.7]
+    talk = write_wav(tmp_path / "talk.wav", compose(parts).audio)
+    settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
+    front_ends = [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
+    try:
+        form = aiohttp.FormData()
+        form.add_field("file", talk.read_bytes(), filename=talk.name)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{front_ends[0].port}/api/jobs", data=form) as response:
+                assert response.status == 201
+                job_id = (await response.json())["job_id"]
+            for _ in range(600):  # under way, far from done
+                job = await status_of(f"http://127.0.0.1:{front_ends[0].port}", job_id)
+                if job["files"][0]["segments"] >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            (file,) = job["files"]
+            with psycopg.connect(postgres_url) as db:
+                (holder,) = db.execute("SELECT lease_owner FROM files WHERE id = %s", (file["id"],)).fetchone()
+            pids = [server.proc.pid for server in front_ends]
+            transcribing = front_ends[pids.index(int(holder.split(":")[1]))]
+            other = front_ends[1 - front_ends.index(transcribing)]
+            async with session.post(f"http://127.0.0.1:{other.port}/api/jobs/{job_id}/cancel") as response:
+                assert response.status == 200, await response.text()
+        # The front end transcribing it stops at its next lease renewal (lease_s / 3) and commits
+        # nothing after the cancel; both front ends say so.
+        await until(lambda: any(f"file {file['id']} " in line and "cancelled" in line for line in transcribing.log), 30)
+        with psycopg.connect(postgres_url) as db:
+            (committed,) = db.execute("SELECT count(*) FROM segments WHERE file_id = %s", (file["id"],)).fetchone()
+        await asyncio.sleep(3)  # more than a lease: a holder that had not stopped would commit more
+        with psycopg.connect(postgres_url) as db:
+            (later,) = db.execute("SELECT count(*) FROM segments WHERE file_id = %s", (file["id"],)).fetchone()
+        assert later == committed < 4 * len(PHRASES)
+        for server in front_ends:
+            job = await status_of(f"http://127.0.0.1:{server.port}", job_id)
+            assert job["status"] == "cancelled" and job["files"][0]["status"] == "cancelled", job
+    finally:
+        for server in front_ends:
+            server.kill()
+
 
 async def test_live_history_and_jobs_survive_a_postgres_restart_and_healthz_says_degraded_meanwhile(
     start_server, postgres, postgres_url, tmp_path
