@@ -307,10 +307,6 @@ class Store:
                 (seq + 1, done_s, file_id, seq),
             )
 
-    def advance(self, file_id: int, done_s: float) -> None:
-        """Silence up to done_s holds no segment: the resume point moves past it."""
-        self.db.execute("UPDATE files SET done_s = MAX(done_s, ?) WHERE id = ?", (done_s, file_id))
-
     def finish_file(self, file_id: int, error: str | None = None) -> None:
         with self._tx():
             self.db.execute(
