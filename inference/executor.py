@@ -3,10 +3,13 @@
 Loops, threads, futures and supervision around inference.scheduler, which decides the order: live
 finals, then streaming steps, then partial re-decodes (a stale partial's future gets None), then
 background work (files, the OpenAI endpoint, streams sent faster than real time), one owner's batch
-at a time, in turn. Decoding runs on one worker thread (one device), VAD scoring on another, so a
-long decode never delays endpointing. Finals get inverse text normalisation here, for every engine.
-When the model raises, every request in the failed call gets the exception, so no client ever
-waits forever; a request whose requester is gone is cancelled (`cancel`).
+at a time, in turn. Each batch goes to a decode backend (inference.backend): by default one worker
+thread of this process (one device), or a shared pool of Ray Serve replicas (inference.ray_backend);
+both run inference.batch_decoder (failure isolation, out-of-memory split, CPU fallback, inverse text
+normalisation of finals). VAD scoring runs on a thread of its own, so a long decode never delays
+endpointing. When the model raises, every request in the failed call gets the exception, so no
+client ever waits forever; a request whose requester is gone is cancelled (`cancel`). While a
+remote pool is unreachable, partials are shed and finals wait, up to the backend's bound.
 
 Besides the live engine the executor may hold job engines (config jobs.engines), which background
 requests ask for by name. They run on the same decode thread; a batch never mixes engines.
@@ -27,9 +30,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from inference.devices import is_out_of_memory
-from inference.engines.base import DecodeOptions, DecodeResult, Engine, StreamingEngine
-from inference.scheduler import JOBS, LIVE, Kind, Request, Scheduler, Source
+from inference.backend import DecodeBackend, LocalBackend, PoolUnavailable
+from inference.batch_decoder import BatchDecoder, DecodeWork, StepWork, Work
+from inference.engines.base import DecodeOptions, Engine, StreamingEngine
+from inference.scheduler import JOBS, LIVE, Kind, Lane, Request, Scheduler, Source
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,9 @@ class _Decode:
     engine: str = ""  # name of the engine that decodes it (set on submission)
     submitted: float = field(default_factory=time.monotonic)
 
+    def work(self) -> Work:
+        return DecodeWork(self.audio, self.options, self.engine)
+
 
 @dataclass
 class _Step:
@@ -76,6 +83,9 @@ class _Step:
     options: DecodeOptions
     future: asyncio.Future
     submitted: float = field(default_factory=time.monotonic)
+
+    def work(self) -> Work:
+        return StepWork(self.state, self.audio, self.is_final, self.options)
 
 
 @dataclass
@@ -109,12 +119,15 @@ class InferenceExecutor:
         job_engines: Sequence[Engine] = (),
         background_batch_size: int | None = None,
         background_hold_ms: int = 0,
+        backend: DecodeBackend | None = None,
     ):
         """`on_batch(kind, size, seconds)` is told about every model call ("decode", "stream" or "vad").
         `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it.
         `job_engines`: more engines that file requests may name (the live `engine` is always one).
         `background_batch_size`: most background requests per model call (default max_batch_size).
-        `background_hold_ms`: most time background work waits for live speech to pause (speech_started)."""
+        `background_hold_ms`: most time background work waits for live speech to pause (speech_started).
+        `backend`: where batches are decoded (default: a LocalBackend over these engines and `normalizer`;
+        a remote backend decodes with its own, and `engine`/`job_engines` then describe those)."""
         self.engine = engine
         self.engines: dict[str, Engine] = {engine.name: engine}  # by name; the live engine first
         for extra in job_engines:
@@ -129,16 +142,18 @@ class InferenceExecutor:
         self._scheduler = Scheduler(max_batch_size, engine.name, background_batch_size, background_hold_ms / 1000)
         self._sources: dict[int, Source] = {}  # streams whose requests are not live (set_source)
         self._batch_done = asyncio.Event()  # replaced after every batch: wakes room() waiters
-        self._normalizer = normalizer
         self._scores: deque[_Score] = deque()
         self._decode_ready = asyncio.Event()
         self._score_ready = asyncio.Event()
-        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._backend: DecodeBackend = backend or LocalBackend(BatchDecoder(self.engines, engine.name, normalizer))
+        self._batches: set[asyncio.Task] = set()  # batches in flight, when the backend takes several
+        self._steps_in_flight = 0  # batches with streaming chunks in flight: the next chunk waits for them
+        self._slot_changed = asyncio.Event()  # a batch finished or live work came: a slot may be usable
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
         self._tasks: list[asyncio.Task] = []
         self._closed = False
         # Requests handed to a worker thread and not yet answered; close() must answer them too.
-        self._decoding: list[_Decode] = []
+        self._decoding: list[_Decode | _Step] = []
         self._scoring: list[_Score] = []
         self._stream_ids = itertools.count()
 
@@ -158,12 +173,15 @@ class InferenceExecutor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for batch in list(self._batches):
+            batch.cancel()
+        await asyncio.gather(*self._batches, return_exceptions=True)
         queued = [r.item for r in self._scheduler.drain()]
         for request in [*queued, *self._scores, *self._decoding, *self._scoring]:
             if not request.future.done():
                 request.future.set_exception(ExecutorClosed("server shutting down"))
         self._scores.clear()
-        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        await self._backend.close()
         self._vad_pool.shutdown(wait=False, cancel_futures=True)
 
     # --- submission ------------------------------------------------------------------------
@@ -325,31 +343,43 @@ class InferenceExecutor:
         under one): {"engines": [one report per engine, saying what was freed]}."""
         from inference.devices import clear_engine_cache
 
-        def clear_all() -> dict:
-            return {"engines": [clear_engine_cache(e.name, e.device) for e in self.engines.values()]}
+        def clear_all(decoder: BatchDecoder) -> dict:
+            return {"engines": [clear_engine_cache(e.name, e.device) for e in decoder.engines.values()]}
 
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decode_pool, clear_all)
+        return await self._backend.run_on_engines(clear_all)
 
     async def device_report(self) -> dict:
         """For the admin page: the devices here, and each loaded engine with its device and memory."""
         from inference.devices import RUNTIME, engine_memory, inventory
 
-        def report() -> dict:
+        def report(decoder: BatchDecoder) -> dict:
             engines = [
                 {
                     "name": e.name,
                     "model": e.model,
                     "device": e.device,
                     "runtime": RUNTIME.get(e.name, "none"),
-                    "live": e is self.engine,
+                    "live": e.name == decoder.live,
                     "memory": engine_memory(e.name, e.device),
                 }
-                for e in self.engines.values()
+                for e in decoder.engines.values()
             ]
             return {"devices": inventory(), "engines": engines}
 
-        return await asyncio.get_running_loop().run_in_executor(None, report)
+        return {**await self._backend.run_on_engines(report, between_calls=False), "backend": self._backend.figures()}
+
+    @property
+    def backend(self) -> DecodeBackend:
+        return self._backend
+
+    @property
+    def backend_healthy(self) -> bool:
+        """False while the decode backend cannot decode (a remote pool is unreachable)."""
+        return self._backend.healthy
+
+    def backend_figures(self) -> dict[str, Any]:
+        """The decode backend, for /healthz: which one, and a remote pool's state."""
+        return self._backend.figures()
 
     def _new_future(self) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -359,10 +389,32 @@ class InferenceExecutor:
 
     def _submit(self, request: Request, record: _Decode | _Step) -> asyncio.Future:
         request.item = record
-        if not record.future.done():  # (closed: already answered)
+        if not record.future.done() and not self._backend.healthy:  # (closed: already answered)
+            self._refuse_while_unhealthy(request)
+        if not record.future.done():
             self._answer_dropped(self._scheduler.add(request))
             self._decode_ready.set()
+            if request.lane is Lane.FINAL:
+                self._slot_changed.set()  # a live final may go past the batches in flight
         return record.future
+
+    def _refuse_while_unhealthy(self, request: Request) -> None:
+        """The pool is unreachable: a partial is shed at once (None, like a stale one); a final
+        waits unless the backend's bound of waiting finals is reached, then it is refused."""
+        if request.kind is Kind.PARTIAL:
+            self.stats.partials_dropped += 1
+            _answer(request.item.future, None)
+            return
+        bound = self._backend.max_queued_finals
+        waiting = sum(r.kind is not Kind.PARTIAL for r in self._scheduler.pending()) + len(self._decoding)
+        if bound and waiting >= bound:
+            _answer(
+                request.item.future,
+                PoolUnavailable(
+                    f"the inference pool is unreachable and {waiting} requests already wait for it "
+                    "(inference.ray_max_queued_finals); not decoded, try again later"
+                ),
+            )
 
     def _wake_room_waiters(self) -> None:
         done, self._batch_done = self._batch_done, asyncio.Event()
@@ -395,50 +447,98 @@ class InferenceExecutor:
                 await asyncio.sleep(0.1)  # a loop that fails at once must not spin
 
     async def _decode_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while not self._closed:
             await self._wait_for_work()
             if self._closed:
                 break
             await self._gather_more()
+            await self._wait_for_slot()
             now = time.monotonic()
-            batch = [request.item for request in self._scheduler.take_batch(now)]
+            taken = self._scheduler.take_batch(now)
             # _gather_more may have cleared the flag; whatever take_batch left (a stream's next
             # streaming chunk, more requests than one batch) must run without waiting for new work.
             if self._scheduler.ready(now):
                 self._decode_ready.set()
             else:
                 self._decode_ready.clear()
-            batch = [r for r in batch if not r.future.done()]  # e.g. cancelled by a vanished caller
+            lane = min((r.lane for r in taken), default=Lane.BACKGROUND)
+            if not self._backend.healthy:  # the pool is unreachable: partials are shed first
+                self._answer_dropped([r for r in taken if r.kind is Kind.PARTIAL])
+            batch = [r.item for r in taken if not r.item.future.done()]  # e.g. cancelled by a vanished caller
             if not batch:
                 continue
-            started = time.monotonic()
-            self._decoding = batch
-            try:
-                results = await loop.run_in_executor(self._decode_pool, self._decode_batch, batch)
-            except Exception as exc:  # the model raised for every attempt: tell every waiter
-                self.stats.errors += 1
-                log.exception("decode of %d request(s) failed", len(batch))
-                results = [exc] * len(batch)
-            elapsed = time.monotonic() - started
-            self.stats.batches += 1
-            self.stats.decoded += len(batch)
-            steps = sum(isinstance(r, _Step) for r in batch)
-            if steps:
-                self._on_batch("stream", steps, elapsed)
-            if len(batch) > steps:
-                self._on_batch("decode", len(batch) - steps, elapsed)
-            for request, result in zip(batch, results):
-                if not isinstance(result, BaseException) and result is not None:
-                    timing = {
-                        "queue_ms": round((started - request.submitted) * 1000),
-                        "decode_ms": round(elapsed * 1000),
-                        "engine": getattr(request, "engine", "") or self.engine.name,  # steps: the live engine
-                    }
-                    result = replace(result, extra={**result.extra, **timing})
-                _answer(request.future, result)
-            self._decoding = []
-            self._wake_room_waiters()
+            if self._backend.max_in_flight <= 1:
+                await self._run_batch(batch, lane)
+                continue
+            task = asyncio.create_task(self._run_batch_guarded(batch, lane), name="decode-batch")
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _wait_for_slot(self) -> None:
+        """With a backend that takes several batches at once (a pool of replicas): wait while its
+        slots are full (a live final may go past them, up to twice as many batches: in the pool it
+        waits only for the batch being decoded), and while streaming chunks are in flight (a
+        stream's next chunk needs the cache they return)."""
+        limit = self._backend.max_in_flight
+        while limit > 1 and not self._closed:
+            in_flight = len(self._batches)
+            final_waits = self._scheduler.oldest_final_submitted() is not None
+            if not self._steps_in_flight and (in_flight < limit or (final_waits and in_flight < 2 * limit)):
+                return
+            self._slot_changed.clear()
+            await self._slot_changed.wait()
+
+    async def _run_batch_guarded(self, batch: list[_Decode | _Step], lane: Lane) -> None:
+        """A batch run beside others: a bug while answering it fails its own requests, not the loop."""
+        try:
+            await self._run_batch(batch, lane)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.restarts += 1
+            log.exception("answering a batch of %d failed", len(batch))
+            for request in batch:
+                _answer(request.future, ExecutorCrashed(f"inference loop failed ({type(exc).__name__}); retry"))
+            self._decoding = [r for r in self._decoding if r not in batch]
+
+    async def _run_batch(self, batch: list[_Decode | _Step], lane: Lane) -> None:
+        started = time.monotonic()
+        self._decoding.extend(batch)
+        steps = sum(isinstance(r, _Step) for r in batch)
+        self._steps_in_flight += steps > 0
+        errors = 0
+        try:
+            outcome = await self._backend.decode([r.work() for r in batch], lane)
+            results: Sequence[Any] = outcome.results
+            errors = outcome.errors
+            self.stats.cpu_fallbacks += outcome.cpu_fallbacks
+        except Exception as exc:  # no answer can come (e.g. the pool gone for good): tell every waiter
+            errors = 1
+            log.exception("decode of %d request(s) failed", len(batch))
+            results = [exc] * len(batch)
+        finally:
+            self._steps_in_flight -= steps > 0
+            self._slot_changed.set()
+        elapsed = time.monotonic() - started
+        self.stats.errors += errors
+        self.stats.batches += 1
+        self.stats.decoded += len(batch)
+        if steps:
+            self._on_batch("stream", steps, elapsed)
+        if len(batch) > steps:
+            self._on_batch("decode", len(batch) - steps, elapsed)
+        for request, result in zip(batch, results):
+            if not isinstance(result, BaseException) and result is not None:
+                timing = {
+                    "queue_ms": round((started - request.submitted) * 1000),
+                    "decode_ms": round(elapsed * 1000),
+                    "engine": getattr(request, "engine", "") or self.engine.name,  # steps: the live engine
+                }
+                result = replace(result, extra={**result.extra, **timing})
+            _answer(request.future, result)
+        done = {id(r) for r in batch}
+        self._decoding = [r for r in self._decoding if id(r) not in done]
+        self._wake_room_waiters()
 
     async def _wait_for_work(self) -> None:
         """Until a request is added, or background work held by live speech gets its turn anyway."""
@@ -465,86 +565,6 @@ class InferenceExecutor:
             except TimeoutError:
                 return
         self._decode_ready.set()
-
-    def _decode_batch(self, batch: Sequence[_Decode | _Step]) -> list[DecodeResult | BaseException]:
-        """Runs on the decode thread. Returns one result or exception per request, in batch order."""
-        decodes = [r for r in batch if isinstance(r, _Decode)]
-        steps = [r for r in batch if isinstance(r, _Step)]
-        answers: dict[int, DecodeResult | BaseException] = {}
-        if decodes:
-            try:
-                decoded = self._decode_requests(decodes)
-            except Exception as exc:  # every attempt failed (e.g. out of memory on the CPU too)
-                log.exception("decode of %d request(s) failed", len(decodes))
-                self.stats.errors += 1
-                decoded = [exc] * len(decodes)
-            answers.update(zip(map(id, decodes), decoded))
-        if steps:
-            answers.update(zip(map(id, steps), self._stream_steps(steps)))
-        return [self._normalize(r, answers[id(r)]) for r in batch]
-
-    def _normalize(self, request: _Decode | _Step, result: DecodeResult | BaseException):
-        # Finals only: partials are provisional, and rewriting them would make stable text move.
-        final = request.is_final if isinstance(request, _Step) else not request.options.partial
-        if isinstance(result, BaseException) or not final or self._normalizer is None or not request.options.itn:
-            return result
-        if result.extra.get("itn_done"):  # the engine normalised already (SenseVoice does its own)
-            return result
-        language = result.extra.get("language") or request.options.language
-        return replace(result, text=self._normalizer(result.text, language))
-
-    def _stream_steps(self, steps: Sequence[_Step]) -> Sequence[DecodeResult | BaseException]:
-        try:
-            results = self._streaming_engine.stream([(s.state, s.audio, s.is_final, s.options) for s in steps])
-            if len(results) != len(steps):
-                raise RuntimeError(f"engine returned {len(results)} results for {len(steps)} chunks")
-            return results
-        except Exception as exc:
-            if len(steps) == 1:
-                return [exc]
-            log.warning("streaming batch of %d failed (%s); retrying one by one", len(steps), exc)
-            return [self._stream_steps([step])[0] for step in steps]
-
-    def _decode_requests(self, batch: Sequence[_Decode]) -> Sequence[DecodeResult | BaseException]:
-        names = {r.engine for r in batch}
-        if len(names) != 1:  # _take_batch never builds one; it would decode with the wrong model
-            raise RuntimeError(f"a decode batch mixes engines: {sorted(names)}")
-        engine = self.engines[names.pop()]
-        audios = [r.audio for r in batch]
-        options = [r.options for r in batch]
-        try:
-            return self._decode_with_oom_recovery(engine, audios, options)
-        except Exception as exc:
-            if len(batch) == 1 or is_out_of_memory(exc):
-                raise
-            # Isolate the failing request(s): one bad segment must not cost the others theirs.
-            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
-            out: list[DecodeResult | BaseException] = []
-            for audio, option in zip(audios, options):
-                try:
-                    out.extend(self._decode_with_oom_recovery(engine, [audio], [option]))
-                except Exception as single:
-                    out.append(single)
-            return out
-
-    def _decode_with_oom_recovery(self, engine: Engine, audios, options) -> list[DecodeResult]:
-        try:
-            results = engine.decode(audios, options)
-        except Exception as exc:
-            if not (is_out_of_memory(exc) and engine.device.startswith("cuda")):
-                raise
-            if len(audios) > 1:
-                half = len(audios) // 2
-                log.warning("CUDA out of memory on a batch of %d; splitting and retrying", len(audios))
-                return self._decode_with_oom_recovery(engine, audios[:half], options[:half]) + (
-                    self._decode_with_oom_recovery(engine, audios[half:], options[half:])
-                )
-            log.warning("CUDA out of memory on a single request; decoding it on the CPU")
-            self.stats.cpu_fallbacks += 1
-            results = engine.on_cpu().decode(audios, options)
-        if len(results) != len(audios):
-            raise RuntimeError(f"engine returned {len(results)} results for {len(audios)} inputs")
-        return results
 
     # --- VAD loop --------------------------------------------------------------------------
     async def _score_loop(self) -> None:

@@ -80,6 +80,14 @@ class CaptionServer:
         loop = asyncio.get_running_loop()
         sessions, cluster_connections = await self._open_sessions()  # before any model: Redis away fails fast
         hotwords = load_hotword_file(self.config.inference.hotword_file) if self.config.inference.hotword_file else ()
+        metrics = Metrics()
+        backend = None
+        if self.config.inference.backend == "ray":  # the engines live in the shared pool (PoolUnavailable)
+            from inference.ray_backend import open_pool
+
+            backend = await open_pool(self.config, metrics.observe_pool)
+            self._engine = backend.live_engine
+            self._job_engines.update((n, e) for n, e in backend.engines.items() if n != backend.live)
         if self._engine is None:
             # Each engine asks its own runtime for CUDA (CTranslate2 for Whisper, torch for FunASR).
             device = resolve_device(self.config.inference.device, self.config.inference.engine)
@@ -105,7 +113,6 @@ class CaptionServer:
         normalizer = InverseNormalizer()
         await loop.run_in_executor(None, normalizer.warm_up)  # loads the grammars (~0.5 s) before any final
         inf = self.config.inference
-        metrics = Metrics()
         executor = InferenceExecutor(
             self._engine,
             self._scorer,
@@ -118,6 +125,7 @@ class CaptionServer:
             background_hold_ms=inf.background_hold_ms,
             normalizer=normalizer,
             job_engines=job_engines,
+            backend=backend,
         )
         await executor.start()
         self.ctx = ServerContext(
@@ -527,6 +535,7 @@ class CaptionServer:
         self.ctx.metrics.vad_backlog.set(self.ctx.vad_backlog_s)
         self.ctx.metrics.queued_replies.set(sum(len(c.outbox) for c in self.ctx.connections))
         self.ctx.metrics.followers.set(self.ctx.subscribers)
+        self.ctx.metrics.pool_up.set(self.ctx.executor.backend_healthy)
         shared = self.ctx.sessions.health() if self.ctx.sessions is not None else None
         if shared is not None:  # with [cluster] redis_url
             self.ctx.metrics.observe_redis(shared)
@@ -567,6 +576,7 @@ class CaptionServer:
         shared = self.ctx.sessions.health() if self.ctx.sessions is not None else None
         healthy = not overloaded and not vad_behind and not (self.ctx.jobs and not self.ctx.jobs.healthy)
         healthy = healthy and (shared is None or shared["redis"] == "ok")
+        healthy = healthy and self.ctx.executor.backend_healthy  # a remote inference pool is reachable
         here = self._local_figures()
         return web.json_response(
             {
@@ -591,6 +601,7 @@ class CaptionServer:
                 "partials_dropped": stats.partials_dropped,
                 "decode_errors": stats.errors,
                 "executor_restarts": stats.restarts,
+                "inference_backend": self.ctx.executor.backend_figures(),
                 "history": {
                     "ok": self.ctx.jobs.healthy,
                     "error": self.ctx.jobs.last_error,

@@ -79,6 +79,18 @@ class InferenceConfig:
     overload_backlog_ms: int
     vad_overload_ms: int
     hotword_file: str
+    backend: str  # "local" (this process's device) or "ray" (a shared Ray Serve pool: inference.ray_backend)
+    ray_address: str
+    ray_app: str
+    ray_min_replicas: int
+    ray_max_replicas: int
+    ray_num_gpus: float
+    ray_num_cpus: float
+    ray_max_ongoing_requests: int
+    ray_target_ongoing_requests: float
+    ray_batches_in_flight: int
+    ray_call_timeout_s: float
+    ray_max_queued_finals: int
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,15 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("inference", "vad_max_wait_ms"): (0, 200),
     ("inference", "vad_workers"): (1, 8),
     ("inference", "vad_overload_ms"): (0, 600_000),
+    ("inference", "ray_min_replicas"): (1, 1024),
+    ("inference", "ray_max_replicas"): (1, 1024),
+    ("inference", "ray_num_gpus"): (0, 64),
+    ("inference", "ray_num_cpus"): (0, 256),
+    ("inference", "ray_max_ongoing_requests"): (1, 100_000),
+    ("inference", "ray_target_ongoing_requests"): (0.1, 10_000),
+    ("inference", "ray_batches_in_flight"): (1, 1024),
+    ("inference", "ray_call_timeout_s"): (1, 3600),
+    ("inference", "ray_max_queued_finals"): (0, 10_000_000),
     ("whisper", "cpu_threads"): (0, 256),
     ("whisper", "beam_size"): (1, 16),
     ("whisper", "no_speech_threshold"): (0, 1),
@@ -335,6 +356,12 @@ def _check_cross_field(config: Config) -> None:
     for name, path in zip(("tls_cert_file", "tls_key_file"), tls):
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(f"server.{name} does not exist: {path}")
+    if config.inference.backend not in ("local", "ray"):
+        raise ConfigError(f"inference.backend must be 'local' or 'ray', got {config.inference.backend!r}")
+    if config.inference.ray_max_replicas < config.inference.ray_min_replicas:
+        raise ConfigError("inference.ray_max_replicas must be at least inference.ray_min_replicas")
+    if not config.inference.ray_app.strip():
+        raise ConfigError("inference.ray_app must name the pool's Ray Serve application")
     if config.inference.engine not in ENGINES:
         raise ConfigError(f"inference.engine must be one of {ENGINES}, got {config.inference.engine!r}")
     for name in config.jobs.engines:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
@@ -94,6 +96,41 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        # [inference] backend = "ray": the shared pool, per replica as this front end's calls saw it.
+        self.pool_up = Gauge(
+            "caption_pool_up", "1 while the decode backend can decode (a Ray pool is reachable)", registry=r
+        )
+        self.pool_up.set(1)
+        self.pool_batch_size = Histogram(
+            "caption_pool_batch_size",
+            "Requests per model call in a pool replica (batches of several front ends merged)",
+            ["replica"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.pool_queued = Gauge(
+            "caption_pool_queued",
+            "Batches waiting in a replica when it took this front end's last one",
+            ["replica"],
+            registry=r,
+        )
+        self.pool_seconds = Histogram(
+            "caption_pool_seconds",
+            "Pool time per batch: decode and queue in a replica, call = this front end's whole remote call",
+            ["replica", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def observe_pool(self, outcome: Any, call_s: float) -> None:
+        """One answered call to the pool (an inference.batch_decoder.BatchOutcome)."""
+        replica = outcome.replica
+        self.pool_batch_size.labels(replica).observe(outcome.size)
+        self.pool_queued.labels(replica).set(outcome.queued)
+        self.pool_seconds.labels(replica, "decode").observe(outcome.decode_s)
+        self.pool_seconds.labels(replica, "queue").observe(outcome.queue_s)
+        self.pool_seconds.labels(replica, "call").observe(call_s)
 
     def observe_batch(self, kind: str, size: int, seconds: float) -> None:
         self.batch_size.labels(kind).observe(size)
