@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
-from server import protocol
+from server import closing, protocol
 from server.access_log import REFUSED, AccessLogger, AppRunner
 from server.auth import (
     ANONYMOUS,
@@ -339,8 +339,7 @@ class CaptionServer:
             request[REFUSED] = exc.code  # said in the request's one access-log line
             if upgrade and exc.code not in ("forbidden_origin", "forbidden_host"):
                 # browsers cannot read a refused handshake: say it in the socket, then close
-                close = WSCloseCode.TRY_AGAIN_LATER if exc.status == 429 else WSCloseCode.POLICY_VIOLATION
-                return await _refuse_socket(request, exc.code, exc.message, close)
+                return await _refuse_socket(request, exc.code, exc.message)
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             if exc.status == 429:
                 headers = {"Retry-After": str(exc.retry_after_s)}
@@ -441,7 +440,7 @@ class CaptionServer:
             reason = await self._admit(principal, address, stream=False)  # displays count with streams
         if reason is not None:
             await ws.send_str(protocol.encode(protocol.error("busy", reason)))
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
+            await closing.close(ws, closing.busy(reason))
             return ws
         try:
             client = SessionClient(principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False))
@@ -449,8 +448,7 @@ class CaptionServer:
         except SessionRefused as exc:
             self._release(principal, address, stream=False)
             await ws.send_str(protocol.encode(protocol.error(exc.code, exc.message)))
-            close = WSCloseCode.TRY_AGAIN_LATER if exc.code == "busy" else WSCloseCode.POLICY_VIOLATION
-            await ws.close(code=close, message=exc.message[:120].encode())
+            await closing.close(ws, closing.refused(exc.code, exc.message))
             return ws
         self.ctx.subscribers += 1
         await ws.send_str(protocol.encode(protocol.subscribed(session_id)))
@@ -476,12 +474,12 @@ class CaptionServer:
             reader.cancel()
             if not ws.closed:
                 if self._stop.is_set():
-                    code, reason = WSCloseCode.GOING_AWAY, "server shutting down"
+                    why = closing.stopping(self.restarting)
                 elif idle:
-                    code, reason = WSCloseCode.OK, f"idle: no captions for {idle_s:g} s (subscriber_idle_s)"
+                    why = closing.idle(f"idle: no captions for {idle_s:g} s (subscriber_idle_s)")
                 else:
-                    code, reason = WSCloseCode.POLICY_VIOLATION, "display too slow"
-                await ws.close(code=code, message=reason.encode())
+                    why = closing.DISPLAY_TOO_SLOW
+                await closing.close(ws, why)
         return ws
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
@@ -514,7 +512,7 @@ class CaptionServer:
         if reason is not None:
             await ws.send_str(protocol.encode(protocol.for_funasr_client(protocol.refusal("busy", reason))))
             self.ctx.metrics.disconnects.labels("busy").inc()
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=reason.encode())
+            await closing.close(ws, closing.busy(reason))
             return ws
         client = SessionClient(principal, address, may_name_sessions=not request.get(FOREIGN_ORIGIN, False))
         connection = Connection(ws, self.ctx, peer, transport=request.transport, client=client)
@@ -650,12 +648,12 @@ def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-async def _refuse_socket(request: web.Request, code: str, message: str, close_code: int) -> web.WebSocketResponse:
+async def _refuse_socket(request: web.Request, code: str, message: str) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(protocols=("binary",))
     await ws.prepare(request)
     # Before any first message the client may be one of FunASR's: FunASR's shape, ending it.
     await ws.send_str(protocol.encode(protocol.for_funasr_client(protocol.refusal(code, message))))
-    await ws.close(code=close_code, message=message[:120].encode())
+    await closing.close(ws, closing.refused(code, message))
     return ws
 
 

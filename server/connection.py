@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed, RequestCancelled
 from inference.scheduler import Source, fair_share_owner
 from jobs.media import MediaError, iter_audio
-from server import protocol
+from server import closing, protocol
 from server.auth import ANONYMOUS
 from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
@@ -59,7 +59,6 @@ MAX_BACKGROUND_QUEUED = 8  # a stream sent faster than real time: its segments q
 LIVE_BURST_S = 10.0
 CLIENT_CHECK_S = 0.5  # how often a connection that stopped reading looks whether its client is still there
 FILE_CHUNK_S = 1.0  # a file sent over the socket is decoded and pushed in chunks this long
-SESSION_TAKEN_OVER = 4001  # close code: the captions session continues on another connection
 
 
 @dataclass
@@ -186,7 +185,7 @@ class Connection:
                     log.info("%s: websocket error: %s", self.peer, self.ws.exception())
                 if self.errors >= self.ctx.config.server.max_errors_per_connection:
                     await self._finish_stream()
-                    await self._close(WSCloseCode.POLICY_VIOLATION, "too many invalid messages")
+                    await self._close(closing.TOO_MANY_ERRORS)
                     break
         finally:
             # Whatever ended the loop, audio already received is finalized (and logged).
@@ -231,16 +230,13 @@ class Connection:
         self.ctx.metrics.disconnects.labels("idle").inc()
         self._stopping = True
         await self._finish_stream()
-        await self._close(WSCloseCode.OK, f"idle for {limit:g} s")
+        await self._close(closing.idle(f"idle for {limit:g} s"))
 
     async def shutdown(self, restart: bool = False) -> None:
         """Server stopping: finalize the open stream, send its captions, close with 1001 (1012 on restart)."""
         self._stopping = True
         await self._finish_stream()
-        if restart:
-            await self._close(WSCloseCode.SERVICE_RESTART, "server restarting, reconnect shortly")
-        else:
-            await self._close(WSCloseCode.GOING_AWAY, "server shutting down")
+        await self._close(closing.stopping(restart))
 
     # --- inbound -----------------------------------------------------------------------------
     async def _on_text(self, text: str) -> None:
@@ -487,7 +483,7 @@ class Connection:
         """Another connection resumes this one's session: end the stream here, then close."""
         await self._finish_stream(client_gone=self.ws.closed)
         self._stopping = True
-        self._spawn(self._close(SESSION_TAKEN_OVER, "session resumed on another connection"))
+        self._spawn(self._close(closing.TAKEN_OVER))
 
     # --- events from the streaming core ------------------------------------------------------
     def _handle(self, stream: Stream, events) -> None:
@@ -670,7 +666,7 @@ class Connection:
         self.ctx.metrics.disconnects.labels("slow_reader").inc()
         self.outbox.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode()), 2)
+            await asyncio.wait_for(closing.close(self.ws, closing.slow_reader(reason)), 2)
         if self._transport is not None:  # a client that reads nothing never answers the close frame
             self._transport.abort()
 
@@ -709,14 +705,14 @@ class Connection:
         if self.outbox.overflowing and not self._stopping:
             self._spawn(self._disconnect_slow_reader("client is not reading replies"))
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def _close(self, why: closing.Closing) -> None:
         self.outbox.close()
         # Let queued replies (finals, end) go out before the close frame.
         if self._writer is not None:
             with contextlib.suppress(asyncio.TimeoutError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer), timeout=5)
         with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=reason.encode())
+            await closing.close(self.ws, why)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
