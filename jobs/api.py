@@ -28,9 +28,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from jobs import exports
 from jobs.storage import DATABASE_ERRORS
 from jobs.store import KeyConflict, SearchTimeout
-from server.app import PRINCIPAL
 from server.auth import ANONYMOUS
 from server.config import ENGINES
+from server.guard import PRINCIPAL
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from jobs import exports
 from jobs.api import MALFORMED_MULTIPART, UploadTooLarge, save_part, upload_name
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
-from server.app import file_response
+from server.pages import file_response
 from streaming.events import SAMPLE_RATE
 
 PAGE = Path(__file__).resolve().parent.parent / "client_js" / "vad.html"

@@ -69,8 +69,9 @@ def test_the_server_resolves_each_engine_on_its_own_runtime(monkeypatch):
     # Live engine whisper, files also on funasr; torch CPU-only, CTranslate2 sees one GPU.
     import asyncio
 
-    import server.app as app_module
     from inference.engines.instant import InstantEngine
+    from inference.model_hub import ModelUnavailable
+    from server.app import CaptionServer
     from tests.conftest import make_config
 
     simulate(monkeypatch, cuda=0, mps=False, ct2_cuda=1)
@@ -81,17 +82,15 @@ def test_the_server_resolves_each_engine_on_its_own_runtime(monkeypatch):
 
     def fake_create(config, device, name=None, streaming=True):
         asked.append((name or config.inference.engine, device))
+        if not streaming:  # the files-only engine: enough, stop before the rest of startup
+            raise Loaded
         return InstantEngine()
 
-    def fake_job(config, device, name):
-        asked.append((name, device))
-        raise Loaded  # enough: stop before the rest of startup
-
-    monkeypatch.setattr("inference.engines.create_engine", fake_create)
-    monkeypatch.setattr(app_module, "load_job_engine", fake_job)
+    monkeypatch.setattr("inference.loading.create_engine", fake_create)
     config = make_config(inference={"engine": "whisper", "device": "auto"}, jobs={"engines": ["funasr"]})
-    with pytest.raises(Loaded):
-        asyncio.run(app_module.CaptionServer(config).startup())
+    with pytest.raises(ModelUnavailable, match="jobs.engines lists 'funasr'") as caught:
+        asyncio.run(CaptionServer(config).startup())
+    assert isinstance(caught.value.__cause__, Loaded)
     assert asked == [("whisper", "cuda:0"), ("funasr", "cpu")]
 
 

@@ -221,8 +221,8 @@ def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp
 
 
 def test_vad_model_setting_resolves_to_the_shipped_copy_or_a_directory(tmp_path):
+    from inference.loading import vad_model_dir
     from inference.vad_fsmn import FsmnScorer, packaged_model_dir
-    from server.app import vad_model_dir
 
     config = make_config()
     assert config.funasr.vad_model == "fsmn-vad" and vad_model_dir(config.funasr) is None

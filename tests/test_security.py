@@ -300,7 +300,7 @@ def test_a_malformed_request_never_writes_a_token_to_the_log(start_server, caplo
 
 
 def test_status_page_never_inserts_health_values_as_html():
-    from server.app import STATUS_PAGE
+    from server.pages import STATUS_PAGE
 
     script = STATUS_PAGE.read_text().split("<script", 1)[1]  # <script type="module"> since the i18n pages
     assert "innerHTML" not in script and "textContent" in script

@@ -137,7 +137,7 @@ def test_static_client_files_cannot_escape_their_folder(shared_server):
 
 
 def test_only_the_pages_own_files_are_served_from_client_js(shared_server):
-    from server.app import CLIENT_DIR
+    from server.pages import CLIENT_DIR
 
     if (CLIENT_DIR / "livecaption.js").is_file():
         with urllib.request.urlopen(shared_server.http + "/client_js/livecaption.js", timeout=10) as response:
