@@ -32,12 +32,13 @@ from jobs.api import (
     save_part,
     upload_name,
 )
+from jobs.decoding import decode_in_order
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
 from server.app import PRINCIPAL
 from server.auth import ANONYMOUS
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
-from streaming.events import samples_to_ms
+from streaming.events import Audio, SegmentClosed, samples_to_ms
 from text.hotwords import DEFAULT_WEIGHT
 
 log = logging.getLogger(__name__)
@@ -164,22 +165,19 @@ class OpenAIApi:
             raise TooLong(path, limit_s)
         executor = self.ctx.executor
         pieces: list[dict[str, Any]] = []
-        in_flight: list[tuple[int, int, asyncio.Future]] = []  # (speech start, end, decode): no audio kept
 
-        async def collect_head() -> None:
-            start, end, future = in_flight.pop(0)
-            decoded = await future
-            text = decoded.text.strip()
-            pieces.append({"start_ms": samples_to_ms(start), "end_ms": samples_to_ms(end), "text": text})
+        def submit(event: SegmentClosed, audio: Audio, decode: DecodeOptions) -> asyncio.Future:
+            return executor.submit_final(stream_id, event.segment_id, audio, decode, engine, source=source)
 
         audio = read_audio(str(path), max_s=limit_s)  # counted as it decodes: headers lie
-        async for event in segments(audio, file_settings(self.config), executor):
-            future = executor.submit_final(stream_id, event.segment_id, event.audio, options, engine, source=source)
-            in_flight.append((event.speech_start, event.speech_end, future))
-            while in_flight and (in_flight[0][2].done() or len(in_flight) >= IN_FLIGHT_SEGMENTS):
-                await collect_head()
-        while in_flight:
-            await collect_head()
+        cut = segments(audio, file_settings(self.config, engine=executor.engine_name(engine)), executor)
+        decoded = decode_in_order(cut, submit, options, IN_FLIGHT_SEGMENTS)
+        try:
+            async for event, result in decoded:
+                start_ms, end_ms = samples_to_ms(event.speech_start), samples_to_ms(event.speech_end)
+                pieces.append({"start_ms": start_ms, "end_ms": end_ms, "text": result.text.strip()})
+        finally:
+            await decoded.aclose()
         return {"segments": pieces, "duration": info.duration_s}
 
 

@@ -22,11 +22,12 @@ from typing import Any
 
 from inference.engines.base import DecodeOptions
 from inference.scheduler import JOBS, Source, fair_share_owner
+from jobs.decoding import decode_in_order
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, fixed_segments, read_audio, segments
 from jobs.storage import DATABASE_ERRORS, JobStore, LeaseLost
 from jobs.store import FileRow
-from streaming.events import SAMPLE_RATE, samples_to_ms
+from streaming.events import SAMPLE_RATE, Audio, SegmentClosed, samples_to_ms
 
 log = logging.getLogger(__name__)
 
@@ -284,44 +285,34 @@ class JobRunner:
             hotwords=tuple((w, int(v)) for w, v in options.get("hotwords", [])),
             itn=options.get("itn", True),
         )
-        settings = file_settings(self.config, options.get("max_segment_s"))
+        settings = file_settings(self.config, options.get("max_segment_s"), engine.name)
         owner = job.get("owner") or "anonymous"  # its token's share of background work (auth off: one share)
         source = JOBS if owner == "anonymous" else Source(fair_share_owner(owner, None), live=False)
         seq = row.next_seq
-        pending: list[tuple[Any, asyncio.Future]] = []
 
-        async def commit_head() -> None:
-            nonlocal seq
-            event, future = pending.pop(0)
-            result = await future
-            start_ms = round(resume_s * 1000) + samples_to_ms(event.speech_start)
-            end_ms = round(resume_s * 1000) + samples_to_ms(event.speech_end)
-            done_s = resume_s + event.end / SAMPLE_RATE
-            await self.db(self.store.commit_segment, row.id, seq, start_ms, end_ms, result.text, done_s)
-            seq += 1
+        def submit(event: SegmentClosed, audio: Audio, decode: DecodeOptions) -> asyncio.Future:
+            return self.executor.submit_background(audio, decode, engine.name, source=source)
 
         audio = read_audio(row.path, resume_s, self._media, max_s=limit_s)  # counted as it decodes: headers lie
         if options.get("vad", True):
             cut = segments(audio, settings, self.executor)
         else:  # clips cut beforehand: every sample decoded, in pieces of at most max_segment_s
-            cut = fixed_segments(audio, settings.endpoint.max_segment_s)
+            cut = fixed_segments(audio, settings.endpoint.max_segment_s, settings.context_s, settings.cut_lookahead_s)
+        # What was decoded before damage in the media is kept (committed, then the file fails).
+        decoded = decode_in_order(cut, submit, decode_options, IN_FLIGHT_SEGMENTS, drain_on=(MediaError,))
         try:
-            async for event in cut:
-                future = self.executor.submit_background(event.audio, decode_options, engine.name, source=source)
-                pending.append((event, future))
-                while pending and (pending[0][1].done() or len(pending) > IN_FLIGHT_SEGMENTS):
-                    await commit_head()
-            while pending:
-                await commit_head()
+            async for event, result in decoded:
+                start_ms = round(resume_s * 1000) + samples_to_ms(event.speech_start)
+                end_ms = round(resume_s * 1000) + samples_to_ms(event.speech_end)
+                done_s = resume_s + event.end / SAMPLE_RATE
+                await self.db(self.store.commit_segment, row.id, seq, start_ms, end_ms, result.text, done_s)
+                seq += 1
         except MediaError as exc:
-            while pending:  # what was decoded before the damage is kept
-                await commit_head()
             await self.db(self.store.finish_file, row.id, _reason(exc, row.name))
             log.info("file %d (%r) failed: %s", row.id, row.name, exc.reason)
             return
         finally:
-            for _, future in pending:  # cancelled: the executor drops segments nobody waits for
-                future.cancel()
+            await decoded.aclose()  # cancelled: the executor drops segments nobody waits for
         await self.db(self.store.finish_file, row.id, None)
         log.info("file %d (%r) done: %d segment(s)", row.id, row.name, seq)
 

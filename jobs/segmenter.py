@@ -5,6 +5,7 @@ beforehand (a job's `"vad": false`), into fixed pieces without VAD."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Executor
 
@@ -30,10 +31,20 @@ async def read_audio(
         yield chunk
 
 
-def file_settings(config, max_segment_s: float | None = None) -> SessionSettings:
-    """The server's endpointing settings, without partials; a job may shorten the segment limit."""
-    ep, audio = config.endpointing, config.audio
+def file_settings(config, max_segment_s: float | None = None, engine: str | None = None) -> SessionSettings:
+    """The server's endpointing settings, without partials; a job may shorten the segment limit.
+    `engine`: the name of the engine that decodes the segments; with Whisper, a cut for length
+    joins as in live streams (whisper.context_s before the segment after it, cut_lookahead_s
+    after the cut: see streaming.cuts). Other segments get no context: decoded with 3 s of it,
+    "we will answer them at the end" came back "we will answer very much the end" in
+    tests/test_jobs_resume.py. None: segments only, not decoded (VAD intervals)."""
+    ep, audio, whisper = config.endpointing, config.audio, config.whisper
     max_segment = min(max_segment_s or ep.max_segment_s, ep.max_segment_s)
+    context_s = whisper.context_s if engine == "whisper" else 0.0
+    lookahead_s = whisper.cut_lookahead_s if engine == "whisper" else 0.0
+    # The open segment, its pre-roll, context and a cut's look-ahead stay buffered while one more
+    # READ_CHUNK_S arrives (config checks the ring buffer only for the live engine's context).
+    needed_s = max_segment + audio.preroll_ms / 1000 + context_s + lookahead_s + READ_CHUNK_S + 1
     return SessionSettings(
         sample_rate_hz=16000,
         endpoint=EndpointSettings(
@@ -47,7 +58,10 @@ def file_settings(config, max_segment_s: float | None = None) -> SessionSettings
         energy_gate_dbfs=ep.energy_gate_dbfs,
         webrtc_aggressiveness=ep.webrtc_aggressiveness,
         fsmn_speech_threshold=ep.fsmn_speech_threshold,
-        ring_buffer_s=audio.ring_buffer_s,
+        ring_buffer_s=max(audio.ring_buffer_s, needed_s),
+        context_s=context_s,
+        cut_lookahead_s=lookahead_s,
+        context_only_after_cuts=True,
     )
 
 
@@ -73,20 +87,35 @@ async def segments(chunks: AsyncIterator[np.ndarray] | Iterable, settings: Sessi
             yield event
 
 
-async def fixed_segments(chunks: AsyncIterator[np.ndarray] | Iterable, max_segment_s: float):
+async def fixed_segments(
+    chunks: AsyncIterator[np.ndarray] | Iterable, max_segment_s: float, context_s: float = 0.0, lookahead_s: float = 0.0
+):
     """Yield SegmentClosed events without VAD: the whole audio as one segment, cut every
-    `max_segment_s` seconds when it is longer (pre-cut clips: every sample is decoded)."""
+    `max_segment_s` seconds when it is longer (pre-cut clips: every sample is decoded). As with
+    VAD (SessionSettings), a piece cut for length carries up to `lookahead_s` of the audio after
+    it and the piece after it `context_s` of the audio before it (streaming.cuts joins them)."""
     limit = max(1, round(max_segment_s * SAMPLE_RATE))
+    context_limit, lookahead = round(context_s * SAMPLE_RATE), round(lookahead_s * SAMPLE_RATE)
     pending: list[np.ndarray] = []
     held = start = segment_id = 0
+    before = np.zeros(0, dtype=np.float32)  # the end of the last piece: the next one's context
+    cut: SegmentClosed | None = None  # the last piece, cut for length, waiting for what follows it
 
     def close(reason: str) -> SegmentClosed:
-        nonlocal held, start, segment_id
+        nonlocal held, start, segment_id, before
         audio = np.concatenate(pending)
-        event = SegmentClosed(segment_id, start, start + len(audio), start, start + len(audio), reason, audio)
+        event = SegmentClosed(
+            segment_id, start, start + len(audio), start, start + len(audio), reason, audio,
+            context=before, follows_cut=segment_id > 0,
+        )  # fmt: skip
+        if context_limit:
+            before = np.concatenate([before, audio])[-context_limit:]
         pending.clear()
         held, start, segment_id = 0, start + len(audio), segment_id + 1
         return event
+
+    def with_after(event: SegmentClosed, after: np.ndarray) -> SegmentClosed:
+        return dataclasses.replace(event, after=after[:lookahead])
 
     async for chunk in _aiter(chunks):
         chunk = np.asarray(chunk, dtype=np.float32)
@@ -95,10 +124,23 @@ async def fixed_segments(chunks: AsyncIterator[np.ndarray] | Iterable, max_segme
             pending.append(take)
             held += len(take)
             chunk = chunk[len(take) :]
+            if cut is not None and held >= lookahead:
+                yield with_after(cut, np.concatenate(pending))
+                cut = None
             if held == limit:
-                yield close("max_length")
+                closed = close("max_length")
+                if cut is not None:  # the look-ahead is longer than a piece: all of it follows
+                    yield with_after(cut, closed.audio)
+                cut = closed if lookahead else None
+                if cut is None:
+                    yield closed
     if held:
-        yield close("end_of_stream")
+        closed = close("end_of_stream")
+        if cut is not None:
+            yield with_after(cut, closed.audio)
+        yield closed
+    elif cut is not None:
+        yield cut
 
 
 async def _aiter(chunks):

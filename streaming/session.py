@@ -45,6 +45,7 @@ class SessionSettings:
     context_s: float = 0.0  # audio before each segment handed on with it (SegmentClosed.context)
     cut_lookahead_s: float = 0.0  # a segment cut for length waits for this much of what follows (SegmentClosed.after)
     context_max_segment_s: float = 0.0  # segments longer than this get no context (unless they follow a cut); 0 = all
+    context_only_after_cuts: bool = False  # only segments that follow a cut get context (file jobs)
     skip_silent_fsmn: bool = True  # False only to compare against the always-score path
 
 
@@ -336,7 +337,7 @@ class StreamSession:
         before it). Longer segments carry their own context; heard after the stream's earlier
         audio, Whisper skipped words inside them (measured on the phone call: "we'll come back")."""
         limit = self._context_max_samples
-        if limit and end - start > limit and not follows_cut:
+        if not follows_cut and (self.settings.context_only_after_cuts or (limit and end - start > limit)):
             return self._buffer.read(start, start)
         return self._buffer.read(max(self._buffer.start, start - self._context_samples), start)
 

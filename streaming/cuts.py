@@ -1,0 +1,47 @@
+"""Joins at cuts for length: which finals wait for the one before them, and where their words begin.
+
+A segment cut at max_segment_s ends inside speech, often inside a word. The segment after it is
+decoded only once the final before the cut is known, with the audio before the cut as context, and
+keeps only the words after where that final's last word ended: the word the cut went through is
+then written by exactly one side (each side placing it by its own word times could leave it to the
+other, or keep it twice). Pure bookkeeping, shared by live streams and file jobs: the caller
+decodes, in segment order, and reports each final back.
+
+    joins = CutJoins()
+    if not joins.waits(event): submit(joins.request(event))      # as the segment closes
+    ...                                                          # finals in segment order:
+    if joins.waits(event): submit(joins.request(event))          # its predecessor is known now
+    joins.decoded(event, result.words_end_ms)                    # (None: failed, or no words)
+"""
+
+from __future__ import annotations
+
+from streaming.events import Audio, SegmentClosed, sample_at, with_context
+
+
+class CutJoins:
+    """One stream's (or file's) state between a final cut for length and the decode after it."""
+
+    def __init__(self) -> None:
+        self._words_end: int | None = None  # the last final was cut for length: the sample where its words ended
+
+    @staticmethod
+    def waits(event: SegmentClosed) -> bool:
+        """True when `event` follows a cut for length: decode it only after the final before it."""
+        return event.follows_cut
+
+    def request(self, event: SegmentClosed) -> tuple[Audio, int, int]:
+        """What to decode for `event`, as streaming.events.with_context gives it: for a segment
+        that waits, call this only once the final before it was reported to `decoded`."""
+        return with_context(event, self._words_end if event.follows_cut else None)
+
+    def decoded(self, event: SegmentClosed, words_end_ms: int | None) -> None:
+        """The final of `event` is known (finals are reported in segment order). `words_end_ms`:
+        the result's DecodeResult.words_end_ms; None when the decode failed or placed no word,
+        and the next segment's words then begin at the cut itself."""
+        cut = event.reason == "max_length"
+        self._words_end = sample_at(event, words_end_ms) if cut and words_end_ms is not None else None
+
+    def skipped(self) -> None:
+        """The next final was dropped unseen (its decode was cancelled): nothing carries over."""
+        self._words_end = None
