@@ -367,6 +367,10 @@ class JobsApi:
                 raise _bad(f"max_segment_s must be a number 1..{self.max_segment_s:g}")
             options["max_segment_s"] = value
         options["engine"] = self._engine(raw)
+        if "language" in options and (
+            problem := self.executor.engines[options["engine"]].language_problem(options["language"])
+        ):
+            raise _bad(problem, code="unsupported_language")  # as a stream is refused: never text in another language
         return options
 
     def _engine(self, raw: dict[str, Any]) -> str:

@@ -95,6 +95,9 @@ class OpenAIApi:
             if language is not None and not is_language_code(language):
                 raise _error("language must be an ISO-639-1 code such as 'en'", "language")
             engine = self._engine(fields.get("model") or "")
+            decoder = self.ctx.executor.engines[self.ctx.executor.engine_name(engine)]
+            if language is not None and (problem := decoder.language_problem(language)):
+                raise _error(problem, "language", code="unsupported_language")
             options = DecodeOptions(language=language, hotwords=_prompt_hotwords(fields.get("prompt") or ""))
             try:
                 result = await self._run(request, upload, options, engine)

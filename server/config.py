@@ -105,6 +105,7 @@ class FunasrConfig:
     encoder_chunk_look_back: int
     decoder_chunk_look_back: int
     fp16: bool
+    language: str
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,9 @@ def _check_cross_field(config: Config) -> None:
     for code in (config.whisper.language, *config.whisper.auto_languages):
         if not (code.isascii() and code.isalpha() and 2 <= len(code) <= 8):
             raise ConfigError(f"whisper.language and whisper.auto_languages take codes such as 'en', got {code[:20]!r}")
+    code = config.funasr.language
+    if not (code.isascii() and code.isalpha() and 2 <= len(code) <= 8):
+        raise ConfigError(f"funasr.language takes a code such as 'zh' or 'auto', got {code[:20]!r}")
     url = config.cluster.postgres_url
     if url and not url.startswith(("postgresql://", "postgres://")):  # never echoed: it may hold a password
         raise ConfigError("cluster.postgres_url must be a postgresql:// URL, or empty for the embedded SQLite store")

@@ -248,3 +248,65 @@ def test_documented_smoke_command_runs_end_to_end(tiny_funasr, tmp_path, capsys)
     assert main([str(wav), "--config", str(tmp_path / "config.toml")]) == 0
     out = capsys.readouterr().out
     assert "SeacoParaformer" in out and "offline  (" in out and "streaming (" in out
+
+
+# --- languages: a code the offline model lacks is refused, never decoded as another language --------
+def test_the_languages_a_model_knows_come_from_what_it_is(funasr_engine, tiny_funasr):
+    from inference.engines.funasr import vocabulary_languages
+    from tests.tiny_funasr import TOKENS
+
+    # The tiny Paraformer spells Chinese characters only (paraformer-zh's vocab8404 also has
+    # thousands of English pieces: zh and en); SenseVoice and Fun-ASR-Nano say what they know.
+    assert funasr_engine.languages == ("zh",) == vocabulary_languages(TOKENS)
+    english = [f"{a}{b}" for a in "abcdefghij" for b in "klmnopqrst"] + ["the@@", "▁of"]
+    assert vocabulary_languages(TOKENS + english) == ("en", "zh") and vocabulary_languages(None) is None
+    assert funasr_engine.language_problem("zh") is None and funasr_engine.language_problem("auto") is None
+    problem = funasr_engine.language_problem("ja")
+    assert problem == (
+        f"language 'ja' is not one the funasr engine's model ({tiny_funasr['offline']}) knows; it knows 'auto' and zh"
+    )
+    # Callers without a stream or job start get no text and the reason; the rest of the batch is decoded.
+    speech = SCRIPT.audio
+    lacking, chinese = funasr_engine.decode([speech, speech], [DecodeOptions(language="ja"), DecodeOptions("zh")])
+    assert lacking.text == "" and lacking.extra == {"language": "ja", "dropped": "unsupported_language"}
+    assert "dropped" not in chinese.extra
+
+
+async def test_a_stream_or_job_asking_for_a_language_the_model_lacks_is_refused(start_server, funasr_engine, tmp_path):
+    import json
+
+    from tests.speech import write_wav
+    from tests.test_jobs import submit
+    from tests.wsclient import START, connect, recv, send_audio, start, until_end
+
+    server = start_server(engine=funasr_engine, inference={"engine": "funasr"})
+    problem = funasr_engine.language_problem("ja")
+    async with await connect(server.url) as ws:  # the same refusal the Whisper engine gives ("yue")
+        await ws.send(json.dumps({**START, "language": "ja"}))
+        refused = await recv(ws)
+        assert refused["type"] == "error" and refused["code"] == "unsupported_language", refused
+        assert refused["message"] == problem
+        await start(ws, language="zh")  # the connection stays open for a corrected start
+        await send_audio(ws, SCRIPT.audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        assert (await until_end(ws))[-1]["type"] == "end"
+    wav = write_wav(tmp_path / "clip.wav", SCRIPT.audio)
+    status, body = await submit(server.http, [wav], {"language": "ja"})
+    assert status == 400 and body["code"] == "unsupported_language" and body["error"] == problem, body
+    status, body = await submit(server.http, [wav], {"language": "zh"})
+    assert status == 201, body
+
+
+def test_a_server_language_the_model_lacks_stops_startup_with_one_line(tiny_funasr, tmp_path):
+    def edit(text: str) -> str:
+        text = text.replace('engine = "whisper"', 'engine = "funasr"')
+        for key, role in (("offline_model", "offline"), ("online_model", "online"), ("punc_model", "punc")):
+            start = text.index(f"{key} = ")
+            text = text[:start] + f'{key} = "{tiny_funasr[role]}"' + text[text.index("  ", start) :]
+        start = text.index("\n[funasr]\n")
+        return text[:start] + text[start:].replace('language = "auto"', 'language = "ja"', 1)
+
+    done, errors = start_server_without_hub_models(tmp_path, edit)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    expected = f"error: funasr.language: language 'ja' is not one the funasr engine's model ({tiny_funasr['offline']})"
+    assert len(errors) == 1 and errors[0].startswith(expected) and "knows 'auto' and zh" in errors[0], errors

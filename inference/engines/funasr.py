@@ -27,6 +27,10 @@ _SENSEVOICE_LANGUAGES = ("zh", "en", "yue", "ja", "ko")
 _TAG = re.compile(r"<\|[^|]*\|>")
 _UNKNOWN = "<unk>"  # FunASR models spell tokens outside their vocabulary so; nothing a reader should see
 _CJK_GAP = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef]) +(?=[\u3000-\u9fff\uff00-\uffef])")
+# A Paraformer transcribes the scripts its vocabulary spells: Chinese characters (zh) and Latin
+# word pieces (en; paraformer-zh's vocab8404 has thousands of them, for English inside Chinese
+# speech). A script counts from this many tokens on, so a few stray ones decide nothing.
+MIN_SCRIPT_TOKENS = 100
 MIN_AUDIO_SAMPLES = 2400  # 150 ms: shorter clips crash Paraformer's frontend ("n must be > 0") and hold no word
 
 
@@ -102,6 +106,17 @@ def _clean(text) -> str:
     return _CJK_GAP.sub("", " ".join(str(text).replace(_UNKNOWN, " ").split()))
 
 
+def vocabulary_languages(tokens) -> tuple[str, ...] | None:
+    """The languages a Paraformer's token list spells (see MIN_SCRIPT_TOKENS); None without one."""
+    if not isinstance(tokens, (list, tuple)) or not tokens:
+        return None
+    words = [t for t in tokens if not (t.startswith("<") and t.endswith(">"))]  # <blank>, <unk>, ...
+    chinese = sum(any("\u4e00" <= c <= "\u9fff" for c in t) for t in words)
+    latin = sum(any(c.isascii() and c.isalpha() for c in t) for t in words)
+    found = tuple(code for code, count in (("en", latin), ("zh", chinese)) if count >= MIN_SCRIPT_TOKENS)
+    return found or None
+
+
 def _cuda_bf16() -> bool:
     import torch
 
@@ -131,6 +146,10 @@ class FunasrEngine:
         if self.nano:
             funasr_nano.without_unusable_alignment(self._offline)
         self.model = " + ".join(m for m in (settings.offline_model, settings.online_model, settings.punc_model) if m)
+        # The codes its offline model transcribes (None: unknown, any is let through).
+        self.languages: tuple[str, ...] | None = self._model_languages()
+        if problem := self.language_problem(settings.language):  # one line at startup, not a traceback
+            raise ModelUnavailable(f"funasr.language: {problem}")
         # What decodes whole files (never the streaming model): recorded with file results.
         self.file_model = " + ".join(m for m in (settings.offline_model, settings.punc_model) if m)
         self._cpu: FunasrEngine | None = None
@@ -148,13 +167,22 @@ class FunasrEngine:
         """Partials come from the streaming model, chunk by chunk, instead of offline re-decodes."""
         return self._online is not None
 
+    def _model_languages(self) -> tuple[str, ...] | None:
+        if self.nano:  # told the language in its prompt: the ones it has a name for
+            return tuple(funasr_nano.LANGUAGE_NAMES)
+        if self.sensevoice:
+            return _SENSEVOICE_LANGUAGES
+        tokenizer = getattr(self._offline, "kwargs", {}).get("tokenizer")
+        return vocabulary_languages(getattr(tokenizer, "token_list", None))
+
     def language_problem(self, language: str) -> str | None:
-        if self.nano and language != "auto" and funasr_nano.language_name(language) is None:
-            # Fun-ASR-Nano is told the language in its prompt; one it has no name for would be "auto".
-            known = ", ".join(sorted(funasr_nano.LANGUAGE_NAMES))
-            model = f"{self.name} engine's model ({self.model})"
-            return f"language {language!r} is not one the {model} knows; it knows 'auto' and {known}"
-        return None  # its models detect the language or ignore the setting (a code SenseVoice lacks: "auto")
+        """A code its offline model cannot transcribe (given to SenseVoice, or to Paraformer, which
+        takes no language, it came back as the model's own language with no error)."""
+        if language == "auto" or self.languages is None or language in self.languages:
+            return None
+        model = f"{self.name} engine's model ({self.settings.offline_model})"
+        known = ", ".join(sorted(self.languages))
+        return f"language {language!r} is not one the {model} knows; it knows 'auto' and {known}"
 
     # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
@@ -165,6 +193,10 @@ class FunasrEngine:
         # SeACo takes one hotword string per call.
         groups: dict[tuple[str, str, bool], list[int]] = {}
         for i, option in enumerate(options):
+            language = option.language or self.settings.language
+            if self.language_problem(language):  # refused at a stream's or job's start; here for other callers
+                results[i] = DecodeResult("", extra={"language": language, "dropped": "unsupported_language"})
+                continue
             key = (self._hotword_string(option), self._language(option), option.itn if self.nano else True)
             groups.setdefault(key, []).append(i)
         for (hotwords, language, itn), indices in groups.items():
@@ -248,9 +280,10 @@ class FunasrEngine:
         return hotword_argument(option.hotwords)
 
     def _language(self, option: DecodeOptions) -> str:
+        language = option.language or self.settings.language
         if self.nano:
-            return funasr_nano.language_name(option.language) or ""
-        return option.language if option.language in _SENSEVOICE_LANGUAGES else "auto"
+            return funasr_nano.language_name(language) or ""
+        return language if language in _SENSEVOICE_LANGUAGES else "auto"
 
     # --- streaming: partials in online/2pass modes, the final in online mode -------------------
     def new_stream_state(self, chunk_size: tuple[int, int, int] = (5, 10, 5)) -> StreamState:
