@@ -7,7 +7,12 @@
 2. Throughput: `--segments` finals at once through a stand-in device whose model call takes
    call_ms + item_ms per request with the GIL released (a GPU call, which a 2-core machine can
    overlap); local vs pools of 1 and 2 replicas (finals/s).
-3. With --whisper N: N real segments through the embedded Whisper base on the CPU, local vs pools
+3. Batching in the replica: the pool's own (priority queue by lane, merging queued batches of one
+   lane) against `serve.batch` (calls gathered first come first served, up to the batch size). One
+   replica of the stand-in device; front end A submits a file job of --batching-segments background
+   segments (8 batches in flight), front end B one live final every 150 ms meanwhile: B's final
+   latency and A's job throughput, both ways.
+4. With --whisper N: N real segments through the embedded Whisper base on the CPU, local vs pools
    of 1 and 2 replicas (on a machine with few cores the replicas share them: said in the output).
 
 Ray is started here on loopback and stopped at the end. Numbers are printed, never judged.
@@ -22,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,6 +36,48 @@ from inference.backend import LocalBackend  # noqa: E402
 from inference.batch_decoder import BatchDecoder  # noqa: E402
 from inference.engines.base import DecodeOptions, DecodeResult  # noqa: E402
 from inference.executor import InferenceExecutor  # noqa: E402
+from inference.ray_backend import DecodeReplica  # noqa: E402
+from inference.scheduler import JOBS  # noqa: E402
+
+
+class FifoReplica(DecodeReplica):
+    """For comparison only: the replica with Ray Serve's own batching (`serve.batch`), which
+    gathers calls first come first served, whatever their lane."""
+
+    async def decode(self, lane: int, work: list) -> object:  # type: ignore[override]
+        return await self._batched((lane, work))
+
+    async def _gathered(self, items: list) -> list:
+        loop = asyncio.get_running_loop()
+        flat = [w for _lane, work in items for w in work]
+        started = time.monotonic()
+        outcome = await loop.run_in_executor(self._thread, self.decoder.decode, flat)
+        out, at = [], 0
+        for _lane, work in items:
+            out.append(
+                replace(
+                    outcome,
+                    results=outcome.results[at : at + len(work)],
+                    states=outcome.states[at : at + len(work)],
+                    replica=self.id,
+                    queue_s=0.0,
+                    extra={"started": started},
+                )
+            )
+            at += len(work)
+        return out
+
+
+def _fifo_class(batch: int) -> type:
+    from ray import serve
+
+    class Fifo(FifoReplica):
+        # Counted in calls: in this comparison every call holds one request (a final or a file segment).
+        @serve.batch(max_batch_size=batch, batch_wait_timeout_s=0.01)
+        async def _batched(self, items: list) -> list:
+            return await self._gathered(items)
+
+    return Fifo
 
 
 class DeviceEngine:
@@ -69,7 +117,9 @@ def whisper_decoder() -> BatchDecoder:
     return BatchDecoder({"whisper": WhisperEngine(load().whisper, "cpu")}, "whisper")
 
 
-async def executor_for(factory, replicas: int, app: str, batch: int, in_flight: int) -> InferenceExecutor:
+async def executor_for(
+    factory, replicas: int, app: str, batch: int, in_flight: int, background_batch: int | None = None
+) -> InferenceExecutor:
     """replicas == 0: the local backend in this process; else a pool of that many replicas."""
     if replicas == 0:
         decoder = factory()
@@ -85,11 +135,13 @@ async def executor_for(factory, replicas: int, app: str, batch: int, in_flight: 
             num_cpus=0,
             batches_in_flight=in_flight,
             max_batch_size=batch,
-            background_batch_size=batch,
+            background_batch_size=background_batch or batch,
         )
         backend = await RayBackend.open(settings, factory)
         engine = backend.live_engine
-    executor = InferenceExecutor(engine, None, batch, 10, 64, backend=backend)
+    executor = InferenceExecutor(
+        engine, None, batch, 10, 64, backend=backend, background_batch_size=background_batch or batch
+    )
     await executor.start()
     return executor
 
@@ -141,6 +193,45 @@ async def throughput(title: str, factory, clips, batch: int, in_flight: int) -> 
         print(f"   {name:<18} {len(clips) / took:9.1f} {took:8.2f} {batches:8d}")
 
 
+def deploy_with(cls: type, app: str, factory, batch: int) -> None:
+    from ray import serve
+
+    deployment = serve.deployment(
+        name="decode", num_replicas=1, max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0}
+    )(cls)
+    serve.run(deployment.bind(factory, batch, batch), name=app, route_prefix=None)  # background merged as GPU config
+
+
+async def batching(factory, clips, batch: int) -> None:
+    print(
+        f"\n3. one replica, stand-in device, batch {batch}: front end A sends a file job of {len(clips)} "
+        "segments (8 batches in flight), front end B a live final every 150 ms meanwhile"
+    )
+    print(f"   {'replica batching':<28} {'B final p50':>11} {'p95':>7} {'max (ms)':>9} {'A job finals/s':>15}")
+    for name, cls in (("own (priority queue by lane)", DecodeReplica), ("serve.batch (FIFO)", _fifo_class(batch))):
+        deploy_with(cls, "bench-batching", factory, batch)
+        files = await executor_for(factory, 1, "bench-batching", batch, 8, background_batch=1)
+        live = await executor_for(factory, 1, "bench-batching", batch, 2, background_batch=1)
+        await live.submit_final(0, 0, clips[0], DecodeOptions())  # warm-up
+        began = time.perf_counter()
+        job = [files.submit_background(c, DecodeOptions(), source=JOBS) for c in clips]
+        finished: list[float] = []
+        job_done = asyncio.ensure_future(asyncio.gather(*job))
+        job_done.add_done_callback(lambda _, end=finished: end.append(time.perf_counter()))
+        took = []
+        for i in range(20):
+            at = time.perf_counter()
+            await live.submit_final(i, 1, clips[i], DecodeOptions())
+            took.append((time.perf_counter() - at) * 1000)
+            await asyncio.sleep(0.15)
+        await job_done
+        job_s = finished[0] - began
+        await files.close()
+        await live.close()
+        drop_app("bench-batching")
+        print(f"   {name:<28} {pct(took, 50):11.1f} {pct(took, 95):7.1f} {max(took):9.1f} {len(clips) / job_s:15.1f}")
+
+
 def np_zeros(n: int):
     import numpy as np
 
@@ -169,13 +260,14 @@ async def run(args: argparse.Namespace) -> None:
             args.batch,
             args.in_flight,
         )
+        await batching(device, clips[: args.batching_segments], args.batch)
         if args.whisper:
             from tests.speech import compose
 
             phrases = ["hello world", "good morning everyone", "please open the door", "thank you very much"]
             speech = [compose([0.2, phrases[i % len(phrases)], 0.3]).audio for i in range(args.whisper)]
             await throughput(
-                f"3. {args.whisper} finals at once, embedded Whisper base on the CPU, batch {args.batch} "
+                f"4. {args.whisper} finals at once, embedded Whisper base on the CPU, batch {args.batch} "
                 f"({os.cpu_count()} cores shared by every replica)",
                 whisper_decoder,
                 speech,
@@ -194,6 +286,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=2, help="batches in flight per front end (pool)")
     parser.add_argument("--call-ms", type=float, default=40.0, help="stand-in device: ms per model call")
     parser.add_argument("--item-ms", type=float, default=5.0, help="stand-in device: ms per request in a call")
+    parser.add_argument("--batching-segments", type=int, default=128, help="file job size for part 3")
     parser.add_argument("--whisper", type=int, default=0, help="also N real segments through Whisper base")
     asyncio.run(run(parser.parse_args()))
 
