@@ -43,13 +43,13 @@ def ray_cluster():
     shutdown()
 
 
-def pool_settings(app: str, replicas: int, in_flight: int, **more) -> object:
+def pool_settings(app: str, replicas: int, in_flight: int, max_replicas_override: int = 0, **more) -> object:
     from inference.ray_backend import PoolSettings
 
     return PoolSettings(
         app=app,
         min_replicas=replicas,
-        max_replicas=replicas,
+        max_replicas=max_replicas_override or replicas,
         num_cpus=0,
         batches_in_flight=in_flight,
         max_batch_size=4,
@@ -488,3 +488,20 @@ async def test_a_server_on_the_pool_captions_and_reports_the_pool(ray_cluster, s
     finally:
         server.stop()
         serve.delete("test-server")
+
+
+async def test_an_autoscaling_pool_deploys_within_its_bounds(ray_cluster):
+    # ray_max_replicas above ray_min_replicas: Serve's autoscaling config (checked by Serve at deploy).
+    from ray import serve
+
+    from inference.ray_backend import RayBackend
+
+    settings = pool_settings("test-autoscale", 1, 1, max_replicas_override=2)
+    backend = await RayBackend.open(settings, functools.partial(make_decoder))
+    try:
+        config = serve.status().applications["test-autoscale"].deployments["decode"]
+        assert config.status == "HEALTHY"
+        outcome = await asyncio.wait_for(backend.decode(make_work(), Lane.FINAL), BOUND_S)
+        assert outcome.results[0].text == text_of(clip(0.5))
+    finally:
+        serve.delete("test-autoscale")
