@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from streaming.chunker import SegmentChunker
-from streaming.events import Audio, PartialDue, SegmentClosed, SpeechStarted, sample_at, samples_to_ms, with_context
+from streaming.cuts import CutJoins
+from streaming.events import Audio, PartialDue, SegmentClosed, SpeechStarted, samples_to_ms, with_context
 from streaming.stabilizer import PartialStabilizer
 
 # Engine result fields a final carries: timing, and what the hallucination guards did (a decode
@@ -148,7 +149,7 @@ class CaptionPipeline:
         self._stabilizers: dict[int, PartialStabilizer] = {}
         self._closed: set[int] = set()
         self._finals: deque[_PendingFinal] = deque()  # closed segments whose final is not out, in order
-        self._cut_words_end: int | None = None  # the last final was cut for length: where its words ended
+        self._joins = CutJoins()  # finals after a cut for length wait for the one before it
 
     # --- numbering -------------------------------------------------------------------------------
     def segment_id(self, local_id: int) -> int:
@@ -217,11 +218,11 @@ class CaptionPipeline:
             requests.append(
                 DecodeRequest(Lane.STEP, event.segment_id, tail, event.speech_start, event.speech_end, flush=True)
             )
-        elif event.follows_cut:
+        elif self._joins.waits(event):
             deferred = True  # decoded once the final before the cut is known (final_request)
             requests.append(FinalDeferred(event.segment_id))
         else:
-            requests.append(self._final_request(event, None))
+            requests.append(self._final_request(event))
         self.streamed_segment = None
         self._finals.append(_PendingFinal(event, now, endpoint_s, deferred))
         return requests
@@ -229,9 +230,8 @@ class CaptionPipeline:
     def _steps(self, segment_id: int, start: int, end: int, chunks: list[Audio]) -> list[Action]:
         return [DecodeRequest(Lane.STEP, segment_id, chunk, start, end) for chunk in chunks]
 
-    @staticmethod
-    def _final_request(event: SegmentClosed, words_from: int | None) -> DecodeRequest:
-        audio, context, after = with_context(event, words_from)
+    def _final_request(self, event: SegmentClosed) -> DecodeRequest:
+        audio, context, after = self._joins.request(event)
         return DecodeRequest(Lane.FINAL, event.segment_id, audio, event.speech_start, event.speech_end, context, after)
 
     # --- results in, captions out ---------------------------------------------------------------
@@ -259,22 +259,20 @@ class CaptionPipeline:
         its words begin where those of the final before the cut ended."""
         pending = self._finals[0]
         assert pending.deferred
-        return self._final_request(pending.event, self._cut_words_end)
+        return self._final_request(pending.event)
 
     def final_cancelled(self) -> None:
         """The next final's decode was cancelled (its client left): nothing is sent or kept."""
         self._finals.popleft()
-        self._cut_words_end = None
+        self._joins.skipped()
 
     def final_decoded(self, result: DecodeOutcome | None, now: float, failure: str | None = None) -> FinalCaption:
         """The next final in segment order, from its decode `result` (None with `failure` when it failed)."""
         pending = self._finals.popleft()
         event = pending.event
-        self._cut_words_end = None
+        self._joins.decoded(event, result.words_end_ms if result is not None else None)
         text, timestamps, extra = "", None, {}
         if result is not None:
-            if event.reason == "max_length" and result.words_end_ms is not None:
-                self._cut_words_end = sample_at(event, result.words_end_ms)
             text, timestamps, extra = result.text, result.timestamps, result.extra
         stabilizer = self._stabilizers.get(event.segment_id, PartialStabilizer())
         return FinalCaption(
