@@ -112,6 +112,10 @@ async def test_online_mode_text_is_append_only(start_server, phrases):
     assert "fox" in words(appended)
 
 
+# Known rare failure (once in session 8, on a loaded machine; passed alone): "god bless everyone".
+# Resampled through 8 kHz the phrase decodes near Whisper's log-probability guard, whose fallback
+# samples at a higher temperature, so the words can differ from run to run.
+@pytest.mark.flaky(reruns=1)
 async def test_resampled_48k_and_8k_streams(shared_server, phrases):
     import soxr
 
