@@ -113,8 +113,8 @@ async def test_online_mode_text_is_append_only(start_server, phrases):
 
 
 # Known rare failure (once in session 8, on a loaded machine; passed alone): "god bless everyone".
-# Resampled through 8 kHz the phrase decodes near Whisper's log-probability guard, whose fallback
-# samples at a higher temperature, so the words can differ from run to run.
+# Likely cause (not proven): resampled through 8 kHz the phrase decodes near Whisper's
+# log-probability guard, whose fallback samples at a higher temperature, so words can vary.
 @pytest.mark.flaky(reruns=1)
 async def test_resampled_48k_and_8k_streams(shared_server, phrases):
     import soxr
