@@ -31,8 +31,6 @@ from server.subscribe import Subscriptions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRINCIPAL", "CaptionServer", "run", "serve_until_signalled"]  # PRINCIPAL: jobs' APIs read it
-
 
 class CaptionServer:
     def __init__(self, config: Config, engine=None, scorer=None, job_engines=()) -> None:
@@ -55,12 +53,12 @@ class CaptionServer:
     async def startup(self) -> None:
         from inference import loading
         from inference.executor import InferenceExecutor
-        from jobs.api import JobsApi
-        from jobs.openai_api import OpenAIApi
         from jobs.runner import JobRunner
         from jobs.storage import open_store
-        from jobs.vad_api import VadApi
         from server.cluster_figures import ClusterFigures
+        from server.jobs_api import JobsApi
+        from server.openai_api import OpenAIApi
+        from server.vad_api import VadApi
         from text.hotwords import load_hotword_file
         from text.itn import InverseNormalizer
 

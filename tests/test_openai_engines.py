@@ -1,4 +1,4 @@
-"""The OpenAI endpoint follows /api/jobs' engine rule (jobs.api.requested_engine): a name of this
+"""The OpenAI endpoint follows /api/jobs' engine rule (server.jobs_api.requested_engine): a name of this
 server's engines or their models that is not loaded is a 400 listing the loaded ones, while OpenAI's
 own names and other foreign names get the live engine; jobs.max_file_audio_s applies; a `prompt`
 that is a hotword list keeps its weights."""
@@ -75,7 +75,7 @@ async def test_a_file_longer_than_max_file_audio_s_is_refused_naming_the_setting
     ],
 )
 def test_a_prompt_that_is_a_hotword_list_keeps_its_weights(prompt, hotwords):
-    from jobs.openai_api import _prompt_hotwords
+    from server.openai_api import _prompt_hotwords
 
     assert _prompt_hotwords(prompt) == hotwords
 
@@ -83,7 +83,7 @@ def test_a_prompt_that_is_a_hotword_list_keeps_its_weights(prompt, hotwords):
 def test_one_rule_names_engines_by_name_or_by_the_model_that_decodes_files():
     from types import SimpleNamespace
 
-    from jobs.api import UnknownEngine, requested_engine
+    from server.jobs_api import UnknownEngine, requested_engine
 
     whisper = SimpleNamespace(model="whisper-base (embedded, CTranslate2)")
     funasr = SimpleNamespace(

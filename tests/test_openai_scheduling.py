@@ -48,7 +48,7 @@ def outstanding(server) -> int:
 
 
 async def test_a_long_upload_keeps_a_bounded_number_of_segments_in_flight(start_server, long_wav):
-    from jobs.openai_api import IN_FLIGHT_SEGMENTS
+    from server.openai_api import IN_FLIGHT_SEGMENTS
 
     engine = GatedEngine()
     server = start_server(engine=engine)
@@ -79,7 +79,7 @@ async def test_a_caller_that_disconnects_takes_its_queued_segments_with_it(start
 async def test_each_caller_gets_its_turn_beside_a_long_upload(start_server, long_wav, tmp_path, monkeypatch):
     # A file sent while a long one is being transcribed goes next in turn, not after every segment
     # of the long one (one first-come queue before).
-    from jobs import openai_api
+    from server import openai_api
 
     engine = GatedEngine()
     server = start_server(engine=engine)

@@ -5,7 +5,7 @@ submitted as they are cut, a few in flight at a time (never the whole file's aud
 background work with the caller's fair share (its token, or its address with auth off), and
 cancelled when the caller disconnects. `model` picks a loaded engine by its name or model (GET
 /v1/models lists them); OpenAI's own model names and other unknown names get the live engine, and an
-engine this server has not loaded is an error (one rule with /api/jobs: jobs.api.requested_engine).
+engine this server has not loaded is an error (one rule with /api/jobs: server.jobs_api.requested_engine).
 A file whose audio lasts longer than jobs.max_file_audio_s is refused, as in the batch queue."""
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from aiohttp import web
 from inference.engines.base import DecodeOptions
 from inference.scheduler import Source, fair_share_owner
 from jobs import exports
-from jobs.api import (
+from jobs.decoding import decode_in_order
+from jobs.media import MediaError, TooLong, probe
+from jobs.segmenter import file_settings, read_audio, segments
+from server.auth import ANONYMOUS
+from server.guard import PRINCIPAL
+from server.jobs_api import (
     MALFORMED_MULTIPART,
     UnknownEngine,
     UploadTooLarge,
@@ -32,11 +37,6 @@ from jobs.api import (
     save_part,
     upload_name,
 )
-from jobs.decoding import decode_in_order
-from jobs.media import MediaError, TooLong, probe
-from jobs.segmenter import file_settings, read_audio, segments
-from server.app import PRINCIPAL
-from server.auth import ANONYMOUS
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
 from streaming.events import Audio, SegmentClosed, samples_to_ms
 from text.hotwords import DEFAULT_WEIGHT
@@ -122,7 +122,7 @@ class OpenAIApi:
     def _engine(self, model: str) -> str | None:
         """A loaded engine named by `model`; None (the live engine) for OpenAI's names and others.
         One of this server's engine or model names that is not loaded is an error, not a silent
-        substitute (jobs.api.requested_engine: the rule /api/jobs follows too)."""
+        substitute (server.jobs_api.requested_engine: the rule /api/jobs follows too)."""
         executor = self.ctx.executor
         try:
             return requested_engine(executor, model, foreign_names=True)

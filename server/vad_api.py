@@ -18,9 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from jobs import exports
-from jobs.api import MALFORMED_MULTIPART, UploadTooLarge, save_part, upload_name
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
+from server.jobs_api import MALFORMED_MULTIPART, UploadTooLarge, save_part, upload_name
 from server.pages import file_response
 from streaming.events import SAMPLE_RATE
 

@@ -1,4 +1,4 @@
-"""HTTP API for batch jobs, history and exports (aiohttp handlers; the work is in runner/store).
+"""HTTP API for batch jobs, history and exports (aiohttp handlers; the work is in jobs.runner and jobs.store).
 
 Jobs, their files and live sessions' history belong to the token that made them (its principal
 name, never the token): other tokens get 404 for them and never see them listed or found; admin
