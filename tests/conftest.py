@@ -10,10 +10,18 @@ from server import config as config_module
 from tests.server_thread import ServerThread
 from tests.speech import tools_available
 
+# Fixtures that make a test end to end: the real model (and every server built on it), a real
+# database, a server process, a browser. A test that uses one, directly or through another fixture,
+# is marked `slow`; `pytest -m "not slow"` is then the quick loop over the policy tests (CI runs all).
+END_TO_END_FIXTURES = {"whisper_engine", "postgres", "server_process", "playwright", "browser"}
+
 
 def pytest_collection_modifyitems(config, items):
     if not tools_available():
         raise pytest.UsageError("tests need espeak-ng and sox on PATH (./install.sh installs them)")
+    for item in items:
+        if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
