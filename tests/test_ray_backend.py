@@ -288,10 +288,14 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
     live = await executor_on("ray", one_replica, in_flight=2)
     before = len(await model_calls(live))
     try:
+        # Each file segment's model call takes 1.5 s: the final below reaches the replica while the
+        # first is in the model and the second waits, even when the machine slows the Ray hop.
         segments = [
-            files.submit_background(clip(1 + i / 100, head=0.4), DecodeOptions(), source=JOBS) for i in range(5)
+            files.submit_background(clip(1 + i / 100, head=1.5), DecodeOptions(), source=JOBS) for i in range(5)
         ]
-        await asyncio.sleep(0.6)  # the first segment is decoded, the second is in the model, the third queued
+        deadline = time.monotonic() + BOUND_S
+        while len(await model_calls(live)) == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # until the first segment is in the model
         arrived = time.time()
         final_clip = clip(2.5)
         final = await asyncio.wait_for(live.submit_final(1, 0, final_clip, DecodeOptions()), BOUND_S)
