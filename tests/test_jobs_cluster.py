@@ -21,34 +21,48 @@ from tests.test_lifecycle import ServerProcess
 from tests.wsclient import final_words, transcribe, until, words
 
 
-async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_it_once(tmp_path, postgres_url):
+def write_talk(tmp_path, repeats: int):
+    """PHRASES said `repeats` times with pauses: a file long enough to be cut off mid-way."""
     parts: list = [0.3]
-    for phrase in PHRASES * 3:
+    for phrase in PHRASES * repeats:
         parts += [phrase, 0.7]
-    talk = write_wav(tmp_path / "talk.wav", compose(parts).audio)
+    return write_wav(tmp_path / "talk.wav", compose(parts).audio)
+
+
+async def submit_file(port: int, path) -> str:
+    form = aiohttp.FormData()
+    form.add_field("file", path.read_bytes(), filename=path.name)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{port}/api/jobs", data=form) as response:
+            assert response.status == 201
+            return (await response.json())["job_id"]
+
+
+def lease_holder(postgres_url: str, file_id: int, front_ends: list[ServerProcess]) -> ServerProcess:
+    """The front end transcribing the file (its lease names the process)."""
+    with psycopg.connect(postgres_url) as db:
+        (holder,) = db.execute("SELECT lease_owner FROM files WHERE id = %s", (file_id,)).fetchone()
+    pids = [server.proc.pid for server in front_ends]
+    return front_ends[pids.index(int(holder.split(":")[1]))]
+
+
+async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_it_once(tmp_path, postgres_url):
+    talk = write_talk(tmp_path, 3)
     settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
     # Same tmp_path: the same upload folder (the shared volume) and the same settings for both.
     front_ends = [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
     try:
-        form = aiohttp.FormData()
-        form.add_field("file", talk.read_bytes(), filename=talk.name)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{front_ends[0].port}/api/jobs", data=form) as response:
-                assert response.status == 201
-                job_id = (await response.json())["job_id"]
+        job_id = await submit_file(front_ends[0].port, talk)
         for _ in range(600):  # some segments committed, the file far from done
             job = await status_of(f"http://127.0.0.1:{front_ends[1].port}", job_id)  # any front end answers
             if sum(f["segments"] for f in job["files"]) >= 3:
                 break
             await asyncio.sleep(0.1)
         (file,) = job["files"]
-        with psycopg.connect(postgres_url) as db:
-            (holder,) = db.execute("SELECT lease_owner FROM files WHERE id = %s", (file["id"],)).fetchone()
-        pids = [server.proc.pid for server in front_ends]
-        dead = pids.index(int(holder.split(":")[1]))  # whichever front end took it
-        front_ends[dead].proc.send_signal(signal.SIGKILL)
-        front_ends[dead].proc.wait(30)
-        survivor = front_ends[1 - dead]
+        dead = lease_holder(postgres_url, file["id"], front_ends)  # whichever front end took it
+        dead.proc.send_signal(signal.SIGKILL)
+        dead.proc.wait(30)
+        survivor = front_ends[1 - front_ends.index(dead)]
         assert file["segments"] < 3 * len(PHRASES)  # cut off mid-way
         for _ in range(1800):
             job = await status_of(f"http://127.0.0.1:{survivor.port}", job_id)
@@ -78,45 +92,30 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
     (tmp_path / "single").mkdir()
     single = ServerProcess(tmp_path / "single")
     try:
-        form = aiohttp.FormData()
-        form.add_field("file", talk.read_bytes(), filename=talk.name)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{single.port}/api/jobs", data=form) as response:
-                assert response.status == 201
-                single_job = await wait_done(f"http://127.0.0.1:{single.port}", (await response.json())["job_id"])
-            (single_file,) = single_job["files"]
-            url = f"http://127.0.0.1:{single.port}/api/files/{single_file['id']}/export.srt"
-            async with session.get(url) as response:
-                single_export = await response.text()
+        single_job = await wait_done(f"http://127.0.0.1:{single.port}", await submit_file(single.port, talk))
+        (single_file,) = single_job["files"]
+        url = f"http://127.0.0.1:{single.port}/api/files/{single_file['id']}/export.srt"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            single_export = await response.text()
     finally:
         single.kill()
     assert exported == single_export
 
 
 async def test_a_job_cancelled_through_one_front_end_stops_on_the_one_transcribing_it(tmp_path, postgres_url):
-    parts: list = [0.3]
-    for phrase in PHRASES * 4:
-        parts += [phrase, 0.7]
-    talk = write_wav(tmp_path / "talk.wav", compose(parts).audio)
+    talk = write_talk(tmp_path, 4)
     settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
     front_ends = [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
     try:
-        form = aiohttp.FormData()
-        form.add_field("file", talk.read_bytes(), filename=talk.name)
+        job_id = await submit_file(front_ends[0].port, talk)
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{front_ends[0].port}/api/jobs", data=form) as response:
-                assert response.status == 201
-                job_id = (await response.json())["job_id"]
             for _ in range(600):  # under way, far from done
                 job = await status_of(f"http://127.0.0.1:{front_ends[0].port}", job_id)
                 if job["files"][0]["segments"] >= 2:
                     break
                 await asyncio.sleep(0.1)
             (file,) = job["files"]
-            with psycopg.connect(postgres_url) as db:
-                (holder,) = db.execute("SELECT lease_owner FROM files WHERE id = %s", (file["id"],)).fetchone()
-            pids = [server.proc.pid for server in front_ends]
-            transcribing = front_ends[pids.index(int(holder.split(":")[1]))]
+            transcribing = lease_holder(postgres_url, file["id"], front_ends)
             other = front_ends[1 - front_ends.index(transcribing)]
             async with session.post(f"http://127.0.0.1:{other.port}/api/jobs/{job_id}/cancel") as response:
                 assert response.status == 200, await response.text()
