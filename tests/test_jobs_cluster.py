@@ -38,6 +38,23 @@ async def submit_file(port: int, path) -> str:
             return (await response.json())["job_id"]
 
 
+def two_front_ends(tmp_path, postgres_url: str) -> list[ServerProcess]:
+    """Two run_server.py processes on one PostgreSQL. Same tmp_path: the same upload folder (the
+    shared volume) and the same settings for both."""
+    settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
+    return [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
+
+
+async def segments_committed(port: int, job_id: str, at_least: int) -> dict:
+    """The job, once `at_least` of its segments are committed (any front end answers)."""
+    for _ in range(600):
+        job = await status_of(f"http://127.0.0.1:{port}", job_id)
+        if sum(f["segments"] for f in job["files"]) >= at_least:
+            break
+        await asyncio.sleep(0.1)
+    return job
+
+
 def lease_holder(postgres_url: str, file_id: int, front_ends: list[ServerProcess]) -> ServerProcess:
     """The front end transcribing the file (its lease names the process)."""
     with psycopg.connect(postgres_url) as db:
@@ -48,16 +65,10 @@ def lease_holder(postgres_url: str, file_id: int, front_ends: list[ServerProcess
 
 async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_it_once(tmp_path, postgres_url):
     talk = write_talk(tmp_path, 3)
-    settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
-    # Same tmp_path: the same upload folder (the shared volume) and the same settings for both.
-    front_ends = [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
+    front_ends = two_front_ends(tmp_path, postgres_url)
     try:
         job_id = await submit_file(front_ends[0].port, talk)
-        for _ in range(600):  # some segments committed, the file far from done
-            job = await status_of(f"http://127.0.0.1:{front_ends[1].port}", job_id)  # any front end answers
-            if sum(f["segments"] for f in job["files"]) >= 3:
-                break
-            await asyncio.sleep(0.1)
+        job = await segments_committed(front_ends[1].port, job_id, 3)  # the file far from done
         (file,) = job["files"]
         dead = lease_holder(postgres_url, file["id"], front_ends)  # whichever front end took it
         dead.proc.send_signal(signal.SIGKILL)
@@ -104,16 +115,11 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
 
 async def test_a_job_cancelled_through_one_front_end_stops_on_the_one_transcribing_it(tmp_path, postgres_url):
     talk = write_talk(tmp_path, 4)
-    settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
-    front_ends = [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
+    front_ends = two_front_ends(tmp_path, postgres_url)
     try:
         job_id = await submit_file(front_ends[0].port, talk)
+        job = await segments_committed(front_ends[0].port, job_id, 2)  # under way, far from done
         async with aiohttp.ClientSession() as session:
-            for _ in range(600):  # under way, far from done
-                job = await status_of(f"http://127.0.0.1:{front_ends[0].port}", job_id)
-                if job["files"][0]["segments"] >= 2:
-                    break
-                await asyncio.sleep(0.1)
             (file,) = job["files"]
             transcribing = lease_holder(postgres_url, file["id"], front_ends)
             other = front_ends[1 - front_ends.index(transcribing)]
