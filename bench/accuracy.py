@@ -150,7 +150,8 @@ def analyse(replies: list[tuple[float, dict]], ref: list[str], word_ends: list[f
             shown_lat.append(first_seen[j] - word_ends[i])
             final_lat.append(final_time[j] - word_ends[i])
     repeats = sum(collapse_repeats(r["final_text"])[1] > 0 for _, r in finals)
-    return hyp, lost, doubled, repeats, shown_lat, final_lat, len(joins)
+    timing = [r for _, r in finals if r.get("final_text")]
+    return hyp, lost, doubled, repeats, shown_lat, final_lat, len(joins), timing
 
 
 def whole_file(engine, audio: np.ndarray):
@@ -201,7 +202,7 @@ def main() -> None:
             ceilings[clip.name] = whole_file(engine, clip.audio)
         for streams in args.streams:
             print(header)
-            totals = {"shown": [], "final": []}
+            totals: dict[str, list] = {"shown": [], "final": [], "timing": []}
             for clip in corpus:
                 ceiling, ends = ceilings[clip.name]
                 ref = normalise(clip.reference) if clip.reference else ceiling
@@ -213,6 +214,7 @@ def main() -> None:
                 final = [x for o in outs for x in o[5]]
                 totals["shown"] += shown
                 totals["final"] += final
+                totals["timing"] += [r for o in outs for r in o[7]]
                 print(
                     f"{clip.name[:38]:38} {streams:>3} | {live:8.3f} {wer(ref, ceiling):7.3f} | "
                     f"{sum(o[6] for o in outs):>4} {sum(o[1] for o in outs):>4} {sum(o[2] for o in outs):>3} "
@@ -224,9 +226,26 @@ def main() -> None:
                 elif streams == args.streams[0]:
                     print(f"    live: {' '.join(outs[0][0])[:300]}")
             shown, final = p50(totals["shown"]), p50(totals["final"])
-            print(f"{'all clips':38} {streams:>3} | per-word latency p50: first shown {shown} s, in final {final} s\n")
+            print(f"{'all clips':38} {streams:>3} | per-word latency p50: first shown {shown} s, in final {final} s")
+            print(f"{'':38} {streams:>3} | {_final_breakdown(totals['timing'])}\n")
     finally:
         server.stop()
+
+
+def _final_breakdown(finals: list[dict]) -> str:
+    """Where a final's time goes (the server's own fields, p50 over the finals with text): last
+    speech heard -> segment closed, waiting for the model, the model call, closed -> final sent."""
+
+    def median_ms(key: str) -> str:
+        values = [r[key] for r in finals if r.get(key) is not None]
+        return f"{statistics.median(values):.0f}" if values else "-"
+
+    fallbacks = sum(1 for r in finals if r.get("temperature"))
+    return (
+        f"finals p50 (ms): endpoint {median_ms('endpoint_ms')}, queue {median_ms('queue_ms')}, "
+        f"decode {median_ms('decode_ms')}, closed->final {median_ms('final_ms')}; "
+        f"{fallbacks}/{len(finals)} decoded again at a higher temperature"
+    )
 
 
 def _ends_for(ref: list[str], ceiling: list[str], ends: list[float]) -> list[float]:
