@@ -33,15 +33,14 @@ async def read_audio(
 
 def file_settings(config, max_segment_s: float | None = None, engine: str | None = None) -> SessionSettings:
     """The server's endpointing settings, without partials; a job may shorten the segment limit.
-    `engine`: the name of the engine that decodes the segments; with Whisper, a cut for length
-    joins as in live streams (whisper.context_s before the segment after it, cut_lookahead_s
-    after the cut: see streaming.cuts). Other segments get no context: decoded with 3 s of it,
+    `engine`: the name of the engine that decodes the segments; a cut for length joins as in live
+    streams (the engine's context before the segment after it, its look-ahead after the cut: see
+    Config.cut_joins and streaming.cuts). Other segments get no context: decoded with 3 s of it,
     "we will answer them at the end" came back "we will answer very much the end" in
     tests/test_jobs_resume.py. None: segments only, not decoded (VAD intervals)."""
-    ep, audio, whisper = config.endpointing, config.audio, config.whisper
+    ep, audio = config.endpointing, config.audio
     max_segment = min(max_segment_s or ep.max_segment_s, ep.max_segment_s)
-    context_s = whisper.context_s if engine == "whisper" else 0.0
-    lookahead_s = whisper.cut_lookahead_s if engine == "whisper" else 0.0
+    context_s, lookahead_s = config.cut_joins(engine)
     # The open segment, its pre-roll, context and a cut's look-ahead stay buffered while one more
     # READ_CHUNK_S arrives (config checks the ring buffer only for the live engine's context).
     needed_s = max_segment + audio.preroll_ms / 1000 + context_s + lookahead_s + READ_CHUNK_S + 1

@@ -106,6 +106,8 @@ class FunasrConfig:
     decoder_chunk_look_back: int
     fp16: bool
     language: str
+    cut_context_s: float
+    cut_lookahead_s: float
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,16 @@ class Config:
     auth: AuthConfig
     jobs: JobsConfig
     cluster: ClusterConfig
+
+    def cut_joins(self, engine: str | None) -> tuple[float, float]:
+        """(context_s, cut_lookahead_s) for segments decoded by `engine` (None: not decoded) at a
+        cut for length: the audio before the segment after a cut, and after the cut segment (see
+        streaming.cuts). Whisper also gives its context to every short segment of a live stream."""
+        if engine == "whisper":
+            return self.whisper.context_s, self.whisper.cut_lookahead_s
+        if engine == "funasr":
+            return self.funasr.cut_context_s, self.funasr.cut_lookahead_s
+        return 0.0, 0.0
 
 
 _SECTIONS = {
@@ -258,6 +270,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "cut_lookahead_s"): (0, 5),
     ("whisper", "context_max_segment_s"): (0, 60),
     ("funasr", "encoder_chunk_look_back"): (0, 64),
+    ("funasr", "cut_context_s"): (0, 10),
+    ("funasr", "cut_lookahead_s"): (0, 5),
     ("funasr", "decoder_chunk_look_back"): (0, 64),
 }
 
@@ -344,11 +358,11 @@ def _check_cross_field(config: Config) -> None:
             ipaddress.ip_address(proxy)
         except ValueError:
             raise ConfigError(f"auth.trusted_proxies must list IP addresses, got {proxy[:60]!r}") from None
-    context_s = config.whisper.context_s if config.inference.engine == "whisper" else 0.0
+    context_s, _ = config.cut_joins(config.inference.engine)
     needed = config.endpointing.max_segment_s + config.audio.preroll_ms / 1000 + context_s + 1
     if config.audio.ring_buffer_s < needed:
         raise ConfigError(
-            f"audio.ring_buffer_s must be at least max_segment_s + preroll + whisper.context_s + 1 s "
+            f"audio.ring_buffer_s must be at least max_segment_s + preroll + the engine's context_s + 1 s "
             f"({needed:g}), got {config.audio.ring_buffer_s:g}"
         )
     tls = (config.server.tls_cert_file, config.server.tls_key_file)

@@ -404,7 +404,7 @@ class Connection:
         streaming = self.ctx.executor.streaming and start.mode != "offline" and not start.is_container
         if start.is_container:
             start = dataclasses.replace(start, audio_fs=SAMPLE_RATE, partial_interval_ms=0)
-        settings = session_settings(self.ctx.config, start, streaming)
+        settings = session_settings(self.ctx.config, start, self.ctx.executor.engine.name, streaming)
         return StreamSession(settings, self.ctx.executor.scorer.new_state), streaming
 
     def _treat_as_file(self, stream: Stream) -> None:

@@ -12,13 +12,15 @@ def chunk_ms(start: protocol.StartStream) -> int:
     return max(1, start.chunk_size[1]) * 60
 
 
-def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = False) -> SessionSettings:
-    """Server config plus the client's per-stream overrides. A streaming engine is fed one chunk per tick."""
+def session_settings(ctx_config, start: protocol.StartStream, engine: str, streaming: bool = False) -> SessionSettings:
+    """Server config plus the client's per-stream overrides, for segments decoded by `engine` (the
+    live engine's name). A streaming engine is fed one chunk per tick."""
     ep, audio, inf, whisper = ctx_config.endpointing, ctx_config.audio, ctx_config.inference, ctx_config.whisper
     max_segment_s = start.max_segment_s if start.max_segment_s is not None else ep.max_segment_s
     partial_ms = inf.partial_interval_ms if start.partial_interval_ms is None else start.partial_interval_ms
     if streaming and partial_ms != 0:
         partial_ms = chunk_ms(start)
+    context_s, lookahead_s = ctx_config.cut_joins(engine)
     return SessionSettings(
         sample_rate_hz=start.audio_fs,
         endpoint=EndpointSettings(
@@ -33,7 +35,8 @@ def session_settings(ctx_config, start: protocol.StartStream, streaming: bool = 
         webrtc_aggressiveness=ep.webrtc_aggressiveness,
         fsmn_speech_threshold=ep.fsmn_speech_threshold,
         ring_buffer_s=audio.ring_buffer_s,
-        context_s=whisper.context_s if ctx_config.inference.engine == "whisper" else 0.0,
-        cut_lookahead_s=whisper.cut_lookahead_s if ctx_config.inference.engine == "whisper" else 0.0,
+        context_s=context_s,
+        cut_lookahead_s=lookahead_s,
         context_max_segment_s=whisper.context_max_segment_s,
+        context_only_after_cuts=engine != "whisper",  # Whisper: every short segment (issue 14's measurements)
     )

@@ -282,7 +282,7 @@ class CaptionPipeline:
             text=text,
             append_text=stabilizer.final_delta(text),
             end_reason=event.reason,
-            timestamps=_shift(timestamps, self.ms(event.start)),
+            timestamps=_shift(timestamps, self.ms(event.start - len(event.context))),  # (the audio decoded began there)
             final_ms=round((now - pending.closed_at) * 1000),
             endpoint_ms=None if pending.endpoint_s is None else round(pending.endpoint_s * 1000),
             error=None if failure is None else f"decoding failed: {failure}",
@@ -291,7 +291,8 @@ class CaptionPipeline:
 
 
 def _shift(timestamps: tuple[tuple[int, int], ...] | None, offset_ms: int) -> tuple[tuple[int, int], ...] | None:
-    # Engines time tokens from the segment audio's start; clients want session time.
+    # Engines time tokens from the start of the audio decoded (the segment's context first, when it
+    # has one: with_context); clients want session time.
     if not timestamps:
         return None
     return tuple((a + offset_ms, b + offset_ms) for a, b in timestamps)

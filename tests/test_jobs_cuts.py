@@ -131,11 +131,12 @@ async def test_pieces_without_vad_carry_the_audio_around_their_cuts(chunk_s):
 
 def test_file_segments_get_context_only_after_a_cut(scorer):
     # Context for every short segment changed words in files ("we will answer them at the end" came
-    # back "we will answer very much the end"): files give it where a cut needs it, and only to
-    # Whisper (the engines that cannot use it are handed the segment alone).
+    # back "we will answer very much the end"): files give it where a cut needs it, with each
+    # engine's settings (Config.cut_joins; an engine that cannot join is handed the segment alone).
     script = compose([1.0, "hello world", 0.6, "the quick brown fox jumps over the lazy dog and runs away", 0.6])
     config = make_config()
-    for engine, context in (("whisper", config.whisper.context_s), ("funasr", 0.0)):
+    for engine in ("whisper", "funasr", "instant"):
+        context, lookahead = config.cut_joins(engine)
         session = StreamSession(file_settings(config, 2.5, engine), scorer.new_state)
         events = session.feed(to_pcm16(script.audio), scorer) + session.finish()
         found = [e for e in events if isinstance(e, SegmentClosed)]
@@ -143,8 +144,9 @@ def test_file_segments_get_context_only_after_a_cut(scorer):
         assert any(e.follows_cut for e in found) and any(e.reason == "max_length" for e in found)
         for event in found:
             available = min(int(context * RATE), event.start)
-            assert len(event.context) == (available if event.follows_cut else 0), event
-            assert len(event.after) == (0 if event.reason != "max_length" or not context else RATE)
+            assert len(event.context) == (available if event.follows_cut else 0), (engine, event)
+            assert len(event.after) == (int(lookahead * RATE) if event.reason == "max_length" else 0), (engine, event)
+    assert config.cut_joins("instant") == (0.0, 0.0) and config.cut_joins("funasr")[1] > 0
 
 
 # --- the real model ------------------------------------------------------------------------------

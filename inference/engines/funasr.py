@@ -7,6 +7,7 @@ download), so a missing model stops startup with one clear message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -32,6 +33,7 @@ _CJK_GAP = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef]) +(?=[\u3000-\u9fff\uff
 # speech). A script counts from this many tokens on, so a few stray ones decide nothing.
 MIN_SCRIPT_TOKENS = 100
 MIN_AUDIO_SAMPLES = 2400  # 150 ms: shorter clips crash Paraformer's frontend ("n must be > 0") and hold no word
+SAMPLES_PER_MS = 16
 
 
 @dataclass
@@ -186,8 +188,13 @@ class FunasrEngine:
 
     # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
     def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
-        # no use for context: only the segment itself is decoded
-        audios = [a[o.context_samples : len(a) - o.after_samples] for a, o in zip(audios, options)]
+        # Audio around a cut for length (context before, look-ahead after: streaming.cuts) is decoded
+        # with the segment by Paraformer, which times each character, and only the characters whose
+        # middle lies in the segment are kept. SenseVoice and Fun-ASR-Nano decode the segment alone.
+        spans: list[tuple[int, int] | None] = [None] * len(audios)
+        if not (self.sensevoice or self.nano):
+            spans = [_span_ms(a, o) if o.context_samples or o.after_samples else None for a, o in zip(audios, options)]
+        audios = [a if span else _segment_only(a, o) for a, o, span in zip(audios, options, spans)]
         results: list[DecodeResult | None] = [None] * len(audios)
         # One model call per hotword list / language (/ ITN for Fun-ASR-Nano, whose prompt says it):
         # SeACo takes one hotword string per call.
@@ -211,7 +218,14 @@ class FunasrEngine:
             else:
                 out = self._generate_offline(batch, hotwords, language)
             for i, item in zip(audible, out):
-                results[i] = self._offline_result(item, options[i])
+                results[i] = self._offline_result(item, options[i], spans[i])
+        # A decode whose text and timestamps did not pair up: the segment alone, as without a join.
+        unjoined = [i for i, result in enumerate(results) if result is None]
+        if unjoined:
+            alone = [dataclasses.replace(options[i], context_samples=0, after_samples=0) for i in unjoined]
+            again = self.decode([_segment_only(audios[i], options[i]) for i in unjoined], alone)
+            for i, result in zip(unjoined, again):
+                results[i] = _shifted(result, options[i].context_samples // SAMPLES_PER_MS)
         return results  # type: ignore[return-value]
 
     def _generate_nano(self, batch: list[np.ndarray], hotwords: str, language: str, itn: bool) -> list[dict]:
@@ -248,7 +262,17 @@ class FunasrEngine:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def _offline_result(self, item: dict, option: DecodeOptions) -> DecodeResult:
+    def _offline_result(
+        self, item: dict, option: DecodeOptions, span: tuple[int, int] | None = None
+    ) -> DecodeResult | None:
+        """The caption of one model answer; with `span` (ms of the audio the segment covers), only
+        its characters (None: the text does not pair with the timestamps, it cannot be cut)."""
+        words_end_ms = None
+        if span is not None:
+            kept = _within(item, span)
+            if kept is None:
+                return None
+            item, words_end_ms = kept
         text = _clean(funasr_nano.text_of(item) if self.nano else item.get("text", ""))
         extra: dict[str, Any] = {}
         if self.sensevoice:
@@ -263,7 +287,10 @@ class FunasrEngine:
             text = self.punctuate(text)
         stamps = item.get("timestamp")
         timestamps = tuple((int(a), int(b)) for a, b in stamps) if stamps is not None and len(stamps) else None
-        return DecodeResult(text=text, timestamps=timestamps, extra=extra)
+        result = DecodeResult(text=text, timestamps=timestamps, extra=extra, words_end_ms=words_end_ms)
+        # Timestamps count from the start of the audio given (context included); a segment decoded
+        # alone starts context_samples into it.
+        return result if span is not None else _shifted(result, option.context_samples // SAMPLES_PER_MS)
 
     def punctuate(self, text: str) -> str:
         if self._punc is None or not text.strip():
@@ -318,3 +345,31 @@ class FunasrEngine:
         if self._cpu is None:
             self._cpu = self if self.device == "cpu" else FunasrEngine(self.settings, "cpu")
         return self._cpu
+
+
+def _span_ms(audio: np.ndarray, option: DecodeOptions) -> tuple[int, int]:
+    """Where the segment lies in a request's audio (ms), between its context and look-ahead."""
+    return option.context_samples // SAMPLES_PER_MS, (len(audio) - option.after_samples) // SAMPLES_PER_MS
+
+
+def _segment_only(audio: np.ndarray, option: DecodeOptions) -> np.ndarray:
+    return audio[option.context_samples : len(audio) - option.after_samples]
+
+
+def _within(item: dict, span: tuple[int, int]) -> tuple[dict, int | None] | None:
+    """The model answer cut to the characters (words, for English) whose middle lies in `span`, and
+    where the last of them ends (ms); None when its text and timestamps do not pair one to one.
+    Both sides of a cut apply the same rule, so the character the cut went through is kept once."""
+    tokens, stamps = str(item.get("text", "")).split(), item.get("timestamp")
+    if stamps is None or len(stamps) != len(tokens):
+        return None
+    kept = [(token, (int(a), int(b))) for token, (a, b) in zip(tokens, stamps) if span[0] <= (a + b) / 2 < span[1]]
+    cut = {**item, "text": " ".join(t for t, _ in kept), "timestamp": [list(ab) for _, ab in kept]}
+    return cut, kept[-1][1][1] if kept else None
+
+
+def _shifted(result: DecodeResult, offset_ms: int) -> DecodeResult:
+    if not offset_ms or not result.timestamps:
+        return result
+    timestamps = tuple((a + offset_ms, b + offset_ms) for a, b in result.timestamps)
+    return dataclasses.replace(result, timestamps=timestamps)
