@@ -23,12 +23,14 @@ async def decode_in_order(
     options: DecodeOptions,
     in_flight: int,
     drain_on: tuple[type[BaseException], ...] = (),
+    joins: CutJoins | None = None,
 ) -> AsyncGenerator[tuple[SegmentClosed, DecodeResult], None]:
     """(segment, result) for each of `events`, in order, with at most `in_flight` segments submitted
     and not yet yielded. When `events` raises one of `drain_on` (damaged media), the segments
     already read are still decoded and yielded, then the error is raised. Decodes nobody waits for
-    any more (the consumer stopped, or a decode failed) are cancelled."""
-    joins = CutJoins()
+    any more (the consumer stopped, or a decode failed) are cancelled. `joins`: the state of a
+    file resumed right after a cut (see resumed_at_cut); None: a fresh start."""
+    joins = joins or CutJoins()
     pending: deque[tuple[SegmentClosed, asyncio.Future[DecodeResult] | None]] = deque()
 
     def send(event: SegmentClosed) -> asyncio.Future[DecodeResult]:
@@ -68,3 +70,16 @@ async def decode_in_order(
         for _, future in pending:
             if future is not None:
                 future.cancel()
+
+
+async def resumed_at_cut(events: AsyncIterable[SegmentClosed], context: Audio) -> AsyncGenerator[SegmentClosed, None]:
+    """`events` of a file resumed where its last committed segment was cut for length: the first
+    segment, when it begins right there, follows that cut, with `context` (the file's audio just
+    before), so it is decoded as if the file had never been interrupted (CutJoins seeded with where
+    that segment's words ended)."""
+    first = True
+    async for event in events:
+        if first and event.start == 0:
+            event = dataclasses.replace(event, follows_cut=True, context=context)
+        first = False
+        yield event

@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from jobs import queries as q
-from jobs.queries import FILE_COLUMNS, LIVE
+from jobs.queries import FILE_ROW_COLUMNS, LIVE
 from jobs.storage import LeaseLost
 from jobs.store import SEARCH_TIMEOUT_S, FileRow, KeyConflict, SearchTimeout, StoreError, as_file_row, pending_counts
 
@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS files (
     lease_owner TEXT,                      -- the front end transcribing it (instance id) ...
     lease_expires TIMESTAMPTZ              -- ... until then (database clock), renewed while it runs
 );
+ALTER TABLE files ADD COLUMN IF NOT EXISTS cut_words_end_ms BIGINT;  -- (FileRow; after the first release)
 CREATE TABLE IF NOT EXISTS segments (
     file_id BIGINT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -250,7 +251,7 @@ class PostgresStore:
                 f"  WHERE f.status IN {LIVE} AND j.status IN {LIVE} AND NOT (f.id = ANY(%(skip)s::bigint[])) "
                 f"  AND (f.lease_owner IS NULL OR f.lease_owner = %(me)s OR f.lease_expires < now()) "
                 f"  ORDER BY j.created, f.id LIMIT 1 FOR UPDATE OF f SKIP LOCKED) "
-                f"RETURNING {FILE_COLUMNS}",
+                f"RETURNING {FILE_ROW_COLUMNS}",
                 {"me": self.instance, "lease": self.lease_s, "skip": list(skip)},
             )
             row = cur.fetchone()
@@ -283,14 +284,23 @@ class PostgresStore:
                 raise LeaseLost(f"file {file_id} is not held by {self.instance}")
             cur.execute(pg(q.JOB_STARTED), (time.time(), file_id))
 
-    def commit_segment(self, file_id: int, seq: int, start_ms: int, end_ms: int, text: str, done_s: float) -> None:
-        """One decoded segment and the file's new resume point, atomically, only as the file's next
-        segment and while this front end holds it; LeaseLost (nothing written) otherwise."""
+    def commit_segment(
+        self,
+        file_id: int,
+        seq: int,
+        start_ms: int,
+        end_ms: int,
+        text: str,
+        done_s: float,
+        cut_words_end_ms: int | None = None,
+    ) -> None:
+        """As Store.commit_segment, only as the file's next segment and while this front end holds it;
+        LeaseLost (nothing written) otherwise."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE files SET next_seq = %s, done_s = %s "
+                "UPDATE files SET next_seq = %s, done_s = %s, cut_words_end_ms = %s "
                 f"WHERE id = %s AND next_seq = %s AND lease_owner = %s AND status IN {LIVE}",
-                (seq + 1, done_s, file_id, seq, self.instance),
+                (seq + 1, done_s, cut_words_end_ms, file_id, seq, self.instance),
             )
             if cur.rowcount != 1:
                 raise LeaseLost(f"file {file_id} segment {seq}: not held by {self.instance}")

@@ -6,6 +6,9 @@ and PostgreSQL's leases. `CAST(? AS TEXT) IS NULL`: PostgreSQL must know a param
 LIVE = "('queued', 'running')"  # statuses of a job or file still to transcribe
 FILE_COLUMNS = "f.id, f.job_id, f.name, f.path, f.sha256, f.status, f.duration_s, f.done_s, f.next_seq, f.error, " \
                "f.engine, f.model"  # fmt: skip
+# A file as the runner reads it: also where a segment cut for length, if the last committed one was,
+# had its words end (not shown in job listings).
+FILE_ROW_COLUMNS = f"{FILE_COLUMNS}, f.cut_words_end_ms"
 
 INSERT_FILE = "INSERT INTO files (job_id, name, path, sha256, status) VALUES (?, ?, ?, ?, 'queued')"
 JOB_FILES = (
@@ -14,7 +17,7 @@ JOB_FILES = (
 )
 JOB_IDS = "SELECT id FROM jobs WHERE CAST(? AS TEXT) IS NULL OR owner = ? ORDER BY created DESC LIMIT ?"
 PENDING_FILES = (
-    f"SELECT {FILE_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
+    f"SELECT {FILE_ROW_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
     f"WHERE f.status IN {LIVE} AND j.status IN {LIVE} ORDER BY j.created, f.id"
 )
 # What /healthz and /metrics report as queued work: counts only (the partial index files_pending on
@@ -24,7 +27,7 @@ PENDING_COUNTS = (
     f"WHERE f.status IN {LIVE} AND j.status IN {LIVE} GROUP BY f.status"
 )
 FILE = (
-    f"SELECT {FILE_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
+    f"SELECT {FILE_ROW_COLUMNS} FROM files f JOIN jobs j ON j.id = f.job_id "
     "WHERE f.id = ? AND (CAST(? AS TEXT) IS NULL OR j.owner = ?)"
 )
 JOB_STARTED = (

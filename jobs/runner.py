@@ -22,12 +22,13 @@ from typing import Any
 
 from inference.engines.base import DecodeOptions
 from inference.scheduler import JOBS, Source, fair_share_owner
-from jobs.decoding import decode_in_order
+from jobs.decoding import decode_in_order, resumed_at_cut
 from jobs.media import MediaError, TooLong, probe
-from jobs.segmenter import file_settings, fixed_segments, read_audio, segments
+from jobs.segmenter import audio_before, file_settings, fixed_segments, read_audio, segments
 from jobs.storage import DATABASE_ERRORS, JobStore, LeaseLost
 from jobs.store import FileRow
-from streaming.events import SAMPLE_RATE, Audio, SegmentClosed, samples_to_ms
+from streaming.cuts import CutJoins
+from streaming.events import SAMPLE_RATE, Audio, SegmentClosed, sample_at, samples_to_ms
 
 log = logging.getLogger(__name__)
 
@@ -298,14 +299,24 @@ class JobRunner:
             cut = segments(audio, settings, self.executor)
         else:  # clips cut beforehand: every sample decoded, in pieces of at most max_segment_s
             cut = fixed_segments(audio, settings.endpoint.max_segment_s, settings.context_s, settings.cut_lookahead_s)
+        joins = CutJoins()
+        if resume_s and row.cut_words_end_ms is not None:  # resumed right after a cut: join it as if never stopped
+            before = await audio_before(row.path, resume_s, settings.context_s, self._media)
+            cut = resumed_at_cut(cut, before)
+            joins = CutJoins(round((row.cut_words_end_ms / 1000 - resume_s) * SAMPLE_RATE))
         # What was decoded before damage in the media is kept (committed, then the file fails).
-        decoded = decode_in_order(cut, submit, decode_options, IN_FLIGHT_SEGMENTS, drain_on=(MediaError,))
+        decoded = decode_in_order(cut, submit, decode_options, IN_FLIGHT_SEGMENTS, (MediaError,), joins)
         try:
             async for event, result in decoded:
                 start_ms = round(resume_s * 1000) + samples_to_ms(event.speech_start)
                 end_ms = round(resume_s * 1000) + samples_to_ms(event.speech_end)
                 done_s = resume_s + event.end / SAMPLE_RATE
-                await self.db(self.store.commit_segment, row.id, seq, start_ms, end_ms, result.text, done_s)
+                cut_words_end_ms = None  # where a cut segment's words end: a restart joins the next one there
+                if event.reason == "max_length" and result.words_end_ms is not None:
+                    cut_words_end_ms = round(resume_s * 1000) + samples_to_ms(sample_at(event, result.words_end_ms))
+                await self.db(
+                    self.store.commit_segment, row.id, seq, start_ms, end_ms, result.text, done_s, cut_words_end_ms
+                )
                 seq += 1
         except MediaError as exc:
             await self.db(self.store.finish_file, row.id, _reason(exc, row.name))

@@ -5,8 +5,9 @@ beforehand (a job's `"vad": false`), into fixed pieces without VAD."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from concurrent.futures import Executor
 
 import numpy as np
@@ -22,13 +23,27 @@ READ_CHUNK_S = 1.0  # well under the ring buffer, so an open 30 s segment is nev
 
 async def read_audio(
     path: str, start_s: float = 0.0, pool: Executor | None = None, max_s: float | None = None
-) -> AsyncIterator[np.ndarray]:
+) -> AsyncGenerator[np.ndarray, None]:
     """A file's 16 kHz audio in READ_CHUNK_S chunks, decoded on `pool` (the event loop never waits);
     media.TooLong past `max_s` seconds."""
     loop = asyncio.get_running_loop()
     chunks = iter_audio(path, chunk_s=READ_CHUNK_S, start_s=start_s, max_s=max_s)
     while (chunk := await loop.run_in_executor(pool, next, chunks, None)) is not None:
         yield chunk
+
+
+async def audio_before(path: str, end_s: float, seconds: float, pool: Executor | None = None) -> np.ndarray:
+    """The file's `seconds` of audio before `end_s` (less near its start): a resumed file's context."""
+    start_s = max(0.0, end_s - seconds)
+    wanted = round((end_s - start_s) * SAMPLE_RATE)
+    chunks, held = [], 0
+    async with contextlib.aclosing(read_audio(path, start_s, pool)) as audio:
+        async for chunk in audio:
+            chunks.append(chunk)
+            held += len(chunk)
+            if held >= wanted:
+                break
+    return np.concatenate(chunks)[:wanted] if chunks else np.zeros(0, dtype=np.float32)
 
 
 def file_settings(config, max_segment_s: float | None = None, engine: str | None = None) -> SessionSettings:

@@ -108,7 +108,7 @@ SEARCH_INDEX = {table: _search_index(table) for table in ("segments", "live_fina
 # Columns added after the first release: a database made before them gets them on open.
 ADDED_COLUMNS = {
     "jobs": ("engine TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'", "request_hash TEXT"),
-    "files": ("engine TEXT", "model TEXT"),
+    "files": ("engine TEXT", "model TEXT", "cut_words_end_ms INTEGER"),
     "live_sessions": ("model TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'"),
 }
 # Columns every release had: a table that lacks one belongs to some other program.
@@ -152,6 +152,9 @@ class FileRow:
     error: str | None
     engine: str | None = None  # what produced the committed segments (None: nothing yet, or an old row)
     model: str | None = None
+    # The last committed segment was cut for length: where its words end (ms into the file), so a
+    # resumed file's next segment joins it as if never interrupted (streaming.cuts); else None.
+    cut_words_end_ms: int | None = None
 
 
 class Store:
@@ -298,13 +301,23 @@ class Store:
             )
             self.db.execute(q.JOB_STARTED, (time.time(), file_id))
 
-    def commit_segment(self, file_id: int, seq: int, start_ms: int, end_ms: int, text: str, done_s: float) -> None:
-        """One decoded segment and the file's new resume point, atomically."""
+    def commit_segment(
+        self,
+        file_id: int,
+        seq: int,
+        start_ms: int,
+        end_ms: int,
+        text: str,
+        done_s: float,
+        cut_words_end_ms: int | None = None,
+    ) -> None:
+        """One decoded segment and the file's new resume point, atomically. `cut_words_end_ms`: the
+        segment was cut for length and its words end there (ms into the file)."""
         with self._tx():
             self.db.execute(q.INSERT_SEGMENT, (file_id, seq, start_ms, end_ms, text))
             self.db.execute(
-                "UPDATE files SET next_seq = ?, done_s = ? WHERE id = ? AND next_seq = ?",
-                (seq + 1, done_s, file_id, seq),
+                "UPDATE files SET next_seq = ?, done_s = ?, cut_words_end_ms = ? WHERE id = ? AND next_seq = ?",
+                (seq + 1, done_s, cut_words_end_ms, file_id, seq),
             )
 
     def finish_file(self, file_id: int, error: str | None = None) -> None:
@@ -438,7 +451,7 @@ class _Transaction:
 def as_file_row(row: sqlite3.Row | dict) -> FileRow:
     return FileRow(
         row["id"], row["job_id"], row["name"], row["path"], row["status"], row["duration_s"], row["done_s"],
-        row["next_seq"], row["error"], row["engine"], row["model"],
+        row["next_seq"], row["error"], row["engine"], row["model"], row["cut_words_end_ms"],
     )  # fmt: skip
 
 

@@ -22,8 +22,11 @@ from streaming.events import Audio, SegmentClosed, sample_at, with_context
 class CutJoins:
     """One stream's (or file's) state between a final cut for length and the decode after it."""
 
-    def __init__(self) -> None:
-        self._words_end: int | None = None  # the last final was cut for length: the sample where its words ended
+    def __init__(self, words_end: int | None = None) -> None:
+        """`words_end`: a file resumed right after a cut for length (its final committed before a
+        restart): the sample where that final's words ended, counted from where decoding resumes
+        (negative: before it)."""
+        self._words_end = words_end  # the last final was cut for length: the sample where its words ended
 
     @staticmethod
     def waits(event: SegmentClosed) -> bool:

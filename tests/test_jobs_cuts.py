@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import sqlite3
 
 import numpy as np
 import pytest
@@ -20,9 +21,11 @@ from streaming.events import SegmentClosed
 from streaming.session import StreamSession
 from tests.conftest import make_config
 from tests.corpus import MONOLOGUE
+from tests.engines import RecordingEngine
 from tests.speech import compose, to_pcm16, write_wav
 from tests.test_jobs import get, submit, wait_done
 from tests.wer import normalise
+from tests.wsclient import until
 
 RATE = 16000
 
@@ -201,3 +204,54 @@ async def test_a_file_cut_for_length_loses_and_doubles_no_word(start_server, tmp
     pieces = [normalise(s["text"]) for s in body["segments"]]
     assert len(pieces) == (2 if vad else 4) and all(pieces), body["segments"]
     assert lost_or_doubled(MONOLOGUE, whole_file_words, pieces) == [], [" ".join(p) for p in pieces]
+
+
+class HeldAfterFirstDecode(RecordingEngine):
+    """The real engine; every model call after the first waits for `gate` (set by the test)."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.gate.clear()
+
+    def decode(self, audios, options):
+        if self.calls:
+            self.gate.wait(120)
+        self.calls.append([len(a) for a in audios])
+        self.options.extend(options)
+        return self.inner.decode(audios, options)
+
+
+async def test_a_file_resumed_right_after_a_cut_joins_it_as_if_never_stopped(
+    start_server, whisper_engine, tmp_path, whole_file_words
+):
+    # Pre-cut pieces every 10 s. The server stops (its database copied as a crash would leave it)
+    # once the first piece, cut for length, is committed; a new server resumes at the cut. Before,
+    # the resumed piece was decoded alone, with no context and no idea where the words before ended.
+    wav = write_wav(tmp_path / "monologue.wav", MONOLOGUE_AUDIO.audio)
+    held = HeldAfterFirstDecode(whisper_engine)
+    first = start_server(engine=held)
+    status, created = await submit(first.http, [wav], {"language": "en", "vad": False, "max_segment_s": 10})
+    assert status == 201, created
+    database = first.server.config.jobs.db_path
+    await until(lambda: committed(database) == 1, timeout=300)
+    crashed = tmp_path / "crashed.db"
+    with sqlite3.connect(database) as live, sqlite3.connect(crashed) as copy:
+        live.backup(copy)  # segment 0 committed, the file still running
+    held.gate.set()
+    first.stop()
+
+    resumed_engine = RecordingEngine(whisper_engine)
+    second = start_server(engine=resumed_engine, jobs={"db_path": str(crashed)})
+    job = await wait_done(second.http, created["job_id"], timeout=600)
+    assert job["status"] == "done", job
+    (file,) = job["files"]
+    status, body = await get(second.http, f"/api/files/{file['id']}/export.json")
+    pieces = [normalise(s["text"]) for s in body["segments"]]
+    assert len(pieces) == 4 and all(pieces), body["segments"]
+    assert resumed_engine.options[0].context_samples > 0  # the first piece after the restart heard the cut
+    assert lost_or_doubled(MONOLOGUE, whole_file_words, pieces) == [], [" ".join(p) for p in pieces]
+
+
+def committed(database: str) -> int:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
