@@ -35,12 +35,13 @@ async def decode_in_order(
 
     def send(event: SegmentClosed) -> asyncio.Future[DecodeResult]:
         audio, context, after = joins.request(event)
-        return submit(event, audio, dataclasses.replace(options, context_samples=context, after_samples=after))
+        decode = dataclasses.replace(options, context_samples=context, after_samples=after, prefix=joins.prefix(event))
+        return submit(event, audio, decode)
 
     async def head() -> tuple[SegmentClosed, DecodeResult]:
         event, future = pending.popleft()
         result = await (future if future is not None else send(event))
-        joins.decoded(event, result.words_end_ms)
+        joins.decoded(event, result.words_end_ms, result.words)
         if pending and pending[0][1] is None:  # it waited for this final: decoded while more is read
             pending[0] = (pending[0][0], send(pending[0][0]))
         return event, result

@@ -523,7 +523,10 @@ class Connection:
                 stream.stream_id, request.segment_id, stream.step_state, request.audio, request.flush, options
             )
         options = dataclasses.replace(
-            stream.options, context_samples=request.context_samples, after_samples=request.after_samples
+            stream.options,
+            context_samples=request.context_samples,
+            after_samples=request.after_samples,
+            prefix=request.prefix,
         )
         # Said here, not left to the stream's recorded source: the segment after a cut may be
         # submitted once the stream has ended and the executor has forgotten it.

@@ -68,6 +68,7 @@ class DecodeRequest:
     context_samples: int = 0
     after_samples: int = 0
     flush: bool = False  # STEP: the segment's last chunk; the streaming model's text for it is the final
+    prefix: str = ""  # FINAL after a cut for length: the words before the cut in its context (CutJoins.prefix)
 
     @property
     def is_final(self) -> bool:
@@ -84,6 +85,7 @@ class DecodeOutcome(Protocol):
     timestamps: tuple[tuple[int, int], ...] | None
     extra: dict[str, Any]
     words_end_ms: int | None
+    words: tuple[tuple[str, int, int], ...] | None
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,10 @@ class CaptionPipeline:
 
     def _final_request(self, event: SegmentClosed) -> DecodeRequest:
         audio, context, after = self._joins.request(event)
-        return DecodeRequest(Lane.FINAL, event.segment_id, audio, event.speech_start, event.speech_end, context, after)
+        start, end = event.speech_start, event.speech_end
+        return DecodeRequest(
+            Lane.FINAL, event.segment_id, audio, start, end, context, after, prefix=self._joins.prefix(event)
+        )
 
     # --- results in, captions out ---------------------------------------------------------------
     def partial_decoded(self, request: DecodeRequest, text: str) -> PartialCaption | None:
@@ -270,7 +275,7 @@ class CaptionPipeline:
         """The next final in segment order, from its decode `result` (None with `failure` when it failed)."""
         pending = self._finals.popleft()
         event = pending.event
-        self._joins.decoded(event, result.words_end_ms if result is not None else None)
+        self._joins.decoded(event, *((result.words_end_ms, result.words) if result is not None else (None, None)))
         text, timestamps, extra = "", None, {}
         if result is not None:
             text, timestamps, extra = result.text, result.timestamps, result.extra

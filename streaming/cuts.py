@@ -10,11 +10,17 @@ decodes, in segment order, and reports each final back.
     joins = CutJoins()
     if not joins.waits(event): submit(joins.request(event))      # as the segment closes
     ...                                                          # finals in segment order:
-    if joins.waits(event): submit(joins.request(event))          # its predecessor is known now
-    joins.decoded(event, result.words_end_ms)                    # (None: failed, or no words)
+    if joins.waits(event): submit(joins.request(event), joins.prefix(event))  # its predecessor is known now
+    joins.decoded(event, result.words_end_ms, result.words)      # (None: failed, or no words)
+
+An engine that can force a prefix (Whisper) is also given the words of the final before the cut that
+lie in the context (`prefix`): it goes on after them instead of transcribing them again, so a word it
+would hear differently the second time ("that" as "and") cannot come back doubled.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from streaming.events import Audio, SegmentClosed, sample_at, with_context
 
@@ -27,6 +33,7 @@ class CutJoins:
         restart): the sample where that final's words ended, counted from where decoding resumes
         (negative: before it)."""
         self._words_end = words_end  # the last final was cut for length: the sample where its words ended
+        self._tail: tuple[tuple[str, int], ...] = ()  # and its words, each with the sample where it starts
 
     @staticmethod
     def waits(event: SegmentClosed) -> bool:
@@ -38,13 +45,28 @@ class CutJoins:
         that waits, call this only once the final before it was reported to `decoded`."""
         return with_context(event, self._words_end if event.follows_cut else None)
 
-    def decoded(self, event: SegmentClosed, words_end_ms: int | None) -> None:
+    def prefix(self, event: SegmentClosed) -> str:
+        """For a segment that follows a cut: the words of the final before it that lie in its
+        context (started after the context's first sample), as that final wrote them."""
+        if not event.follows_cut or self._words_end is None:
+            return ""
+        context_start = event.start - len(event.context)
+        return "".join(word for word, start in self._tail if start >= context_start).strip()
+
+    def decoded(
+        self,
+        event: SegmentClosed,
+        words_end_ms: int | None,
+        words: Sequence[tuple[str, int, int]] | None = None,
+    ) -> None:
         """The final of `event` is known (finals are reported in segment order). `words_end_ms`:
         the result's DecodeResult.words_end_ms; None when the decode failed or placed no word,
-        and the next segment's words then begin at the cut itself."""
+        and the next segment's words then begin at the cut itself. `words`: DecodeResult.words."""
         cut = event.reason == "max_length"
         self._words_end = sample_at(event, words_end_ms) if cut and words_end_ms is not None else None
+        self._tail = tuple((word, sample_at(event, start)) for word, start, _ in words or ()) if cut else ()
 
     def skipped(self) -> None:
         """The next final was dropped unseen (its decode was cancelled): nothing carries over."""
         self._words_end = None
+        self._tail = ()

@@ -28,6 +28,7 @@ class Result:
     timestamps: tuple[tuple[int, int], ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     words_end_ms: int | None = None
+    words: tuple[tuple[str, int, int], ...] | None = None
 
 
 def audio(seconds: float) -> np.ndarray:
@@ -157,6 +158,24 @@ def test_the_segment_after_a_length_cut_is_decoded_once_the_final_before_it_is_k
     second = pipeline.final_decoded(Result("three"), now=9.0)
     assert (second.segment_id, second.final_ms) == (1, 1000)
     assert pipeline.finals_pending == 0
+
+
+def test_the_segment_after_a_cut_is_forced_to_start_with_the_words_before_it_in_its_context():
+    pipeline = CaptionPipeline("2pass")
+    pipeline.on_event(started(0, 0.0), now=0.0)
+    pipeline.on_event(closed(0, 0.0, 6.0, "max_length"), now=6.0)
+    pipeline.on_event(started(1, 6.0), now=6.0)
+    pipeline.on_event(closed(1, 6.0, 8.0, follows_cut=True, context=audio(2.0)), now=8.0)  # hears 4-6 s
+    words = ((" one", 1000, 1500), (" two", 4200, 4800), (" three,", 5600, 6250))
+    pipeline.final_decoded(Result("One, two, three,", words_end_ms=6250, words=words), now=8.5)
+    after = pipeline.final_request()
+    assert after.prefix == "two three,"  # the final's words that began inside its context, as written
+    assert after.context_samples == 2 * SR + SR // 4  # and by time, its words begin where those ended
+    pipeline.final_decoded(Result("four"), now=9.0)
+    # a segment that does not follow a cut gets no prefix
+    pipeline.on_event(started(2, 9.0), now=9.0)
+    (plain,) = pipeline.on_event(closed(2, 9.0, 10.0, context=audio(1.0)), now=10.0)
+    assert plain.prefix == ""
 
 
 def test_after_a_cut_whose_final_was_cancelled_the_next_segment_begins_at_the_cut():

@@ -17,6 +17,7 @@ from inference.engines.base import DecodeOptions, DecodeResult
 from jobs.decoding import decode_in_order
 from jobs.media import MediaError
 from jobs.segmenter import file_settings, fixed_segments
+from streaming.cuts import CutJoins
 from streaming.events import SegmentClosed
 from streaming.session import StreamSession
 from tests.conftest import make_config
@@ -203,6 +204,28 @@ async def test_a_file_cut_for_length_loses_and_doubles_no_word(start_server, tmp
     status, body = await get(server.http, f"/api/files/{file['id']}/export.json")
     pieces = [normalise(s["text"]) for s in body["segments"]]
     assert len(pieces) == (2 if vad else 4) and all(pieces), body["segments"]
+    assert lost_or_doubled(MONOLOGUE, whole_file_words, pieces) == [], [" ".join(p) for p in pieces]
+
+
+def test_a_word_heard_differently_after_a_cut_is_not_written_twice(whisper_engine, whole_file_words):
+    # Cut at 29.11 s, 10 s pieces (a job's max_segment_s; bench/cut_joins.py --between 28.95 29.4):
+    # joined by word times only, the second piece heard "that" as "and" and timed it after where the
+    # first piece's "that" ended: "the park and | and people". Forced to start with the first
+    # piece's words in its context, it goes on after them.
+    audio, cut, piece = MONOLOGUE_AUDIO.audio, round(29.11 * RATE), 10 * RATE
+    context, lookahead = 3 * RATE, RATE
+    first = SegmentClosed(0, cut - piece, cut, cut - piece, cut, "max_length", audio[cut - piece : cut],
+                          after=audio[cut : cut + lookahead])  # fmt: skip
+    second = SegmentClosed(1, cut, len(audio), cut, len(audio), "silence", audio[cut:],
+                           context=audio[cut - context : cut], follows_cut=True)  # fmt: skip
+    joins, pieces = CutJoins(), []
+    for event in (first, second):
+        samples, context_samples, after = joins.request(event)
+        options = DecodeOptions("en", context_samples=context_samples, after_samples=after, prefix=joins.prefix(event))
+        (result,) = whisper_engine.decode([samples], [options])
+        joins.decoded(event, result.words_end_ms, result.words)
+        pieces.append(normalise(result.text))
+    assert options.prefix.split()[-2:] == pieces[0][-2:]  # it went on after the first piece's last words
     assert lost_or_doubled(MONOLOGUE, whole_file_words, pieces) == [], [" ".join(p) for p in pieces]
 
 

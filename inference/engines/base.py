@@ -22,6 +22,10 @@ class DecodeOptions:
     # context only: an engine returns the words after them (or ignores context it cannot use).
     context_samples: int = 0
     after_samples: int = 0  # likewise at the end: audio after a segment cut for length, for context only
+    # The segment after a cut for length: the words of the final before the cut that lie in its
+    # context. An engine that can forces them as the start of its decode and returns only what it
+    # says after them (then `context_samples` is only a fallback for telling the segment's words).
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class DecodeResult:
     # included), when the engine placed its words in time (Whisper with context). After a cut for
     # length, the decode of what follows keeps only the words after it (streaming.events.with_context).
     words_end_ms: int | None = None
+    # The returned words with their [start, end] (ms from the start of the audio decoded), when
+    # the engine placed them in time (Whisper with context): the next final after a cut forces
+    # those in its context as its prefix (DecodeOptions.prefix).
+    words: tuple[tuple[str, int, int], ...] | None = None
 
 
 class Engine(Protocol):

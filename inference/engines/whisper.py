@@ -168,7 +168,15 @@ class WhisperEngine:
         languages = self._languages(encoded, options)
         tokenizers = [self._tokenizer(lang) for lang, _ in languages]
         hotwords = _hotword_text(options[0])
-        prompts = [self._whisper.get_prompt(t, [], without_timestamps=True, hotwords=hotwords) for t in tokenizers]
+        # After a cut for length, the words before the cut are forced as the decode's start, so it goes
+        # on after them (a word heard differently the second time cannot come back doubled).
+        prefixes = [
+            t.encode(" " + opt.prefix.strip()) if opt.prefix.strip() else [] for t, opt in zip(tokenizers, options)
+        ]
+        prompts = [
+            self._whisper.get_prompt(t, [], without_timestamps=True, hotwords=hotwords) + prefix
+            for t, prefix in zip(tokenizers, prefixes)
+        ]
         beam_size = 1 if partial_only else self.settings.beam_size
         results = self._whisper.model.generate(
             encoded,
@@ -184,20 +192,28 @@ class WhisperEngine:
         for i, result in enumerate(results):
             tokens, guard = self._guarded(result, encoded, i, prompts[i], tokenizers[i], beam_size)
             extra = {"language": languages[i][0], "language_probability": languages[i][1], **guard}
+            prefix = prefixes[i]
+            if prefix and tokens[: len(prefix)] == prefix:  # (CTranslate2 returns the forced prefix too)
+                tokens = tokens[len(prefix) :]
             if "dropped" in extra or not tokens:
                 out.append(DecodeResult("", extra=extra))
                 continue
-            words_end_ms = None
-            if options[i].context_samples or options[i].after_samples:
-                span = _span_s(options[i], len(audios[i]))
-                text, words_end_ms = self._words_within(encoded, i, tokenizers[i], tokens, len(audios[i]), span)
+            words: list[tuple[str, float, float]] = []
+            span = _span_s(options[i], len(audios[i]))
+            if prefix:
+                words = self._words_after(encoded, i, tokenizers[i], prefix, tokens, len(audios[i]), span)
+                text = "".join(word for word, _, _ in words)
+                extra["prefix_words"] = len(options[i].prefix.split())
+            elif options[i].context_samples or options[i].after_samples:
+                words = self._words_within(encoded, i, tokenizers[i], tokens, len(audios[i]), span)
+                text = "".join(word for word, _, _ in words)
                 if not text.strip():
-                    text, words_end_ms = self._continue_after(
+                    text, words = self._continue_after(
                         encoded, i, prompts[i], tokens, tokenizers[i], len(audios[i]), extra
                     )
             else:
                 text = tokenizers[i].decode(tokens)
-            out.append(self._finish_text(text, languages[i][0], extra, words_end_ms))
+            out.append(self._finish_text(text, languages[i][0], extra, words))
         return out
 
     def _languages(self, encoded, options) -> list[tuple[str, float]]:
@@ -261,23 +277,38 @@ class WhisperEngine:
 
     def _words_within(
         self, encoded, index, tokenizer, tokens, samples, span: tuple[float, float]
-    ) -> tuple[str, int | None]:
-        """The text of the words that Whisper placed inside `span` (the segment between its
-        context), and where the last of them ends (ms into the audio; None: no word)."""
+    ) -> list[tuple[str, float, float]]:
+        """The words that Whisper placed inside `span` (the segment between its context), timed."""
         aligned = self._aligned(encoded, index, tokenizer, tokens, samples)
-        words = [(word, end) for word, start, end in aligned if _inside(start, end, span)]
-        return "".join(word for word, _ in words), round(words[-1][1] * 1000) if words else None
+        return [(word, start, end) for word, start, end in aligned if _inside(start, end, span)]
 
-    def _aligned(self, encoded, index, tokenizer, tokens, samples) -> list[tuple[str, float, float]]:
-        """(word, start_s, end_s) for the tokens, from Whisper's cross-attention alignment."""
+    def _words_after(
+        self, encoded, index, tokenizer, prefix, tokens, samples, span: tuple[float, float]
+    ) -> list[tuple[str, float, float]]:
+        """The words Whisper said after the forced `prefix` that it also placed inside `span`: forced
+        to go on after "the library" it still said "library" again once (bench/cut_joins.py), and
+        that word lay before where the prefix's words ended."""
+        aligned = self._aligned(encoded, index, tokenizer, prefix + tokens, samples, skip_tokens=len(prefix))
+        return [(word, start, end) for word, start, end in aligned if _inside(start, end, span)]
+
+    def _aligned(
+        self, encoded, index, tokenizer, tokens, samples, skip_tokens: int = 0
+    ) -> list[tuple[str, float, float]]:
+        """(word, start_s, end_s) for the tokens, from Whisper's cross-attention alignment; the words
+        of the first `skip_tokens` tokens (a forced prefix) left out."""
         frames = -(-samples // self._whisper.feature_extractor.hop_length)
         (alignment,) = self._whisper.find_alignment(tokenizer, [tokens], _select(encoded, index), frames)
         merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
-        return [(w["word"], w["start"], w["end"]) for w in alignment if w["word"]]
+        words, seen = [], 0
+        for w in alignment:
+            seen += len(w["tokens"])
+            if w["word"] and seen > skip_tokens:
+                words.append((w["word"], w["start"], w["end"]))
+        return words
 
     def _continue_after(
         self, encoded, index, prompt, tokens, tokenizer, samples, extra: dict
-    ) -> tuple[str, int | None]:
+    ) -> tuple[str, list[tuple[str, float, float]]]:
         """Whisper sometimes transcribes the context and stops, leaving the segment out (the
         segment's speech was heard: the VAD found it). Forcing what it wrote as a prefix makes it go
         on past it (its first free token may not end the text), and what follows is the segment's
@@ -297,10 +328,12 @@ class WhisperEngine:
         text = tokenizer.decode(generated)
         if get_compression_ratio(text.strip()) > COMPRESSION_RATIO_MAX:
             extra["dropped"] = "repetitive"
-            return "", None
+            return "", []
         extra["continued"] = True
-        words = self._aligned(encoded, index, tokenizer, tokens + generated, samples) if text.strip() else []
-        return text, round(words[-1][2] * 1000) if words else None
+        words = (
+            self._aligned(encoded, index, tokenizer, tokens + generated, samples, len(tokens)) if text.strip() else []
+        )
+        return text, words
 
     def _decode_long(self, audio: np.ndarray, opt: DecodeOptions) -> DecodeResult:
         """One request longer than a window: Whisper's own sequential decoding on its timestamps,
@@ -329,20 +362,25 @@ class WhisperEngine:
         span = _span_s(opt, len(audio))
         words = []
         for segment in segments:
-            words += [w for w in segment.words or () if _inside(w.start, w.end, span)]
+            words += [(w.word, w.start, w.end) for w in segment.words or () if _inside(w.start, w.end, span)]
         extra = {"language": language, "language_probability": probability, "windows": "sequential"}
-        words_end_ms = round(words[-1].end * 1000) if words else None
-        return self._finish_text("".join(w.word for w in words), language, extra, words_end_ms)
+        return self._finish_text("".join(word for word, _, _ in words), language, extra, words)
 
-    def _finish_text(self, text: str, language: str, extra: dict, words_end_ms: int | None = None) -> DecodeResult:
+    def _finish_text(
+        self, text: str, language: str, extra: dict, words: Sequence[tuple[str, float, float]] = ()
+    ) -> DecodeResult:
         """Last guards on the text itself: phrases looping more than twice are cut to two, and
-        Chinese is written in the configured script."""
+        Chinese is written in the configured script. `words`: the text's words timed (s), when
+        they were (a decode with context): where the last ends, and all of them, go with it."""
         text, removed = collapse_repeats(text.strip())
         if removed:
             extra["repeats_removed"] = removed
         if self._simplify is not None and language in ("zh", "yue"):
             text = self._simplify(text)
-        return DecodeResult(text, extra=extra, words_end_ms=words_end_ms if text else None)
+        if not text or not words:
+            return DecodeResult(text, extra=extra)
+        timed = tuple((word, round(start * 1000), round(end * 1000)) for word, start, end in words)
+        return DecodeResult(text, extra=extra, words_end_ms=timed[-1][2], words=timed)
 
     def _window_frames(self, longest: int, partial_only: bool) -> int:
         # Whisper pads every input to 30 s and its encoder cost grows with the window. A window of
