@@ -85,6 +85,7 @@ class DeviceEngine:
     thread waits (GIL released) as it would on the GPU."""
 
     name, model, device = "device", "stand-in device (fixed call time)", "cpu"
+    file_model, streaming = model, False
 
     def __init__(self, call_ms: float, item_ms: float) -> None:
         self.call_s, self.item_s = call_ms / 1000, item_ms / 1000

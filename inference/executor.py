@@ -196,7 +196,7 @@ class InferenceExecutor:
     @property
     def streaming(self) -> bool:
         """The engine has a streaming model: partials come from submit_step, not re-decodes."""
-        return getattr(self.engine, "streaming", False)
+        return self.engine.streaming
 
     def engine_name(self, name: str | None = None) -> str:
         """The engine a request naming `name` gets (None = the live engine); UnknownEngine if none."""

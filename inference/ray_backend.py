@@ -76,6 +76,7 @@ class EngineInfo:
     model: str
     device: str
     streaming: bool
+    file_model: str
     problems: dict[str, str | None]  # language code -> language_problem(code)
 
 
@@ -85,6 +86,7 @@ class RemoteEngine:
 
     def __init__(self, info: EngineInfo) -> None:
         self.name, self.model, self.device, self.streaming = info.name, info.model, info.device, info.streaming
+        self.file_model = info.file_model
         self._problems = info.problems
 
     def decode(self, audios: Sequence[npt.NDArray[np.float32]], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
@@ -214,7 +216,8 @@ class DecodeReplica:
                 e.name,
                 e.model,
                 e.device,
-                bool(getattr(e, "streaming", False)),
+                e.streaming,
+                e.file_model,
                 {code: e.language_problem(code) for code in codes},
             )
             for e in self.decoder.engines.values()

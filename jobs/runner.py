@@ -261,7 +261,7 @@ class JobRunner:
             reason = f"engine {job['engine']!r} is not loaded on this server (loaded: {loaded}; see jobs.engines)"
             await self.db(self.store.finish_file, row.id, reason)
             return
-        model = getattr(engine, "file_model", engine.model)  # FunASR's streaming model never decodes files
+        model = engine.file_model  # FunASR's streaming model never decodes files
         if row.next_seq and row.model not in (None, model):
             # Resuming with another model would mix two models' words in one transcript.
             reason = f"its first segments came from {row.model}, which this server no longer runs; resubmit the file"

@@ -103,7 +103,7 @@ def find_engine(executor, value: str) -> str | None:
     ("paraformer-zh", "SenseVoiceSmall", "large-v3", "base"); None when no loaded engine matches."""
     wanted = value.strip()
     for name, engine in executor.engines.items():
-        if wanted.lower() == name or wanted in (engine.model, getattr(engine, "file_model", None)):
+        if wanted.lower() == name or wanted in (engine.model, engine.file_model):
             return name
     for name, engine in executor.engines.items():
         if wanted.lower() in _file_model_names(engine):
@@ -115,7 +115,7 @@ def _file_model_names(engine) -> set[str]:
     """Lower-case names of the model that decodes an engine's files: "iic/SenseVoiceSmall" and
     "sensevoicesmall"; "whisper-base (embedded, ...)", "whisper-base" and "base"; a directory's
     last component. Its punctuation or streaming models are not among them."""
-    model = (getattr(engine, "file_model", None) or engine.model or "").split(" + ")[0]
+    model = engine.file_model.split(" + ")[0]
     full = model.split(" (")[0].strip().rstrip("/\\")
     tail = re.split(r"[/\\]", full)[-1]
     names = {full, tail, tail.removeprefix("faster-whisper-"), tail.removeprefix("whisper-")}

@@ -11,6 +11,8 @@ class RecordingEngine:
     def __init__(self, inner, fail=None):
         self.inner, self.fail = inner, fail
         self.name, self.model, self.device = inner.name, inner.model, inner.device
+        self.file_model = inner.file_model
+        self.streaming = False  # no stream(): partials are re-decodes, whatever the inner engine has
         self.calls: list[list[int]] = []
         self.options: list = []  # one DecodeOptions per request, in the order they were decoded
         self.gate = threading.Event()
@@ -51,6 +53,7 @@ class SpokenFormEngine:
     speaks Chinese): answers every clip with `text`, so the executor's ITN stage can be checked."""
 
     name, model, device = "spoken-form", "stand-in (fixed spoken-form text)", "cpu"
+    file_model, streaming = model, False
 
     def __init__(self, text: str, extra: dict | None = None):
         self.text, self.extra = text, extra or {}
@@ -72,6 +75,7 @@ class GatedEngine:
     audio lengths of each call (tests of order and cancellation that need no words)."""
 
     name, model, device = "instant", "gated stand-in (fixed text)", "cpu"
+    file_model, streaming = model, False
 
     def __init__(self, text: str = "open the door"):
         from inference.engines.base import DecodeResult

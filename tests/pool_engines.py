@@ -31,7 +31,7 @@ def clip(seconds: float, head: float = 0.0) -> np.ndarray:
 
 class PoolEngine:
     name, model, device = "fake", "deterministic stand-in (text from audio length)", "cpu"
-    streaming = True
+    file_model, streaming = model, True
 
     def __init__(self, marker_dir: str = "") -> None:
         self.marker_dir = marker_dir

@@ -35,6 +35,7 @@ class LengthEngine:
     """Stand-in recogniser: each clip's text is its length, so every final is told apart."""
 
     name, model, device = "instant", "stand-in (clip length as text)", "cpu"
+    file_model, streaming = model, False
 
     def decode(self, audios, options):
         from inference.engines.base import DecodeResult

@@ -48,6 +48,8 @@ class OptionsRecorder:
 
     def __init__(self, inner):
         self.inner, self.name, self.model, self.device = inner, inner.name, inner.model, inner.device
+        self.file_model = inner.file_model
+        self.streaming = False  # no stream(): partials are re-decodes, whatever the inner engine has
         self.options = []
 
     def decode(self, audios, options):

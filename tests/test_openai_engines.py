@@ -85,7 +85,9 @@ def test_one_rule_names_engines_by_name_or_by_the_model_that_decodes_files():
 
     from server.jobs_api import UnknownEngine, requested_engine
 
-    whisper = SimpleNamespace(model="whisper-base (embedded, CTranslate2)")
+    whisper = SimpleNamespace(
+        model="whisper-base (embedded, CTranslate2)", file_model="whisper-base (embedded, CTranslate2)"
+    )
     funasr = SimpleNamespace(
         model="paraformer-zh + paraformer-zh-streaming + ct-punc", file_model="paraformer-zh + ct-punc"
     )

@@ -49,6 +49,18 @@ class Engine(Protocol):
     model: str  # human-readable model id for /healthz
     device: str  # resolved device the weights live on
 
+    @property
+    def streaming(self) -> bool:
+        """Partials come chunk by chunk from a streaming model (a `StreamingEngine`), not from
+        offline re-decodes of the open segment."""
+        ...
+
+    @property
+    def file_model(self) -> str:
+        """The model that decodes whole files, as recorded with their results: `model` unless the
+        engine also holds models files never use (FunASR's streaming model)."""
+        ...
+
     def decode(self, audios: Sequence[npt.NDArray[np.float32]], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         """Decode a batch in one model call where possible. May raise; the executor handles it."""
         ...
@@ -67,9 +79,6 @@ class Engine(Protocol):
 class StreamingEngine(Engine, Protocol):
     """An engine whose `streaming` is True: partials come chunk by chunk from a streaming model,
     whose cache each stream holds (opaque to the caller) between chunks."""
-
-    @property
-    def streaming(self) -> bool: ...
 
     def new_stream_state(self, chunk_size: tuple[int, int, int] = (5, 10, 5)) -> Any:
         """A fresh cache for one stream's open segment."""

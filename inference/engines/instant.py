@@ -18,6 +18,8 @@ class InstantEngine:
     name = "instant"
     model = "instant (benchmark engine: fixed text, no recognition)"
     device = "cpu"
+    streaming = False
+    file_model = model
 
     def decode(self, audios: Sequence[npt.NDArray[np.float32]], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         return [DecodeResult(f"speech {len(audio) / 16000:.2f} s") for audio in audios]

@@ -80,12 +80,14 @@ class WhisperEngine:
     that lie after it are returned (their times come from a cross-attention alignment)."""
 
     name = "whisper"
+    streaming = False  # partials are re-decodes of the open segment
 
     def __init__(self, settings, device: str) -> None:
         self.settings = settings
         self.device = device
         model_dir = settings.model_dir or assemble_embedded_model(settings.cache_dir)
         self.model = EMBEDDED_MODEL if not settings.model_dir else str(model_dir)
+        self.file_model = self.model
         ct2_device, index = (device.split(":") + ["0"])[:2] if device.startswith("cuda") else (device, "0")
         if ct2_device not in ("cpu", "cuda"):
             log.warning("CTranslate2 has no %s backend; Whisper runs on the CPU", device)
