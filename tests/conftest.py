@@ -16,6 +16,16 @@ from tests.speech import tools_available
 END_TO_END_FIXTURES = {"whisper_engine", "postgres", "server_process", "playwright", "browser"}
 
 
+def pytest_configure(config):
+    # One torch thread per test process, as in the server's VAD worker (inference/vad_process.py).
+    # The in-process FSMN scorer runs many small convolutions; with torch's default of one thread per
+    # core they spin waiting for each other on a loaded 2-core machine: 45 s of speech scored in
+    # 100 ms chunks took 67 s that way, 2 s on one thread.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     if not tools_available():
         raise pytest.UsageError("tests need espeak-ng and sox on PATH (./install.sh installs them)")
