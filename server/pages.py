@@ -14,6 +14,7 @@ from server.guard import FD_ERRORS, is_upgrade
 STATUS_PAGE = Path(__file__).with_name("status.html")
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_js"  # the page, overlay and JS library
 PRIVATE_CLIENT_DIRS = ("node_modules", "test", "examples")  # under client_js/ but not for browsers
+PRIVATE_CLIENT_FILES = ("package.json", "package-lock.json", "tsconfig.json")  # the JS tooling's, not the pages'
 PUBLIC_SUFFIXES = (".js", ".css", ".html", ".ts", ".svg", ".png", ".ico", ".json")
 
 
@@ -65,6 +66,7 @@ class Pages:
         if (
             not target.is_relative_to(CLIENT_DIR)
             or relative.parts[0] in PRIVATE_CLIENT_DIRS
+            or relative.name in PRIVATE_CLIENT_FILES
             or any(part.startswith(".") for part in relative.parts)
             or target.suffix not in PUBLIC_SUFFIXES
             or not target.is_file()

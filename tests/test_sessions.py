@@ -142,7 +142,9 @@ def test_only_the_pages_own_files_are_served_from_client_js(shared_server):
     if (CLIENT_DIR / "livecaption.js").is_file():
         with urllib.request.urlopen(shared_server.http + "/client_js/livecaption.js", timeout=10) as response:
             assert response.status == 200 and b"CaptionClient" in response.read()
-    for path in ("/client_js/node_modules/ws/package.json", "/client_js/test/x.test.js", "/client_js/.hidden.js"):
+    private = ("/client_js/node_modules/ws/package.json", "/client_js/test/x.test.js", "/client_js/.hidden.js",
+               "/client_js/tsconfig.json", "/client_js/package.json", "/client_js/package-lock.json")  # fmt: skip
+    for path in private:
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(shared_server.http + path, timeout=10)
         assert caught.value.code == 404
