@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from jobs import queries as q
 from jobs.queries import FILE_ROW_COLUMNS, LIVE
@@ -117,8 +117,8 @@ class PostgresStore:
         self.lease_s = lease_s
         # Unique per process: a restarted front end never mistakes its predecessor's leases for its own.
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._writer: psycopg.Connection | None = None
-        self._reader: psycopg.Connection | None = None
+        self._writer: psycopg.Connection[DictRow] | None = None
+        self._reader: psycopg.Connection[DictRow] | None = None
         try:
             with self._tx() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -140,7 +140,7 @@ class PostgresStore:
             if connection is not None:
                 connection.close()
 
-    def _connect(self, current: psycopg.Connection | None) -> psycopg.Connection:
+    def _connect(self, current: psycopg.Connection[DictRow] | None) -> psycopg.Connection[DictRow]:
         if current is not None and not current.closed and not current.broken:
             return current
         if current is not None:
@@ -148,13 +148,13 @@ class PostgresStore:
         return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
 
     @property
-    def db(self) -> psycopg.Connection:
+    def db(self) -> psycopg.Connection[DictRow]:
         """The writer connection, opened again after the server went away."""
         self._writer = self._connect(self._writer)
         return self._writer
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[psycopg.Cursor]:
+    def _tx(self) -> Iterator[psycopg.Cursor[DictRow]]:
         db = self.db
         with db.transaction(), db.cursor() as cur:
             yield cur
@@ -193,6 +193,8 @@ class PostgresStore:
             if cur.fetchone() is None:
                 cur.execute("SELECT id, request_hash FROM jobs WHERE idempotency_key = %s", (key,))
                 row = cur.fetchone()
+                if row is None:  # the key's job was deleted since the INSERT met it: the key is free again
+                    return self.create_job(files, options, idempotency_key, engine, owner, request_hash)
                 if row["request_hash"] not in (None, request_hash):
                     raise KeyConflict(idempotency_key)
                 return row["id"], False

@@ -18,11 +18,12 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from jobs import exports
@@ -45,6 +46,19 @@ FINISHED = ("done", "failed", "cancelled")
 
 # What aiohttp's multipart reader raises for a body that is not well formed: the client's fault, a 400.
 MALFORMED_MULTIPART = (ValueError, LookupError, RuntimeError, HttpProcessingError)
+
+
+Files = list[tuple[str, str, str]]  # (name, path, SHA-256 of the content) per file of a job
+
+
+async def form_parts(reader: MultipartReader) -> AsyncIterator[BodyPartReader]:
+    """The parts of a multipart/form-data body. A part that is itself multipart (RFC 2388's
+    multipart/mixed for several files under one name) is refused as malformed: senders today
+    send each file as its own part, and the nested reader has none of a part's fields."""
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ValueError("a form part is itself multipart; send each file as its own form-data part")
+        yield part
 
 
 class UploadTooLarge(Exception):
@@ -218,11 +232,13 @@ class JobsApi:
         return web.json_response(body, status=201)
 
     async def _create(
-        self, request: web.Request, files: list, options: dict, key: str | None, uploaded: Path | None
-    ) -> tuple[str, list]:
+        self, request: web.Request, files: Files, options: dict[str, Any], key: str | None, uploaded: Path | None
+    ) -> tuple[str, Files]:
         """The job for these files (a new one, or the one a repeated Idempotency-Key made) and the
         duplicates left out of it."""
-        unique, duplicates, seen = [], [], set()
+        unique: Files = []
+        duplicates: Files = []
+        seen: set[str] = set()
         for name, path, digest in files:
             (duplicates if digest in seen else unique).append((name, path, digest))
             seen.add(digest)
@@ -249,7 +265,7 @@ class JobsApi:
             shutil.rmtree(uploaded, ignore_errors=True)  # a repeat: the first request's files are the job's
         return job_id, duplicates
 
-    async def _uploads(self, request: web.Request, folder: Path) -> tuple[list, dict]:
+    async def _uploads(self, request: web.Request, folder: Path) -> tuple[Files, dict[str, Any]]:
         try:
             return await self._store_uploads(request, folder)
         except MALFORMED_MULTIPART as exc:
@@ -259,11 +275,11 @@ class JobsApi:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    async def _store_uploads(self, request: web.Request, folder: Path) -> tuple[list, dict]:
-        reader = await request.multipart()
-        files, fields = [], {}
+    async def _store_uploads(self, request: web.Request, folder: Path) -> tuple[Files, dict[str, Any]]:
+        files: Files = []
+        fields: dict[str, str] = {}
         limit = self.config.max_upload_mb * 1024 * 1024
-        while (part := await reader.next()) is not None:
+        async for part in form_parts(await request.multipart()):
             filename = upload_name(part)
             if filename is None:
                 if len(fields) >= MAX_FIELDS:
@@ -273,7 +289,7 @@ class JobsApi:
                     data += chunk
                     if len(data) > MAX_FIELD_BYTES:
                         raise _bad(f"form field {str(part.name)[:50]!r} is longer than {MAX_FIELD_BYTES} bytes")
-                fields[part.name] = part.decode(bytes(data)).decode("utf-8", "replace")
+                fields[part.name or ""] = part.decode(bytes(data)).decode("utf-8", "replace")
                 continue
             if len(files) >= MAX_FILES_PER_JOB:
                 raise _bad(f"at most {MAX_FILES_PER_JOB} files per job")
@@ -311,7 +327,7 @@ class JobsApi:
             options = {**{k: fields[k] for k in ("engine", "model", "vad") if fields.get(k)}, **options}
         return files, self._options(options)
 
-    async def _server_paths(self, request: web.Request) -> tuple[list, dict]:
+    async def _server_paths(self, request: web.Request) -> tuple[Files, dict[str, Any]]:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
@@ -321,7 +337,7 @@ class JobsApi:
         if not self.config.allowed_dir:
             raise _bad("server-side paths are disabled (jobs.allowed_dir is empty); upload the files instead", 403)
         root = Path(self.config.allowed_dir).expanduser().resolve()
-        files = []
+        files: Files = []
         for raw in body["paths"][: MAX_FILES_PER_JOB + 1]:
             if not isinstance(raw, str) or not raw or "\x00" in raw:
                 raise _bad(f"bad path {str(raw)[:100]!r}")

@@ -32,6 +32,7 @@ from server.jobs_api import (
     MALFORMED_MULTIPART,
     UnknownEngine,
     UploadTooLarge,
+    form_parts,
     loaded_engines,
     requested_engine,
     save_part,
@@ -110,8 +111,7 @@ class OpenAIApi:
     async def _read_form(self, request: web.Request, folder: Path, fields: dict[str, str]) -> Path | None:
         """The uploaded file, saved in `folder` (None if the form has none); other fields into `fields`."""
         upload: Path | None = None
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        async for part in form_parts(await request.multipart()):
             if part.name == "file" and (filename := upload_name(part)) is not None:
                 upload = folder / (exports.safe_name(filename) or "audio")
                 await self._save(part, upload)
@@ -243,7 +243,6 @@ def _prompt_hotwords(prompt: str) -> tuple[tuple[str, int], ...]:
 
 def _error(message: str, param: str, status: int = 400, code: str | None = None) -> web.HTTPException:
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}})
-    kind = web.HTTPRequestEntityTooLarge if status == 413 else web.HTTPBadRequest
     if status == 413:
-        return kind(max_size=0, actual_size=0, text=body, content_type="application/json")
-    return kind(text=body, content_type="application/json")
+        return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=body, content_type="application/json")
+    return web.HTTPBadRequest(text=body, content_type="application/json")

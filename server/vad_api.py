@@ -20,7 +20,7 @@ from aiohttp import web
 from jobs import exports
 from jobs.media import MediaError, TooLong, probe
 from jobs.segmenter import file_settings, read_audio, segments
-from server.jobs_api import MALFORMED_MULTIPART, UploadTooLarge, save_part, upload_name
+from server.jobs_api import MALFORMED_MULTIPART, UploadTooLarge, form_parts, save_part, upload_name
 from server.pages import file_response
 from streaming.events import SAMPLE_RATE
 
@@ -66,9 +66,8 @@ class VadApi:
         return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     async def _upload(self, request: web.Request, folder: Path) -> tuple[str, Path]:
-        reader = await request.multipart()
         found: tuple[str, Path] | None = None
-        while (part := await reader.next()) is not None:
+        async for part in form_parts(await request.multipart()):
             name = upload_name(part)
             if name is None or found is not None:  # other fields, and a second file, are read past
                 await part.release()

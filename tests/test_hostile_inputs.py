@@ -98,6 +98,12 @@ def multipart(filename: bytes, content: bytes = b"not audio at all") -> bytes:
 
 
 FORM = b"Content-Type: multipart/form-data; boundary=b0undary"
+NESTED = (  # RFC 2388's several files under one name: a multipart/mixed part inside the form
+    b'--b0undary\r\nContent-Disposition: form-data; name="file"\r\n'
+    b"Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
+    b'--inner\r\nContent-Disposition: file; filename="a.wav"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    b"not audio at all\r\n--inner--\r\n\r\n--b0undary--\r\n"
+)
 OPTIONS = b'\r\nContent-Disposition: form-data; name="options"\r\n\r\n'  # a second part, after UPLOAD[:-4]
 UPLOAD = multipart(b'filename="a.wav"')
 
@@ -223,6 +229,9 @@ CASES = [
     case("multipart cut short", api("POST", b"/api/jobs", FORM, body=UPLOAD[:90]), 400),
     case("multipart cut short (OpenAI)", api("POST", b"/v1/audio/transcriptions", FORM, body=UPLOAD[:90]), 400),
     case("multipart cut short (VAD)", api("POST", b"/api/vad", FORM, body=UPLOAD[:90]), 400),
+    case("multipart nested", api("POST", b"/api/jobs", FORM, body=NESTED), 400),
+    case("multipart nested (OpenAI)", api("POST", b"/v1/audio/transcriptions", FORM, body=NESTED), 400),
+    case("multipart nested (VAD)", api("POST", b"/api/vad", FORM, body=NESTED), 400),
     case(
         "multipart options nested 90000 deep",
         api("POST", b"/api/jobs", FORM, body=UPLOAD[:-4] + OPTIONS + b"[" * 90_000 + b"\r\n--b0undary--\r\n"),
