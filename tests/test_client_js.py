@@ -25,6 +25,10 @@ from tests.speech import RATE, compose, to_pcm16
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_JS = ROOT / "client_js"
 NODE_TIMEOUT_S = 240
+# One test that fails mid-stream can leave a socket open, and Node's runner then waits on it until
+# NODE_TIMEOUT_S: --test-force-exit ends each file once its tests are done, --test-timeout fails a
+# single stuck test after this long (the longest, reconnect, takes ~30 s).
+NODE_TEST_TIMEOUT_MS = 90_000
 
 # Two phrases for the flow and sample-rate tests; four with long pauses for the reconnect test,
 # which drops the socket while phrase 2's segment is still open and again during a pause.
@@ -92,7 +96,8 @@ def test_js_client_library(shared_server, tmp_path):
     env = {**os.environ, "LIVECAPTION_URL": shared_server.url, "LIVECAPTION_FIXTURES": str(fixtures)}
     try:
         result = subprocess.run(
-            [node, "--test", "--test-reporter=tap", *tests],
+            [node, "--test", "--test-force-exit", f"--test-timeout={NODE_TEST_TIMEOUT_MS}", "--test-reporter=tap"]
+            + tests,
             cwd=ROOT,
             env=env,
             capture_output=True,

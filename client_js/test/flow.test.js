@@ -7,16 +7,19 @@ import { once } from "node:events";
 import { CaptionClient, CaptionSubscriber } from "../livecaption.js";
 import { fixture, occurrences, record, serverUrl, stream, words } from "./helpers.js";
 
-test("2pass stream: partials before their final, finals hold the spoken words, end reply last; a subscriber sees the same finals", async () => {
+test("2pass stream: partials before their final, finals hold the spoken words, end reply last; a subscriber sees the same finals", async (t) => {
   const audio = fixture("flow");
   const sessionId = `flow-${process.pid}-${Date.now()}`;
   // A display subscribed before the session exists gets its captions once it does.
   const subscriber = new CaptionSubscriber(serverUrl(), sessionId);
   const seenBySubscriber = record(subscriber, ["final", "end", "error"]);
+  // Closed even when an assertion fails first: an open socket would keep this file's process alive.
+  t.after(() => subscriber.close());
   await subscriber.connect();
 
   const client = new CaptionClient(serverUrl(), { mode: "2pass", inputSampleRate: audio.rate, wavName: "flow", sessionId });
   const events = record(client);
+  t.after(() => client.close());
   const ready = await client.connect();
   assert.equal(ready.sessionId, sessionId, "ready names the session");
   assert.equal(client.sessionId, sessionId);
