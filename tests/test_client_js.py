@@ -30,9 +30,13 @@ NODE_TIMEOUT_S = 240
 # single stuck test after this long (the longest, reconnect, takes ~30 s).
 NODE_TEST_TIMEOUT_MS = 90_000
 
-# Two phrases for the flow and sample-rate tests; four with long pauses for the reconnect test,
+# Two phrases for the sample-rate tests; four with long pauses for the reconnect test,
 # which drops the socket while phrase 2's segment is still open and again during a pause.
 SHORT = [0.3, "we will answer them at the end", 0.8, "thank you all for coming", 0.6]
+# The flow test wants partials while speaking; a partial is dropped when its segment closes before
+# its decode ends, so its first phrase is long enough (3.5 s) for that decode to finish
+# while the phrase is still spoken even with another Whisper process on the same cores (pytest -n 2).
+FLOW = [0.3, "good morning everyone and thank you all for coming", 0.8, "we will answer them at the end", 0.6]
 LONG = [0.3, "good morning everyone", 1.0, "please open the door", 1.6, "we will answer them at the end"]
 LONG += [1.6, "thank you very much", 0.6]
 
@@ -52,7 +56,7 @@ def write_fixtures(directory: Path) -> Path:
     """WAVs with known text plus manifest.json: {name: {file, rate, channels, texts, spans_ms}}."""
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {}
-    scripts = {"short": compose(SHORT), "long": compose(LONG)}
+    scripts = {"short": compose(SHORT), "flow": compose(FLOW), "long": compose(LONG)}
 
     def add(name: str, script_name: str, rate: int, channels: int = 1) -> None:
         script = scripts[script_name]
@@ -69,7 +73,7 @@ def write_fixtures(directory: Path) -> Path:
             "spans_ms": [[round(a * 1000 / RATE), round(b * 1000 / RATE)] for a, b in script.spans],
         }
 
-    add("flow", "short", 16000)
+    add("flow", "flow", 16000)
     add("reconnect", "long", 16000)
     add("rate48k", "short", 48000)
     add("rate8k", "short", 8000)
