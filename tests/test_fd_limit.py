@@ -10,6 +10,8 @@ import socket
 import sys
 import time
 
+import pytest
+
 from tests.test_lifecycle import ServerProcess
 
 HARD_LIMIT = 256  # open files for the whole server process: models, threads, sockets
@@ -57,6 +59,7 @@ def connect(port: int, opened: list[socket.socket]) -> socket.socket:
     return opened[-1]
 
 
+@pytest.mark.slow  # a server process (run_server.py): no fixture marks it end to end
 def test_at_the_open_file_limit_requests_are_refused_cleanly_and_served_again_after(tmp_path):
     server = ServerProcess(tmp_path, preexec_fn=low_fd_limit, keepalive_timeout_s="300.0", max_connections_per_ip="0")
     others: list[socket.socket] = []  # connections made at and after the limit

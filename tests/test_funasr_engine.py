@@ -211,6 +211,7 @@ def start_server_without_hub_models(tmp_path, edit) -> tuple[subprocess.Complete
     return done, [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
+@pytest.mark.slow  # a server process (run_server.py): no fixture marks it end to end
 def test_server_startup_with_a_missing_model_prints_one_line_not_a_traceback(tmp_path):
     done, errors = start_server_without_hub_models(
         tmp_path, lambda text: text.replace('engine = "whisper"', 'engine = "funasr"')
@@ -297,6 +298,7 @@ async def test_a_stream_or_job_asking_for_a_language_the_model_lacks_is_refused(
     assert status == 201, body
 
 
+@pytest.mark.slow  # a server process (run_server.py): no fixture marks it end to end
 def test_a_server_language_the_model_lacks_stops_startup_with_one_line(tiny_funasr, tmp_path):
     def edit(text: str) -> str:
         text = text.replace('engine = "whisper"', 'engine = "funasr"')

@@ -336,6 +336,7 @@ def test_an_old_database_gets_the_engine_columns(tmp_path):
     store.close()
 
 
+@pytest.mark.slow  # a server process (run_server.py): no fixture marks it end to end
 def test_a_job_engine_that_cannot_load_stops_startup_with_one_line(tmp_path):
     def edit(text: str) -> str:
         text = text.replace('engine = "whisper" ', 'engine = "instant" ')  # the live engine loads at once

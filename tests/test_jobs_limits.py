@@ -335,6 +335,7 @@ async def test_live_history_that_failed_is_kept_and_retried_and_health_waits_for
     assert words(body.decode()) == "good morning everyone please open the door thank you very much"
 
 
+@pytest.mark.slow  # a server process (run_server.py): no fixture marks it end to end
 def test_a_corrupt_or_foreign_database_stops_startup_with_one_line(tmp_path):
     from tests.test_funasr_engine import start_server_without_hub_models
 

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 
 import aiohttp
+import pytest
 
 from tests.speech import compose, write_wav
 from tests.test_lifecycle import ServerProcess
@@ -23,6 +24,7 @@ async def status_of(http: str, job_id: str) -> dict:
             return await response.json()
 
 
+@pytest.mark.slow  # a server process (run_server.py): no fixture marks it end to end
 async def test_kill_9_mid_job_then_restart_gives_every_segment_exactly_once(tmp_path):
     # One long file (identical uploads would be deduplicated into one anyway): after the first few
     # commits it is far from done, however many segments one model call happens to finish.
