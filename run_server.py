@@ -7,7 +7,8 @@ import argparse
 import logging
 import sys
 
-from server import app, config
+from server import app
+from settings import config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,7 +109,7 @@ def main() -> None:
 
     from inference.engines.whisper import WhisperEngine
     from inference.vad_fsmn import FsmnScorer
-    from server import config as config_module
+    from settings import config as config_module
     from tests.conftest import make_config
     from tests.server_thread import ServerThread
 

@@ -113,7 +113,7 @@ def device_decoder(call_ms: float, item_ms: float) -> BatchDecoder:
 
 def whisper_decoder() -> BatchDecoder:
     from inference.engines.whisper import WhisperEngine
-    from server.config import load
+    from settings.config import load
 
     return BatchDecoder({"whisper": WhisperEngine(load().whisper, "cpu")}, "whisper")
 

@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     from inference.engines.whisper import WhisperEngine
     from inference.vad_fsmn import FsmnScorer
-    from server.config import load
+    from settings.config import load
 
     engine, scorer = WhisperEngine(load().whisper, "cpu"), FsmnScorer()
     clips = [compose([0.2, PHRASES[i % len(PHRASES)], 0.3]).audio for i in range(args.segments)]

@@ -25,7 +25,7 @@ LONG = "the quick brown fox jumps over the lazy dog and runs away into the fores
 
 def main() -> None:
     from inference.engines.whisper import WhisperEngine
-    from server.config import load
+    from settings.config import load
 
     references = [*SCRIPT, "hello world", LONG]
     clips = [compose([0.3, text, 0.3]).audio for text in references]

@@ -39,7 +39,7 @@ from inference.engines.base import DecodeOptions, DecodeResult
 from inference.scheduler import Lane
 
 if TYPE_CHECKING:
-    from server.config import Config
+    from settings.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _retryable() -> tuple[type[BaseException], ...]:
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """The [inference] ray_* settings the backend uses (server.config holds them)."""
+    """The [inference] ray_* settings the backend uses (settings.config holds them)."""
 
     address: str = ""
     app: str = "livecaption-decode"

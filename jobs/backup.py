@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from jobs.storage import open_store
-from server import config as config_module
+from settings import config as config_module
 
 
 def main(argv: list[str] | None = None) -> int:

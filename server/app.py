@@ -20,7 +20,6 @@ from server import closing, protocol
 from server.access_log import AccessLogger, AppRunner
 from server.admission import Admission
 from server.auth import ANONYMOUS, Gate, LogRedactor, install_log_redactor, remove_log_redactor
-from server.config import Config, ConfigError
 from server.context import ServerContext
 from server.guard import FOREIGN_ORIGIN, PRINCIPAL, Guard
 from server.health import Health
@@ -28,6 +27,7 @@ from server.metrics import Metrics
 from server.pages import Pages
 from server.sessions import SessionClient, SessionHub, SessionLimits
 from server.subscribe import Subscriptions
+from settings.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 

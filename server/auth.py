@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from server.config import check_tokens
+from settings.config import check_tokens
 
 TOKEN_SUBPROTOCOL = "token."  # browsers cannot set headers on a WebSocket: "token.<t>" subprotocol or ?token=
 

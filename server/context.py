@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from server.auth import Gate
-from server.config import Config
 from server.metrics import Metrics
 from server.sessions import SessionStore
+from settings.config import Config
 
 if TYPE_CHECKING:  # (types only: the server's I/O modules never import torch or the models)
     from inference.executor import InferenceExecutor

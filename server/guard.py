@@ -14,8 +14,8 @@ from aiohttp import web
 from server import closing, protocol
 from server.access_log import REFUSED
 from server.auth import Access, AuthError, Principal, route_access
-from server.config import Config
 from server.context import ServerContext
+from settings.config import Config
 
 log = logging.getLogger(__name__)
 

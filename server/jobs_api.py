@@ -30,9 +30,9 @@ from jobs import exports
 from jobs.storage import DATABASE_ERRORS
 from jobs.store import KeyConflict, SearchTimeout
 from server.auth import ANONYMOUS
-from server.config import ENGINES
 from server.guard import PRINCIPAL
 from server.protocol import ProtocolError, is_language_code, parse_hotwords
+from settings.config import ENGINES
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from server import config as config_module
+from settings import config as config_module
 from tests.server_thread import ServerThread
 from tests.speech import tools_available
 

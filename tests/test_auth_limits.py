@@ -250,8 +250,8 @@ async def test_invalid_tokens_are_throttled_per_address(start_server):
 def test_throttling_forgets_an_address_after_a_minute_and_a_missing_token_is_no_failure():
     from types import SimpleNamespace
 
-    from server import config
     from server.auth import AuthError, Gate
+    from settings import config
 
     now = [0.0]
     settings = config.load(None, {"auth": {"tokens": [USER], "failed_auth_per_minute": 2}}).auth
@@ -278,8 +278,8 @@ def test_throttling_forgets_an_address_after_a_minute_and_a_missing_token_is_no_
 
 
 def test_weak_tokens_are_refused_at_startup_naming_the_setting():
-    from server import config
     from server.auth import Gate
+    from settings import config
 
     for setting in ("tokens", "admin_tokens"):
         with pytest.raises(config.ConfigError) as weak:

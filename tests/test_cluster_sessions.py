@@ -219,7 +219,7 @@ async def test_connections_of_a_front_end_that_died_stop_counting_after_node_ttl
     ],
 )
 def test_cluster_redis_settings_are_checked_at_start(cluster, expected):
-    from server.config import ConfigError
+    from settings.config import ConfigError
     from tests.conftest import make_config
 
     with pytest.raises(ConfigError) as refused:

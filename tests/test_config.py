@@ -1,6 +1,6 @@
 import pytest
 
-from server import config
+from settings import config
 
 
 def test_default_config_loads_with_documented_defaults():

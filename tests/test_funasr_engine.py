@@ -195,7 +195,7 @@ def test_bad_local_model_directory_is_named(tiny_funasr, tmp_path, spec, says):
 def start_server_without_hub_models(tmp_path, edit) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Run the real server on the default config changed by `edit(text)`, with an empty model cache
     and downloads off, until it exits; returns the process and its `error:` lines."""
-    from server.config import DEFAULT_CONFIG_PATH
+    from settings.config import DEFAULT_CONFIG_PATH
 
     text = edit(DEFAULT_CONFIG_PATH.read_text())
     text = text.replace('model_cache_dir = ""', f'model_cache_dir = "{tmp_path}"')
@@ -236,7 +236,7 @@ def test_vad_model_setting_resolves_to_the_shipped_copy_or_a_directory(tmp_path)
 
 def test_documented_smoke_command_runs_end_to_end(tiny_funasr, tmp_path, capsys):
     # The same script users run against the real hub models; here pointed at the tiny ones.
-    from server.config import DEFAULT_CONFIG_PATH
+    from settings.config import DEFAULT_CONFIG_PATH
     from tests.speech import write_wav
     from tools.funasr_smoke import main
 

@@ -208,7 +208,7 @@ async def test_backup_copies_the_database_while_the_server_runs(start_server, tm
     await transcribe(server.url, compose([0.3, "hello world", 0.5]).audio, session_id="backed-up")
     await asyncio.sleep(0.5)
     config = tmp_path / "config.toml"
-    from server.config import DEFAULT_CONFIG_PATH
+    from settings.config import DEFAULT_CONFIG_PATH
 
     text = DEFAULT_CONFIG_PATH.read_text().replace(
         'db_path = "~/.local/share/livecaption/captions.db"', f'db_path = "{server.server.config.jobs.db_path}"'

@@ -352,7 +352,7 @@ def test_a_job_engine_that_cannot_load_stops_startup_with_one_line(tmp_path):
 
 
 def test_jobs_engines_setting_is_checked():
-    from server import config
+    from settings import config
 
     assert config.load().jobs.engines == ()
     assert config.load(None, {"jobs": {"engines": ["funasr"]}}).jobs.engines == ("funasr",)

@@ -427,7 +427,7 @@ async def test_a_search_never_waits_for_the_database_writer(start_server):
 
 
 def test_max_file_audio_s_is_checked():
-    from server import config
+    from settings import config
 
     assert config.load().jobs.max_file_audio_s == 14400
     for value, says in ((0, "must be between 1 and 604800"), ("1h", "must be a number"), (True, "must be a number")):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from server.config import DEFAULT_CONFIG_PATH
+from settings.config import DEFAULT_CONFIG_PATH
 from tests.speech import compose
 from tests.wsclient import START, recv, send_audio, words
 

@@ -315,7 +315,7 @@ async def test_the_real_whisper_engine_in_the_pool(ray_cluster, clips_and_phrase
     from ray import serve
 
     from inference.ray_backend import open_pool
-    from server.config import load
+    from settings.config import load
 
     config = load()
     config = replace(

@@ -368,7 +368,7 @@ async def test_subscribers_count_against_the_per_address_limit_and_idle_ones_are
 
 
 def test_websocket_routes_have_a_per_address_limit_by_default():
-    from server import config
+    from settings import config
 
     assert config.load().auth.max_connections_per_ip > 0
 
@@ -443,7 +443,7 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_per_address_count(
 
 
 def test_trusted_proxies_must_be_ip_addresses():
-    from server import config
+    from settings import config
 
     with pytest.raises(config.ConfigError) as bad:
         config.load(None, {"auth": {"trusted_proxies": ["proxy.lan"]}})

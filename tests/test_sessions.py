@@ -130,7 +130,7 @@ def test_bad_subscribe_session_is_a_400(shared_server):
 
 
 def test_static_client_files_cannot_escape_their_folder(shared_server):
-    for path in ("/client_js/../server/config.py", "/client_js/%2e%2e/config.toml"):
+    for path in ("/client_js/../settings/config.py", "/client_js/%2e%2e/config.toml"):
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(shared_server.http + path, timeout=10)
         assert caught.value.code in (403, 404)

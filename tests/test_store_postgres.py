@@ -14,7 +14,7 @@ import pytest
 from jobs.pg_store import PostgresStore
 from jobs.runner import JobRunner
 from jobs.storage import DATABASE_ERRORS, LeaseLost
-from server import config as config_module
+from settings import config as config_module
 from tests.conftest import make_config
 
 
@@ -195,7 +195,7 @@ def test_the_backup_command_refuses_a_postgres_store_and_names_pg_dump(tmp_path,
     import subprocess
     import sys
 
-    from server.config import DEFAULT_CONFIG_PATH
+    from settings.config import DEFAULT_CONFIG_PATH
 
     with_password = postgres_url.replace("postgres@", "postgres:s3cret@")  # trust auth: accepted, unused
     config = tmp_path / "config.toml"

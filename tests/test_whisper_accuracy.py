@@ -19,7 +19,7 @@ import soundfile as sf
 from inference.engines.base import DecodeOptions
 from inference.engines.whisper import WhisperEngine
 from inference.model_hub import ModelUnavailable
-from server.config import ConfigError
+from settings.config import ConfigError
 from tests.conftest import config_module, make_config
 from tests.corpus import JFK_TEXT, MONOLOGUE, SHORT
 from tests.engines import RecordingEngine

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inference.engines.base import DecodeOptions  # noqa: E402
 from inference.engines.funasr import FunasrEngine  # noqa: E402
 from inference.model_hub import ModelUnavailable, resolve_model_dir  # noqa: E402
-from server import config as config_module  # noqa: E402
+from settings import config as config_module  # noqa: E402
 from text.itn import InverseNormalizer  # noqa: E402
 
 

@@ -1,0 +1,1 @@
+"""Settings every package reads: config.toml loaded into frozen dataclasses (settings.config)."""
