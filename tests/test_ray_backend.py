@@ -288,10 +288,12 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
     live = await executor_on("ray", one_replica, in_flight=2)
     before = len(await model_calls(live))
     try:
-        # Each file segment's model call takes 1.5 s: the final below reaches the replica while the
-        # first is in the model and the second waits, even when the machine slows the Ray hop.
+        # Each file segment's model call takes 3 s: the final below reaches the replica while the
+        # first is in the model and the second waits, even when the machine slows the Ray hop (at
+        # 1.5 s it failed once under two pytest workers at load 3.5: a second file call started
+        # before the final reached the replica).
         segments = [
-            files.submit_background(clip(1 + i / 100, head=1.5), DecodeOptions(), source=JOBS) for i in range(5)
+            files.submit_background(clip(1 + i / 100, head=3.0), DecodeOptions(), source=JOBS) for i in range(5)
         ]
         deadline = time.monotonic() + BOUND_S
         while len(await model_calls(live)) == before and time.monotonic() < deadline:
