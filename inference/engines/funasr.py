@@ -222,11 +222,18 @@ class FunasrEngine:
         # A decode whose text and timestamps did not pair up: the segment alone, as without a join.
         unjoined = [i for i, result in enumerate(results) if result is None]
         if unjoined:
-            alone = [dataclasses.replace(options[i], context_samples=0, after_samples=0) for i in unjoined]
-            again = self.decode([_segment_only(audios[i], options[i]) for i in unjoined], alone)
+            plain = [dataclasses.replace(options[i], context_samples=0, after_samples=0) for i in unjoined]
+            again = self.decode([_segment_only(audios[i], options[i]) for i in unjoined], plain)
             for i, result in zip(unjoined, again):
-                results[i] = _shifted(result, options[i].context_samples // SAMPLES_PER_MS)
-        return results  # type: ignore[return-value]
+                results[i] = result
+        # Timestamps count from the start of the audio given (context included): a segment decoded
+        # alone started context_samples into it. (Every model's answer, Fun-ASR-Nano's too.)
+        alone = {i for i, span in enumerate(spans) if span is None} | set(unjoined)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(results)  # every request answered above
+        return [
+            _shifted(r, options[i].context_samples // SAMPLES_PER_MS) if i in alone else r for i, r in enumerate(done)
+        ]
 
     def _generate_nano(self, batch: list[np.ndarray], hotwords: str, language: str, itn: bool) -> list[dict]:
         bf16 = self.settings.fp16 and self.device.startswith("cuda") and _cuda_bf16()
@@ -287,10 +294,7 @@ class FunasrEngine:
             text = self.punctuate(text)
         stamps = item.get("timestamp")
         timestamps = tuple((int(a), int(b)) for a, b in stamps) if stamps is not None and len(stamps) else None
-        result = DecodeResult(text=text, timestamps=timestamps, extra=extra, words_end_ms=words_end_ms)
-        # Timestamps count from the start of the audio given (context included); a segment decoded
-        # alone starts context_samples into it.
-        return result if span is not None else _shifted(result, option.context_samples // SAMPLES_PER_MS)
+        return DecodeResult(text=text, timestamps=timestamps, extra=extra, words_end_ms=words_end_ms)
 
     def punctuate(self, text: str) -> str:
         if self._punc is None or not text.strip():
