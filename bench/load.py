@@ -4,6 +4,7 @@
     .venv/bin/python bench/load.py --engine whisper --streams 1 2 4
     .venv/bin/python bench/load.py --streams 200 --noise-dbfs -45     # hiss above the energy gate
     .venv/bin/python bench/load.py --streams 400 --loops 4 --ramp-s 20  # more than fit: newcomers get "busy"
+    python3 bench/load.py --engine whisper --streams 1 16 64 --devices cuda cpu  # GPU vs CPU, side by side
 
 The server runs as its own process (`run_server.py` with a generated config); the clients run in
 this process, each sending an espeak-ng script with known phrase boundaries in 100 ms chunks paced
@@ -19,6 +20,8 @@ is bounded in time. Reported per run:
   for the model) and decode (the model call) p95
 - partial cadence (median gap between partials of a stream)
 - server CPU % (of one core) and RSS, RSS per connection
+- with --devices: each stream count once per inference.device (a CUDA run batches --gpu-batch
+  requests per model call, as config.toml advises for a GPU; the CPU run keeps config.toml's)
 - finals expected / received / duplicated (lost or duplicated must be 0); a run is cut off 60 s
   after the script ends, and finals missing then are late (an overloaded server). Streams the
   server turned away as busy (vad_overload_ms) are counted apart and not expected
@@ -365,6 +368,7 @@ def one_run(
         "endpoint_p95": pct(endpoint, 0.95),
         "server_clock_p95": pct(by_server, 0.95),
         "queue_p95": pct([f.get("queue_ms", 0) for f in finals], 0.95),
+        "decode_p50": pct([f.get("decode_ms", 0) for f in finals], 0.5),
         "decode_p95": pct([f.get("decode_ms", 0) for f in finals], 0.95),
         "partial_gap_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
         "cpu": cpu,
@@ -392,8 +396,13 @@ def main() -> None:
         "--noise-dbfs", type=float, default=None, help="add background noise at this RMS level, e.g. -45 (gate: -50)"
     )
     parser.add_argument("--ramp-s", type=float, default=0.0, help="start the streams evenly over this many seconds")
+    parser.add_argument(
+        "--devices", nargs="+", default=[], help="run each stream count once per inference.device, e.g. cuda cpu"
+    )
+    parser.add_argument("--gpu-batch", type=int, default=16, help="max_batch_size of the CUDA runs (--devices)")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
+    devices = args.devices or [""]  # "" = inference.device as config.toml and --set say
     script = compose(SCRIPT * args.loops)
     if args.noise_dbfs is not None:
         # A room: steady hiss under the speech and in the pauses (the script's pauses are otherwise
@@ -407,24 +416,42 @@ def main() -> None:
         f"clients in this process, server in its own; server CPU % (with its VAD worker) is of one core (2 cores here)"
     )
     header = (
-        f"{'engine':>8} {'vadB':>4} {'streams':>7} | {'lag p50/p95/p99 ms':>20} | {'final p50/p95/p99 ms':>22} | "
-        f"{'srv95':>6} {'srvS95':>6} {'queue95':>7} {'dec95':>6} | {'partial':>7} | "
+        f"{'engine':>8} {'device':>6} {'vadB':>4} {'streams':>7} | {'lag p50/p95/p99 ms':>20} | "
+        f"{'final p50/p95/p99 ms':>22} | {'srv95':>6} {'srvS95':>6} {'queue95':>7} {'dec50':>6} {'dec95':>6} | "
+        f"{'partial':>7} | "
         f"{'cpu%':>5} {'cli%':>4} {'rssMiB':>6} {'KiB/conn':>8} | finals exp/got/dup"
     )
     print(header)
     for vad_batch in args.vad_batch:
         for count in args.streams:
-            r = one_run(args.engine, vad_batch, count, script, overrides, args.ramp_s)
-            lag = "/".join(f"{x:.0f}" for x in r["lag_ms"])
-            lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
-            print(
-                f"{r['engine']:>8} {vad_batch:>4} {count:>7} | {lag:>20} | {lat:>22} | "
-                f"{r['endpoint_p95']:>6.0f} {r['server_clock_p95']:>6.0f} "
-                f"{r['queue_p95']:>7.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | "
-                f"{r['cpu']:>5.0f} {r['client_cpu']:>4.0f} {r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | "
-                f"{'/'.join(map(str, r['finals']))}" + (f" (busy: {r['refused']})" if r["refused"] else ""),
-                flush=True,
-            )
+            for device in devices:
+                r = one_run(
+                    args.engine,
+                    vad_batch,
+                    count,
+                    script,
+                    {**overrides, **device_settings(device, args.gpu_batch)},
+                    args.ramp_s,
+                )
+                lag = "/".join(f"{x:.0f}" for x in r["lag_ms"])
+                lat = "/".join(f"{x:.0f}" for x in r["latency_ms"])
+                print(
+                    f"{r['engine']:>8} {device or '-':>6} {vad_batch:>4} {count:>7} | {lag:>20} | {lat:>22} | "
+                    f"{r['endpoint_p95']:>6.0f} {r['server_clock_p95']:>6.0f} {r['queue_p95']:>7.0f} "
+                    f"{r['decode_p50']:>6.0f} {r['decode_p95']:>6.0f} | {r['partial_gap_ms']:>7.0f} | "
+                    f"{r['cpu']:>5.0f} {r['client_cpu']:>4.0f} {r['rss']:>6.0f} {r['rss_per_conn_kib']:>8.0f} | "
+                    f"{'/'.join(map(str, r['finals']))}" + (f" (busy: {r['refused']})" if r["refused"] else ""),
+                    flush=True,
+                )
+
+
+def device_settings(device: str, gpu_batch: int) -> dict[str, str]:
+    if not device:
+        return {}
+    settings = {"inference.device": f'"{device}"'}
+    if device.startswith("cuda"):
+        settings |= {"max_batch_size": str(gpu_batch), "background_batch_size": str(gpu_batch)}
+    return settings
 
 
 if __name__ == "__main__":

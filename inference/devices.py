@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import logging
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,21 @@ def cuda_device_count(engine: str) -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def load_pip_cublas(soname: str = "libcublas.so.12") -> str | None:
+    """CTranslate2's wheels (Whisper) load cuBLAS 12 by name when a model first runs on CUDA.
+    `./install.sh --cuda` installs it as the nvidia-cublas-cu12 package, whose folder is not on the
+    loader's search path: loaded once by its full path, the later load by name finds it already in
+    the process, with no LD_LIBRARY_PATH. Returns the path loaded, or None when the package is not
+    installed (the system's cuBLAS, if any, is used)."""
+    spec = importlib.util.find_spec("nvidia")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        library = Path(root, "cublas", "lib", soname)
+        if library.is_file():
+            ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+            return str(library)
+    return None
 
 
 def resolve_device(requested: str, engine: str = "funasr") -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -13,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 RATE = 16000
+# A folder where rendered phrases are kept and reused: a machine without espeak-ng and sox (the lent
+# GPU machine) replays phrases rendered here, sample for sample.
+CACHE_ENV = "SPEECH_CACHE_DIR"
 
 
 def tools_available() -> bool:
@@ -21,6 +26,18 @@ def tools_available() -> bool:
 
 @lru_cache(maxsize=64)
 def _phrase(text: str, rate_wpm: int, voice: str) -> bytes:
+    cache = os.environ.get(CACHE_ENV)
+    kept = Path(cache, hashlib.sha1(f"{voice}|{rate_wpm}|{text}".encode()).hexdigest() + ".pcm") if cache else None
+    if kept is not None and kept.is_file():
+        return kept.read_bytes()
+    pcm = _render(text, rate_wpm, voice)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(pcm)
+    return pcm
+
+
+def _render(text: str, rate_wpm: int, voice: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp, "raw.wav"), Path(tmp, "out.wav")
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate_wpm), "-w", str(raw), text], check=True)

@@ -1,11 +1,19 @@
 """Device resolution. No GPU exists here: CUDA/MPS availability is simulated by patching torch and
 CTranslate2 (named stand-ins for a GPU machine; nothing here ran on a real GPU)."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import ctranslate2
 import pytest
 import torch
 
-from inference.devices import DeviceUnavailable, is_out_of_memory, resolve_device
+from inference.devices import DeviceUnavailable, is_out_of_memory, load_pip_cublas, resolve_device
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def simulate(monkeypatch, cuda: int, mps: bool, ct2_cuda: int | None = None):
@@ -119,3 +127,48 @@ def test_clearing_the_cuda_cache_reports_memory_before_and_after(monkeypatch):
     assert report["cleared"] is True
     assert report["before"] == {"allocated_bytes": 1 << 30, "reserved_bytes": 3 << 30}
     assert report["after"]["reserved_bytes"] == 1 << 30 and report["released_bytes"] == 2 << 30
+
+
+def test_cublas_from_its_pip_package_is_found_by_name_without_ld_library_path(tmp_path):
+    """CTranslate2 asks the loader for libcublas.so.12 by name; the nvidia-cublas-cu12 package keeps it in
+    a folder the loader does not search. A stand-in library with that soname (built here: there is no GPU,
+    and no real cuBLAS) in such a package folder is loaded by name once load_pip_cublas has run."""
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler to build the stand-in library")
+    lib_dir = tmp_path / "site" / "nvidia" / "cublas" / "lib"
+    lib_dir.mkdir(parents=True)
+    source = tmp_path / "standin.c"
+    source.write_text("int cublas_standin_version(void) { return 12; }\n")
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-Wl,-soname,libcublas.so.12", "-o", lib_dir / "libcublas.so.12", source],
+        check=True,
+    )
+    probe = """
+import ctypes
+from inference.devices import load_pip_cublas
+try:
+    ctypes.CDLL("libcublas.so.12")
+    print("found before")
+except OSError:
+    print("not found before")
+print("loaded", load_pip_cublas())
+print("by name", ctypes.CDLL("libcublas.so.12").cublas_standin_version())
+"""
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"}
+    env.pop("LD_LIBRARY_PATH", None)
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "not found before",
+        f"loaded {lib_dir / 'libcublas.so.12'}",
+        "by name 12",
+    ]
+
+
+def test_without_the_cublas_package_nothing_is_loaded(tmp_path, monkeypatch):
+    (tmp_path / "nvidia" / "cudnn" / "lib").mkdir(parents=True)  # another nvidia-* package, no cuBLAS
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + [p for p in sys.path if "site-packages" not in p])
+    for name in [m for m in sys.modules if m == "nvidia" or m.startswith("nvidia.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+    assert load_pip_cublas() is None

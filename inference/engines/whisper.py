@@ -15,6 +15,7 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, merge_punctuations
 
+from inference.devices import load_pip_cublas
 from inference.engines.base import DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable
 from text.repeats import collapse_repeats
@@ -92,6 +93,8 @@ class WhisperEngine:
         if ct2_device not in ("cpu", "cuda"):
             log.warning("CTranslate2 has no %s backend; Whisper runs on the CPU", device)
             ct2_device, self.device = "cpu", "cpu"
+        if ct2_device == "cuda" and (cublas := load_pip_cublas()):
+            log.info("Whisper on CUDA uses cuBLAS from %s", cublas)
         compute_type = settings.compute_type
         if compute_type == "auto":
             compute_type = "float16" if ct2_device == "cuda" else "int8"
