@@ -23,22 +23,30 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.backend import DecodeBackend, LocalBackend, PoolUnavailable
 from inference.batch_decoder import BatchDecoder, DecodeWork, StepWork, Work
-from inference.engines.base import DecodeOptions, Engine, StreamingEngine
+from inference.engines.base import DecodeOptions, DecodeResult, Engine, StreamingEngine
 from inference.scheduler import JOBS, LIVE, Kind, Lane, Request, Scheduler, Source
+from inference.scorer import AsyncVadScorer, Floats, Samples, VadScorer
 
 log = logging.getLogger(__name__)
 
 # VAD batches handed to the scorer at once (see _score_loop).
 VAD_BATCHES_IN_FLIGHT = 2
+
+Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
+# What a decode request's future resolves to: a stale partial, or a streaming chunk whose segment
+# got an offline final first, resolves to None.
+Decoded: TypeAlias = DecodeResult | None
+T = TypeVar("T")
 
 
 class ExecutorClosed(RuntimeError):
@@ -61,9 +69,9 @@ class RequestCancelled(RuntimeError):
 class _Decode:
     stream_id: int
     segment_id: int
-    audio: np.ndarray
+    audio: Audio
     options: DecodeOptions
-    future: asyncio.Future
+    future: asyncio.Future[Decoded]
     engine: str = ""  # name of the engine that decodes it (set on submission)
     submitted: float = field(default_factory=time.monotonic)
 
@@ -78,10 +86,10 @@ class _Step:
     stream_id: int
     segment_id: int
     state: Any
-    audio: np.ndarray
+    audio: Audio
     is_final: bool
     options: DecodeOptions
-    future: asyncio.Future
+    future: asyncio.Future[Decoded]
     submitted: float = field(default_factory=time.monotonic)
 
     def work(self) -> Work:
@@ -91,8 +99,8 @@ class _Step:
 @dataclass
 class _Score:
     state: Any
-    samples: np.ndarray
-    future: asyncio.Future
+    samples: Samples
+    future: asyncio.Future[Floats]
 
 
 @dataclass
@@ -109,7 +117,7 @@ class InferenceExecutor:
     def __init__(
         self,
         engine: Engine,
-        scorer,
+        scorer: VadScorer,
         max_batch_size: int,
         max_wait_ms: int,
         vad_max_batch_size: int,
@@ -120,7 +128,7 @@ class InferenceExecutor:
         background_batch_size: int | None = None,
         background_hold_ms: int = 0,
         backend: DecodeBackend | None = None,
-    ):
+    ) -> None:
         """`on_batch(kind, size, seconds)` is told about every model call ("decode", "stream" or "vad").
         `normalizer(text, language)` is the inverse text normaliser applied to finals that ask for it.
         `job_engines`: more engines that file requests may name (the live `engine` is always one).
@@ -146,11 +154,11 @@ class InferenceExecutor:
         self._decode_ready = asyncio.Event()
         self._score_ready = asyncio.Event()
         self._backend: DecodeBackend = backend or LocalBackend(BatchDecoder(self.engines, engine.name, normalizer))
-        self._batches: set[asyncio.Task] = set()  # batches in flight, when the backend takes several
+        self._batches: set[asyncio.Task[None]] = set()  # batches in flight, when the backend takes several
         self._steps_in_flight = 0  # batches with streaming chunks in flight: the next chunk waits for them
         self._slot_changed = asyncio.Event()  # a batch finished or live work came: a slot may be usable
         self._vad_pool = ThreadPoolExecutor(1, thread_name_prefix="vad")
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         # Requests handed to a worker thread and not yet answered; close() must answer them too.
         self._decoding: list[_Decode | _Step] = []
@@ -225,12 +233,12 @@ class InferenceExecutor:
         self,
         stream_id: int,
         segment_id: int,
-        audio: np.ndarray,
+        audio: Audio,
         options: DecodeOptions,
         engine: str | None = None,
         *,
         source: Source | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Decoded]:
         """Future resolving to the DecodeResult of a closed segment (never dropped, only cancelled).
         `source` says who asks (LIVE: a stream paced in real time; else background work with its
         owner's fair share); None: the stream's (set_source), LIVE by default. `engine` names a job
@@ -246,11 +254,11 @@ class InferenceExecutor:
         self,
         stream_id: int,
         segment_id: int,
-        audio: np.ndarray,
+        audio: Audio,
         options: DecodeOptions,
         *,
         source: Source | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Decoded]:
         """Future resolving to a DecodeResult, or to None if a newer request made it stale."""
         source = source or self._sources.get(stream_id, LIVE)
         record = _Decode(stream_id, segment_id, audio, options, self._new_future(), self.engine.name)
@@ -259,8 +267,8 @@ class InferenceExecutor:
         )
 
     def submit_background(
-        self, audio: np.ndarray, options: DecodeOptions, engine: str | None = None, *, source: Source = JOBS
-    ) -> asyncio.Future:
+        self, audio: Audio, options: DecodeOptions, engine: str | None = None, *, source: Source = JOBS
+    ) -> asyncio.Future[Decoded]:
         """A segment of a file being transcribed by `engine` (None = the live engine): decoded in
         batches of its own, only while no live work waits, in turn with other owners' work."""
         name = self.engine_name(engine)
@@ -281,12 +289,12 @@ class InferenceExecutor:
         stream_id: int,
         segment_id: int,
         state: Any,
-        audio: np.ndarray,
+        audio: Audio,
         is_final: bool,
         options: DecodeOptions,
         *,
         source: Source | None = None,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[Decoded]:
         """Future resolving to the streaming model's DecodeResult after this chunk: the segment's
         text so far (with is_final, its finished text). Chunks of one stream run in submission order
         (a stream that turns from live to background keeps that order: live work runs first).
@@ -325,9 +333,9 @@ class InferenceExecutor:
         while self._scheduler.background_queued(stream_id) > limit and not self._closed:
             await self._batch_done.wait()
 
-    def score_speech(self, state: Any, samples: np.ndarray) -> asyncio.Future:
+    def score_speech(self, state: Any, samples: Samples) -> asyncio.Future[Floats]:
         """Future resolving to FSMN speech probabilities for this stream's new samples."""
-        future = self._new_future()
+        future: asyncio.Future[Floats] = self._new_future()
         self._scores.append(_Score(state, samples, future))
         self._score_ready.set()
         return future
@@ -338,21 +346,21 @@ class InferenceExecutor:
         self._answer_dropped(self._scheduler.forget_stream(stream_id))
         self._decode_ready.set()  # (background work it held may go now)
 
-    async def clear_device_cache(self) -> dict:
+    async def clear_device_cache(self) -> dict[str, Any]:
         """Clear every loaded engine's device cache on the decode thread, between model calls (never
         under one): {"engines": [one report per engine, saying what was freed]}."""
         from inference.devices import clear_engine_cache
 
-        def clear_all(decoder: BatchDecoder) -> dict:
+        def clear_all(decoder: BatchDecoder) -> dict[str, Any]:
             return {"engines": [clear_engine_cache(e.name, e.device) for e in decoder.engines.values()]}
 
         return await self._backend.run_on_engines(clear_all)
 
-    async def device_report(self) -> dict:
+    async def device_report(self) -> dict[str, Any]:
         """For the admin page: the devices here, and each loaded engine with its device and memory."""
         from inference.devices import RUNTIME, engine_memory, inventory
 
-        def report(decoder: BatchDecoder) -> dict:
+        def report(decoder: BatchDecoder) -> dict[str, Any]:
             engines = [
                 {
                     "name": e.name,
@@ -381,13 +389,13 @@ class InferenceExecutor:
         """The decode backend, for /healthz: which one, and a remote pool's state."""
         return self._backend.figures()
 
-    def _new_future(self) -> asyncio.Future:
+    def _new_future(self) -> asyncio.Future[T]:
         future = asyncio.get_running_loop().create_future()
         if self._closed:
             future.set_exception(ExecutorClosed("server shutting down"))
         return future
 
-    def _submit(self, request: Request, record: _Decode | _Step) -> asyncio.Future:
+    def _submit(self, request: Request, record: _Decode | _Step) -> asyncio.Future[Decoded]:
         request.item = record
         if not record.future.done() and not self._backend.healthy:  # (closed: already answered)
             self._refuse_while_unhealthy(request)
@@ -428,7 +436,7 @@ class InferenceExecutor:
             _answer(request.item.future, None)
 
     # --- decode loop -----------------------------------------------------------------------
-    async def _supervise(self, run_loop, in_flight: str) -> None:
+    async def _supervise(self, run_loop: Callable[[], Awaitable[None]], in_flight: str) -> None:
         """Restart a batching loop that died from a bug; what it held in flight gets an error."""
         while not self._closed:
             try:
@@ -572,9 +580,9 @@ class InferenceExecutor:
         # is scored, so the scorer never idles while the event loop is busy elsewhere. A stream
         # has one score in flight at most, so its batches never overtake each other.
         slots = asyncio.Semaphore(VAD_BATCHES_IN_FLIGHT)
-        running: set[asyncio.Task] = set()
+        running: set[asyncio.Task[None]] = set()
 
-        def finished(task: asyncio.Task) -> None:
+        def finished(task: asyncio.Task[None]) -> None:
             running.discard(task)
             slots.release()
 
@@ -605,8 +613,9 @@ class InferenceExecutor:
         self._scoring.extend(batch)
         started = time.monotonic()
         work = [(w.state, w.samples) for w in batch]
+        results: Sequence[Floats | BaseException]
         try:
-            if hasattr(self.scorer, "score_async"):  # a worker process: the loop waits on its pipe
+            if isinstance(self.scorer, AsyncVadScorer):  # a worker process: the loop waits on its pipe
                 results = await self.scorer.score_async(work)
             else:
                 results = await asyncio.get_running_loop().run_in_executor(self._vad_pool, self.scorer.score, work)
@@ -620,7 +629,7 @@ class InferenceExecutor:
             _answer(request.future, result)
 
 
-def _answer(future: asyncio.Future, result: Any) -> None:
+def _answer(future: asyncio.Future[T], result: T | BaseException) -> None:
     """Resolve a caller's future with a result, or with the exception that stands for one."""
     if future.done():  # the caller gave up (disconnected) or close() answered it already
         return

