@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from inference.engines.base import DecodeOptions, DecodeResult, Engine
 
+if TYPE_CHECKING:
+    from settings.config import Config
 
-def create_engine(config, device: str, name: str | None = None, streaming: bool = True) -> Engine:
+
+def create_engine(config: Config, device: str, name: str | None = None, streaming: bool = True) -> Engine:
     """Build an engine on an already resolved device: the live one (config.inference.engine) unless
     `name` says which. `streaming=False` leaves out a streaming model (files never use one)."""
     name = name or config.inference.engine

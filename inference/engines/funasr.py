@@ -12,15 +12,20 @@ import io
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.engines import funasr_nano
 from inference.engines.base import DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable, resolve_model_dir
+
+if TYPE_CHECKING:
+    from settings.config import FunasrConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +40,48 @@ MIN_SCRIPT_TOKENS = 100
 MIN_AUDIO_SAMPLES = 2400  # 150 ms: shorter clips crash Paraformer's frontend ("n must be > 0") and hold no word
 SAMPLES_PER_MS = 16
 
+Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
+
+
+class Answer(TypedDict, total=False):
+    """One item of what AutoModel.generate returns: FunASR's "key" and "text"; Paraformer adds
+    "timestamp" ([start_ms, end_ms] per character or word), Fun-ASR-Nano "timestamps" (and keys
+    nothing here reads: "text_tn", "ctc_text", ...), the punctuation model "punc_array"."""
+
+    key: str
+    text: str
+    timestamp: list[list[int]]
+    timestamps: list[funasr_nano.CharTime]
+
+
+class AutoModelLike(Protocol):
+    """What is used of a funasr.AutoModel (which ships no types)."""
+
+    kwargs: dict[str, Any]  # its resolved configuration: "model" (the model class name), "tokenizer", ...
+    model: Any  # the torch module
+
+    def generate(self, input: Any, **cfg: Any) -> list[Answer]: ...
+
 
 @dataclass
 class StreamState:
     """One stream's streaming-model cache for the open segment, and the text it produced so far."""
 
     chunk_size: tuple[int, ...]  # FunASR's (left, chunk, right) in 60 ms units
-    cache: dict = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # FunASR's own; opaque here
     text: str = ""
 
 
-def _quiet_import_automodel():
+def _quiet_import_automodel() -> Callable[..., AutoModelLike]:
     # funasr prints an ffmpeg notice to stdout on import; startup output should be our own lines.
     with contextlib.redirect_stdout(io.StringIO()):
         from funasr import AutoModel
-    return AutoModel
+    automodel: Callable[..., AutoModelLike] = AutoModel
+    return automodel
 
 
 @contextlib.contextmanager
-def _funasr_logs_quiet():
+def _funasr_logs_quiet() -> Iterator[None]:
     # FunASR logs a dozen INFO lines per model on the root logger ("download models from model hub"
     # even for a local directory); keep its warnings, drop that noise from the server's log.
     root = logging.getLogger()
@@ -65,7 +93,7 @@ def _funasr_logs_quiet():
         root.setLevel(level)
 
 
-def load_automodel(spec: str, role: str, settings, device: str):
+def load_automodel(spec: str, role: str, settings: FunasrConfig, device: str) -> AutoModelLike:
     """Resolve `spec` to a directory and load it the way FunASR documents: AutoModel(model=dir)."""
     path = resolve_model_dir(spec, role, settings.hub, settings.model_cache_dir, settings.allow_download)
     # Fun-ASR-Nano's config names its LLM's directory relative to the model's own.
@@ -102,13 +130,13 @@ def hotword_argument(hotwords: Sequence[tuple[str, int]]) -> str:
     return " ".join(phrases)
 
 
-def _clean(text) -> str:
+def _clean(text: str) -> str:
     """Model text as captions show it: no <unk>, single spaces, none between Chinese characters
     (with timestamps on, FunASR separates every character by a space)."""
     return _CJK_GAP.sub("", " ".join(str(text).replace(_UNKNOWN, " ").split()))
 
 
-def vocabulary_languages(tokens) -> tuple[str, ...] | None:
+def vocabulary_languages(tokens: object) -> tuple[str, ...] | None:
     """The languages a Paraformer's token list spells (see MIN_SCRIPT_TOKENS); None without one."""
     if not isinstance(tokens, (list, tuple)) or not tokens:
         return None
@@ -122,17 +150,17 @@ def vocabulary_languages(tokens) -> tuple[str, ...] | None:
 def _cuda_bf16() -> bool:
     import torch
 
-    return torch.cuda.is_bf16_supported()
+    return bool(torch.cuda.is_bf16_supported())
 
 
-def _model_class(model) -> str:
-    return str(getattr(model, "kwargs", {}).get("model", type(getattr(model, "model", model)).__name__))
+def _model_class(model: AutoModelLike) -> str:
+    return str(model.kwargs["model"])  # AutoModel's build_model looked the class up by this name
 
 
 class FunasrEngine:
     name = "funasr"
 
-    def __init__(self, settings, device: str) -> None:
+    def __init__(self, settings: FunasrConfig, device: str) -> None:
         self.settings = settings
         self.device = device
         self._offline = load_automodel(settings.offline_model, "offline_model", settings, device)
@@ -174,7 +202,8 @@ class FunasrEngine:
             return tuple(funasr_nano.LANGUAGE_NAMES)
         if self.sensevoice:
             return _SENSEVOICE_LANGUAGES
-        tokenizer = getattr(self._offline, "kwargs", {}).get("tokenizer")
+        # None, one tokenizer or a list of them, with or without a token list (SentencePiece's has none)
+        tokenizer = self._offline.kwargs["tokenizer"]
         return vocabulary_languages(getattr(tokenizer, "token_list", None))
 
     def language_problem(self, language: str) -> str | None:
@@ -187,7 +216,7 @@ class FunasrEngine:
         return f"language {language!r} is not one the {model} knows; it knows 'auto' and {known}"
 
     # --- offline: finals (and partial re-decodes when there is no streaming model) ---------------
-    def decode(self, audios: Sequence[np.ndarray], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+    def decode(self, audios: Sequence[Audio], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         # Audio around a cut for length (context before, look-ahead after: streaming.cuts) is decoded
         # with the segment by Paraformer, which times each character, and only the characters whose
         # middle lies in the segment are kept. SenseVoice and Fun-ASR-Nano decode the segment alone.
@@ -235,7 +264,7 @@ class FunasrEngine:
             _shifted(r, options[i].context_samples // SAMPLES_PER_MS) if i in alone else r for i, r in enumerate(done)
         ]
 
-    def _generate_nano(self, batch: list[np.ndarray], hotwords: str, language: str, itn: bool) -> list[dict]:
+    def _generate_nano(self, batch: list[Audio], hotwords: str, language: str, itn: bool) -> list[Answer]:
         bf16 = self.settings.fp16 and self.device.startswith("cuda") and _cuda_bf16()
         phrases = hotwords.split("\n") if hotwords else []
         kwargs = funasr_nano.generate_arguments(batch, phrases, language or None, itn, bf16)
@@ -247,7 +276,7 @@ class FunasrEngine:
             raise RuntimeError(f"Fun-ASR-Nano answered {len(out)} results for {len(batch)} segments")
         return out
 
-    def _generate_offline(self, batch: list[np.ndarray], hotwords: str, language: str) -> list[dict]:
+    def _generate_offline(self, batch: list[Audio], hotwords: str, language: str) -> list[Answer]:
         kwargs: dict[str, Any] = {"batch_size": len(batch), "disable_pbar": True}
         if self.sensevoice:
             kwargs.update(language=language, use_itn=True)
@@ -262,7 +291,7 @@ class FunasrEngine:
             return [item for audio in batch for item in self._generate_offline([audio], hotwords, language)]
         return out
 
-    def _precision(self):
+    def _precision(self) -> AbstractContextManager[None]:
         if self.settings.fp16 and self.device.startswith("cuda"):
             import torch
 
@@ -270,11 +299,11 @@ class FunasrEngine:
         return contextlib.nullcontext()
 
     def _offline_result(
-        self, item: dict, option: DecodeOptions, span: tuple[int, int] | None = None
+        self, item: Answer, option: DecodeOptions, span: tuple[int, int] | None = None
     ) -> DecodeResult | None:
         """The caption of one model answer; with `span` (ms of the audio the segment covers), only
         its characters (None: the text does not pair with the timestamps, it cannot be cut)."""
-        words_end_ms = None
+        words_end_ms: int | None = None
         if span is not None:
             kept = _within(item, span)
             if kept is None:
@@ -320,11 +349,11 @@ class FunasrEngine:
     def new_stream_state(self, chunk_size: tuple[int, int, int] = (5, 10, 5)) -> StreamState:
         return StreamState(tuple(chunk_size))
 
-    def stream(self, steps: Sequence[tuple[StreamState, np.ndarray, bool, DecodeOptions]]) -> list[DecodeResult]:
+    def stream(self, steps: Sequence[tuple[StreamState, Audio, bool, DecodeOptions]]) -> list[DecodeResult]:
         """One chunk per stream. FunASR's streaming Paraformer keeps its cache in a dict per call, so
         chunks of different streams cannot share one forward pass; each gets its own call."""
         assert self._online is not None, "stream() needs funasr.online_model"
-        results = []
+        results: list[DecodeResult] = []
         for state, audio, is_final, option in steps:
             with self._precision():
                 out = self._online.generate(
@@ -351,16 +380,16 @@ class FunasrEngine:
         return self._cpu
 
 
-def _span_ms(audio: np.ndarray, option: DecodeOptions) -> tuple[int, int]:
+def _span_ms(audio: Audio, option: DecodeOptions) -> tuple[int, int]:
     """Where the segment lies in a request's audio (ms), between its context and look-ahead."""
     return option.context_samples // SAMPLES_PER_MS, (len(audio) - option.after_samples) // SAMPLES_PER_MS
 
 
-def _segment_only(audio: np.ndarray, option: DecodeOptions) -> np.ndarray:
+def _segment_only(audio: Audio, option: DecodeOptions) -> Audio:
     return audio[option.context_samples : len(audio) - option.after_samples]
 
 
-def _within(item: dict, span: tuple[int, int]) -> tuple[dict, int | None] | None:
+def _within(item: Answer, span: tuple[int, int]) -> tuple[Answer, int | None] | None:
     """The model answer cut to the characters (words, for English) whose middle lies in `span`, and
     where the last of them ends (ms); None when its text and timestamps do not pair one to one.
     Both sides of a cut apply the same rule, so the character the cut went through is kept once."""
@@ -368,7 +397,7 @@ def _within(item: dict, span: tuple[int, int]) -> tuple[dict, int | None] | None
     if stamps is None or len(stamps) != len(tokens):
         return None
     kept = [(token, (int(a), int(b))) for token, (a, b) in zip(tokens, stamps) if span[0] <= (a + b) / 2 < span[1]]
-    cut = {**item, "text": " ".join(t for t, _ in kept), "timestamp": [list(ab) for _, ab in kept]}
+    cut: Answer = {**item, "text": " ".join(t for t, _ in kept), "timestamp": [list(ab) for _, ab in kept]}
     return cut, kept[-1][1][1] if kept else None
 
 

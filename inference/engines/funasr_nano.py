@@ -12,15 +12,31 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.model_hub import ModelUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+    from inference.engines.funasr import Answer, AutoModelLike
 
 log = logging.getLogger(__name__)
 
 MODEL_CLASS = "FunASRNano"
+
+
+class CharTime(TypedDict):
+    """One item of a FunASRNano answer's "timestamps" (its CTC head's forced alignment)."""
+
+    token: str
+    start_time: float  # seconds
+    end_time: float
+    score: float
+
 
 # Client language codes -> the names the prompt takes ("语音转写成中文"). Fun-ASR-Nano-2512 knows
 # 中文, 英文, 日文; Fun-ASR-MLT-Nano-2512 (the same class) all 31 below (names from FunASR's demo).
@@ -59,7 +75,7 @@ def is_nano(path: Path) -> bool:
     return _model_config(path).get("model") == MODEL_CLASS
 
 
-def _model_config(path: Path) -> dict:
+def _model_config(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -69,7 +85,7 @@ def _model_config(path: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def automodel_overrides(path: Path, spec: str, role: str) -> dict:
+def automodel_overrides(path: Path, spec: str, role: str) -> dict[str, Any]:
     """AutoModel keyword arguments that point the model's LLM, tokenizer and CTC vocabulary at the
     files inside `path`; ModelUnavailable when the LLM's directory is not there."""
     config = _model_config(path)
@@ -96,13 +112,13 @@ def automodel_overrides(path: Path, spec: str, role: str) -> dict:
     return overrides
 
 
-def without_unusable_alignment(model) -> None:
+def without_unusable_alignment(model: AutoModelLike) -> None:
     """Character timestamps come from a CTC head aligned by torchaudio's forced_align (removed in
     torchaudio 2.9; torch is pinned newer). Without it FunASR raises on every decode (no torchaudio)
     or silently returns none, one segment at a time; switching the head off keeps the text and lets
     a batch of segments share one LLM call."""
     inner = model.model
-    if getattr(inner, "ctc_decoder", None) is None:
+    if inner.ctc_decoder is None:  # FunASRNano sets it (None without a CTC head in its config)
         return
     try:
         import torchaudio
@@ -129,7 +145,7 @@ def language_name(code: str | None) -> str | None:
 
 
 def generate_arguments(
-    batch: Sequence[np.ndarray], hotwords: list[str], language: str | None, itn: bool, bf16: bool
+    batch: Sequence[npt.NDArray[np.float32]], hotwords: list[str], language: str | None, itn: bool, bf16: bool
 ) -> dict[str, Any]:
     """AutoModel.generate's keyword arguments for one batch (besides input and batch_size)."""
     longest_s = max(len(audio) for audio in batch) / 16000
@@ -145,19 +161,19 @@ def generate_arguments(
     return arguments
 
 
-def as_inputs(batch: Sequence[np.ndarray]) -> list:
+def as_inputs(batch: Sequence[npt.NDArray[np.float32]]) -> list[torch.Tensor]:
     """FunASRNano takes each waveform as a torch tensor (or a file path); a numpy array it drops."""
     import torch
 
     return [torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)) for audio in batch]
 
 
-def text_of(item: dict) -> str:
+def text_of(item: Answer) -> str:
     """The generated text as captions show it (no control or replacement characters)."""
     return _NOT_TEXT.sub("", str(item.get("text", "")))
 
 
-def timestamps_ms(item: dict) -> tuple[tuple[int, int], ...] | None:
+def timestamps_ms(item: Answer) -> tuple[tuple[int, int], ...] | None:
     """Character times as [start_ms, end_ms]: FunASRNano gives {"start_time": s, "end_time": s}."""
     stamps = item.get("timestamps") or []
     spans = tuple((round(s["start_time"] * 1000), round(s["end_time"] * 1000)) for s in stamps if isinstance(s, dict))
