@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import subprocess
 import wave
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,33 @@ def jfk_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+# Every client run of the tests below: (client, file, mode, hotword weight).
+RUNS = [
+    *[("funasr-python", "16k", mode, None) for mode in ("2pass", "online", "offline")],
+    *[("funasr-client", rate, "2pass", None) for rate in ("16k", "24k", "8k", "mp3")],
+    *[("funasr-client", name, "offline", None) for name in ("16k", "mp3")],
+    ("funasr-client", "16k", "online", None),
+    ("funasr-client", "16k", "2pass", 500),
+]
+
+
+@pytest.fixture(scope="module")
+def client_runs(shared_server, jfk_files, tmp_path_factory) -> Iterator[dict[tuple, Future]]:
+    """Every run started at once, each in its own process, and collected by the test that checks
+    it. Each client paces jfk.wav in real time (11 s), so one after another the module mostly
+    waited; together they are concurrent streams on one server, as in use."""
+    out = tmp_path_factory.mktemp("funasr-python")
+
+    def run(client: str, name: str, mode: str, weight: int | None) -> Callable[[], dict]:
+        if client == "funasr-python":
+            return lambda: run_funasr_python_cli(shared_server.url, jfk_files[name], mode, out / f"{name}-{mode}.json")
+        hotwords = {"Kennedy": weight} if weight is not None else None
+        return lambda: run_funasr_client(shared_server.url, jfk_files[name], mode, hotwords)
+
+    with ThreadPoolExecutor(max_workers=len(RUNS)) as pool:
+        yield {key: pool.submit(run(*key)) for key in RUNS}
+
+
 def _is_jfk_suffix(text: str) -> bool:
     return bool(words(text)) and JFK.endswith(words(text))
 
@@ -62,8 +91,8 @@ def _is_jfk(text: str) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["2pass", "online", "offline"])
-def test_funasr_python_cli_returns_the_transcript(shared_server, jfk_files, tmp_path, mode):
-    result = run_funasr_python_cli(shared_server.url, jfk_files["16k"], mode, tmp_path / "out.json")
+def test_funasr_python_cli_returns_the_transcript(client_runs, mode):
+    result = client_runs["funasr-python", "16k", mode, None].result()
     assert "error" not in result, result
     partials = [p["text"] for p in result.get("partial_results", [])]
     if mode == "offline":  # one reply: the whole transcript
@@ -77,8 +106,8 @@ def test_funasr_python_cli_returns_the_transcript(shared_server, jfk_files, tmp_
 
 
 @pytest.mark.parametrize("rate", ["16k", "24k", "8k"])
-def test_funasr_client_merges_the_whole_transcript_at_any_sample_rate(shared_server, jfk_files, rate):
-    result = run_funasr_client(shared_server.url, jfk_files[rate], "2pass")
+def test_funasr_client_merges_the_whole_transcript_at_any_sample_rate(client_runs, rate):
+    result = client_runs["funasr-client", rate, "2pass", None].result()
     assert _is_jfk(result["merged"]["text"]), result["merged"]["text"]
     messages = result["messages"]
     assert all("mode" in m and "text" in m and "wav_name" in m for m in messages)
@@ -87,8 +116,8 @@ def test_funasr_client_merges_the_whole_transcript_at_any_sample_rate(shared_ser
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_funasr_client_streams_end_with_the_transcript_in_other_modes(shared_server, jfk_files, mode):
-    messages = run_funasr_client(shared_server.url, jfk_files["16k"], mode)["messages"]
+def test_funasr_client_streams_end_with_the_transcript_in_other_modes(client_runs, mode):
+    messages = client_runs["funasr-client", "16k", mode, None].result()["messages"]
     assert messages[-1]["is_final"] is True
     if mode == "offline":
         assert [m["mode"] for m in messages] == ["offline"] and _is_jfk(messages[0]["text"])
@@ -97,16 +126,16 @@ def test_funasr_client_streams_end_with_the_transcript_in_other_modes(shared_ser
         assert _is_jfk(" ".join(m["text"] for m in messages))
 
 
-def test_funasr_client_sends_an_mp3_and_gets_its_transcript(shared_server, jfk_files):
+def test_funasr_client_sends_an_mp3_and_gets_its_transcript(client_runs):
     # funasr-client sends a non-WAV file's bytes as they are, with wav_format "mp3"
-    result = run_funasr_client(shared_server.url, jfk_files["mp3"], "2pass")
+    result = client_runs["funasr-client", "mp3", "2pass", None].result()
     assert _is_jfk(result["merged"]["text"]), result["merged"]["text"]
-    offline = run_funasr_client(shared_server.url, jfk_files["mp3"], "offline")["messages"]
+    offline = client_runs["funasr-client", "mp3", "offline", None].result()["messages"]
     assert len(offline) == 1 and offline[0]["is_final"] is True and _is_jfk(offline[0]["text"])
 
 
-def test_funasr_client_hotwords_out_of_range_do_not_fail_the_stream(shared_server, jfk_files):
-    result = run_funasr_client(shared_server.url, jfk_files["16k"], "2pass", hotwords={"Kennedy": 500})
+def test_funasr_client_hotwords_out_of_range_do_not_fail_the_stream(client_runs):
+    result = client_runs["funasr-client", "16k", "2pass", 500].result()
     messages = result["messages"]
     assert messages[-1]["is_final"] is True and "country" in words(result["merged"]["text"])
     warning = next(m for m in messages if m.get("type") == "warning")
