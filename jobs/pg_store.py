@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from jobs import queries as q
-from jobs.queries import FILE_ROW_COLUMNS, LIVE
+from jobs.queries import FILE_ROW_COLUMNS, LIVE, encode_cut_words
 from jobs.storage import LeaseLost
 from jobs.store import SEARCH_TIMEOUT_S, FileRow, KeyConflict, SearchTimeout, StoreError, as_file_row, pending_counts
 
@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS files (
     lease_expires TIMESTAMPTZ              -- ... until then (database clock), renewed while it runs
 );
 ALTER TABLE files ADD COLUMN IF NOT EXISTS cut_words_end_ms BIGINT;  -- (FileRow; after the first release)
+ALTER TABLE files ADD COLUMN IF NOT EXISTS cut_words TEXT;         -- (FileRow; JSON [[word, start_ms], ...])
 CREATE TABLE IF NOT EXISTS segments (
     file_id BIGINT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -295,14 +296,15 @@ class PostgresStore:
         text: str,
         done_s: float,
         cut_words_end_ms: int | None = None,
+        cut_words: Sequence[tuple[str, int]] = (),
     ) -> None:
         """As Store.commit_segment, only as the file's next segment and while this front end holds it;
         LeaseLost (nothing written) otherwise."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE files SET next_seq = %s, done_s = %s, cut_words_end_ms = %s "
+                "UPDATE files SET next_seq = %s, done_s = %s, cut_words_end_ms = %s, cut_words = %s "
                 f"WHERE id = %s AND next_seq = %s AND lease_owner = %s AND status IN {LIVE}",
-                (seq + 1, done_s, cut_words_end_ms, file_id, seq, self.instance),
+                (seq + 1, done_s, cut_words_end_ms, encode_cut_words(cut_words), file_id, seq, self.instance),
             )
             if cur.rowcount != 1:
                 raise LeaseLost(f"file {file_id} segment {seq}: not held by {self.instance}")

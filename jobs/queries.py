@@ -3,12 +3,25 @@ PostgreSQL, which swaps each `?` for `%s`): one text for the rules both keep (wh
 job is done, which finals a session keeps). What differs stays with each store: the schema, search,
 and PostgreSQL's leases. `CAST(? AS TEXT) IS NULL`: PostgreSQL must know a parameter's type."""
 
+import json
+from collections.abc import Sequence
+
 LIVE = "('queued', 'running')"  # statuses of a job or file still to transcribe
 FILE_COLUMNS = "f.id, f.job_id, f.name, f.path, f.sha256, f.status, f.duration_s, f.done_s, f.next_seq, f.error, " \
                "f.engine, f.model"  # fmt: skip
 # A file as the runner reads it: also where a segment cut for length, if the last committed one was,
-# had its words end (not shown in job listings).
-FILE_ROW_COLUMNS = f"{FILE_COLUMNS}, f.cut_words_end_ms"
+# had its words end, and its words (not shown in job listings).
+FILE_ROW_COLUMNS = f"{FILE_COLUMNS}, f.cut_words_end_ms, f.cut_words"
+
+
+def encode_cut_words(words: Sequence[tuple[str, int]]) -> str | None:
+    """files.cut_words: [[word, start_ms], ...] as JSON; None when there are none."""
+    return json.dumps([[word, start_ms] for word, start_ms in words], ensure_ascii=False) if words else None
+
+
+def decode_cut_words(text: str | None) -> tuple[tuple[str, int], ...]:
+    return tuple((str(word), int(start_ms)) for word, start_ms in json.loads(text)) if text else ()
+
 
 INSERT_FILE = "INSERT INTO files (job_id, name, path, sha256, status) VALUES (?, ?, ?, ?, 'queued')"
 JOB_FILES = (

@@ -303,7 +303,10 @@ class JobRunner:
         if resume_s and row.cut_words_end_ms is not None:  # resumed right after a cut: join it as if never stopped
             before = await audio_before(row.path, resume_s, settings.context_s, self._media)
             cut = resumed_at_cut(cut, before)
-            joins = CutJoins(round((row.cut_words_end_ms / 1000 - resume_s) * SAMPLE_RATE))
+            joins = CutJoins(
+                ms_to_resumed_sample(row.cut_words_end_ms, resume_s),
+                [(word, ms_to_resumed_sample(start_ms, resume_s)) for word, start_ms in row.cut_words],
+            )
         # What was decoded before damage in the media is kept (committed, then the file fails).
         decoded = decode_in_order(cut, submit, decode_options, IN_FLIGHT_SEGMENTS, (MediaError,), joins)
         try:
@@ -311,11 +314,25 @@ class JobRunner:
                 start_ms = round(resume_s * 1000) + samples_to_ms(event.speech_start)
                 end_ms = round(resume_s * 1000) + samples_to_ms(event.speech_end)
                 done_s = resume_s + event.end / SAMPLE_RATE
-                cut_words_end_ms = None  # where a cut segment's words end: a restart joins the next one there
+                # A cut segment's words and where they end: a restart joins the next segment there.
+                cut_words_end_ms, cut_words = None, []
                 if event.reason == "max_length" and result.words_end_ms is not None:
-                    cut_words_end_ms = round(resume_s * 1000) + samples_to_ms(sample_at(event, result.words_end_ms))
+                    resumed_ms = round(resume_s * 1000)
+                    cut_words_end_ms = resumed_ms + samples_to_ms(sample_at(event, result.words_end_ms))
+                    cut_words = [
+                        (word, resumed_ms + samples_to_ms(sample_at(event, start)))
+                        for word, start, _ in result.words or ()
+                    ]
                 await self.db(
-                    self.store.commit_segment, row.id, seq, start_ms, end_ms, result.text, done_s, cut_words_end_ms
+                    self.store.commit_segment,
+                    row.id,
+                    seq,
+                    start_ms,
+                    end_ms,
+                    result.text,
+                    done_s,
+                    cut_words_end_ms,
+                    cut_words,
                 )
                 seq += 1
         except MediaError as exc:
@@ -326,6 +343,11 @@ class JobRunner:
             await decoded.aclose()  # cancelled: the executor drops segments nobody waits for
         await self.db(self.store.finish_file, row.id, None)
         log.info("file %d (%r) done: %d segment(s)", row.id, row.name, seq)
+
+
+def ms_to_resumed_sample(ms: int, resume_s: float) -> int:
+    """A time in the file (ms) as a sample counted from where decoding resumed (negative: before)."""
+    return round((ms / 1000 - resume_s) * SAMPLE_RATE)
 
 
 def _reason(exc: MediaError, name: str) -> str:

@@ -6,7 +6,7 @@ Every call is synchronous and runs on the runner's database thread (searches on 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -63,6 +63,7 @@ class JobStore(Protocol):
         text: str,
         done_s: float,
         cut_words_end_ms: int | None = None,
+        cut_words: Sequence[tuple[str, int]] = (),
     ) -> None: ...
     def finish_file(self, file_id: int, error: str | None = None) -> None: ...
     def segments(self, file_id: int) -> list[dict[str, Any]]: ...

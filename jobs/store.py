@@ -18,7 +18,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ SEARCH_INDEX = {table: _search_index(table) for table in ("segments", "live_fina
 # Columns added after the first release: a database made before them gets them on open.
 ADDED_COLUMNS = {
     "jobs": ("engine TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'", "request_hash TEXT"),
-    "files": ("engine TEXT", "model TEXT", "cut_words_end_ms INTEGER"),
+    "files": ("engine TEXT", "model TEXT", "cut_words_end_ms INTEGER", "cut_words TEXT"),
     "live_sessions": ("model TEXT", "owner TEXT NOT NULL DEFAULT 'anonymous'"),
 }
 # Columns every release had: a table that lacks one belongs to some other program.
@@ -155,6 +155,8 @@ class FileRow:
     # The last committed segment was cut for length: where its words end (ms into the file), so a
     # resumed file's next segment joins it as if never interrupted (streaming.cuts); else None.
     cut_words_end_ms: int | None = None
+    # ... and its words, each with where it starts (ms into the file): the forced prefix of that join.
+    cut_words: tuple[tuple[str, int], ...] = ()
 
 
 class Store:
@@ -310,14 +312,17 @@ class Store:
         text: str,
         done_s: float,
         cut_words_end_ms: int | None = None,
+        cut_words: Sequence[tuple[str, int]] = (),
     ) -> None:
         """One decoded segment and the file's new resume point, atomically. `cut_words_end_ms`: the
-        segment was cut for length and its words end there (ms into the file)."""
+        segment was cut for length and its words end there (ms into the file); `cut_words`: its
+        words, each with where it starts (ms into the file)."""
         with self._tx():
             self.db.execute(q.INSERT_SEGMENT, (file_id, seq, start_ms, end_ms, text))
             self.db.execute(
-                "UPDATE files SET next_seq = ?, done_s = ?, cut_words_end_ms = ? WHERE id = ? AND next_seq = ?",
-                (seq + 1, done_s, cut_words_end_ms, file_id, seq),
+                "UPDATE files SET next_seq = ?, done_s = ?, cut_words_end_ms = ?, cut_words = ? "
+                "WHERE id = ? AND next_seq = ?",
+                (seq + 1, done_s, cut_words_end_ms, q.encode_cut_words(cut_words), file_id, seq),
             )
 
     def finish_file(self, file_id: int, error: str | None = None) -> None:
@@ -452,6 +457,7 @@ def as_file_row(row: sqlite3.Row | dict) -> FileRow:
     return FileRow(
         row["id"], row["job_id"], row["name"], row["path"], row["status"], row["duration_s"], row["done_s"],
         row["next_seq"], row["error"], row["engine"], row["model"], row["cut_words_end_ms"],
+        q.decode_cut_words(row["cut_words"]),
     )  # fmt: skip
 
 

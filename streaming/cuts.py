@@ -28,12 +28,12 @@ from streaming.events import Audio, SegmentClosed, sample_at, with_context
 class CutJoins:
     """One stream's (or file's) state between a final cut for length and the decode after it."""
 
-    def __init__(self, words_end: int | None = None) -> None:
-        """`words_end`: a file resumed right after a cut for length (its final committed before a
-        restart): the sample where that final's words ended, counted from where decoding resumes
-        (negative: before it)."""
+    def __init__(self, words_end: int | None = None, tail: Sequence[tuple[str, int]] = ()) -> None:
+        """A file resumed right after a cut for length (its final committed before a restart):
+        `words_end`, the sample where that final's words ended, and `tail`, its words with the
+        sample where each starts, counted from where decoding resumes (negative: before it)."""
         self._words_end = words_end  # the last final was cut for length: the sample where its words ended
-        self._tail: tuple[tuple[str, int], ...] = ()  # and its words, each with the sample where it starts
+        self._tail = tuple(tail) if words_end is not None else ()  # and its words, each with its start sample
 
     @staticmethod
     def waits(event: SegmentClosed) -> bool:

@@ -272,6 +272,10 @@ async def test_a_file_resumed_right_after_a_cut_joins_it_as_if_never_stopped(
     pieces = [normalise(s["text"]) for s in body["segments"]]
     assert len(pieces) == 4 and all(pieces), body["segments"]
     assert resumed_engine.options[0].context_samples > 0  # the first piece after the restart heard the cut
+    # ... and was told the words before the cut that it hears again (the prefix it goes on after),
+    # as a server that never stopped tells it: they end the first piece's text.
+    prefix = normalise(resumed_engine.options[0].prefix)
+    assert prefix and pieces[0][-len(prefix) :] == prefix, (prefix, pieces[0])
     assert lost_or_doubled(MONOLOGUE, whole_file_words, pieces) == [], [" ".join(p) for p in pieces]
 
 

@@ -58,7 +58,8 @@ def test_every_segment_is_committed_once_with_its_resume_point(open_store):
     assert row is not None and row.job_id == job_id and row.next_seq == 0
     store.start_file(row.id, 9.0, "whisper", "whisper-base")
     store.commit_segment(row.id, 0, 0, 900, "good morning everyone", 1.5)
-    store.commit_segment(row.id, 1, 1000, 1900, "please open the door", 3.0, cut_words_end_ms=2950)  # cut for length
+    cut_words = [(" please", 1000), (" open", 1400), (" the", 1650), (" 门", 1800)]  # each with its start (ms)
+    store.commit_segment(row.id, 1, 1000, 1900, "please open the 门", 3.0, 2950, cut_words)  # cut for length
     with pytest.raises((*DATABASE_ERRORS, LeaseLost)):  # the same segment twice: refused, nothing changes
         store.commit_segment(row.id, 1, 1000, 1900, "please open the door", 3.0)
     store.close()
@@ -70,9 +71,11 @@ def test_every_segment_is_committed_once_with_its_resume_point(open_store):
     assert (row.status, row.next_seq, row.done_s, row.engine, row.model) == ("running", 2, 3.0, "whisper",
                                                                               "whisper-base")  # fmt: skip
     assert row.cut_words_end_ms == 2950  # the next segment joins the cut there
-    assert "cut_words_end_ms" not in restarted.job(job_id)["files"][0]  # (not part of the job's listing)
+    assert row.cut_words == tuple(cut_words)  # and is given these words as its forced prefix
+    listed = restarted.job(job_id)["files"][0]
+    assert "cut_words_end_ms" not in listed and "cut_words" not in listed  # (not part of the job's listing)
     restarted.commit_segment(row.id, 2, 3100, 4000, "thank you", 4.5)
-    assert restarted.file(row.id).cut_words_end_ms is None
+    assert restarted.file(row.id).cut_words_end_ms is None and restarted.file(row.id).cut_words == ()
     restarted.finish_file(row.id)
     assert [s["seq"] for s in restarted.segments(row.id)] == [0, 1, 2]
     job = restarted.job(job_id)
