@@ -99,3 +99,61 @@ class GatedEngine:
 
     def on_cpu(self):
         return self
+
+
+class KnownClipsEngine:
+    """Stand-in that recognises only known clips, no model: each audio whose float32 samples are
+    exactly one of the clips it was built with gets that clip's text; any other audio (a cut
+    clip, silence, a stranger) gets "<unknown N samples>", never a known text. Deterministic and
+    instant, for tests of the executor's policy (batching, lanes, stale partials, OOM, close),
+    where what matters is that each request gets its OWN result; real Whisper stays for the tests
+    where the words are the point. Ignores the options (language, context, prefix, hotwords).
+
+    `texts`: {KnownClipsEngine.key(clip): text}; `KnownClipsEngine.of(clips, texts)` builds it.
+    `decode_s`: seconds each model call takes (none by default), for timing tests that need it.
+    Wrap it in RecordingEngine / SimulatedCudaEngine like the real engine."""
+
+    name, model, device = "known-clips", "stand-in (recognises only known clips)", "cpu"
+    file_model, streaming = model, False
+
+    def __init__(self, texts: dict[str, str], decode_s: float = 0.0):
+        self.texts, self.decode_s = dict(texts), decode_s
+
+    @staticmethod
+    def key(audio) -> str:
+        """A clip's identity: the hash of its float32 samples (a copy or a view of it matches)."""
+        import hashlib
+
+        import numpy as np
+
+        return hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+
+    @classmethod
+    def of(cls, clips, texts, decode_s: float = 0.0) -> KnownClipsEngine:
+        clips, texts = list(clips), list(texts)
+        if len(clips) != len(texts):
+            raise ValueError(f"{len(clips)} clips for {len(texts)} texts")
+        keys = {cls.key(c): t for c, t in zip(clips, texts)}
+        if len(keys) != len(clips):
+            raise ValueError("two of the clips have the same samples: they could not be told apart")
+        return cls(keys, decode_s)
+
+    def recognise(self, audio) -> str:
+        return self.texts.get(self.key(audio), f"<unknown {len(audio)} samples>")
+
+    def decode(self, audios, options):
+        from inference.engines.base import DecodeResult
+
+        if len(audios) != len(options):
+            raise ValueError(f"{len(audios)} audios with {len(options)} options")
+        if self.decode_s:
+            import time
+
+            time.sleep(self.decode_s)
+        return [DecodeResult(self.recognise(a)) for a in audios]
+
+    def language_problem(self, language):
+        return None
+
+    def on_cpu(self):
+        return self

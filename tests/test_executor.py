@@ -1,7 +1,15 @@
-"""The batching executor around the real embedded Whisper engine.
+"""The batching executor's policy: batches, lanes, stale partials dropped, OOM split then CPU
+fallback, close, crash restart.
 
-Fault injection wraps the real engine; `SimulatedCudaEngine` stands in for a GPU, which these
-machines do not have (it raises CUDA's out-of-memory message for batches above a size).
+Words are not what these tests check: each request must get ITS OWN result, in the right batches.
+So they decode with `KnownClipsEngine` (tests/engines.py), a deterministic, instant stand-in that
+recognises only this module's clips (each clip -> its phrase; any other audio -> "<unknown N
+samples>"): the `[words(r.text) ...] == PHRASES` checks prove that every result went back to its own
+request. One test keeps the real embedded Whisper engine (finals from many streams in one model
+call), so the real model still runs through the executor.
+
+Fault injection wraps the engine (`RecordingEngine`); `SimulatedCudaEngine` stands in for a GPU,
+which these machines do not have (it raises CUDA's out-of-memory message for batches above a size).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import pytest
 
 from inference.engines.base import DecodeOptions
 from inference.executor import ExecutorClosed, InferenceExecutor
-from tests.engines import RecordingEngine, SimulatedCudaEngine
+from tests.engines import KnownClipsEngine, RecordingEngine, SimulatedCudaEngine
 from tests.speech import compose
 
 PHRASES = ["hello world", "good morning", "thank you very much", "open the door"]
@@ -30,6 +38,24 @@ def clips():
     return [compose([0.2, p, 0.2]).audio for p in PHRASES]
 
 
+@pytest.fixture
+def known_engine(clips):
+    """The stand-in engine that recognises exactly this module's clips as their PHRASES."""
+    return KnownClipsEngine.of(clips, PHRASES)
+
+
+def test_the_stand_in_engine_recognises_only_its_clips(known_engine, clips):
+    # What makes the policy tests' word checks mean something: each clip gets its own phrase, in
+    # any batch order, and anything else (a cut clip, silence) gets a text that is no phrase.
+    order = [3, 1, 0, 2]
+    results = known_engine.decode([clips[i] for i in order], [DecodeOptions()] * 4)
+    assert [r.text for r in results] == [PHRASES[i] for i in order]
+    strangers = [clips[1][:8000], np.zeros(12345, np.float32), clips[0].astype(np.float64)[1:]]
+    texts = [r.text for r in known_engine.decode(strangers, [DecodeOptions()] * 3)]
+    assert texts == ["<unknown 8000 samples>", "<unknown 12345 samples>", f"<unknown {len(clips[0]) - 1} samples>"]
+    assert known_engine.decode([clips[2].copy()], [DecodeOptions()])[0].text == PHRASES[2]
+
+
 async def make(engine, scorer, max_batch=8, max_wait_ms=50):
     executor = InferenceExecutor(engine, scorer, max_batch, max_wait_ms, 64)
     await executor.start()
@@ -37,6 +63,7 @@ async def make(engine, scorer, max_batch=8, max_wait_ms=50):
 
 
 async def test_finals_from_many_streams_share_one_model_call(whisper_engine, scorer, clips):
+    # The one test on the real model: its words come from Whisper, through the executor's batch.
     engine = RecordingEngine(whisper_engine)
     executor = await make(engine, scorer, max_batch=4)
     futures = [executor.submit_final(i, 0, clip, DecodeOptions()) for i, clip in enumerate(clips)]
@@ -46,16 +73,16 @@ async def test_finals_from_many_streams_share_one_model_call(whisper_engine, sco
     assert [words(r.text) for r in results] == PHRASES
 
 
-async def test_batch_size_one_decodes_one_at_a_time(whisper_engine, scorer, clips):
-    engine = RecordingEngine(whisper_engine)
+async def test_batch_size_one_decodes_one_at_a_time(known_engine, scorer, clips):
+    engine = RecordingEngine(known_engine)
     executor = await make(engine, scorer, max_batch=1)
     results = await asyncio.gather(*[executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips[:2])])
     await executor.close()
     assert len(engine.calls) == 2 and [words(r.text) for r in results] == PHRASES[:2]
 
 
-async def test_finals_jump_ahead_of_partials_and_stale_partials_are_dropped(whisper_engine, scorer, clips):
-    engine = RecordingEngine(whisper_engine)
+async def test_finals_jump_ahead_of_partials_and_stale_partials_are_dropped(known_engine, scorer, clips):
+    engine = RecordingEngine(known_engine)
     executor = await make(engine, scorer, max_batch=1, max_wait_ms=0)
     engine.gate.clear()  # hold the model so requests queue up behind the first
     first = executor.submit_final(9, 0, clips[0], DecodeOptions())
@@ -76,9 +103,9 @@ async def test_finals_jump_ahead_of_partials_and_stale_partials_are_dropped(whis
     assert executor.stats.partials_dropped == 2
 
 
-async def test_model_error_reaches_every_waiter_and_the_executor_recovers(whisper_engine, scorer, clips):
+async def test_model_error_reaches_every_waiter_and_the_executor_recovers(known_engine, scorer, clips):
     broken = {"on": True}
-    engine = RecordingEngine(whisper_engine, fail=lambda audios: broken["on"])
+    engine = RecordingEngine(known_engine, fail=lambda audios: broken["on"])
     executor = await make(engine, scorer, max_batch=4)
     futures = [executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips[:3])]
     futures.append(executor.submit_partial(7, 0, clips[3], DecodeOptions(partial=True)))
@@ -90,9 +117,9 @@ async def test_model_error_reaches_every_waiter_and_the_executor_recovers(whispe
     assert words(result.text) == PHRASES[0]
 
 
-async def test_one_poisoned_request_does_not_fail_its_batch_mates(whisper_engine, scorer, clips):
+async def test_one_poisoned_request_does_not_fail_its_batch_mates(known_engine, scorer, clips):
     poison = np.zeros(12345, dtype=np.float32)
-    engine = RecordingEngine(whisper_engine, fail=lambda audios: any(len(a) == len(poison) for a in audios))
+    engine = RecordingEngine(known_engine, fail=lambda audios: any(len(a) == len(poison) for a in audios))
     executor = await make(engine, scorer, max_batch=4)
     futures = [
         executor.submit_final(0, 0, clips[0], DecodeOptions()),
@@ -104,9 +131,9 @@ async def test_one_poisoned_request_does_not_fail_its_batch_mates(whisper_engine
     assert isinstance(bad, RuntimeError)
 
 
-async def test_cuda_out_of_memory_splits_the_batch_then_falls_back_to_cpu(whisper_engine, scorer, clips, caplog):
+async def test_cuda_out_of_memory_splits_the_batch_then_falls_back_to_cpu(known_engine, scorer, clips, caplog):
     caplog.set_level(logging.WARNING, logger="inference.executor")
-    split_engine = SimulatedCudaEngine(whisper_engine, max_ok=2)
+    split_engine = SimulatedCudaEngine(known_engine, max_ok=2)
     executor = await make(split_engine, scorer, max_batch=4)
     results = await asyncio.gather(*[executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips)])
     await executor.close()
@@ -114,7 +141,7 @@ async def test_cuda_out_of_memory_splits_the_batch_then_falls_back_to_cpu(whispe
     assert [words(r.text) for r in results] == PHRASES
     assert "splitting" in caplog.text
 
-    cpu_engine = SimulatedCudaEngine(whisper_engine, max_ok=0)
+    cpu_engine = SimulatedCudaEngine(known_engine, max_ok=0)
     executor = await make(cpu_engine, scorer, max_batch=2)
     results = await asyncio.gather(*[executor.submit_final(i, 0, c, DecodeOptions()) for i, c in enumerate(clips[:2])])
     await executor.close()
@@ -123,8 +150,8 @@ async def test_cuda_out_of_memory_splits_the_batch_then_falls_back_to_cpu(whispe
     assert "decoding it on the CPU" in caplog.text
 
 
-async def test_close_fails_queued_requests_instead_of_leaving_them_hanging(whisper_engine, scorer, clips):
-    engine = RecordingEngine(whisper_engine)
+async def test_close_fails_queued_requests_instead_of_leaving_them_hanging(known_engine, scorer, clips):
+    engine = RecordingEngine(known_engine)
     executor = await make(engine, scorer, max_batch=1, max_wait_ms=0)
     engine.gate.clear()
     running = executor.submit_final(0, 0, clips[0], DecodeOptions())
@@ -140,7 +167,7 @@ async def test_close_fails_queued_requests_instead_of_leaving_them_hanging(whisp
         await executor.submit_final(2, 0, clips[2], DecodeOptions())
 
 
-async def test_vad_chunks_from_many_streams_are_scored_in_one_call(whisper_engine, scorer, clips):
+async def test_vad_chunks_from_many_streams_are_scored_in_one_call(known_engine, scorer, clips):
     calls = []
 
     class CountingScorer:
@@ -151,7 +178,7 @@ async def test_vad_chunks_from_many_streams_are_scored_in_one_call(whisper_engin
             calls.append(len(work))
             return scorer.score(work)
 
-    executor = await make(whisper_engine, CountingScorer())
+    executor = await make(known_engine, CountingScorer())
     states = [scorer.new_state() for _ in range(6)]
     results = await asyncio.gather(*[executor.score_speech(s, clips[0][:1600]) for s in states])
     await executor.close()
@@ -184,7 +211,7 @@ async def test_finals_get_inverse_text_normalisation_as_each_stream_asks(scorer,
     assert result.text == expected
 
 
-async def test_a_crashed_batching_loop_fails_its_in_flight_requests_and_restarts(whisper_engine, scorer, clips):
+async def test_a_crashed_batching_loop_fails_its_in_flight_requests_and_restarts(known_engine, scorer, clips):
     # Injected executor death: the per-batch callback raises once, after a batch was decoded but
     # before it was answered - a bug in the loop itself, not a model error.
     from inference.executor import ExecutorCrashed
@@ -196,7 +223,7 @@ async def test_a_crashed_batching_loop_fails_its_in_flight_requests_and_restarts
             crashes.append(kind)
             raise RuntimeError("injected executor bug")
 
-    executor = InferenceExecutor(whisper_engine, scorer, 4, 0, 64, on_batch=on_batch)
+    executor = InferenceExecutor(known_engine, scorer, 4, 0, 64, on_batch=on_batch)
     await executor.start()
     try:
         in_flight = executor.submit_final(0, 0, clips[0], DecodeOptions())
@@ -208,7 +235,7 @@ async def test_a_crashed_batching_loop_fails_its_in_flight_requests_and_restarts
     assert words(later.text) == "good morning" and executor.stats.restarts == 1
 
 
-async def test_next_vad_batch_is_sent_while_one_is_being_scored(whisper_engine, scorer, clips):
+async def test_next_vad_batch_is_sent_while_one_is_being_scored(known_engine, scorer, clips):
     # The scorer must never idle while the event loop is busy: a second batch goes into its pipe
     # while the first is scored, and no more than that (a stream's chunks stay in order anyway).
     from inference.executor import VAD_BATCHES_IN_FLIGHT
@@ -230,7 +257,7 @@ async def test_next_vad_batch_is_sent_while_one_is_being_scored(whisper_engine, 
                 self.active -= 1
 
     slow = SlowScorer()
-    executor = await make(whisper_engine, slow)
+    executor = await make(known_engine, slow)
     futures = []
     for _ in range(4):  # one stream per submission, each after the previous batch has left
         futures.append(executor.score_speech(scorer.new_state(), clips[0][:1600]))
