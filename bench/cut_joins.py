@@ -54,11 +54,13 @@ def halves(
 def join(engine, first: SegmentClosed, second: SegmentClosed, use_prefix: bool) -> list[list[str]]:
     joins, options, pieces = CutJoins(), DecodeOptions(language="en"), []
     for event in (first, second):
-        audio, context, after = joins.request(event)
-        prefix = joins.prefix(event) if use_prefix else ""
-        decode = dataclasses.replace(options, context_samples=context, after_samples=after, prefix=prefix)
-        (result,) = engine.decode([audio], [decode])
-        joins.decoded(event, result.words_end_ms, result.words)
+        join = joins.request(event)
+        prefix = join.prefix if use_prefix else ""
+        decode = dataclasses.replace(
+            options, context_samples=join.context_samples, after_samples=join.after_samples, prefix=prefix
+        )
+        (result,) = engine.decode([join.audio], [decode])
+        joins.decoded(event, result)
         pieces.append(normalise(result.text))
     return pieces
 

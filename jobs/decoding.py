@@ -34,14 +34,16 @@ async def decode_in_order(
     pending: deque[tuple[SegmentClosed, asyncio.Future[DecodeResult] | None]] = deque()
 
     def send(event: SegmentClosed) -> asyncio.Future[DecodeResult]:
-        audio, context, after = joins.request(event)
-        decode = dataclasses.replace(options, context_samples=context, after_samples=after, prefix=joins.prefix(event))
-        return submit(event, audio, decode)
+        join = joins.request(event)
+        decode = dataclasses.replace(
+            options, context_samples=join.context_samples, after_samples=join.after_samples, prefix=join.prefix
+        )
+        return submit(event, join.audio, decode)
 
     async def head() -> tuple[SegmentClosed, DecodeResult]:
         event, future = pending.popleft()
         result = await (future if future is not None else send(event))
-        joins.decoded(event, result.words_end_ms, result.words)
+        joins.decoded(event, result)
         if pending and pending[0][1] is None:  # it waited for this final: decoded while more is read
             pending[0] = (pending[0][0], send(pending[0][0]))
         return event, result

@@ -68,7 +68,7 @@ class DecodeRequest:
     context_samples: int = 0
     after_samples: int = 0
     flush: bool = False  # STEP: the segment's last chunk; the streaming model's text for it is the final
-    prefix: str = ""  # FINAL after a cut for length: the words before the cut in its context (CutJoins.prefix)
+    prefix: str = ""  # FINAL after a cut for length: the words before the cut in its context (cuts.Join.prefix)
 
     @property
     def is_final(self) -> bool:
@@ -233,10 +233,17 @@ class CaptionPipeline:
         return [DecodeRequest(Lane.STEP, segment_id, chunk, start, end) for chunk in chunks]
 
     def _final_request(self, event: SegmentClosed) -> DecodeRequest:
-        audio, context, after = self._joins.request(event)
+        join = self._joins.request(event)
         start, end = event.speech_start, event.speech_end
         return DecodeRequest(
-            Lane.FINAL, event.segment_id, audio, start, end, context, after, prefix=self._joins.prefix(event)
+            Lane.FINAL,
+            event.segment_id,
+            join.audio,
+            start,
+            end,
+            join.context_samples,
+            join.after_samples,
+            prefix=join.prefix,
         )
 
     # --- results in, captions out ---------------------------------------------------------------
@@ -275,7 +282,7 @@ class CaptionPipeline:
         """The next final in segment order, from its decode `result` (None with `failure` when it failed)."""
         pending = self._finals.popleft()
         event = pending.event
-        self._joins.decoded(event, *((result.words_end_ms, result.words) if result is not None else (None, None)))
+        self._joins.decoded(event, result)
         text, timestamps, extra = "", None, {}
         if result is not None:
             text, timestamps, extra = result.text, result.timestamps, result.extra

@@ -10,8 +10,8 @@ decodes, in segment order, and reports each final back.
     joins = CutJoins()
     if not joins.waits(event): submit(joins.request(event))      # as the segment closes
     ...                                                          # finals in segment order:
-    if joins.waits(event): submit(joins.request(event), joins.prefix(event))  # its predecessor is known now
-    joins.decoded(event, result.words_end_ms, result.words)      # (None: failed, or no words)
+    if joins.waits(event): submit(joins.request(event))          # its predecessor is known now
+    joins.decoded(event, result)                                 # (None: the decode failed)
 
 An engine that can force a prefix (Whisper) is also given the words of the final before the cut that
 lie in the context (`prefix`): it goes on after them instead of transcribing them again, so a word it
@@ -21,8 +21,34 @@ would hear differently the second time ("that" as "and") cannot come back double
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from streaming.events import Audio, SegmentClosed, sample_at, with_context
+
+
+@dataclass(frozen=True)
+class Join:
+    """What to decode for a segment: its audio, with `context_samples` of the stream before it and
+    `after_samples` after it (streaming.events.with_context), and `prefix`, the words of the final
+    before a cut for length that lie in that context ("" elsewhere)."""
+
+    audio: Audio
+    context_samples: int
+    after_samples: int
+    prefix: str = ""
+
+
+class DecodedWords(Protocol):
+    """What a join needs of a final's decode (inference.engines.base.DecodeResult has it): where
+    its last word ends (ms into the audio decoded; None: no word placed) and its words, each as
+    (text, start ms, end ms)."""
+
+    @property
+    def words_end_ms(self) -> int | None: ...
+
+    @property
+    def words(self) -> Sequence[tuple[str, int, int]] | None: ...
 
 
 class CutJoins:
@@ -40,12 +66,13 @@ class CutJoins:
         """True when `event` follows a cut for length: decode it only after the final before it."""
         return event.follows_cut
 
-    def request(self, event: SegmentClosed) -> tuple[Audio, int, int]:
-        """What to decode for `event`, as streaming.events.with_context gives it: for a segment
-        that waits, call this only once the final before it was reported to `decoded`."""
-        return with_context(event, self._words_end if event.follows_cut else None)
+    def request(self, event: SegmentClosed) -> Join:
+        """What to decode for `event`: for a segment that waits, call this only once the final
+        before it was reported to `decoded`."""
+        audio, context_samples, after_samples = with_context(event, self._words_end if event.follows_cut else None)
+        return Join(audio, context_samples, after_samples, self._prefix(event))
 
-    def prefix(self, event: SegmentClosed) -> str:
+    def _prefix(self, event: SegmentClosed) -> str:
         """For a segment that follows a cut: the words of the final before it that lie in its
         context (started after the context's first sample), as that final wrote them."""
         if not event.follows_cut or self._words_end is None:
@@ -53,18 +80,14 @@ class CutJoins:
         context_start = event.start - len(event.context)
         return "".join(word for word, start in self._tail if start >= context_start).strip()
 
-    def decoded(
-        self,
-        event: SegmentClosed,
-        words_end_ms: int | None,
-        words: Sequence[tuple[str, int, int]] | None = None,
-    ) -> None:
-        """The final of `event` is known (finals are reported in segment order). `words_end_ms`:
-        the result's DecodeResult.words_end_ms; None when the decode failed or placed no word,
-        and the next segment's words then begin at the cut itself. `words`: DecodeResult.words."""
-        cut = event.reason == "max_length"
-        self._words_end = sample_at(event, words_end_ms) if cut and words_end_ms is not None else None
-        self._tail = tuple((word, sample_at(event, start)) for word, start, _ in words or ()) if cut else ()
+    def decoded(self, event: SegmentClosed, result: DecodedWords | None) -> None:
+        """The final of `event` is known (finals are reported in segment order); `result` is None
+        when its decode failed. Without a placed word the next segment's words begin at the cut."""
+        if event.reason != "max_length" or result is None or result.words_end_ms is None:
+            self._words_end, self._tail = None, ()
+            return
+        self._words_end = sample_at(event, result.words_end_ms)
+        self._tail = tuple((word, sample_at(event, start)) for word, start, _ in result.words or ())
 
     def skipped(self) -> None:
         """The next final was dropped unseen (its decode was cancelled): nothing carries over."""

@@ -189,6 +189,17 @@ def test_after_a_cut_whose_final_was_cancelled_the_next_segment_begins_at_the_cu
     assert after.context_samples == 0 and len(after.audio) == 2 * SR
 
 
+def test_after_a_cut_whose_final_failed_the_next_segment_begins_at_the_cut_with_no_prefix():
+    pipeline = CaptionPipeline("2pass")
+    pipeline.on_event(started(0, 0.0), now=0.0)
+    pipeline.on_event(closed(0, 0.0, 6.0, "max_length"), now=6.0)
+    pipeline.on_event(started(1, 6.0), now=6.0)
+    pipeline.on_event(closed(1, 6.0, 8.0, follows_cut=True, context=audio(2.0)), now=8.0)
+    pipeline.final_decoded(None, now=8.5, failure="model exploded")
+    after = pipeline.final_request()
+    assert after.context_samples == 2 * SR and after.prefix == ""  # all its context heard, nothing forced
+
+
 def test_arrival_log_tells_when_a_sample_arrived_and_forgets_old_ones():
     log = ArrivalLog(3)
     assert log.time_of(100) is None

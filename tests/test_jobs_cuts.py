@@ -220,10 +220,11 @@ def test_a_word_heard_differently_after_a_cut_is_not_written_twice(whisper_engin
                            context=audio[cut - context : cut], follows_cut=True)  # fmt: skip
     joins, pieces = CutJoins(), []
     for event in (first, second):
-        samples, context_samples, after = joins.request(event)
-        options = DecodeOptions("en", context_samples=context_samples, after_samples=after, prefix=joins.prefix(event))
-        (result,) = whisper_engine.decode([samples], [options])
-        joins.decoded(event, result.words_end_ms, result.words)
+        join = joins.request(event)
+        options = DecodeOptions("en", context_samples=join.context_samples, after_samples=join.after_samples,
+                                prefix=join.prefix)  # fmt: skip
+        (result,) = whisper_engine.decode([join.audio], [options])
+        joins.decoded(event, result)
         pieces.append(normalise(result.text))
     assert options.prefix.split()[-2:] == pieces[0][-2:]  # it went on after the first piece's last words
     assert lost_or_doubled(MONOLOGUE, whole_file_words, pieces) == [], [" ".join(p) for p in pieces]
