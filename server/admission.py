@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from server import closing
 from server.auth import Principal
 from server.context import ServerContext
 
 
 class Admission:
-    def __init__(self, ctx: ServerContext, stopping: Callable[[], bool]) -> None:
+    def __init__(self, ctx: ServerContext, closing_for_stop: Callable[[], closing.Closing | None]) -> None:
+        """`closing_for_stop()`: how sockets close because the server stops (1001, or 1012 for a
+        restart), or None while it runs."""
         assert ctx.gate is not None
         self.ctx = ctx
         self.gate = ctx.gate
-        self._stopping = stopping
+        self.closing_for_stop = closing_for_stop
+
+    def _stopping(self) -> bool:
+        return self.closing_for_stop() is not None
 
     async def admit_stream(self, principal: Principal, address: str) -> str | None:
         """Why a new caption socket is turned away, or None (then it counts until release())."""

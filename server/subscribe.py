@@ -5,7 +5,6 @@ stops."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from aiohttp import web
 
@@ -19,15 +18,11 @@ from server.sessions import SessionClient, SessionRefused
 
 
 class Subscriptions:
-    def __init__(
-        self, ctx: ServerContext, admission: Admission, stopping: Callable[[], closing.Closing | None]
-    ) -> None:
-        """`stopping()`: how sockets close because the server stops, or None while it runs."""
+    def __init__(self, ctx: ServerContext, admission: Admission) -> None:
         assert ctx.gate is not None
         self.ctx = ctx
         self.gate = ctx.gate
         self.admission = admission
-        self._stopping = stopping
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ctx, server = self.ctx, self.ctx.config.server
@@ -74,7 +69,7 @@ class Subscriptions:
             ctx.sessions.unsubscribe(session_id, outbox)
             reader.cancel()
             if not ws.closed:
-                if (stopping := self._stopping()) is not None:
+                if (stopping := self.admission.closing_for_stop()) is not None:
                     why = stopping
                 elif idle:
                     why = closing.idle(f"idle: no captions for {idle_s:g} s (subscriber_idle_s)")

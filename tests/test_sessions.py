@@ -292,3 +292,15 @@ async def test_a_live_session_belongs_to_the_token_that_made_it(start_server):
     own = await websockets.connect(f"{server.url}/subscribe?session=private-lecture", **as_(OWNER))
     assert (await recv(own))["type"] == "subscribed"
     await own.close()
+
+
+async def test_a_display_is_closed_with_1001_when_the_server_stops(start_server):
+    # Displays and caption sockets learn that the server stops from the same place (Admission).
+    server = start_server()
+    display = await subscriber(server.url, "closing-time")
+    stopper = asyncio.get_running_loop().run_in_executor(None, server.stop)
+    with pytest.raises(websockets.ConnectionClosed):
+        while True:
+            await recv(display, 30)
+    await stopper
+    assert display.close_code == 1001
