@@ -1,6 +1,12 @@
 """File transcription jobs over real HTTP on loopback: upload, progress, exports parsed by real
 parsers, bad input, live priority, history, a database that stops taking writes, and the
-OpenAI-compatible endpoint driven by the official `openai` client."""
+OpenAI-compatible endpoint driven by the official `openai` client.
+
+Real Whisper transcribes where the words are the point: every export compared with the spoken
+phrases and their times, the OpenAI endpoint, the CLI's transcripts. The tests of bad input, live
+priority, history and backup decode with WholePhrasesEngine (tests/job_engines.py), a stand-in with
+no model that hears only this module's phrases, whole (anything else is "<unknown N ms>"): the
+words they check still tell each segment and session apart, in milliseconds."""
 
 from __future__ import annotations
 
@@ -15,11 +21,19 @@ import aiohttp
 import numpy as np
 import pytest
 
+from tests.job_engines import WholePhrasesEngine, servers_on
 from tests.speech import compose, write_wav
 from tests.wsclient import final_words, transcribe, until, words
 
 PHRASES = ["good morning everyone", "please open the door", "thank you very much"]
 LECTURE = compose([0.4, "good morning everyone", 0.8, "please open the door", 0.8, "thank you very much", 0.5])
+
+
+@pytest.fixture
+def start_stand_in_server(scorer):
+    """conftest's start_server, on a WholePhrasesEngine that hears PHRASES and "hello world"."""
+    with servers_on(WholePhrasesEngine.of(LECTURE, compose(["hello world"])), scorer) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +115,12 @@ async def test_uploaded_files_are_transcribed_with_progress_and_every_export_par
 
 
 async def test_bad_files_and_requests_get_clear_errors_and_nothing_else_is_affected(
-    start_server, audio_files, tmp_path
+    start_stand_in_server, audio_files, tmp_path
 ):
     allowed = tmp_path / "recordings"
     allowed.mkdir()
     (allowed / "ok.wav").write_bytes(audio_files["wav"].read_bytes())
-    server = start_server(jobs={"max_upload_mb": 1, "allowed_dir": str(allowed)})
+    server = start_stand_in_server(jobs={"max_upload_mb": 1, "allowed_dir": str(allowed)})
     # Corrupt file next to a good one: the good one is transcribed, the bad one says why.
     status, created = await submit(server.http, [audio_files["corrupt"], audio_files["wav"]])
     assert status == 201
@@ -150,12 +164,12 @@ async def test_bad_files_and_requests_get_clear_errors_and_nothing_else_is_affec
     )
 
 
-async def test_live_finals_go_first_while_a_job_fills_the_queue(whisper_engine, scorer):
+async def test_live_finals_go_first_while_a_job_fills_the_queue(scorer):
     from inference.engines.base import DecodeOptions
     from inference.executor import InferenceExecutor
     from tests.engines import RecordingEngine
 
-    engine = RecordingEngine(whisper_engine)
+    engine = RecordingEngine(WholePhrasesEngine.of(LECTURE))
     executor = InferenceExecutor(engine, scorer, 2, 0, 64)
     await executor.start()
     try:
@@ -173,8 +187,8 @@ async def test_live_finals_go_first_while_a_job_fills_the_queue(whisper_engine, 
     assert all(len(call) <= 2 for call in engine.calls)
 
 
-async def test_live_sessions_land_in_searchable_history_even_after_the_database_failed(start_server):
-    server = start_server()
+async def test_live_sessions_land_in_searchable_history_even_after_the_database_failed(start_stand_in_server):
+    server = start_stand_in_server()
     jobs = server.server.ctx.jobs
     jobs.store.db.execute("PRAGMA query_only = ON")  # injected fault: the database refuses writes
     replies = await transcribe(server.url, LECTURE.audio, session_id="hist-1")
@@ -200,11 +214,11 @@ async def test_live_sessions_land_in_searchable_history_even_after_the_database_
     assert (await get(server.http, "/api/history?q=hello"))[1]["results"] == []
 
 
-async def test_backup_copies_the_database_while_the_server_runs(start_server, tmp_path):
+async def test_backup_copies_the_database_while_the_server_runs(start_stand_in_server, tmp_path):
     import sqlite3
     import sys
 
-    server = start_server()
+    server = start_stand_in_server()
     await transcribe(server.url, compose([0.3, "hello world", 0.5]).audio, session_id="backed-up")
     await asyncio.sleep(0.5)
     config = tmp_path / "config.toml"
@@ -277,10 +291,10 @@ async def test_cli_uploads_follows_with_progress_bars_and_writes_transcripts(
     assert "100%" in err and "broken.mp3" in err  # tqdm bars, and the failed file named
 
 
-async def test_a_client_that_vanishes_mid_segment_still_gets_that_segment_into_history(start_server):
+async def test_a_client_that_vanishes_mid_segment_still_gets_that_segment_into_history(start_stand_in_server):
     from tests.wsclient import connect, send_audio, start
 
-    server = start_server()
+    server = start_stand_in_server()
     async with await connect(server.url) as ws:
         await start(ws, session_id="vanished")
         await send_audio(ws, compose([0.3, "thank you very much"]).audio)  # no trailing silence: open segment
@@ -292,3 +306,35 @@ async def test_a_client_that_vanishes_mid_segment_still_gets_that_segment_into_h
             break
         await asyncio.sleep(0.2)
     assert [(r["source"], words(r["text"])) for r in found["results"]] == [("vanished", "thank you very much")]
+
+
+def test_the_stand_in_hears_only_whole_known_phrases():
+    """WholePhrasesEngine, which the policy tests here and in test_jobs_limits decode with: the known
+    phrases found whole in a segment's own audio, in the order spoken; any other audio never gets a
+    known text, so a segment cut in the wrong place or decoded for the wrong request shows."""
+    from inference.engines.base import DecodeOptions
+    from tests.speech import to_pcm16
+
+    engine = WholePhrasesEngine.of(LECTURE)
+    audio = LECTURE.audio
+    (_, first_end), (second_start, second_end), _ = LECTURE.spans
+    carried = np.frombuffer(to_pcm16(audio), dtype="<i2").astype(np.float32) / 32768  # as a wav, FLAC or PCM
+    heard = [
+        (audio, DecodeOptions()),
+        (carried, DecodeOptions()),
+        (audio[second_start - 4000 : second_end + 4000], DecodeOptions()),
+        (audio, DecodeOptions(context_samples=first_end, after_samples=len(audio) - second_end)),
+        (audio, DecodeOptions(context_samples=second_start + 1)),  # the second phrase is not whole
+    ]
+    unheard = [
+        audio[: first_end - 160],  # the first phrase, its last 10 ms cut
+        np.zeros(16000, dtype=np.float32),
+        compose([0.3, "please open the door"], rate_wpm=170).audio,  # spoken otherwise
+        audio * 0.5,  # quieter: not the same samples
+    ]
+    results = engine.decode([a for a, _ in heard] + unheard, [o for _, o in heard] + [DecodeOptions()] * len(unheard))
+    assert [r.text for r in results[: len(heard)]] == [
+        " ".join(PHRASES), " ".join(PHRASES), PHRASES[1], PHRASES[1], PHRASES[2]
+    ]  # fmt: skip
+    assert [r.text for r in results[len(heard) :]] == [f"<unknown {round(len(a) / 16)} ms>" for a in unheard]
+    assert engine.calls == [[len(a) for a, _ in heard] + [len(a) for a in unheard]]

@@ -3,7 +3,12 @@ with a real SQLite file: a per-file audio limit counted while decoding, cancel (
 that no restart undoes, jobs and history that belong to their token, no orphaned uploads, a reused
 Idempotency-Key that must match, live history writes kept and retried, exports that keep files of
 one name, a corrupt or foreign database at startup, indexed search off the writer's thread, and
-names escaped in the log."""
+names escaped in the log.
+
+What is tested here is policy, not recognition: the servers decode with WholePhrasesEngine
+(tests/job_engines.py), a stand-in with no model that hears only this module's phrases, whole
+(anything else is "<unknown N ms>"), so the words still tell each segment, session and file apart.
+Real Whisper decodes the file jobs of tests/test_jobs.py whose words are the point."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 import pytest
 import websockets
 
+from tests.job_engines import WholePhrasesEngine, servers_on
 from tests.speech import compose, write_wav
 from tests.test_media import write_mka_that_says_it_lasts, write_pcm_wav
 from tests.wsclient import final_words, send_audio, start, transcribe, until_end, words
@@ -30,6 +36,13 @@ LECTURE = compose([0.4, "good morning everyone", 0.8, "please open the door", 0.
 HELLO = compose([0.3, "hello world", 0.5])
 TOKEN_A, TOKEN_B, ADMIN = "token-a-0123456789abcdef", "token-b-0123456789abcdef", "admin-0123456789abcdef"
 FINISHED = ("done", "failed", "cancelled")
+
+
+@pytest.fixture
+def start_stand_in_server(scorer):
+    """conftest's start_server, on a WholePhrasesEngine that hears LECTURE's and HELLO's phrases."""
+    with servers_on(WholePhrasesEngine.of(LECTURE, HELLO), scorer) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +91,8 @@ def upload_files(server) -> list[Path]:
 
 
 # --- H3: the audio limit, cancel ------------------------------------------------------------------
-async def test_files_past_the_audio_limit_fail_alone_with_the_setting_named(start_server, hello_wav, tmp_path):
-    server = start_server(jobs={"max_file_audio_s": 3})
+async def test_files_past_the_audio_limit_fail_alone_with_the_setting_named(start_stand_in_server, hello_wav, tmp_path):
+    server = start_stand_in_server(jobs={"max_file_audio_s": 3})
     one_hertz = write_pcm_wav(tmp_path / "one-hertz.wav", 1, np.random.default_rng(0).integers(-3000, 3000, 50_000))
     liar = write_mka_that_says_it_lasts(tmp_path / "liar.mka", LECTURE.audio, said_s=1.0)  # 6 s inside
     files = [(p.name, p.read_bytes()) for p in (one_hertz, liar, hello_wav)]
@@ -102,14 +115,14 @@ async def test_files_past_the_audio_limit_fail_alone_with_the_setting_named(star
 
 
 async def test_cancel_stops_a_running_job_for_good_and_delete_cancels_first(
-    start_server, whisper_engine, lecture_wav, hello_wav, tmp_path, capsys
+    start_stand_in_server, lecture_wav, hello_wav, tmp_path, capsys
 ):
     from client.jobs import main
     from tests.engines import RecordingEngine
 
-    engine = RecordingEngine(whisper_engine)
+    engine = RecordingEngine(WholePhrasesEngine.of(LECTURE, HELLO))
     db_path = str(tmp_path / "captions.db")
-    server = start_server(engine=engine, jobs={"db_path": db_path})
+    server = start_stand_in_server(engine=engine, jobs={"db_path": db_path})
     loop = asyncio.get_running_loop()
     engine.gate.clear()  # the model holds every decode: jobs stay running until cancelled
     try:
@@ -150,7 +163,7 @@ async def test_cancel_stops_a_running_job_for_good_and_delete_cancels_first(
     server.stop()
 
     # A restart on the same database resumes nothing that was cancelled.
-    restarted = start_server(jobs={"db_path": db_path})
+    restarted = start_stand_in_server(jobs={"db_path": db_path})
     await asyncio.sleep(2.0)
     for job_id in (first["job_id"], second["job_id"]):
         job = (await call(restarted.http, "GET", f"/api/jobs/{job_id}"))[1]
@@ -168,8 +181,8 @@ async def stream_with_token(url: str, token: str, session_id: str, audio: np.nda
         return await until_end(ws)
 
 
-async def test_jobs_and_history_belong_to_the_token_that_made_them(start_server, lecture_wav):
-    server = start_server(auth={"tokens": [TOKEN_A, TOKEN_B], "admin_tokens": [ADMIN]})
+async def test_jobs_and_history_belong_to_the_token_that_made_them(start_stand_in_server, lecture_wav):
+    server = start_stand_in_server(auth={"tokens": [TOKEN_A, TOKEN_B], "admin_tokens": [ADMIN]})
     http = server.http
     status, created = await submit(http, [("lecture.wav", lecture_wav.read_bytes())], TOKEN_A)
     assert status == 201
@@ -220,8 +233,8 @@ async def test_jobs_and_history_belong_to_the_token_that_made_them(start_server,
 
 
 # --- L4, M5, L3 and hostile requests ----------------------------------------------------------------
-async def test_no_upload_is_left_behind_and_a_reused_key_must_match(start_server, lecture_wav, hello_wav):
-    server = start_server()
+async def test_no_upload_is_left_behind_and_a_reused_key_must_match(start_stand_in_server, lecture_wav, hello_wav):
+    server = start_stand_in_server()
     store = server.server.ctx.jobs.store
     lecture, hello = ("lecture.wav", lecture_wav.read_bytes()), ("hello.wav", hello_wav.read_bytes())
     store.db.execute("PRAGMA query_only = ON")  # injected fault: the database refuses writes
@@ -268,10 +281,12 @@ async def test_no_upload_is_left_behind_and_a_reused_key_must_match(start_server
     assert len(upload_files(server)) == 1
 
 
-async def test_exports_keep_every_file_that_shares_a_name(start_server, lecture_wav, hello_wav, tmp_path, capsys):
+async def test_exports_keep_every_file_that_shares_a_name(
+    start_stand_in_server, lecture_wav, hello_wav, tmp_path, capsys
+):
     from client.jobs import main
 
-    server = start_server()
+    server = start_stand_in_server()
     status, created = await submit(server.http, [("talk.wav", lecture_wav.read_bytes()),
                                                  ("talk.wav", hello_wav.read_bytes())])  # fmt: skip
     assert status == 201 and len(created["files"]) == 2
@@ -291,8 +306,8 @@ async def test_exports_keep_every_file_that_shares_a_name(start_server, lecture_
     assert words((tmp_path / "talk.txt").read_text()).startswith("good morning")
 
 
-async def test_uploaded_names_are_escaped_in_the_log(start_server, hello_wav, caplog):
-    server = start_server()
+async def test_uploaded_names_are_escaped_in_the_log(start_stand_in_server, hello_wav, caplog):
+    server = start_stand_in_server()
     hostile = "evil%0D%0A2026-01-01%20INFO%20jobs.runner%3A%20forged%1B%5B31m.wav"  # CR LF, then an ANSI colour
     body = (
         b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''" + hostile.encode() + b"\r\n"
@@ -310,8 +325,8 @@ async def test_uploaded_names_are_escaped_in_the_log(start_server, hello_wav, ca
 
 
 # --- L4: history writes, L5: the database at startup, L8: search ---------------------------------
-async def test_live_history_that_failed_is_kept_and_retried_and_health_waits_for_it(start_server):
-    server = start_server()
+async def test_live_history_that_failed_is_kept_and_retried_and_health_waits_for_it(start_stand_in_server):
+    server = start_stand_in_server()
     store = server.server.ctx.jobs.store
     store.db.execute("PRAGMA query_only = ON")  # the database refuses writes
     replies = await transcribe(server.url, LECTURE.audio, session_id="kept-1")
@@ -408,8 +423,8 @@ def test_search_is_indexed_for_any_script_and_old_databases_are_indexed_on_open(
     store.close()
 
 
-async def test_a_search_never_waits_for_the_database_writer(start_server):
-    server = start_server()
+async def test_a_search_never_waits_for_the_database_writer(start_stand_in_server):
+    server = start_stand_in_server()
     await transcribe(server.url, HELLO.audio, session_id="searchable")
     runner = server.server.ctx.jobs
     for _ in range(50):
