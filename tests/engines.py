@@ -157,3 +157,102 @@ class KnownClipsEngine:
 
     def on_cpu(self):
         return self
+
+
+class KnownPhrasesEngine:
+    """Stand-in with no model, for server tests: recognises only known espeak-ng phrases
+    (tests/speech.py), wherever their exact samples lie whole in the audio it is given, however the
+    server cut its segments. A server keeps 16 kHz audio as the int16 samples that came off the
+    wire (tests/wsclient.py sends phrases as tests.speech.to_pcm16 writes them), so each phrase is
+    found sample for sample: a segment that lost, doubled or mixed up any of a phrase's audio, or
+    got another stream's, does not get its words. Deterministic and instant, for tests of protocol
+    and policy where the words only show that a stream's own audio came through whole and in
+    order; real Whisper stays where recognition is the point (languages, hotwords, resampled audio).
+
+    Text: the phrases found, in the order they lie in the audio, joined by spaces; a phrase counts
+    for the segment when its middle lies between the context before it and the audio after it
+    (DecodeOptions.context_samples / after_samples). A phrase the audio ends inside of (a partial
+    re-decode of an open segment), heard for at least 100 ms, gives its first words in proportion
+    to how much of it was heard (a growing prefix, as a recogniser writes words while a phrase goes
+    on). A phrase the audio begins inside of, resampled audio, noise: no words. Ignores the other
+    options (language, hotwords, prefix), and says nothing about timestamps.
+
+    `KnownPhrasesEngine(["hello world", ...])` renders each text as tests.speech.compose does
+    (`rate_wpm`, `voice`); `decode_s`: seconds each model call takes (none by default)."""
+
+    name, model, device = "known-phrases", "stand-in (recognises only known phrases, no model)", "cpu"
+    file_model, streaming = model, False
+    MIN_HEARD = 1600  # samples (100 ms) of a phrase that a trailing fragment needs to count
+
+    def __init__(self, texts, rate_wpm: int = 130, voice: str = "en", decode_s: float = 0.0):
+        import numpy as np
+
+        from tests.speech import phrase, to_pcm16
+
+        self.decode_s = decode_s
+        self.phrases: list[tuple[str, object]] = []  # (text, int16 samples as sent on the wire)
+        for text in dict.fromkeys(texts):  # in order, each once
+            samples = np.frombuffer(to_pcm16(phrase(text, rate_wpm, voice)), dtype="<i2").astype(np.int16)
+            self.phrases.append((text, samples))
+        self.calls: list[list[int]] = []
+
+    @staticmethod
+    def _starts(audio, samples):
+        """Where in `audio` (int16) `samples` may begin: its first 8 samples match there."""
+        import numpy as np
+
+        probe = min(8, len(samples))
+        span = len(audio) - probe + 1
+        if span <= 0:
+            return np.zeros(0, dtype=np.int64)
+        hit = audio[:span] == samples[0]
+        for k in range(1, probe):
+            hit &= audio[k : k + span] == samples[k]
+        return np.flatnonzero(hit)
+
+    def recognise(self, audio, context_samples: int = 0, after_samples: int = 0) -> str:
+        import numpy as np
+
+        pcm = np.round(np.asarray(audio, dtype=np.float32) * 32768.0).astype(np.int32)
+        pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
+        end = len(pcm) - after_samples
+        found: list[tuple[int, int, str]] = []  # (start, samples matched, words)
+        for text, samples in self.phrases:
+            for start in self._starts(pcm, samples):
+                start = int(start)
+                heard = min(len(samples), len(pcm) - start)
+                if not np.array_equal(pcm[start : start + heard], samples[:heard]):
+                    continue
+                if heard < len(samples):  # the audio ends inside this phrase
+                    if heard < self.MIN_HEARD:
+                        continue
+                    spoken = text.split()
+                    text_heard = " ".join(spoken[: len(spoken) * heard // len(samples)])
+                else:
+                    text_heard = text
+                if text_heard and context_samples <= start + heard // 2 < end:
+                    found.append((start, heard, text_heard))
+        words, taken = [], 0
+        for start, heard, text in sorted(found, key=lambda f: (f[0], -f[1])):
+            if start >= taken:  # two renders that begin alike: the longer match, once
+                words.append(text)
+                taken = start + heard
+        return " ".join(words)
+
+    def decode(self, audios, options):
+        from inference.engines.base import DecodeResult
+
+        if len(audios) != len(options):
+            raise ValueError(f"{len(audios)} audios with {len(options)} options")
+        if self.decode_s:
+            import time
+
+            time.sleep(self.decode_s)
+        self.calls.append([len(a) for a in audios])
+        return [DecodeResult(self.recognise(a, o.context_samples, o.after_samples)) for a, o in zip(audios, options)]
+
+    def language_problem(self, language):
+        return None
+
+    def on_cpu(self):
+        return self

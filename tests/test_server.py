@@ -1,4 +1,12 @@
-"""The server over real loopback sockets: handshake, caption order, flushing, concurrency, bad input."""
+"""The server over real loopback sockets: handshake, caption order, flushing, concurrency, bad input.
+
+Most tests here check protocol and policy, and their servers decode with KnownPhrasesEngine
+(tests/engines.py), a deterministic, instant stand-in with no model that recognises the phrases
+below wherever their exact samples lie whole in a segment: their word checks still prove that each
+stream's own audio came through whole and in order. Real Whisper (`shared_server`, `start_server`)
+stays where recognition is the point: the engine's name and model as the server reports them,
+partial and final words of a live stream, resampled audio, hotwords and languages.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +21,10 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.engines import RecordingEngine
-from tests.speech import compose
+from tests.conftest import make_config
+from tests.engines import KnownPhrasesEngine, RecordingEngine
+from tests.server_thread import ServerThread
+from tests.speech import compose, to_pcm16
 from tests.wsclient import START, connect, final_words, finals, recv, send_audio, start, transcribe, until_end, words
 
 
@@ -26,6 +36,67 @@ def phrases():
         "morning": compose([0.4, "good morning everyone", 0.6]),
         "door": compose([0.4, "please open the door", 0.6]),
     }
+
+
+# Every phrase the stand-in's servers hear (tests.speech.compose's default voice and rate).
+KNOWN_PHRASES = [
+    "hello world",
+    "the quick brown fox jumps over the lazy dog",
+    "good morning everyone",
+    "please open the door",
+    "the quick brown fox jumps",
+    "over the lazy dog",
+    "good morning",
+]
+
+
+@pytest.fixture(scope="module")
+def phrase_engine():
+    return KnownPhrasesEngine(KNOWN_PHRASES)
+
+
+@pytest.fixture(scope="module")
+def stand_in_server(scorer, phrase_engine):
+    """`shared_server` on the stand-in engine: default settings, for tests that need no words of a model."""
+    server = ServerThread(make_config(), phrase_engine, scorer).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_stand_in(scorer, phrase_engine):
+    """`start_server` with the stand-in engine unless one is given: start(engine=None, **config_sections)."""
+    servers = []
+
+    def start(engine=None, **sections):
+        server = ServerThread(make_config(**sections), engine or phrase_engine, scorer).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_the_stand_in_hears_only_whole_known_phrases_as_they_were_sent(phrase_engine):
+    # What the stand-in's word checks below prove: a phrase is heard only when its samples arrived
+    # whole and unchanged, and a segment's words are the phrases between its context and the end.
+    script = compose([0.3, "the quick brown fox jumps", 0.1, "over the lazy dog", 0.5])
+    sent = np.frombuffer(to_pcm16(script.audio), dtype="<i2").astype(np.float32) / 32768  # as a server holds it
+    hear = phrase_engine.recognise
+    (first, first_end), (second, second_end) = script.spans
+    assert hear(sent) == "the quick brown fox jumps over the lazy dog"
+    assert hear(np.delete(sent, np.s_[first + 1000 : first + 1160])) == "over the lazy dog"  # 10 ms lost
+    doubled = np.concatenate([sent[:second_end], sent[second:]])
+    assert hear(doubled) == "the quick brown fox jumps over the lazy dog over the lazy dog"
+    assert hear(sent, context_samples=first_end) == "over the lazy dog"
+    partial = hear(sent[: (second + second_end) // 2])  # a partial re-decode, half way through a phrase
+    assert partial.startswith("the quick brown fox jumps over") and not partial.endswith("dog")
+    assert hear(sent[: first + 1000]) == ""  # too little of a phrase for any word
+    mixed = sent[: len(sent) // 2] + sent[len(sent) // 2 : len(sent) // 2 * 2]  # two halves over each other
+    assert hear(mixed) == ""
+    assert hear(compose([0.3, "bonjour tout le monde", 0.5], voice="fr").audio) == ""  # not a known phrase
+    assert hear(np.random.default_rng(1).uniform(-0.5, 0.5, 16000).astype(np.float32)) == ""
 
 
 def http_get(url: str) -> tuple[int, str, str]:
@@ -79,34 +150,34 @@ async def test_partials_precede_their_final_and_end_comes_last(start_server, phr
     assert abs(final["start_ms"] - span[0] / 16) <= 100 and abs(final["end_ms"] - span[1] / 16) <= 100
 
 
-async def test_end_of_stream_flushes_the_open_segment(shared_server):
+async def test_end_of_stream_flushes_the_open_segment(stand_in_server):
     speech = compose([0.3, "good morning everyone"])  # no trailing silence: still speaking at the end
-    replies = await transcribe(shared_server.url, speech.audio)
+    replies = await transcribe(stand_in_server.url, speech.audio)
     (final,) = finals(replies)
     assert final["end_reason"] == "end_of_stream"
     assert words(final["final_text"]) == "good morning everyone"
     assert replies[-1]["type"] == "end" and replies[-1]["segments"][0]["final_text"] == final["final_text"]
 
 
-async def test_concurrent_clients_each_get_their_own_words(shared_server, phrases):
+async def test_concurrent_clients_each_get_their_own_words(stand_in_server, phrases):
     names = ["hello", "morning", "door"]
-    results = await asyncio.gather(*[transcribe(shared_server.url, phrases[n].audio, wav_name=n) for n in names])
+    results = await asyncio.gather(*[transcribe(stand_in_server.url, phrases[n].audio, wav_name=n) for n in names])
     got = [final_words(r) for r in results]
     assert got == ["hello world", "good morning everyone", "please open the door"]
     assert all(r[-1]["wav_name"] == n for r, n in zip(results, names))
 
 
-async def test_offline_mode_answers_once_with_the_whole_transcript(shared_server):
+async def test_offline_mode_answers_once_with_the_whole_transcript(stand_in_server):
     script = compose([0.3, "hello world", 0.8, "good morning everyone", 0.5])
-    replies = await transcribe(shared_server.url, script.audio, mode="offline")
+    replies = await transcribe(stand_in_server.url, script.audio, mode="offline")
     assert [r["type"] for r in replies] == ["end"]
     assert replies[0]["mode"] == "offline" and replies[0]["is_final"] is True
     assert words(replies[0]["text"]) == "hello world good morning everyone"
     assert len(replies[0]["segments"]) == 2
 
 
-async def test_online_mode_text_is_append_only(start_server, phrases):
-    server = start_server(inference={"partial_interval_ms": 300})
+async def test_online_mode_text_is_append_only(start_stand_in, phrases):
+    server = start_stand_in(inference={"partial_interval_ms": 300})
     replies = await transcribe(server.url, phrases["fox"].audio, realtime=True, mode="online")
     assert {r["mode"] for r in replies} == {"online"}
     appended = "".join(r["text"] for r in replies)
@@ -147,8 +218,8 @@ async def expect_error(ws, code: str) -> dict:
         (json.dumps({"mode": "2pass", "hotwords": {"x": "y"}}), "bad_hotwords"),
     ],
 )
-async def test_bad_first_message_gets_error_and_a_good_one_still_works(shared_server, phrases, bad, code):
-    async with await connect(shared_server.url) as ws:
+async def test_bad_first_message_gets_error_and_a_good_one_still_works(stand_in_server, phrases, bad, code):
+    async with await connect(stand_in_server.url) as ws:
         await ws.send(bad)
         await expect_error(ws, code)
         await start(ws)
@@ -157,18 +228,18 @@ async def test_bad_first_message_gets_error_and_a_good_one_still_works(shared_se
         assert final_words(await until_end(ws)) == "hello world"
 
 
-async def test_audio_before_first_message_is_refused_clearly(shared_server):
-    async with await connect(shared_server.url) as ws:
+async def test_audio_before_first_message_is_refused_clearly(stand_in_server):
+    async with await connect(stand_in_server.url) as ws:
         await ws.send(b"\x00\x00" * 1600)
         error = await expect_error(ws, "no_stream")
         assert "before the JSON message" in error["message"]
 
 
 @pytest.mark.parametrize("kind", ["bad_json", "odd_bytes", "frame_too_large", "reconfigure"])
-async def test_bad_input_mid_stream_loses_nothing_already_heard(shared_server, kind):
+async def test_bad_input_mid_stream_loses_nothing_already_heard(stand_in_server, kind):
     script = compose([0.3, "the quick brown fox jumps", 0.1, "over the lazy dog", 0.5])
     half = script.spans[0][1] // 160 * 160  # between the two phrases of one segment
-    async with await connect(shared_server.url) as ws:
+    async with await connect(stand_in_server.url) as ws:
         await start(ws)
         await send_audio(ws, script.audio[:half])
         if kind == "bad_json":
@@ -187,20 +258,20 @@ async def test_bad_input_mid_stream_loses_nothing_already_heard(shared_server, k
     assert heard.startswith("the quick brown fox") and heard.endswith("lazy dog")
 
 
-async def test_binary_garbage_is_treated_as_noise_and_the_stream_still_ends(shared_server):
+async def test_binary_garbage_is_treated_as_noise_and_the_stream_still_ends(stand_in_server):
     rng = np.random.default_rng(1)
-    async with await connect(shared_server.url) as ws:
+    async with await connect(stand_in_server.url) as ws:
         await start(ws)
         for _ in range(20):
             await ws.send(rng.integers(0, 256, 3200, dtype=np.uint8).tobytes())
         await ws.send(json.dumps({"is_speaking": False}))
         replies = await until_end(ws)
     assert replies[-1]["type"] == "end"
-    assert json.loads(http_get(shared_server.http + "/healthz")[2])["status"] == "ok"
+    assert json.loads(http_get(stand_in_server.http + "/healthz")[2])["status"] == "ok"
 
 
-async def test_endless_bad_input_is_closed_with_policy_violation(start_server):
-    server = start_server(server={"max_errors_per_connection": 5})
+async def test_endless_bad_input_is_closed_with_policy_violation(start_stand_in):
+    server = start_stand_in(server={"max_errors_per_connection": 5})
     async with await connect(server.url) as ws:
         for _ in range(5):
             await ws.send("nope")
@@ -210,9 +281,9 @@ async def test_endless_bad_input_is_closed_with_policy_violation(start_server):
         assert ws.close_code == 1008
 
 
-async def test_gigantic_frame_closes_only_that_connection(shared_server, phrases):
+async def test_gigantic_frame_closes_only_that_connection(stand_in_server, phrases):
     async def abuser():
-        async with await connect(shared_server.url) as ws:
+        async with await connect(stand_in_server.url) as ws:
             await start(ws)
             with pytest.raises(websockets.ConnectionClosed):
                 await ws.send(os.urandom(8 * 1024 * 1024))  # beyond 4x max_frame_bytes: not even read
@@ -220,15 +291,15 @@ async def test_gigantic_frame_closes_only_that_connection(shared_server, phrases
                     await recv(ws, 10)
             return ws.close_code
 
-    code, polite = await asyncio.gather(abuser(), transcribe(shared_server.url, phrases["door"].audio, realtime=True))
+    code, polite = await asyncio.gather(abuser(), transcribe(stand_in_server.url, phrases["door"].audio, realtime=True))
     assert code == 1009
     assert final_words(polite) == "please open the door"
 
 
-async def test_abrupt_disconnect_mid_segment_is_still_finalized_and_logged(shared_server, caplog):
+async def test_abrupt_disconnect_mid_segment_is_still_finalized_and_logged(stand_in_server, caplog):
     caplog.set_level(logging.INFO, logger="server.connection")
     speech = compose([0.3, "please open the door"])
-    ws = await connect(shared_server.url)
+    ws = await connect(stand_in_server.url)
     await start(ws, wav_name="vanishing")
     await send_audio(ws, speech.audio)
     await asyncio.sleep(0.3)
@@ -241,10 +312,10 @@ async def test_abrupt_disconnect_mid_segment_is_still_finalized_and_logged(share
     assert "'vanishing'" in line and words(line).endswith("please open the door")
 
 
-async def test_misbehaving_clients_do_not_disturb_a_live_stream(shared_server, phrases):
+async def test_misbehaving_clients_do_not_disturb_a_live_stream(stand_in_server, phrases):
     async def vandal():
         for _ in range(3):
-            ws = await connect(shared_server.url)
+            ws = await connect(stand_in_server.url)
             await ws.send("{{{")
             await ws.send(b"\x01")
             await ws.send(json.dumps(START))
@@ -253,13 +324,13 @@ async def test_misbehaving_clients_do_not_disturb_a_live_stream(shared_server, p
             ws.transport.abort()
             await asyncio.sleep(0.2)
 
-    good, _ = await asyncio.gather(transcribe(shared_server.url, phrases["fox"].audio, realtime=True), vandal())
+    good, _ = await asyncio.gather(transcribe(stand_in_server.url, phrases["fox"].audio, realtime=True), vandal())
     assert "quick brown fox" in final_words(good)
 
 
-async def test_model_failure_reaches_the_client_and_nothing_hangs(start_server, whisper_engine, phrases):
-    engine = RecordingEngine(whisper_engine, fail=lambda audios: True)
-    server = start_server(engine=engine)
+async def test_model_failure_reaches_the_client_and_nothing_hangs(start_stand_in, phrase_engine, phrases):
+    engine = RecordingEngine(phrase_engine, fail=lambda audios: True)
+    server = start_stand_in(engine=engine)
     replies = await transcribe(server.url, phrases["hello"].audio)
     errors = [r for r in replies if r["type"] == "error"]
     (final,) = finals(replies)
@@ -268,8 +339,8 @@ async def test_model_failure_reaches_the_client_and_nothing_hangs(start_server, 
     assert replies[-1]["type"] == "end"
 
 
-async def test_full_server_refuses_with_try_again_later(start_server):
-    server = start_server(server={"max_connections": 1})
+async def test_full_server_refuses_with_try_again_later(start_stand_in):
+    server = start_stand_in(server={"max_connections": 1})
     async with await connect(server.url) as first:
         await start(first)
         second = await connect(server.url)
@@ -280,8 +351,8 @@ async def test_full_server_refuses_with_try_again_later(start_server):
         assert second.close_code == 1013
 
 
-async def test_shutdown_finalizes_open_segments_before_closing(start_server):
-    server = start_server()
+async def test_shutdown_finalizes_open_segments_before_closing(start_stand_in):
+    server = start_stand_in()
     speech = compose([0.3, "good morning everyone"])
     async with await connect(server.url) as ws:
         await start(ws)
@@ -296,7 +367,7 @@ async def test_shutdown_finalizes_open_segments_before_closing(start_server):
     assert ws.close_code == 1001
 
 
-async def test_tls_serves_wss(start_server, tmp_path, phrases):
+async def test_tls_serves_wss(start_stand_in, tmp_path, phrases):
     import ssl
     import subprocess
 
@@ -321,7 +392,7 @@ async def test_tls_serves_wss(start_server, tmp_path, phrases):
         check=True,
         capture_output=True,
     )
-    server = start_server(server={"tls_cert_file": str(cert), "tls_key_file": str(key)})
+    server = start_stand_in(server={"tls_cert_file": str(cert), "tls_key_file": str(key)})
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # as FunASR's client does
     url = f"wss://127.0.0.1:{server.server.port}"
@@ -349,11 +420,8 @@ async def test_hotwords_and_language_reach_the_engine_per_connection(shared_serv
     assert "monde" not in final_words(as_english)
 
 
-async def test_metrics_and_default_vad_worker_process(whisper_engine, phrases):
-    from tests.conftest import make_config
-    from tests.server_thread import ServerThread
-
-    server = ServerThread(make_config(), whisper_engine, None).start()  # default: FSMN in a worker process
+async def test_metrics_and_default_vad_worker_process(phrase_engine, phrases):
+    server = ServerThread(make_config(), phrase_engine, None).start()  # default: FSMN in a worker process
     try:
         replies = await transcribe(server.url, phrases["hello"].audio)
         assert final_words(replies) == "hello world"
@@ -368,11 +436,11 @@ async def test_metrics_and_default_vad_worker_process(whisper_engine, phrases):
         server.stop()
 
 
-async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_server, whisper_engine, phrases):
-    engine = RecordingEngine(whisper_engine)
+async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_stand_in, phrase_engine, phrases):
+    engine = RecordingEngine(phrase_engine)
     # One request per model call: with the model stalled on the first final, the second must queue
     # (with larger batches both could ride in the stalled call, leaving nothing waiting).
-    server = start_server(
+    server = start_stand_in(
         engine=engine, inference={"overload_backlog_ms": 10, "partial_interval_ms": 300, "max_batch_size": 1}
     )
     engine.gate.clear()  # the model stalls: finals pile up
@@ -392,10 +460,10 @@ async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_se
     assert skipped >= 1
 
 
-async def test_client_that_stops_reading_is_disconnected_and_others_carry_on(start_server, phrases):
+async def test_client_that_stops_reading_is_disconnected_and_others_carry_on(start_stand_in, phrases):
     import socket
 
-    server = start_server(server={"send_timeout_s": 1.0, "max_errors_per_connection": 1_000_000})
+    server = start_stand_in(server={"send_timeout_s": 1.0, "max_errors_per_connection": 1_000_000})
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a tiny TCP window
     sock.connect(("127.0.0.1", server.server.port))
@@ -424,13 +492,13 @@ async def test_client_that_stops_reading_is_disconnected_and_others_carry_on(sta
     stalled.transport.abort()
 
 
-async def test_frozen_client_costs_bounded_server_memory(start_server, phrases):
+async def test_frozen_client_costs_bounded_server_memory(start_stand_in, phrases):
     # send_timeout_s is long, so only the queue bound can stop the growth: a frozen client's replies
     # must never pile up past max_queued_replies however much it sends.
     import socket
 
     bound = 40
-    server = start_server(
+    server = start_stand_in(
         server={"send_timeout_s": 60.0, "max_queued_replies": bound, "max_errors_per_connection": 1_000_000}
     )
     sock = socket.socket()
@@ -485,11 +553,11 @@ async def test_gpu_cache_clear_endpoint_answers_clearly_on_cpu(shared_server):
         await start(ws)
 
 
-async def test_finals_say_how_long_endpointing_took_in_real_time(shared_server):
+async def test_finals_say_how_long_endpointing_took_in_real_time(stand_in_server):
     # Sent in real time, the 300 ms of silence after "hello world" takes 300 ms to arrive, so the
     # close comes at least that long after the last speech was heard, and not much later.
     script = compose([0.3, "hello world", 1.0])
-    async with await connect(shared_server.url) as ws:
+    async with await connect(stand_in_server.url) as ws:
         await start(ws)
         await send_audio(ws, script.audio, realtime=True)
         await ws.send(json.dumps({"is_speaking": False}))
@@ -497,19 +565,16 @@ async def test_finals_say_how_long_endpointing_took_in_real_time(shared_server):
     (final,) = finals(replies)
     assert final["end_reason"] == "silence"
     assert 250 <= final["endpoint_ms"] <= 700, final
-    metrics = http_get(shared_server.http + "/metrics")[2]
+    metrics = http_get(stand_in_server.http + "/metrics")[2]
     count = float(re.search(r'^caption_stage_seconds_count\{stage="endpoint"\} (\S+)$', metrics, re.M).group(1))
     assert count >= 1
 
 
-async def test_speech_detection_far_behind_turns_new_connections_away_and_loses_nothing(whisper_engine, scorer):
+async def test_speech_detection_far_behind_turns_new_connections_away_and_loses_nothing(phrase_engine, scorer):
     # More streams than the machine can score: the ones already open keep going (their audio waits
     # for VAD, nothing is dropped), /healthz says so, and newcomers get a clear "busy" instead of
     # making every stream's captions late.
     import threading
-
-    from tests.conftest import make_config
-    from tests.server_thread import ServerThread
 
     class StalledScorer:  # the real FSMN scorer, held back while the gate is closed
         def __init__(self):
@@ -523,7 +588,7 @@ async def test_speech_detection_far_behind_turns_new_connections_away_and_loses_
             return scorer.score(work)
 
     stalled = StalledScorer()
-    server = ServerThread(make_config(inference={"vad_overload_ms": 300}), whisper_engine, stalled).start()
+    server = ServerThread(make_config(inference={"vad_overload_ms": 300}), phrase_engine, stalled).start()
     try:
         async with await connect(server.url) as ws:
             await start(ws)
