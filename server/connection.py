@@ -145,7 +145,8 @@ class Connection:
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._writer: asyncio.Task | None = None
-        self._last_message = time.monotonic()
+        self._last_message = time.monotonic()  # the client's last message, or the end of an answer it waited for
+        self._answering = False  # the client ended its stream and waits for the captions still owed
         self._limits = protocol.Limits(ctx.config.endpointing.max_segment_s)
         # Until a stream says otherwise (`extra_replies`), the client is taken for one of FunASR's.
         self._extra_replies = False
@@ -217,12 +218,14 @@ class Connection:
 
     async def _close_when_idle(self) -> None:
         """A client that sends nothing for idle_timeout_s (no audio, no message) is closed; its
-        audio so far is finalized first, as for any other end."""
+        audio so far is finalized first, as for any other end. A client waiting for the captions of
+        a stream it ended is not idle: the server is slow, not the client (an offline file queued
+        behind live work), and the timeout counts again from when the answer is complete."""
         limit = self.ctx.config.server.idle_timeout_s
         if not limit:
             return
         while True:
-            quiet = time.monotonic() - self._last_message
+            quiet = 0.0 if self._answering else time.monotonic() - self._last_message
             if quiet >= limit:
                 break
             await asyncio.sleep(limit - quiet)
@@ -618,6 +621,14 @@ class Connection:
                 await self._end_stream_locked(client_gone)
 
     async def _end_stream_locked(self, client_gone: bool) -> None:
+        self._answering = True
+        try:
+            await self._end_stream(client_gone)
+        finally:
+            self._answering = False
+            self._last_message = time.monotonic()
+
+    async def _end_stream(self, client_gone: bool) -> None:
         stream = self.stream
         assert stream is not None
         self.stream = None

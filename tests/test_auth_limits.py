@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 
@@ -186,6 +187,29 @@ async def test_keepalive_does_not_close_a_connection_while_the_server_is_busy_de
         engine.gate.set()
         replies = await until_end(ws)
     assert words(finals(replies)[0]["final_text"]) == "good morning everyone"
+
+
+async def test_a_client_waiting_for_the_captions_it_asked_for_is_not_idle(start_server, whisper_engine):
+    # FunASR's offline clients send a whole file, then wait: when its decode queues behind live work
+    # past idle_timeout_s, the client is waiting on the server, not idle. It gets every caption and
+    # the end reply, and the socket is then closed only after a whole idle period of its own.
+    engine = RecordingEngine(whisper_engine)
+    server = start_server(engine=engine, server={"idle_timeout_s": 1.0})
+    engine.gate.clear()  # the model is "busy" for 3 s, three idle periods
+    async with websockets.connect(server.url, ping_interval=None) as ws:
+        await ws.send(json.dumps(START))
+        await recv(ws)
+        await send_audio(ws, PHRASE.audio)
+        await ws.send(json.dumps({"is_speaking": False}))
+        await asyncio.sleep(3.0)
+        engine.gate.set()
+        replies = await until_end(ws)
+        ended = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await recv(ws, 30)
+    assert words(finals(replies)[0]["final_text"]) == "good morning everyone"
+    assert closed.value.rcvd.code == 1000 and "idle" in closed.value.rcvd.reason
+    assert time.monotonic() - ended >= 0.8  # its own idle period, counted from the answer
 
 
 async def test_a_stream_past_its_audio_cap_is_ended_with_its_captions(start_server):
