@@ -28,12 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias, TypeVar, cast
 
-import numpy as np
-import numpy.typing as npt
-
 from inference.backend import DecodeBackend, LocalBackend, PoolUnavailable
 from inference.batch_decoder import BatchDecoder, DecodeWork, StepWork, Work
-from inference.engines.base import DecodeOptions, DecodeResult, Engine, StreamingEngine
+from inference.engines.base import Audio, DecodeOptions, DecodeResult, Engine, StreamingEngine
 from inference.scheduler import JOBS, LIVE, Kind, Lane, Request, Scheduler, Source
 from inference.scorer import AsyncVadScorer, Floats, Samples, VadScorer
 
@@ -42,7 +39,6 @@ log = logging.getLogger(__name__)
 # VAD batches handed to the scorer at once (see _score_loop).
 VAD_BATCHES_IN_FLIGHT = 2
 
-Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
 # What a decode request's future resolves to: a stale partial, or a streaming chunk whose segment
 # got an offline final first, resolves to None.
 Decoded: TypeAlias = DecodeResult | None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+
+Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Engine(Protocol):
         engine also holds models files never use (FunASR's streaming model)."""
         ...
 
-    def decode(self, audios: Sequence[npt.NDArray[np.float32]], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
+    def decode(self, audios: Sequence[Audio], options: Sequence[DecodeOptions]) -> list[DecodeResult]:
         """Decode a batch in one model call where possible. May raise; the executor handles it."""
         ...
 
@@ -84,6 +86,6 @@ class StreamingEngine(Engine, Protocol):
         """A fresh cache for one stream's open segment."""
         ...
 
-    def stream(self, steps: Sequence[tuple[Any, npt.NDArray[np.float32], bool, DecodeOptions]]) -> list[DecodeResult]:
+    def stream(self, steps: Sequence[tuple[Any, Audio, bool, DecodeOptions]]) -> list[DecodeResult]:
         """One (state, chunk, is_final, options) per stream in, one result per chunk out."""
         ...

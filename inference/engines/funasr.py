@@ -15,13 +15,12 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
-import numpy.typing as npt
 
 from inference.engines import funasr_nano
-from inference.engines.base import DecodeOptions, DecodeResult
+from inference.engines.base import Audio, DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable, resolve_model_dir
 
 if TYPE_CHECKING:
@@ -39,8 +38,6 @@ _CJK_GAP = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef]) +(?=[\u3000-\u9fff\uff
 MIN_SCRIPT_TOKENS = 100
 MIN_AUDIO_SAMPLES = 2400  # 150 ms: shorter clips crash Paraformer's frontend ("n must be > 0") and hold no word
 SAMPLES_PER_MS = 16
-
-Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
 
 
 class Answer(TypedDict, total=False):

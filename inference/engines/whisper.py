@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import ctranslate2
 import numpy as np
-import numpy.typing as npt
 from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens, merge_punctuations
 
 from inference.devices import load_pip_cublas
-from inference.engines.base import DecodeOptions, DecodeResult
+from inference.engines.base import Audio, DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable
 from text.repeats import collapse_repeats
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Audio: TypeAlias = npt.NDArray[np.float32]  # 16 kHz samples in [-1, 1)
 Word: TypeAlias = tuple[str, float, float]  # (word, start_s, end_s)
 # CTranslate2 ships no type information: its objects are Any to mypy; the names say what they are.
 Encoded: TypeAlias = ctranslate2.StorageView  # the encoder's output for a batch
