@@ -29,7 +29,8 @@ async def decode_in_order(
     and not yet yielded. When `events` raises one of `drain_on` (damaged media), the segments
     already read are still decoded and yielded, then the error is raised. Decodes nobody waits for
     any more (the consumer stopped, or a decode failed) are cancelled. `joins`: the state of a
-    file resumed right after a cut (see resumed_at_cut); None: a fresh start."""
+    file resumed right after a cut (see resumed_at_cut); None: a fresh start. Each result is
+    reported to `joins` just before it is yielded, so `joins.carried()` then describes it."""
     joins = joins or CutJoins()
     pending: deque[tuple[SegmentClosed, asyncio.Future[DecodeResult] | None]] = deque()
 

@@ -28,7 +28,7 @@ from jobs.segmenter import audio_before, file_settings, fixed_segments, read_aud
 from jobs.storage import DATABASE_ERRORS, JobStore, LeaseLost
 from jobs.store import FileRow
 from streaming.cuts import CutJoins
-from streaming.events import SAMPLE_RATE, Audio, SegmentClosed, sample_at, samples_to_ms
+from streaming.events import SAMPLE_RATE, Audio, SegmentClosed, samples_to_ms
 
 log = logging.getLogger(__name__)
 
@@ -314,15 +314,14 @@ class JobRunner:
                 start_ms = round(resume_s * 1000) + samples_to_ms(event.speech_start)
                 end_ms = round(resume_s * 1000) + samples_to_ms(event.speech_end)
                 done_s = resume_s + event.end / SAMPLE_RATE
-                # A cut segment's words and where they end: a restart joins the next segment there.
+                # What the next segment joins (a cut segment's words and where they end), kept with
+                # the resume point: a restart joins the next segment there (decode_in_order has
+                # reported this final to `joins`).
                 cut_words_end_ms, cut_words = None, []
-                if event.reason == "max_length" and result.words_end_ms is not None:
-                    resumed_ms = round(resume_s * 1000)
-                    cut_words_end_ms = resumed_ms + samples_to_ms(sample_at(event, result.words_end_ms))
-                    cut_words = [
-                        (word, resumed_ms + samples_to_ms(sample_at(event, start)))
-                        for word, start, _ in result.words or ()
-                    ]
+                if (carried := joins.carried()) is not None:
+                    words_end, tail = carried
+                    cut_words_end_ms = round(resume_s * 1000) + samples_to_ms(words_end)
+                    cut_words = [(word, round(resume_s * 1000) + samples_to_ms(start)) for word, start in tail]
                 await self.db(
                     self.store.commit_segment,
                     row.id,

@@ -89,6 +89,13 @@ class CutJoins:
         self._words_end = sample_at(event, result.words_end_ms)
         self._tail = tuple((word, sample_at(event, start)) for word, start, _ in result.words or ())
 
+    def carried(self) -> tuple[int, tuple[tuple[str, int], ...]] | None:
+        """What the next segment joins after the finals reported so far: the sample where the last
+        one's words ended and its words with their start samples, as CutJoins(words_end, tail)
+        takes them back (a file keeps them with its resume point); None when the last final was
+        not cut for length, or placed no word."""
+        return None if self._words_end is None else (self._words_end, self._tail)
+
     def skipped(self) -> None:
         """The next final was dropped unseen (its decode was cancelled): nothing carries over."""
         self._words_end = None

@@ -283,3 +283,25 @@ async def test_a_file_resumed_right_after_a_cut_joins_it_as_if_never_stopped(
 def committed(database: str) -> int:
     with sqlite3.connect(database) as db:
         return db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+
+
+def test_what_a_cut_final_carries_is_what_a_restarted_join_takes_back():
+    # A file keeps joins.carried() with its resume point (jobs/runner.py); CutJoins(*carried) after a
+    # restart must ask for the same decode of the next segment as the joins that never stopped.
+    audio = np.linspace(-0.5, 0.5, 20 * RATE, dtype=np.float32)
+    cut = 10 * RATE
+    first = SegmentClosed(0, 0, cut, 0, cut, "max_length", audio[:cut], after=audio[cut : cut + RATE])
+    second = SegmentClosed(1, cut, 2 * cut, cut, 2 * cut, "silence", audio[cut:], context=audio[cut - 3 * RATE : cut],
+                           follows_cut=True)  # fmt: skip
+    joins = CutJoins()
+    assert joins.carried() is None  # nothing decoded yet
+    words = ((" over", 6_500, 7_100), (" the", 8_100, 8_400), (" bridge", 9_700, 10_300))
+    joins.decoded(first, DecodeResult("... over the bridge", words_end_ms=10_300, words=words))
+    carried = joins.carried()
+    assert carried == (10_300 * 16, ((" over", 6_500 * 16), (" the", 8_100 * 16), (" bridge", 9_700 * 16)))
+    never_stopped, restarted = joins.request(second), CutJoins(*carried).request(second)
+    assert restarted.prefix == never_stopped.prefix == "the bridge"  # the words in its 3 s of context
+    assert (restarted.context_samples, restarted.after_samples) == (never_stopped.context_samples, 0)
+    assert np.array_equal(restarted.audio, never_stopped.audio)
+    joins.decoded(second, DecodeResult("and on"))  # not cut for length: nothing carries over
+    assert joins.carried() is None
