@@ -7,6 +7,9 @@ startup either has the files or stops with a message naming the model, the cache
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -29,9 +32,27 @@ _MORE_NAMES = {
 
 def hub_id(name: str, hub: str) -> str:
     """FunASR's short names ("paraformer-zh", "Fun-ASR-Nano-2512") mapped to the hub's repository ids."""
-    from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
+    maps = _funasr_name_maps()
+    return maps["name_maps_ms" if hub == "ms" else "name_maps_hf"].get(name) or _MORE_NAMES.get(name, name)
 
-    return (name_maps_ms if hub == "ms" else name_maps_hf).get(name) or _MORE_NAMES.get(name, name)
+
+@functools.cache
+def _funasr_name_maps() -> dict[str, dict[str, str]]:
+    """FunASR's own table of short names (funasr/download/name_maps_from_hub.py, plain dicts), read
+    without importing the funasr package: its __init__ imports every model it has (torch,
+    transformers, sklearn: ~15 s on 2 cores), and a model missing from the cache should be said in
+    a second, not after that."""
+    spec = importlib.util.find_spec("funasr")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable("the funasr package is not installed: ./install.sh installs it")
+    source = Path(spec.submodule_search_locations[0], "download", "name_maps_from_hub.py")
+    maps = {}
+    for statement in ast.parse(source.read_text(encoding="utf-8")).body:  # read as data, not run
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target = statement.targets[0]
+            if isinstance(target, ast.Name) and target.id.startswith("name_maps_"):
+                maps[target.id] = ast.literal_eval(statement.value)
+    return maps
 
 
 def default_cache_dir(hub: str) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from inference.model_hub import ModelUnavailable
 from tests.conftest import funasr_settings, make_config
 from tests.speech import compose
 
+ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = compose([0.2, "good morning everyone", 0.3])
 
 
@@ -180,6 +182,29 @@ def test_missing_hub_model_fails_with_one_clear_message(tiny_funasr, tmp_path):
     message = str(caught.value)
     assert "paraformer-zh" in message and str(tmp_path) in message and "funasr.offline_model" in message
     assert "iic/speech_seaco_paraformer" in message  # the repo it would download
+
+
+def test_hub_names_are_funasrs_own_table_read_without_importing_funasr(tmp_path):
+    from funasr.download.name_maps_from_hub import name_maps_hf, name_maps_ms
+
+    from inference.model_hub import hub_id
+
+    assert name_maps_ms and name_maps_hf
+    assert all(hub_id(name, "ms") == repo for name, repo in name_maps_ms.items())
+    assert all(hub_id(name, "hf") == repo for name, repo in name_maps_hf.items())
+    assert hub_id("Fun-ASR-Nano-2512", "ms") == "FunAudioLLM/Fun-ASR-Nano-2512" and hub_id("a/b", "hf") == "a/b"
+    # A model missing from the cache is said before funasr's package (every model it has, ~15 s
+    # to import on 2 cores) is imported: in a fresh process, funasr is not in sys.modules after it.
+    probe = (
+        "import sys\n"
+        "from inference.model_hub import ModelUnavailable, resolve_model_dir\n"
+        "try:\n"
+        f"    resolve_model_dir('paraformer-zh', 'offline_model', 'ms', {str(tmp_path)!r}, allow_download=False)\n"
+        "except ModelUnavailable as exc:\n"
+        "    print('iic/speech_seaco_paraformer' in str(exc), 'funasr' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("spec, says", [("/no/such/model", "no such directory"), ("{empty}", "missing config.yaml")])
