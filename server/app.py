@@ -31,6 +31,8 @@ from server.subscribe import Subscriptions
 from settings.config import Config, ConfigError
 
 if TYPE_CHECKING:
+    from inference.engines.base import Engine
+    from inference.executor import InferenceExecutor
     from inference.scorer import VadScorer
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,6 @@ class CaptionServer:
         self._admission: Admission | None = None
 
     async def startup(self) -> None:
-        from inference import loading
-        from inference.executor import InferenceExecutor
         from jobs.runner import JobRunner
         from jobs.storage import open_store
         from server.cluster_figures import ClusterFigures
@@ -64,49 +64,18 @@ class CaptionServer:
         from server.openai_api import OpenAIApi
         from server.vad_api import VadApi
         from text.hotwords import load_hotword_file
-        from text.itn import InverseNormalizer
 
         loop = asyncio.get_running_loop()
         sessions, cluster_connections = await self._open_sessions()  # before any model: Redis away fails fast
         hotwords = load_hotword_file(self.config.inference.hotword_file) if self.config.inference.hotword_file else ()
-        metrics = Metrics()
-        backend = None
-        if self.config.inference.backend == "ray":  # the engines live in the shared pool (PoolUnavailable)
-            from inference.ray_backend import open_pool
-
-            backend = await open_pool(self.config, metrics.observe_pool)
-            self._engine = backend.live_engine
-            self._job_engines.update((n, e) for n, e in backend.engines.items() if n != backend.live)
-        if self._engine is None:  # (loading weights takes seconds: the loop stays responsive to signals)
-            self._engine = await loop.run_in_executor(None, loading.live_engine, self.config)
-        job_engines = []
-        for name in self.config.jobs.engines:
-            if name == self._engine.name:
-                continue  # files may always use the live engine
-            if name not in self._job_engines:
-                self._job_engines[name] = await loop.run_in_executor(None, loading.job_engine, self.config, name)
-            job_engines.append(self._job_engines[name])
-        if self._scorer is None:
-            self._scorer = await loop.run_in_executor(None, loading.vad_scorer, self.config)
-            self._owns_scorer = True
-        normalizer = InverseNormalizer()
-        await loop.run_in_executor(None, normalizer.warm_up)  # loads the grammars (~0.5 s) before any final
-        inf = self.config.inference
-        executor = InferenceExecutor(
-            self._engine,
-            self._scorer,
-            inf.max_batch_size,
-            inf.max_wait_ms,
-            inf.vad_max_batch_size,
-            on_batch=metrics.observe_batch,
-            vad_max_wait_ms=inf.vad_max_wait_ms,
-            background_batch_size=inf.background_batch_size,
-            background_hold_ms=inf.background_hold_ms,
-            normalizer=normalizer,
-            job_engines=job_engines,
-            backend=backend,
-        )
-        await executor.start()
+        # The history database before any model too: a corrupt or foreign file, or PostgreSQL away,
+        # is said in a second, not after the weights have loaded.
+        store = await loop.run_in_executor(None, open_store, self.config)  # SQLite, or PostgreSQL ([cluster])
+        try:
+            executor, metrics, job_engines = await self._start_inference()
+        except BaseException:
+            store.close()
+            raise
         gate = Gate(self.config.auth, bound_host=self.config.server.host)
         self.ctx = ServerContext(
             self.config,
@@ -121,7 +90,6 @@ class CaptionServer:
             cluster_connections=cluster_connections,
         )
         self._redactor = install_log_redactor(gate)
-        store = await loop.run_in_executor(None, open_store, self.config)  # SQLite, or PostgreSQL ([cluster])
         jobs = self.ctx.jobs = JobRunner(store, executor, self.config)
         await jobs.start()
         shared = {"link": sessions.link, "node": sessions.node} if self.config.cluster.redis_url else {}
@@ -165,6 +133,54 @@ class CaptionServer:
             self.ctx.device,
             "".join(f"; for files also {e.name}: {e.model}" for e in job_engines),
         )
+
+    async def _start_inference(self) -> tuple[InferenceExecutor, Metrics, list[Engine]]:
+        """Load the engines (or join the Ray pool) and the VAD scorer, and start the executor on them;
+        also returns the engines files may name besides the live one."""
+        from inference import loading
+        from inference.executor import InferenceExecutor
+        from text.itn import InverseNormalizer
+
+        loop = asyncio.get_running_loop()
+        metrics = Metrics()
+        backend = None
+        if self.config.inference.backend == "ray":  # the engines live in the shared pool (PoolUnavailable)
+            from inference.ray_backend import open_pool
+
+            backend = await open_pool(self.config, metrics.observe_pool)
+            self._engine = backend.live_engine
+            self._job_engines.update((n, e) for n, e in backend.engines.items() if n != backend.live)
+        if self._engine is None:  # (loading weights takes seconds: the loop stays responsive to signals)
+            self._engine = await loop.run_in_executor(None, loading.live_engine, self.config)
+        job_engines: list[Engine] = []
+        for name in self.config.jobs.engines:
+            if name == self._engine.name:
+                continue  # files may always use the live engine
+            if name not in self._job_engines:
+                self._job_engines[name] = await loop.run_in_executor(None, loading.job_engine, self.config, name)
+            job_engines.append(self._job_engines[name])
+        if self._scorer is None:
+            self._scorer = await loop.run_in_executor(None, loading.vad_scorer, self.config)
+            self._owns_scorer = True
+        normalizer = InverseNormalizer()
+        await loop.run_in_executor(None, normalizer.warm_up)  # loads the grammars (~0.5 s) before any final
+        inf = self.config.inference
+        executor = InferenceExecutor(
+            self._engine,
+            self._scorer,
+            inf.max_batch_size,
+            inf.max_wait_ms,
+            inf.vad_max_batch_size,
+            on_batch=metrics.observe_batch,
+            vad_max_wait_ms=inf.vad_max_wait_ms,
+            background_batch_size=inf.background_batch_size,
+            background_hold_ms=inf.background_hold_ms,
+            normalizer=normalizer,
+            job_engines=job_engines,
+            backend=backend,
+        )
+        await executor.start()
+        return executor, metrics, job_engines
 
     async def _open_sessions(self):
         """This process's session hub; with cluster.redis_url, shared through Redis (RedisUnavailable,

@@ -372,6 +372,7 @@ def test_a_corrupt_or_foreign_database_stops_startup_with_one_line(tmp_path):
         assert "Traceback" not in done.stderr and "serving on" not in done.stderr
         assert len(errors) == 1, done.stderr[-2000:]
         assert str(path) in errors[0] and "jobs.db_path" in errors[0], errors[0]
+        assert "grammars loaded" not in done.stderr  # said before models and grammars load, not after
     assert "its table 'jobs' has no column" in errors[0]
     database = sqlite3.connect(foreign)
     assert [r[0] for r in database.execute("SELECT name FROM sqlite_master")] == ["jobs"]  # left as it was
