@@ -10,11 +10,26 @@ import aiohttp
 import numpy as np
 import pytest
 
+from inference.engines.instant import InstantEngine
+from tests.job_engines import servers_on
 from tests.speech import RATE, compose, write_wav
 from tests.test_jobs import get, submit, wait_done
 
 TALK = compose([0.5, "good morning everyone", 1.0, "please open the door", 0.8, "thank you very much", 0.6])
 TOLERANCE_S = 0.15
+
+
+@pytest.fixture(scope="module")
+def start_instant(scorer):
+    """Servers on the product's "instant" engine (fixed text, no model): no test here reads words;
+    the VAD view decodes nothing, and the jobs below count segments."""
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(start_instant):
+    return start_instant()
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +65,8 @@ async def test_speech_intervals_match_the_known_spans_as_json_and_csv(shared_ser
     assert [r["index"] for r in rows] == ["1", "2", "3"]
 
 
-async def test_the_vad_view_follows_the_upload_rules(start_server, talk_wav, tmp_path):
-    server = start_server(
+async def test_the_vad_view_follows_the_upload_rules(start_instant, talk_wav, tmp_path):
+    server = start_instant(
         auth={"tokens": ["secret-token-1234567890"]}, jobs={"max_upload_mb": 1, "max_file_audio_s": 10}
     )
     status, body = await post_vad(server.http, talk_wav)
