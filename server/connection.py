@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,17 +23,16 @@ from inference.scheduler import Source, fair_share_owner
 from jobs.media import MediaError, iter_audio
 from server import closing, protocol
 from server.auth import ANONYMOUS
+from server.file_upload import FileUpload, is_wav_header
 from server.outbox import Outbox
 from server.sessions import CaptionSession, SessionClient, SessionRefused
-from server.stream_settings import chunk_ms, session_settings
+from server.stream_settings import chunk_ms, kept_language, session_settings
 from streaming.captions import (
     ArrivalLog,
     CaptionPipeline,
     DecodeRequest,
-    FinalCaption,
     FinalDeferred,
     Lane,
-    PartialCaption,
     PartialShed,
     SegmentOpened,
 )
@@ -85,36 +82,6 @@ class Stream:
     # The captions session this stream feeds; its segment ids and times continue the session's.
     captions: CaptionSession | None = None
     live: bool = True  # paced in real time; False once sent faster (then decoded as background work)
-
-
-class FileUpload:
-    """The bytes of a file sent over the socket (FunASR's offline file upload), kept in a temporary
-    file (not in memory) until the stream ends, at most `limit_bytes`."""
-
-    def __init__(self, limit_bytes: int, suffix: str) -> None:
-        self._file = tempfile.NamedTemporaryFile(prefix="livecaption-ws-", suffix=f".{suffix}", delete=False)
-        self.path = self._file.name
-        self.size = 0
-        self.limit_bytes = limit_bytes
-        self.failure: str | None = None
-
-    def add(self, data: bytes) -> bool:
-        if self.size + len(data) > self.limit_bytes:
-            self.failure = f"the file is larger than {self.limit_bytes // 2**20} MB (jobs.max_upload_mb)"
-            return False
-        self._file.write(data)  # frames are at most max_frame_bytes; the page cache takes them
-        self.size += len(data)
-        return True
-
-    def seal(self) -> str:
-        """Every byte received is in the file; returns its path, for the decoder to open."""
-        self._file.close()
-        return self.path
-
-    def discard(self) -> None:
-        self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
 
 
 def sent_faster_than_real_time(stream: Stream, now: float, slack_s: float = REALTIME_SLACK_S) -> bool:
@@ -291,7 +258,7 @@ class Connection:
                 return
             if not data:
                 return
-            if stream.file is None and stream.session.samples_received == 0 and _is_wav_header(data):
+            if stream.file is None and stream.session.samples_received == 0 and is_wav_header(data):
                 self._treat_as_file(stream)
             if stream.file is not None:
                 if not stream.file.add(data):
@@ -548,7 +515,7 @@ class Connection:
         if caption is None:
             return
         self.ctx.metrics.partials.inc()
-        reply = _partial_reply(stream.start, caption)
+        reply = protocol.partial_caption(stream.start, caption)
         self._put(reply, droppable=True)
         self._publish(stream, reply)
 
@@ -563,7 +530,7 @@ class Connection:
                 if future is None:  # the segment after a length cut: its words begin where those before ended
                     future = self._submit(stream, pipeline.final_request())
                 result = await future
-                _keep_detected_language(stream, result)
+                stream.options = kept_language(stream.options, result)
                 if "queue_ms" in result.extra:
                     self.ctx.metrics.stage.labels("queue").observe(result.extra["queue_ms"] / 1000)
             except RequestCancelled:
@@ -580,7 +547,7 @@ class Connection:
                     stream.start.wav_name,
                     failure,
                 )
-            reply = _final_reply(stream.start, final)
+            reply = protocol.final_caption(stream.start, final)
             stream.results.append(reply)
             self._publish(stream, reply)
             if self.ctx.jobs is not None and stream.captions is not None:
@@ -734,10 +701,6 @@ class Connection:
         task.add_done_callback(self._tasks.discard)
 
 
-def _is_wav_header(data: bytes) -> bool:
-    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE"
-
-
 def _history_options(stream: Stream) -> dict[str, Any]:
     return {"mode": stream.start.mode, "language": stream.start.language, "itn": stream.start.itn,
             "hotwords": [list(h) for h in stream.start.hotwords], "wav_name": stream.start.wav_name}  # fmt: skip
@@ -745,39 +708,3 @@ def _history_options(stream: Stream) -> dict[str, Any]:
 
 def _partial(options: DecodeOptions, context_samples: int = 0) -> DecodeOptions:
     return dataclasses.replace(options, partial=True, context_samples=context_samples)
-
-
-LANGUAGE_SURE = 0.5  # detected-language probability at which a stream on "auto" keeps that language
-
-
-def _keep_detected_language(stream: Stream, result) -> None:
-    """A stream on language "auto" keeps the language of its first confident speech."""
-    language = result.extra.get("language")
-    if stream.options.language not in (None, "auto") or not language or not result.text:
-        return
-    if result.extra.get("language_probability", 0.0) >= LANGUAGE_SURE:
-        stream.options = dataclasses.replace(stream.options, language=language)
-
-
-def _partial_reply(start: protocol.StartStream, caption: PartialCaption) -> dict[str, Any]:
-    c = caption
-    return protocol.partial(
-        start.mode, start.wav_name, c.segment_id, c.start_ms, c.end_ms, c.delta, c.stable, c.unstable
-    )
-
-
-def _final_reply(start: protocol.StartStream, caption: FinalCaption) -> dict[str, Any]:
-    c = caption
-    reply = protocol.final(
-        start.mode,
-        start.wav_name,
-        c.segment_id,
-        c.start_ms,
-        c.end_ms,
-        c.text,
-        c.append_text,
-        c.end_reason,
-        c.timestamps,
-    )
-    reply.update(c.timing())  # where the time went after the segment closed, and what the guards did
-    return reply

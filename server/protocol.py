@@ -13,13 +13,16 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streaming.stabilizer import is_cjk
 from text.hotwords import DEFAULT_WEIGHT as DEFAULT_HOTWORD_WEIGHT
 from text.hotwords import MAX_WEIGHT as MAX_HOTWORD_WEIGHT
 from text.hotwords import MIN_WEIGHT as MIN_HOTWORD_WEIGHT
 from text.hotwords import HotwordError, parse_hotwords_value
+
+if TYPE_CHECKING:
+    from streaming.captions import FinalCaption, PartialCaption
 
 MODES = ("offline", "online", "2pass")
 # FunASR resamples whatever rate a client announces; so do we (soxr), within these bounds.
@@ -453,3 +456,27 @@ def last_final(final_reply: dict[str, Any], end_reply: dict[str, Any]) -> dict[s
     at the first is_final (funasr-client) or keep only that reply (funasr-python) see the text, and
     clients that wait for `is_end` (FunASR's Python client) get their acknowledgement."""
     return {**end_reply, **final_reply, "is_final": True, "is_end": True, "segments": end_reply["segments"]}
+
+
+def partial_caption(start: StartStream, caption: PartialCaption) -> dict[str, Any]:
+    """A partial caption as the stream's reply (its mode and wav_name)."""
+    c = caption
+    return partial(start.mode, start.wav_name, c.segment_id, c.start_ms, c.end_ms, c.delta, c.stable, c.unstable)
+
+
+def final_caption(start: StartStream, caption: FinalCaption) -> dict[str, Any]:
+    """A final caption as the stream's reply, with where its time went (FinalCaption.timing)."""
+    c = caption
+    reply = final(
+        start.mode,
+        start.wav_name,
+        c.segment_id,
+        c.start_ms,
+        c.end_ms,
+        c.text,
+        c.append_text,
+        c.end_reason,
+        c.timestamps,
+    )
+    reply.update(c.timing())  # where the time went after the segment closed, and what the guards did
+    return reply

@@ -1,7 +1,11 @@
-"""A stream's segmenter settings: the server's config plus the client's per-stream overrides."""
+"""A stream's settings: its segmenter's (the server's config plus the client's per-stream overrides), and
+the decode options it keeps as it goes (the language it detected)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from inference.engines.base import DecodeOptions, DecodeResult
 from server import protocol
 from streaming.endpointer import EndpointSettings
 from streaming.session import SessionSettings
@@ -40,3 +44,17 @@ def session_settings(ctx_config, start: protocol.StartStream, engine: str, strea
         context_max_segment_s=whisper.context_max_segment_s,
         context_only_after_cuts=engine != "whisper",  # Whisper: every short segment (issue 14's measurements)
     )
+
+
+LANGUAGE_SURE = 0.5  # detected-language probability at which a stream on "auto" keeps that language
+
+
+def kept_language(options: DecodeOptions, result: DecodeResult) -> DecodeOptions:
+    """A stream on language "auto" keeps the language of its first confident speech (a short phrase
+    alone is easily taken for another language); a language the client chose is never replaced."""
+    language = result.extra.get("language")
+    if options.language not in (None, "auto") or not language or not result.text:
+        return options
+    if result.extra.get("language_probability", 0.0) >= LANGUAGE_SURE:
+        return dataclasses.replace(options, language=language)
+    return options
