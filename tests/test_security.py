@@ -1,7 +1,10 @@
 """Issue 15 and 13's origin policy, against a real server on loopback: who may reach which route from
 a browser of another origin (auth.ROUTE_ACCESS), the Host allowlist against DNS rebinding, admin with
 auth off, hostile bytes that must answer 4xx or a clean close with no traceback or token in the
-logs, slow and silent connections closed in bounded time, and running out of file descriptors."""
+logs, slow and silent connections closed in bounded time, and running out of file descriptors.
+
+No test here reads words: the servers decode with the product's "instant" engine (fixed text, no
+model) instead of Whisper."""
 
 from __future__ import annotations
 
@@ -18,10 +21,26 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from inference.engines.instant import InstantEngine
+from tests.job_engines import servers_on
 from tests.wsclient import START, connect, recv
 
 USER, ADMIN = "user-secret-7f3a-0001", "admin-secret-91bc-0002"
 EVIL = "http://evil.example"
+
+
+@pytest.fixture
+def start_instant(scorer):
+    """conftest's start_server on the "instant" engine: start(**config_sections), stopped after the test."""
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(scorer):
+    """conftest's shared_server on the "instant" engine."""
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start()
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
@@ -154,19 +173,20 @@ def test_foreign_origins_and_hosts_change_nothing_and_read_nothing_with_auth_off
         assert got == status
 
 
-def test_allowed_hosts_adds_a_name_and_star_turns_the_check_off(start_server):
-    named = start_server(auth={"allowed_hosts": ["captions.example.org"]})
+def test_allowed_hosts_adds_a_name_and_star_turns_the_check_off(start_instant):
+    named = start_instant(auth={"allowed_hosts": ["captions.example.org"]})
     port = named.server.port
     ask = "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n"
     assert status_of(raw_request(port, ask.format("captions.example.org").encode())) == 200
     assert status_of(raw_request(port, ask.format("other.example.org").encode())) == 403
-    anything = start_server(auth={"allowed_hosts": ["*"]})
+    anything = start_instant(auth={"allowed_hosts": ["*"]})
     assert status_of(raw_request(anything.server.port, ask.format("other.example.org").encode())) == 200
 
 
-def test_with_auth_on_the_host_check_is_the_tokens_job(start_server):
-    secured = start_server(auth={"tokens": [USER]})
-    request = f"GET /healthz HTTP/1.1\r\nHost: captions.example.org\r\nAuthorization: Bearer {USER}\r\n\r\n"
+def test_with_auth_on_the_host_check_is_the_tokens_job(start_instant):
+    secured = start_instant(auth={"tokens": [USER]})
+    request = f"GET /healthz HTTP/1.1\r\nHost: captions.example.org\r\nAuthorization: Bearer {USER}\r\n"
+    request += "Connection: close\r\n\r\n"  # the answer ends with the socket, not raw_request's 10 s timeout
     assert status_of(raw_request(secured.server.port, request.encode())) == 200
 
 
@@ -188,22 +208,22 @@ async def test_funasr_html5_page_of_another_origin_streams_live_audio_with_the_d
         assert caught.value.response.status_code == 403
 
 
-async def test_stream_from_any_origin_off_keeps_sockets_to_allowed_origins(start_server):
-    server = start_server(auth={"stream_from_any_origin": False})
+async def test_stream_from_any_origin_off_keeps_sockets_to_allowed_origins(start_instant):
+    server = start_instant(auth={"stream_from_any_origin": False})
     with pytest.raises(websockets.InvalidStatus) as caught:
         await websockets.connect(server.url + "/ws", origin=EVIL)
     assert caught.value.response.status_code == 403
 
 
-def test_admin_with_auth_off_only_from_this_host_and_never_behind_a_proxy(start_server, shared_server):
+def test_admin_with_auth_off_only_from_this_host_and_never_behind_a_proxy(start_instant, shared_server):
     port = shared_server.server.port
     assert http(port, "POST", "/admin/gpu/clear-cache") == 200
     for header in ("X-Forwarded-For: 203.0.113.9", "Forwarded: for=203.0.113.9", "X-Real-IP: 203.0.113.9"):
         name, value = header.split(": ")
         assert http(port, "POST", "/admin/gpu/clear-cache", {name: value}) == 403
-    everywhere = start_server(server={"host": "0.0.0.0"})  # reachable beyond loopback
+    everywhere = start_instant(server={"host": "0.0.0.0"})  # reachable beyond loopback
     assert http(everywhere.server.port, "POST", "/admin/gpu/clear-cache") == 403
-    secured = start_server(server={"host": "0.0.0.0"}, auth={"admin_tokens": [ADMIN]})
+    secured = start_instant(server={"host": "0.0.0.0"}, auth={"admin_tokens": [ADMIN]})
     answer = http(
         secured.server.port,
         "POST",
@@ -229,9 +249,9 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("auth", [False, True])
-def test_hostile_http_bytes_answer_4xx_with_one_line_and_no_traceback(start_server, caplog, auth):
+def test_hostile_http_bytes_answer_4xx_with_one_line_and_no_traceback(start_instant, caplog, auth):
     caplog.set_level(logging.INFO)
-    server = start_server(auth={"tokens": [USER]} if auth else {})
+    server = start_instant(auth={"tokens": [USER]} if auth else {})
     for request in HOSTILE:
         request = request.replace(b"Host: h", f"Host: 127.0.0.1:{server.server.port}".encode())
         status = status_of(
@@ -242,9 +262,9 @@ def test_hostile_http_bytes_answer_4xx_with_one_line_and_no_traceback(start_serv
 
 
 @pytest.mark.parametrize("auth", [False, True])
-def test_non_utf8_websocket_subprotocol_is_refused_or_ignored_cleanly(start_server, caplog, auth):
+def test_non_utf8_websocket_subprotocol_is_refused_or_ignored_cleanly(start_instant, caplog, auth):
     caplog.set_level(logging.INFO)
-    server = start_server(auth={"tokens": [USER]} if auth else {})
+    server = start_instant(auth={"tokens": [USER]} if auth else {})
     port = server.server.port
     for protocols in (b"token.\xff\xfe\x80", b"binary, \xc3\x28", b"\xff" * 40):
         answer = upgrade(port, "/", b"Sec-WebSocket-Protocol: " + protocols + b"\r\n")
@@ -256,9 +276,9 @@ header_bytes = st.binary(min_size=1, max_size=60).filter(lambda b: b"\r" not in 
 
 
 @pytest.mark.slow
-def test_random_bytes_in_paths_and_headers_never_get_a_500_or_a_traceback(start_server, caplog):
+def test_random_bytes_in_paths_and_headers_never_get_a_500_or_a_traceback(start_instant, caplog):
     caplog.set_level(logging.INFO)
-    server = start_server(auth={"tokens": [USER]})
+    server = start_instant(auth={"tokens": [USER]})
     port = server.server.port
     statuses = []
 
@@ -284,9 +304,9 @@ def test_random_bytes_in_paths_and_headers_never_get_a_500_or_a_traceback(start_
     no_tracebacks_or(caplog.records, USER)
 
 
-def test_a_malformed_request_never_writes_a_token_to_the_log(start_server, caplog):
+def test_a_malformed_request_never_writes_a_token_to_the_log(start_instant, caplog):
     caplog.set_level(logging.DEBUG)
-    server = start_server(auth={"tokens": [USER]})
+    server = start_instant(auth={"tokens": [USER]})
     port = server.server.port
     bad = [
         f"GET /?token={USER} HTTP/1.1\x01\r\nHost: x\r\n\r\n".encode(),  # malformed request line
@@ -329,8 +349,8 @@ def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> 
     raise AssertionError(f"still open after {seconds} s")
 
 
-def test_silent_half_header_slow_header_and_slow_body_connections_are_closed(start_server, caplog):
-    server = start_server(server={"keepalive_timeout_s": 1.0, "body_timeout_s": 1.0, "body_min_kb_s": 1.0})
+def test_silent_half_header_slow_header_and_slow_body_connections_are_closed(start_instant, caplog):
+    server = start_instant(server={"keepalive_timeout_s": 1.0, "body_timeout_s": 1.0, "body_min_kb_s": 1.0})
     port = server.server.port
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
     silent, half, slow, body = socks
@@ -349,8 +369,8 @@ def test_silent_half_header_slow_header_and_slow_body_connections_are_closed(sta
     no_tracebacks_or(caplog.records)
 
 
-async def test_subscribers_count_against_the_per_address_limit_and_idle_ones_are_closed(start_server):
-    server = start_server(auth={"max_connections_per_ip": 2}, server={"subscriber_idle_s": 1.0})
+async def test_subscribers_count_against_the_per_address_limit_and_idle_ones_are_closed(start_instant):
+    server = start_instant(auth={"max_connections_per_ip": 2}, server={"subscriber_idle_s": 1.0})
     first = await websockets.connect(server.url + "/subscribe?session=s1", ping_interval=None)
     assert (await recv(first))["type"] == "subscribed"
     async with await connect(server.url) as streaming:
@@ -387,11 +407,11 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_limit():
     assert out.stdout.split() == ["True", "True"], out.stderr
 
 
-def test_out_of_file_descriptors_is_a_503_not_a_500(start_server, caplog):
+def test_out_of_file_descriptors_is_a_503_not_a_500(start_instant, caplog):
     import http.client
     import resource
 
-    server = start_server()
+    server = start_instant()
     conns = [http.client.HTTPConnection("127.0.0.1", server.server.port, timeout=10) for _ in range(3)]
     for conn in conns:  # accepted and kept alive before the limit is reached
         conn.request("GET", "/healthz")
@@ -412,7 +432,7 @@ def test_out_of_file_descriptors_is_a_503_not_a_500(start_server, caplog):
     no_tracebacks_or(caplog.records)
 
 
-async def test_behind_a_trusted_proxy_each_client_has_its_own_per_address_count(start_server):
+async def test_behind_a_trusted_proxy_each_client_has_its_own_per_address_count(start_instant):
     """L6: behind a same-host proxy every client is 127.0.0.1; auth.trusted_proxies lets the count
     follow the address the proxy reports. Untrusted peers cannot pick an address by a header."""
 
@@ -427,14 +447,14 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_per_address_count(
                 pass  # refused at once: the reason is already waiting to be read
             return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
-    proxied = start_server(auth={"max_connections_per_ip": 1, "trusted_proxies": ["127.0.0.1"]})
+    proxied = start_instant(auth={"max_connections_per_ip": 1, "trusted_proxies": ["127.0.0.1"]})
     async with websockets.connect(proxied.url, **via("203.0.113.1")) as held:
         await held.send(json.dumps(START))
         assert (await recv(held))["type"] == "ready"
         assert (await first_reply(proxied.url, **via("203.0.113.2")))["type"] == "ready"
         refused = await first_reply(proxied.url, **via("203.0.113.1"))
         assert refused["code"] == "busy" and "203.0.113.1" in refused["message"]
-    direct = start_server(auth={"max_connections_per_ip": 1})
+    direct = start_instant(auth={"max_connections_per_ip": 1})
     async with websockets.connect(direct.url, **via("203.0.113.1")) as held:
         await held.send(json.dumps(START))
         assert (await recv(held))["type"] == "ready"
