@@ -1,5 +1,10 @@
 """Captions sessions across connections: subscribers (overlays), resume after a dropped socket,
-takeover by a new connection - over real sockets with the embedded model."""
+takeover by a new connection - over real sockets.
+
+The servers decode with KnownPhrasesEngine (tests/engines.py), a stand-in with no model that hears
+only the phrases below wherever their exact samples lie whole in a segment: the word checks here
+show that a session's own audio came through whole and in order, and tell sessions apart; no test
+here is about recognition itself."""
 
 from __future__ import annotations
 
@@ -12,12 +17,34 @@ from collections import deque
 import pytest
 import websockets
 
+from tests.engines import KnownPhrasesEngine
+from tests.job_engines import servers_on
 from tests.speech import compose
 from tests.wsclient import START, connect, finals, recv, send_audio, start, until_end, words
 
 FIRST = compose([0.3, "good morning everyone", 0.8])
 SECOND = compose([0.3, "please open the door", 0.8])
 HALF_SPOKEN = compose([0.3, "thank you very much"])  # no trailing silence: the segment is still open
+KNOWN_PHRASES = ["good morning everyone", "please open the door", "thank you very much"]
+
+
+@pytest.fixture(scope="module")
+def phrase_engine():
+    return KnownPhrasesEngine(KNOWN_PHRASES)
+
+
+@pytest.fixture
+def start_stand_in(scorer, phrase_engine):
+    """conftest's start_server on the stand-in: start(**config_sections), stopped after the test."""
+    with servers_on(phrase_engine, scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(scorer, phrase_engine):
+    """conftest's shared_server on the stand-in."""
+    with servers_on(phrase_engine, scorer) as start:
+        yield start()
 
 
 async def subscriber(url: str, session: str):
@@ -259,8 +286,8 @@ def test_forgetting_idle_sessions_looks_only_at_the_ones_it_forgets():
 OWNER, INTRUDER, ADMIN = "owner-token-0000001", "other-token-0000002", "admin-token-0000003"
 
 
-async def test_a_live_session_belongs_to_the_token_that_made_it(start_server):
-    server = start_server(auth={"tokens": [OWNER, INTRUDER], "admin_tokens": [ADMIN]})
+async def test_a_live_session_belongs_to_the_token_that_made_it(start_stand_in):
+    server = start_stand_in(auth={"tokens": [OWNER, INTRUDER], "admin_tokens": [ADMIN]})
 
     def as_(token):
         return {"additional_headers": {"Authorization": f"Bearer {token}"}, "ping_interval": None}
@@ -294,9 +321,9 @@ async def test_a_live_session_belongs_to_the_token_that_made_it(start_server):
     await own.close()
 
 
-async def test_a_display_is_closed_with_1001_when_the_server_stops(start_server):
+async def test_a_display_is_closed_with_1001_when_the_server_stops(start_stand_in):
     # Displays and caption sockets learn that the server stops from the same place (Admission).
-    server = start_server()
+    server = start_stand_in()
     display = await subscriber(server.url, "closing-time")
     stopper = asyncio.get_running_loop().run_in_executor(None, server.stop)
     with pytest.raises(websockets.ConnectionClosed):
