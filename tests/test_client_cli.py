@@ -3,9 +3,29 @@
 import subprocess
 import sys
 
+import pytest
+
 from client.srt import to_srt
+from tests.engines import KnownPhrasesEngine
+from tests.job_engines import WholePhrasesEngine, servers_on
 from tests.speech import compose, write_wav
 from tests.wsclient import words
+
+
+@pytest.fixture(scope="module")
+def start_stand_in(scorer):
+    """Servers on stand-ins with no model: the words here only show that the file's own audio came
+    through whole and in order. A 16 kHz file is sent as the int16 samples it holds, so
+    KnownPhrasesEngine finds its phrases sample for sample; a 44.1 kHz file is resampled to 16 kHz
+    on the way, so its test gives WholePhrasesEngine (a phrase found at >= 0.99 correlation and its
+    own loudness) to its server."""
+    with servers_on(KnownPhrasesEngine(["hello world", "good morning everyone"]), scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(start_stand_in):
+    return start_stand_in()
 
 
 def run_cli(*args, timeout=120):
@@ -28,13 +48,15 @@ def test_file_to_lines_and_srt(shared_server, tmp_path):
     assert start.startswith("00:00:01,") or start.startswith("00:00:02,")
 
 
-def test_offline_mode_and_44k_file(shared_server, tmp_path):
+def test_offline_mode_and_44k_file(start_stand_in, tmp_path):
     import numpy as np
     import soxr
 
-    audio = soxr.resample(compose([0.3, "please open the door", 0.4]).audio, 16000, 44100).astype(np.float32)
+    script = compose([0.3, "please open the door", 0.4])
+    server = start_stand_in(engine=WholePhrasesEngine.of(script))
+    audio = soxr.resample(script.audio, 16000, 44100).astype(np.float32)
     wav = write_wav(tmp_path / "door.wav", audio, rate=44100)
-    run = run_cli(str(wav), "--url", shared_server.url, "--fast", "--mode", "offline")
+    run = run_cli(str(wav), "--url", server.url, "--fast", "--mode", "offline")
     assert run.returncode == 0, run.stderr
     assert words(run.stdout).endswith("please open the door")
 
