@@ -7,12 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from inference.engines.instant import InstantEngine
 from tests.browser_context import checked_context
+from tests.job_engines import servers_on
 from tests.speech import compose, write_wav
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_api  # same browser, same flags
 
 TALK = compose([0.5, "good morning everyone", 1.0, "please open the door", 0.6])
 TOKEN = "vad-page-secret-5d1e0b"
+
+
+@pytest.fixture(scope="module")
+def start_instant(scorer):
+    """Servers on the product's "instant" engine (fixed text, no model): the VAD page decodes nothing."""
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +42,9 @@ def browser():
     [("en-US", "en", "Speech intervals", "2 interval(s)"), ("zh-CN", "zh-CN", "语音区间", "2 个区间")],
 )
 def test_the_page_shows_the_intervals_as_a_table_and_a_timeline(
-    start_server, browser, talk_wav, locale, lang, heading, summary
+    start_instant, browser, talk_wav, locale, lang, heading, summary
 ):
-    server = start_server(auth={"tokens": [TOKEN]})
+    server = start_instant(auth={"tokens": [TOKEN]})
     with checked_context(browser, locale=locale) as context:
         page = context.new_page()
         page.goto(f"{server.http}/vad")
