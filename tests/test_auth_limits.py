@@ -1,5 +1,10 @@
 """Auth (tokens, admin, Origin), per-token/per-IP limits, idle timeout, keepalive under load and the
-per-stream audio cap - each against a real server on loopback."""
+per-stream audio cap - each against a real server on loopback.
+
+The servers decode with KnownPhrasesEngine (tests/engines.py), a stand-in with no model that hears
+only the phrases below wherever their exact samples lie whole in a segment: the word checks here
+show that a stream's own audio came through whole (past an idle close, a busy model, an audio cap,
+slow clients); no test here is about recognition itself."""
 
 from __future__ import annotations
 
@@ -13,18 +18,32 @@ import urllib.request
 import pytest
 import websockets
 
-from tests.engines import RecordingEngine
+from tests.engines import KnownPhrasesEngine, RecordingEngine
+from tests.job_engines import servers_on
 from tests.speech import compose
 from tests.wsclient import START, final_words, finals, recv, send_audio, transcribe, until_end, words
 
 USER, ADMIN = "user-secret-7f3a", "admin-secret-91bc"
 SECOND = "second-token-5e2d"
 PHRASE = compose([0.3, "good morning everyone", 0.6])
+KNOWN_PHRASES = ["good morning everyone", "please open the door", "thank you very much"]
+
+
+@pytest.fixture(scope="module")
+def phrase_engine():
+    return KnownPhrasesEngine(KNOWN_PHRASES)
 
 
 @pytest.fixture
-def secured(start_server):
-    return start_server(auth={"tokens": [USER], "admin_tokens": [ADMIN]})
+def start_stand_in(scorer, phrase_engine):
+    """conftest's start_server on the stand-in: start(engine=None, **config_sections), stopped after the test."""
+    with servers_on(phrase_engine, scorer) as start:
+        yield start
+
+
+@pytest.fixture
+def secured(start_stand_in):
+    return start_stand_in(auth={"tokens": [USER], "admin_tokens": [ADMIN]})
 
 
 def http(url: str, token: str | None = None, method: str = "GET") -> tuple[int, dict]:
@@ -118,10 +137,10 @@ def test_http_api_matrix(secured, path, method, token, status):
         (["*"], "http://anything.example", True),
     ],
 )
-async def test_browser_origin_allowlist(start_server, allowed, origin, ok):
+async def test_browser_origin_allowlist(start_stand_in, allowed, origin, ok):
     # Live audio from any origin is the default since issue 13 (tests/test_security.py); here the
     # allowlist alone decides.
-    server = start_server(auth={"allowed_origins": allowed, "stream_from_any_origin": False})
+    server = start_stand_in(auth={"allowed_origins": allowed, "stream_from_any_origin": False})
     args = {"origin": origin.format(port=server.server.port)} if origin else {}
     if ok:
         assert (await open_stream(server.url, **args))["type"] == "ready"
@@ -131,8 +150,8 @@ async def test_browser_origin_allowlist(start_server, allowed, origin, ok):
         assert refused.value.response.status_code == 403
 
 
-async def test_per_ip_and_per_token_connection_limits(start_server):
-    server = start_server(auth={"tokens": [USER, SECOND], "max_connections_per_token": 1})
+async def test_per_ip_and_per_token_connection_limits(start_stand_in):
+    server = start_stand_in(auth={"tokens": [USER, SECOND], "max_connections_per_token": 1})
     headers = {"Authorization": f"Bearer {USER}"}
     async with websockets.connect(server.url, additional_headers=headers, ping_interval=None):
         refused = await open_stream(server.url, additional_headers=headers)
@@ -141,7 +160,7 @@ async def test_per_ip_and_per_token_connection_limits(start_server):
         assert other["type"] == "ready"
     assert (await open_stream(server.url, additional_headers=headers))["type"] == "ready"  # released
 
-    per_ip = start_server(auth={"max_connections_per_ip": 2})
+    per_ip = start_stand_in(auth={"max_connections_per_ip": 2})
     async with websockets.connect(per_ip.url, ping_interval=None), websockets.connect(per_ip.url, ping_interval=None):
         refused = await open_stream(per_ip.url)
         assert refused["code"] == "busy" and "127.0.0.1" in refused["message"]
@@ -160,8 +179,8 @@ async def test_tokens_never_reach_the_logs(secured, caplog):
         assert secret not in logged
 
 
-async def test_idle_connection_is_closed_after_its_open_segment_is_finalized(start_server):
-    server = start_server(server={"idle_timeout_s": 1.5})
+async def test_idle_connection_is_closed_after_its_open_segment_is_finalized(start_stand_in):
+    server = start_stand_in(server={"idle_timeout_s": 1.5})
     async with websockets.connect(server.url, ping_interval=None) as ws:
         await ws.send(json.dumps(START))
         await recv(ws)
@@ -174,9 +193,9 @@ async def test_idle_connection_is_closed_after_its_open_segment_is_finalized(sta
     assert words(finals(replies)[0]["final_text"]) == "thank you very much"
 
 
-async def test_keepalive_does_not_close_a_connection_while_the_server_is_busy_decoding(start_server, whisper_engine):
-    engine = RecordingEngine(whisper_engine)
-    server = start_server(engine=engine, server={"ping_interval_s": 0.4})
+async def test_keepalive_does_not_close_a_connection_while_the_server_is_busy_decoding(start_stand_in, phrase_engine):
+    engine = RecordingEngine(phrase_engine)
+    server = start_stand_in(engine=engine, server={"ping_interval_s": 0.4})
     engine.gate.clear()  # the model is "busy" for 3 s: every decode waits
     async with websockets.connect(server.url, ping_interval=None) as ws:
         await ws.send(json.dumps(START))
@@ -189,12 +208,12 @@ async def test_keepalive_does_not_close_a_connection_while_the_server_is_busy_de
     assert words(finals(replies)[0]["final_text"]) == "good morning everyone"
 
 
-async def test_a_client_waiting_for_the_captions_it_asked_for_is_not_idle(start_server, whisper_engine):
+async def test_a_client_waiting_for_the_captions_it_asked_for_is_not_idle(start_stand_in, phrase_engine):
     # FunASR's offline clients send a whole file, then wait: when its decode queues behind live work
     # past idle_timeout_s, the client is waiting on the server, not idle. It gets every caption and
     # the end reply, and the socket is then closed only after a whole idle period of its own.
-    engine = RecordingEngine(whisper_engine)
-    server = start_server(engine=engine, server={"idle_timeout_s": 1.0})
+    engine = RecordingEngine(phrase_engine)
+    server = start_stand_in(engine=engine, server={"idle_timeout_s": 1.0})
     engine.gate.clear()  # the model is "busy" for 3 s, three idle periods
     async with websockets.connect(server.url, ping_interval=None) as ws:
         await ws.send(json.dumps(START))
@@ -212,8 +231,8 @@ async def test_a_client_waiting_for_the_captions_it_asked_for_is_not_idle(start_
     assert time.monotonic() - ended >= 0.8  # its own idle period, counted from the answer
 
 
-async def test_a_stream_past_its_audio_cap_is_ended_with_its_captions(start_server):
-    server = start_server(server={"max_stream_audio_s": 2.0})
+async def test_a_stream_past_its_audio_cap_is_ended_with_its_captions(start_stand_in):
+    server = start_stand_in(server={"max_stream_audio_s": 2.0})
     long_audio = compose([0.3, "good morning everyone", 0.6, "please open the door", 0.6]).audio
     async with websockets.connect(server.url, ping_interval=None) as ws:
         await ws.send(json.dumps(START))
@@ -226,12 +245,12 @@ async def test_a_stream_past_its_audio_cap_is_ended_with_its_captions(start_serv
     assert replies[-1]["type"] == "end"
 
 
-async def test_slowloris_clients_do_not_disturb_a_live_stream_and_stalled_sockets_are_closed(start_server):
+async def test_slowloris_clients_do_not_disturb_a_live_stream_and_stalled_sockets_are_closed(start_stand_in):
     import base64
     import os
     import socket
 
-    server = start_server(server={"idle_timeout_s": 1.5})
+    server = start_stand_in(server={"idle_timeout_s": 1.5})
     port = server.server.port
     half_headers, half_frames = [], []
     for _ in range(20):  # an HTTP request that never finishes its headers
@@ -261,8 +280,8 @@ async def test_slowloris_clients_do_not_disturb_a_live_stream_and_stalled_socket
         sock.close()
 
 
-async def test_invalid_tokens_are_throttled_per_address(start_server):
-    server = start_server(auth={"tokens": [USER], "failed_auth_per_minute": 3})
+async def test_invalid_tokens_are_throttled_per_address(start_stand_in):
+    server = start_stand_in(auth={"tokens": [USER], "failed_auth_per_minute": 3})
     for _ in range(3):
         assert http(server.http + "/healthz", "wrong-token-000000")[0] == 401
     code, body = http(server.http + "/healthz", USER)  # even the right token waits: guessing stops
