@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from inference.engines.instant import InstantEngine
 from tests.browser_context import checked_context
+from tests.job_engines import WholePhrasesEngine, servers_on
 from tests.speech import compose, write_wav
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package (pip)")
@@ -60,6 +62,24 @@ def _launch(playwright, wav: Path, *extra: str):
         *extra,
     ]
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+@pytest.fixture(scope="module")
+def start_stand_in(scorer):
+    """Servers on stand-ins with no model, by default the product's "instant" engine (fixed text):
+    no test here reads words but the first, whose words only show that the microphone's audio came
+    through the page's path (fake microphone, AudioWorklet resampling to 16 kHz, PCM16 frames) whole.
+    That test's server runs WholePhrasesEngine: it hears a phrase of speech_wav only where the audio
+    correlates with it at >= 0.99 at its own loudness (measured through this path: 0.9999, loudness
+    0.999; the other phrase 0.17), so a path that drops, stretches, aliases or rescales audio fails
+    it, as it would fail a recogniser."""
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(start_stand_in):
+    return start_stand_in()
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +174,8 @@ def parse_cues(text: str, time_pattern: str) -> list[tuple[int, int, str]]:
 
 
 # --- the whole path: microphone -> worklet -> socket -> captions, and an overlay following ------
-def test_page_captions_the_microphone_and_the_overlay_follows(shared_server, context, artifacts):
+def test_page_captions_the_microphone_and_the_overlay_follows(start_stand_in, context, artifacts):
+    shared_server = start_stand_in(engine=WholePhrasesEngine.of(compose(SPEECH)))  # see start_stand_in
     session = f"browser-{secrets.token_hex(4)}"
     console_errors: list[str] = []
     context.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
@@ -270,9 +291,9 @@ def test_denied_microphone_permission_is_explained(shared_server, playwright, sp
         browser.close()
 
 
-def test_insecure_origin_is_explained(start_server, context):
+def test_insecure_origin_is_explained(start_stand_in, context):
     # The name must be one the server answers to (auth.allowed_hosts, against DNS rebinding).
-    shared_server = start_server(auth={"allowed_hosts": [INSECURE_HOST]})
+    shared_server = start_stand_in(auth={"allowed_hosts": [INSECURE_HOST]})
     page = context.new_page()
     port = shared_server.server.port
     page.goto(f"http://{INSECURE_HOST}:{port}/")
@@ -540,7 +561,7 @@ def test_worklet_resamples_to_16k_frames_without_aliasing(shared_server, context
     assert 0.33 < out["stereo"]["rms"] < 0.37  # channels averaged: half amplitude
 
 
-def test_page_over_tls_captures_on_a_non_local_name(start_server, browser, tmp_path):
+def test_page_over_tls_captures_on_a_non_local_name(start_stand_in, browser, tmp_path):
     """The documented setup for other hosts: a self-signed certificate, https:// and wss://."""
     if not shutil.which("openssl"):
         pytest.skip("needs the openssl command to make a certificate")
@@ -551,7 +572,7 @@ def test_page_over_tls_captures_on_a_non_local_name(start_server, browser, tmp_p
         check=True,
         capture_output=True,
     )  # fmt: skip
-    server = start_server(
+    server = start_stand_in(
         server={"tls_cert_file": str(cert), "tls_key_file": str(key)},
         auth={"allowed_hosts": [INSECURE_HOST]},  # a name the server answers to (against DNS rebinding)
     )
@@ -572,8 +593,8 @@ def test_page_over_tls_captures_on_a_non_local_name(start_server, browser, tmp_p
         context.close()
 
 
-def test_access_token_from_the_link_reaches_page_and_overlay(start_server, context):
-    server = start_server(auth={"tokens": ["browser-secret-4f1e"]})
+def test_access_token_from_the_link_reaches_page_and_overlay(start_stand_in, context):
+    server = start_stand_in(auth={"tokens": ["browser-secret-4f1e"]})
     page = context.new_page()
     page.goto(f"{server.http}/")
     page.click("#start")  # no token: the server refuses, the page says what to do
