@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from inference.engines.instant import InstantEngine
 from tests.browser_context import checked_context
+from tests.job_engines import servers_on
 from tests.speech import compose, write_wav
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, INSECURE_HOST, sync_api  # same browser, same flags
 
@@ -43,6 +45,20 @@ PAGES = {
     "/vad": [("h1", "Speech detection (VAD)", "语音端点检测（VAD）"), ("#detect", "Detect speech", "检测语音")],
 }
 TITLES = {"/": ("Live captions", "实时字幕"), "/files": ("Files and history – Live captions", "文件与历史 – 实时字幕")}
+
+
+@pytest.fixture(scope="module")
+def start_instant(scorer):
+    """Servers on the product's "instant" engine (fixed text, no model): no test here reads words (texts,
+    menus, messages, a job's options and status). The speech-language test keeps real Whisper: the
+    refusal of a language the model lacks is the embedded model's own (Cantonese, on Whisper base)."""
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(start_instant):
+    return start_instant()
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +187,8 @@ def test_the_switch_changes_the_page_and_is_remembered(shared_server, en):
     assert once.evaluate("localStorage.getItem('livecaption.uiLanguage')") == "en"
 
 
-def test_a_microphone_error_is_explained_in_chinese(start_server, zh):
-    shared_server = start_server(auth={"allowed_hosts": [INSECURE_HOST]})  # a name it answers to
+def test_a_microphone_error_is_explained_in_chinese(start_instant, zh):
+    shared_server = start_instant(auth={"allowed_hosts": [INSECURE_HOST]})  # a name it answers to
     page = zh.new_page()
     page.goto(f"http://{INSECURE_HOST}:{shared_server.server.port}/")
     page.wait_for_selector("#message:not([hidden])")
@@ -191,7 +207,8 @@ def test_a_microphone_error_is_explained_in_chinese(start_server, zh):
     assert page.inner_text("#message") == "热词“开门”：权重须为 1 到 100，而不是 500。"
 
 
-def test_the_speech_language_reaches_the_server_and_is_remembered(shared_server, zh, artifacts):
+def test_the_speech_language_reaches_the_server_and_is_remembered(start_server, zh, artifacts):
+    shared_server = start_server()  # real Whisper (see start_instant)
     page = _open(zh, f"{shared_server.http}/")
     choices = page.eval_on_selector_all("#language option", "os => os.map((o) => o.value)")
     assert choices[:2] == ["", "auto"]
