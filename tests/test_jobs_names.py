@@ -1,6 +1,10 @@
 """Non-ASCII file names kept exactly, end to end: the CLI's upload (a real subprocess), standard
 multipart senders (RFC 7578's UTF-8 `filename`, RFC 5987's `filename*`, aiohttp's percent-encoded
-names), the database row, /api/jobs, every export and the files the CLI writes."""
+names), the database row, /api/jobs, every export and the files the CLI writes.
+
+The servers decode with WholePhrasesEngine (tests/job_engines.py), a stand-in with no model that
+hears only SHORT's phrase, whole (anything else is "<unknown N ms>"): the words the CLI writes show
+that the uploaded file's own audio was decoded; no test here is about recognition itself."""
 
 from __future__ import annotations
 
@@ -17,12 +21,27 @@ from urllib.parse import quote, unquote
 import aiohttp
 import pytest
 
+from tests.job_engines import WholePhrasesEngine, servers_on
 from tests.speech import compose, write_wav
 from tests.test_jobs import get, wait_done
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "会议录音_一.wav"
 SHORT = compose([0.3, "good morning everyone", 0.4])
+
+
+@pytest.fixture
+def start_stand_in(scorer):
+    """conftest's start_server on the stand-in: start(**config_sections), stopped after the test."""
+    with servers_on(WholePhrasesEngine.of(SHORT), scorer) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def shared_server(scorer):
+    """conftest's shared_server on the stand-in."""
+    with servers_on(WholePhrasesEngine.of(SHORT), scorer) as start:
+        yield start()
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +87,11 @@ async def check_everywhere(http: str, job_id: str, name: str) -> None:
 
 
 async def test_the_cli_keeps_a_chinese_file_name_in_the_database_every_export_and_the_written_file(
-    start_server, chinese_wav, tmp_path
+    start_stand_in, chinese_wav, tmp_path
 ):
     import asyncio
 
-    server = start_server()
+    server = start_stand_in()
     out = tmp_path / "out"
     command = [sys.executable, "-m", "client.jobs", str(chinese_wav), "--url", server.http, "--out", str(out),
                "--format", "srt", "--hotwords", "阿里巴巴 30\n达摩院"]  # fmt: skip
