@@ -22,7 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from inference.engines.instant import InstantEngine
 from tests.browser_context import checked_context
+from tests.engines import RecordingEngine
+from tests.job_engines import WholePhrasesEngine, servers_on
 from tests.speech import compose, write_wav
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_api  # same browser, same flags
 from tests.wsclient import finals, transcribe, words
@@ -33,6 +36,16 @@ SPEECH = [0.4, "good morning everyone", 0.8, "please open the door", 0.5]
 JOB_TIMEOUT_MS = 90_000
 CORRUPT = b"ID3\x03\x00\x00\x00" + bytes(range(256)) * 40  # an MP3 header, then no audio at all
 TOKEN = "files-secret-8c2a07"  # 16+ characters: shorter tokens are refused at startup
+
+
+@pytest.fixture(scope="module")
+def start_stand_in(scorer):
+    """Servers on WholePhrasesEngine (no model: hears only SPEECH's phrases, found whole in a segment's
+    own audio): where a test reads words, they only show that the uploaded file's audio came through.
+    The first test keeps real Whisper: it checks the page's engine menu and the job's engine by the
+    product's name ("whisper", the default), and transcribes a live session and a file end to end."""
+    with servers_on(WholePhrasesEngine.of(compose(SPEECH)), scorer) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +272,8 @@ def test_upload_progress_downloads_failure_and_history(start_server, context, sp
     assert page.evaluate("document.activeElement.id") == "jobs-title"
 
 
-def test_token_prompt_and_downloads_with_a_token(start_server, context, speech_wav, artifacts):
-    server = start_server(auth={"tokens": [TOKEN]}, jobs={"max_upload_mb": 1})
+def test_token_prompt_and_downloads_with_a_token(start_stand_in, context, speech_wav, artifacts):
+    server = start_stand_in(auth={"tokens": [TOKEN]}, jobs={"max_upload_mb": 1})
     page = context.new_page()
     page.goto(f"{server.http}/files")
     page.wait_for_selector("#token-form:visible")
@@ -310,11 +323,9 @@ def test_token_prompt_and_downloads_with_a_token(start_server, context, speech_w
     assert fresh.is_hidden("#token-form")
 
 
-def test_a_running_job_is_cancelled_from_the_page(start_server, whisper_engine, context, speech_wav, artifacts):
-    from tests.engines import RecordingEngine
-
-    engine = RecordingEngine(whisper_engine)
-    server = start_server(engine=engine)
+def test_a_running_job_is_cancelled_from_the_page(start_stand_in, context, speech_wav, artifacts):
+    engine = RecordingEngine(InstantEngine())  # no words are read: the product's fixed-text engine
+    server = start_stand_in(engine=engine)
     engine.gate.clear()  # the model holds every decode: the job stays running until cancelled
     try:
         page = context.new_page()
@@ -339,10 +350,10 @@ def test_a_running_job_is_cancelled_from_the_page(start_server, whisper_engine, 
         engine.gate.set()
 
 
-def test_pre_cut_clips_skip_speech_detection_and_the_choice_is_remembered(start_server, context, speech_wav):
+def test_pre_cut_clips_skip_speech_detection_and_the_choice_is_remembered(start_stand_in, context, speech_wav):
     """The "pre-cut clips" box sends `"vad": false`: the two phrases of speech.wav become one
     segment instead of two, and the box stays ticked on the next visit."""
-    server = start_server(jobs={"engines": ["instant"]})  # the instant engine: segments, not words, matter
+    server = start_stand_in(jobs={"engines": ["instant"]})  # the instant engine: segments, not words, matter
     page = context.new_page()
     page.goto(f"{server.http}/files")
     page.wait_for_selector("#engine option[value='instant']", state="attached")
