@@ -24,21 +24,24 @@ class WholePhrasesEngine:
     lengths. Wrap it in tests.engines.RecordingEngine like the real engine.
 
     `phrases`: {text: float32 samples}; `WholePhrasesEngine.of(*scripts)` takes them from
-    tests.speech scripts (each phrase's span of the script's audio)."""
+    tests.speech scripts (each phrase's span of the script's audio). `decode_s`: seconds each model
+    call takes (none by default), for tests that need a decode still running at some moment (a
+    signal, a kill) as the real model's would be; tests/stand_in_server.py runs a server process on it."""
 
     name, model, device = "whole-phrases", "stand-in (hears only whole known phrases, no model)", "cpu"
     file_model, streaming = model, False
     MATCH = 0.99  # normalised cross-correlation of a phrase with the audio where it lies
     LOUDNESS = 0.1  # and that audio's energy within 10% of the phrase's
 
-    def __init__(self, phrases: dict[str, np.ndarray]):
+    def __init__(self, phrases: dict[str, np.ndarray], decode_s: float = 0.0):
+        self.decode_s = decode_s
         self.phrases = {text: np.asarray(clip, dtype=np.float64) for text, clip in phrases.items()}
         if not all(len(clip) for clip in self.phrases.values()):
             raise ValueError("a known phrase has no samples")
         self.calls: list[list[int]] = []
 
     @classmethod
-    def of(cls, *scripts: Script) -> WholePhrasesEngine:
+    def of(cls, *scripts: Script, decode_s: float = 0.0) -> WholePhrasesEngine:
         phrases: dict[str, np.ndarray] = {}
         for script in scripts:
             for text, (start, end) in zip(script.texts, script.spans):
@@ -46,7 +49,7 @@ class WholePhrasesEngine:
                 if text in phrases and not np.array_equal(phrases[text], clip):
                     raise ValueError(f"{text!r} is spoken two ways: the stand-in would hear only one")
                 phrases[text] = clip
-        return cls(phrases)
+        return cls(phrases, decode_s)
 
     def hear(self, audio) -> list[tuple[int, str]]:
         """(first sample, text) of each known phrase found whole in `audio`, in the order spoken."""
@@ -79,6 +82,10 @@ class WholePhrasesEngine:
 
         if len(audios) != len(options):
             raise ValueError(f"{len(audios)} audios with {len(options)} options")
+        if self.decode_s:
+            import time
+
+            time.sleep(self.decode_s)
         self.calls.append([len(a) for a in audios])
         results = []
         for audio, option in zip(audios, options):

@@ -2,7 +2,11 @@
 one upload folder: a job's file is transcribed on one of them, that one is killed with SIGKILL
 mid-file, and the other finishes it once the lease has run out; every segment is stored once, in
 order, with the words a single uninterrupted run gives. And a PostgreSQL restart under live
-captions: they go on, /healthz says degraded, and every final lands once it is back."""
+captions: they go on, /healthz says degraded, and every final lands once it is back.
+
+The front ends hear through WholePhrasesEngine (tests/stand_in_server.py), a stand-in for the model:
+the point is the processes and their leases, and its words only tell the segments apart; its
+`decode_s` keeps a file far from done when its front end is killed or its job cancelled."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import aiohttp
 import psycopg
 import srt
 
+from tests.job_engines import WholePhrasesEngine
 from tests.speech import compose, write_wav
 from tests.test_jobs import LECTURE, get, submit, wait_done
 from tests.test_jobs_resume import PHRASES, status_of
@@ -29,6 +34,11 @@ def write_talk(tmp_path, repeats: int):
     return write_wav(tmp_path / "talk.wav", compose(parts).audio)
 
 
+def hears_phrases(decode_s: float) -> WholePhrasesEngine:
+    """The stand-in for the front ends: it hears PHRASES; `decode_s` a model call (one file segment)."""
+    return WholePhrasesEngine.of(compose(PHRASES), decode_s=decode_s)
+
+
 async def submit_file(port: int, path) -> str:
     form = aiohttp.FormData()
     form.add_field("file", path.read_bytes(), filename=path.name)
@@ -38,11 +48,11 @@ async def submit_file(port: int, path) -> str:
             return (await response.json())["job_id"]
 
 
-def two_front_ends(tmp_path, postgres_url: str) -> list[ServerProcess]:
-    """Two run_server.py processes on one PostgreSQL. Same tmp_path: the same upload folder (the
-    shared volume) and the same settings for both."""
+def two_front_ends(tmp_path, postgres_url: str, hears: WholePhrasesEngine) -> list[ServerProcess]:
+    """Two run_server.py processes on one PostgreSQL, hearing through `hears`. Same tmp_path: the
+    same upload folder (the shared volume) and the same settings for both."""
     settings = {"postgres_url": f'"{postgres_url}"', "lease_s": "2"}
-    return [ServerProcess(tmp_path, **settings), ServerProcess(tmp_path, **settings)]
+    return [ServerProcess(tmp_path, stand_in=hears, **settings) for _ in range(2)]
 
 
 async def segments_committed(port: int, job_id: str, at_least: int) -> dict:
@@ -65,7 +75,10 @@ def lease_holder(postgres_url: str, file_id: int, front_ends: list[ServerProcess
 
 async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_it_once(tmp_path, postgres_url):
     talk = write_talk(tmp_path, 3)
-    front_ends = two_front_ends(tmp_path, postgres_url)
+    # 0.3 s a segment: the 18 take >= 5 s, so the kill, within a few tenths of a second of the third
+    # commit, finds the file mid-way, as Whisper's 1.5-2 s a segment did.
+    hears = hears_phrases(decode_s=0.3)
+    front_ends = two_front_ends(tmp_path, postgres_url, hears)
     try:
         job_id = await submit_file(front_ends[0].port, talk)
         job = await segments_committed(front_ends[1].port, job_id, 3)  # the file far from done
@@ -101,7 +114,7 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
     # The export is the one a single node gives: the same file on a plain server (SQLite, no
     # cluster, never interrupted) exports the same cues, times included.
     (tmp_path / "single").mkdir()
-    single = ServerProcess(tmp_path / "single")
+    single = ServerProcess(tmp_path / "single", stand_in=hears)
     try:
         single_job = await wait_done(f"http://127.0.0.1:{single.port}", await submit_file(single.port, talk))
         (single_file,) = single_job["files"]
@@ -115,7 +128,11 @@ async def test_a_front_end_killed_mid_file_leaves_it_to_another_which_finishes_i
 
 async def test_a_job_cancelled_through_one_front_end_stops_on_the_one_transcribing_it(tmp_path, postgres_url):
     talk = write_talk(tmp_path, 4)
-    front_ends = two_front_ends(tmp_path, postgres_url)
+    # 2 s a segment, as Whisper's 1.5-2 s: the cancel, a few tenths of a second after the second
+    # commit, meets the next lease renewal (every lease_s / 3 = 0.67 s) before the next commit. A
+    # commit that came first would find the file no longer held and end it as a lost lease ("left to
+    # the front end that holds it now" in the log), not as "cancelled".
+    front_ends = two_front_ends(tmp_path, postgres_url, hears_phrases(decode_s=2.0))
     try:
         job_id = await submit_file(front_ends[0].port, talk)
         job = await segments_committed(front_ends[0].port, job_id, 2)  # under way, far from done

@@ -1,5 +1,7 @@
 """Crash-resume: a real server process is killed with SIGKILL in the middle of a job and started
-again on the same database; every segment ends up in the results exactly once."""
+again on the same database; every segment ends up in the results exactly once. The processes hear
+through WholePhrasesEngine (tests/stand_in_server.py), a stand-in for the model: its words only tell
+the segments apart, and its `decode_s` keeps the file far from done when the process is killed."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sqlite3
 import aiohttp
 import pytest
 
+from tests.job_engines import WholePhrasesEngine
 from tests.speech import compose, write_wav
 from tests.test_lifecycle import ServerProcess
 from tests.wsclient import words
@@ -31,8 +34,12 @@ async def test_kill_9_mid_job_then_restart_gives_every_segment_exactly_once(tmp_
     parts: list = [0.3]
     for phrase in PHRASES * 3:
         parts += [phrase, 0.7]
-    files = [write_wav(tmp_path / "talk.wav", compose(parts).audio)]
-    server = ServerProcess(tmp_path, concurrent_files="2")
+    talk = compose(parts)
+    files = [write_wav(tmp_path / "talk.wav", talk.audio)]
+    # 0.3 s a model call (one file segment a call): 18 segments take >= 5 s, so the kill, within
+    # about 0.1 s of the third commit, finds the file mid-way, as Whisper's 1.5-2 s a segment did.
+    hears = WholePhrasesEngine.of(talk, decode_s=0.3)
+    server = ServerProcess(tmp_path, stand_in=hears, concurrent_files="2")
     try:
         form = aiohttp.FormData()
         for path in files:
@@ -54,7 +61,7 @@ async def test_kill_9_mid_job_then_restart_gives_every_segment_exactly_once(tmp_
     finally:
         server.kill()
 
-    restarted = ServerProcess(tmp_path, concurrent_files="2")
+    restarted = ServerProcess(tmp_path, stand_in=hears, concurrent_files="2")
     try:
         http = f"http://127.0.0.1:{restarted.port}"
         for _ in range(1800):

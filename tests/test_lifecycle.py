@@ -1,10 +1,17 @@
 """The real server process (run_server.py) under signals: graceful SIGTERM with 20 streams
-mid-speech, SIGHUP announced as a restart (1012), and a second signal forcing exit."""
+mid-speech, SIGHUP announced as a restart (1012), and a second signal forcing exit.
+
+The processes hear through WholePhrasesEngine (tests/stand_in_server.py: run_server.main with a
+stand-in for the model), whose words only show each segment's final arriving once: the point is the
+process and its signals. Its `decode_s` holds decodes as long as each test needs them running at the
+signal. One test stays on the real Whisper model end to end (offline mode on jfk.wav), so the
+process is also checked with the model it ships with: loading it, real speech in, a real transcript out."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import signal
@@ -14,21 +21,30 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import websockets
 
 from settings.config import DEFAULT_CONFIG_PATH
+from tests.job_engines import WholePhrasesEngine
 from tests.speech import compose
+from tests.stand_in_server import write_phrases
 from tests.wsclient import START, recv, send_audio, words
 
 ROOT = Path(__file__).resolve().parent.parent
 MID_SPEECH = compose([0.3, "please open the door"])  # no trailing silence: the segment is still open
+HEARS_MID_SPEECH = WholePhrasesEngine.of(MID_SPEECH, decode_s=0.2)  # 20 finals, 4 a call: the drain waits >= 1 s
+_phrase_files = itertools.count()
 
 
 class ServerProcess:
-    def __init__(self, tmp_path: Path, *, preexec_fn=None, **server_settings) -> None:
+    def __init__(
+        self, tmp_path: Path, *, preexec_fn=None, stand_in: WholePhrasesEngine | None = None, **server_settings
+    ) -> None:
         """run_server.py with config.toml's `key = value` lines replaced by `server_settings`;
-        `preexec_fn` runs in the child before it starts (limits, say)."""
+        `preexec_fn` runs in the child before it starts (limits, say). `stand_in`: run it on a copy of
+        this WholePhrasesEngine (its phrases and decode_s) instead of the model, through
+        tests/stand_in_server.py: the same run_server.main, no weights loaded."""
         text = DEFAULT_CONFIG_PATH.read_text().replace("port = 10095", "port = 0")
         data = {"db_path": f'"{tmp_path}/captions.db"', "upload_dir": f'"{tmp_path}/uploads"'}
         server_settings = {**data, **server_settings}
@@ -36,8 +52,14 @@ class ServerProcess:
             text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
         config = tmp_path / "config.toml"
         config.write_text(text)
+        command = [sys.executable, "run_server.py"]
+        if stand_in is not None:
+            phrases = tmp_path / f"phrases-{next(_phrase_files)}.npz"  # two servers in one tmp_path: one file each
+            write_phrases(phrases, stand_in)
+            command = [sys.executable, "-m", "tests.stand_in_server", "--phrases-file", str(phrases)]
+            command += ["--decode-s", str(stand_in.decode_s)]
         self.proc = subprocess.Popen(
-            [sys.executable, "run_server.py", "--config", str(config), "--device", "cpu"],
+            [*command, "--config", str(config), "--device", "cpu"],
             cwd=ROOT,
             stderr=subprocess.PIPE,
             text=True,
@@ -106,7 +128,7 @@ async def speak_and_listen(url: str, spoken: asyncio.Event) -> tuple[list[dict],
 
 
 async def test_sigterm_with_20_streams_mid_speech_delivers_every_final_then_1001(server_process):
-    server = server_process(shutdown_grace_s="180.0")
+    server = server_process(stand_in=HEARS_MID_SPEECH, shutdown_grace_s="180.0")
     events = [asyncio.Event() for _ in range(20)]
     clients = [asyncio.create_task(speak_and_listen(server.url, e)) for e in events]
     await asyncio.gather(*(e.wait() for e in events))
@@ -122,7 +144,7 @@ async def test_sigterm_with_20_streams_mid_speech_delivers_every_final_then_1001
 
 
 async def test_sighup_is_a_restart_announced_with_1012(server_process):
-    server = server_process()
+    server = server_process(stand_in=HEARS_MID_SPEECH)
     spoken = asyncio.Event()
     client = asyncio.create_task(speak_and_listen(server.url, spoken))
     await spoken.wait()
@@ -134,7 +156,10 @@ async def test_sighup_is_a_restart_announced_with_1012(server_process):
 
 
 async def test_a_second_signal_forces_exit_without_waiting(server_process):
-    server = server_process(shutdown_grace_s="180.0")
+    # 2 s a model call: the 6 finals (two calls) are still being decoded at the second signal, 0.3 s
+    # after the first, as Whisper's were; it must not wait for them.
+    hears = WholePhrasesEngine.of(MID_SPEECH, decode_s=2.0)
+    server = server_process(stand_in=hears, shutdown_grace_s="180.0")
     events = [asyncio.Event() for _ in range(6)]
     clients = [asyncio.create_task(speak_and_listen(server.url, e)) for e in events]
     await asyncio.gather(*(e.wait() for e in events))
@@ -149,6 +174,19 @@ async def test_a_second_signal_forces_exit_without_waiting(server_process):
 
 JFK = ROOT.parent / "shared" / "audio" / "jfk.wav"  # its pauses close segments at about 2.7 s and 5.05 s of audio
 SIGNAL_AT_S = 5.2  # just after the second segment ("ask not") closed: it is with the decoder
+JFK_SPOKEN = {"and so my fellow americans": (0.2, 2.5), "ask not": (3.1, 4.6)}  # s: a phrase's audio lies within
+
+
+def hears_jfk(decode_s: float) -> WholePhrasesEngine:
+    """A stand-in that hears the first two segments of jfk.wav: each phrase is its span's samples
+    from the first to the last loud one (the segments the VAD closes hold them whole)."""
+    audio = np.frombuffer(jfk_pcm(), dtype="<i2").astype(np.float32) / 32768  # as the server reads the wire
+    phrases = {}
+    for text, (begin, end) in JFK_SPOKEN.items():
+        span = audio[int(begin * 16000) : int(end * 16000)]
+        loud = np.flatnonzero(np.abs(span) > 0.1)
+        phrases[text] = span[loud[0] : loud[-1] + 1]
+    return WholePhrasesEngine(phrases, decode_s)
 
 
 def jfk_pcm() -> bytes:
@@ -187,7 +225,10 @@ async def paced_until_closed(url: str, mode: str, server: ServerProcess) -> tupl
 
 
 async def test_sigterm_while_a_closed_segment_is_decoded_still_delivers_its_final_then_1001(server_process):
-    server = server_process(shutdown_grace_s="180.0")
+    # 1 s a model call: "ask not", closed at about 5.05 s of audio, is certainly still with the
+    # decoder (queued or being decoded) at the signal 0.15 s later. Whisper took 1.5-2 s here; a
+    # faster machine could have finished it first, and the test would have passed without the case.
+    server = server_process(stand_in=hears_jfk(decode_s=1.0), shutdown_grace_s="180.0")
     replies, code = await paced_until_closed(server.url, "2pass", server)
     finals = {r["segment_id"]: words(r["final_text"]) for r in replies if r.get("type") == "final"}
     assert "ask not" in finals.get(1, "")  # the segment in the decoder at the signal
@@ -197,6 +238,8 @@ async def test_sigterm_while_a_closed_segment_is_decoded_still_delivers_its_fina
 
 
 async def test_sigterm_in_offline_mode_sends_the_end_reply_with_the_transcript_so_far(server_process):
+    # On the real Whisper model, end to end (the one process test here that is): run_server.py as
+    # shipped loads it, and real speech comes back as the words the end reply carries.
     server = server_process(shutdown_grace_s="180.0")
     replies, code = await paced_until_closed(server.url, "offline", server)
     end = replies[-1]
