@@ -219,12 +219,23 @@ class JobRunner:
                 log.info("file %d (%r) cancelled", row.id, row.name)
             elif isinstance(task.exception(), DATABASE_ERRORS):
                 await asyncio.sleep(5)  # database trouble: reported by db(); the file stays queued
-            elif isinstance(task.exception(), LeaseLost):  # another front end carries on with it
-                log.info("file %d (%r) left to the front end that holds it now", row.id, row.name)
+            elif isinstance(task.exception(), LeaseLost):
+                log.info("file %d (%r) %s", row.id, row.name, await self._why_lost(row.id))
             elif (exc := task.exception()) is not None:  # one bad file never stops the queue
                 log.error("file %d (%r) failed", row.id, row.name, exc_info=exc)
                 with contextlib.suppress(*DATABASE_ERRORS):
                     await self.db(self.store.finish_file, row.id, f"transcription failed: {exc}")
+
+    async def _why_lost(self, file_id: int) -> str:
+        """Why this front end no longer holds a file it was transcribing (LeaseLost): cancelled or
+        deleted through another front end (the lease keeper had not seen it yet), or taken over."""
+        with contextlib.suppress(*DATABASE_ERRORS):
+            now = await self.db(self.store.file, file_id)
+            if now is None:
+                return "deleted"
+            if now.status == "cancelled":
+                return "cancelled"
+        return "left to the front end that holds it now"
 
     async def _claim(self) -> FileRow | None:
         async with self._claiming:  # one claim at a time: `active` is then complete when the store reads it
