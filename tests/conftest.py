@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,9 @@ from tests.speech import tools_available
 # is marked `slow`; `pytest -m "not slow"` is then the quick loop over the policy tests (CI runs all).
 END_TO_END_FIXTURES = {"whisper_engine", "postgres", "server_process", "playwright", "browser"}
 
+# Measured seconds per test file (tools/suite_durations.py writes the table from a run's JUnit XML).
+FILE_SECONDS: dict[str, float] = json.loads((Path(__file__).parent / "durations.json").read_text())
+
 
 def pytest_configure(config):
     # One torch thread per test process, as in the server's VAD worker (inference/vad_process.py).
@@ -24,6 +29,13 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    # pytest-xdist (--dist loadfile) hands whole files to whichever worker is free, in the order of
+    # the collection; by default it first re-sorts the files by how many tests they hold, which puts
+    # the files of a few long end-to-end tests (server processes, Node, a cluster) last, where one
+    # worker can be left running them alone. pytest_collection_modifyitems orders the files longest
+    # first instead (measured: tests/durations.json), and xdist keeps that order.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
@@ -32,6 +44,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if END_TO_END_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    average = sum(FILE_SECONDS.values()) / max(1, len(FILE_SECONDS))  # a file not measured yet
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.nodeid.split("::")[0], average))  # stable: files stay whole
 
 
 @pytest.fixture(scope="session")
