@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from settings import config as config_module
-from tests.server_thread import ServerThread
+from tests.server_thread import ServerThread, servers_on
 from tests.speech import tools_available
 
 # Fixtures that make a test end to end: the real model (and every server built on it), a real
@@ -105,18 +105,21 @@ def make_config(**sections):
 
 @pytest.fixture
 def start_server(scorer, whisper_engine):
-    """start_server(engine=None, job_engines=(), **config_sections) -> running ServerThread; stopped
-    after the test. `job_engines`: loaded engines for the names in jobs.engines (others are loaded)."""
-    servers = []
+    """start_server(engine=None, job_engines=(), **config_sections) -> running ServerThread on real
+    Whisper unless `engine` is given; stopped after the test. `job_engines`: loaded engines for the
+    names in jobs.engines (others are loaded)."""
+    with servers_on(whisper_engine, scorer) as start:
+        yield start
 
-    def start(engine=None, job_engines=(), **sections):
-        server = ServerThread(make_config(**sections), engine or whisper_engine, scorer, job_engines).start()
-        servers.append(server)
-        return server
 
-    yield start
-    for server in servers:
-        server.stop()
+@pytest.fixture
+def start_instant(scorer):
+    """As start_server, without loading Whisper: on the product's "instant" engine (fixed text, no
+    model) unless `engine` is given. For tests that read no words, or pass their own stand-in."""
+    from inference.engines.instant import InstantEngine
+
+    with servers_on(InstantEngine(), scorer) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")

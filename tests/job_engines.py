@@ -1,10 +1,7 @@
-"""A stand-in engine with no model for the file-job tests (tests/test_jobs.py, tests/test_jobs_limits.py),
-and servers on it without loading Whisper (issue 17: policy tests in milliseconds)."""
+"""A stand-in engine with no model for the file-job tests (tests/test_jobs.py, tests/test_jobs_limits.py)
+and wherever a file's or stream's own audio must be heard through resampling or a container."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -99,25 +96,3 @@ class WholePhrasesEngine:
 
     def on_cpu(self):
         return self
-
-
-@contextlib.contextmanager
-def servers_on(engine, scorer) -> Iterator:
-    """start(engine=None, job_engines=(), **config_sections) -> a running ServerThread, as conftest's
-    start_server, on `engine` unless another is given, without loading Whisper; all stopped at the end."""
-    from tests.conftest import make_config
-    from tests.server_thread import ServerThread
-
-    servers: list[ServerThread] = []
-    default = engine
-
-    def start(engine=None, job_engines=(), **sections) -> ServerThread:
-        server = ServerThread(make_config(**sections), engine or default, scorer, job_engines).start()
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.stop()

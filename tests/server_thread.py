@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 
 
 class ServerThread:
@@ -53,3 +55,25 @@ class ServerThread:
         if self.loop is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.server.stop)
         self._thread.join(60)
+
+
+@contextlib.contextmanager
+def servers_on(engine, scorer) -> Iterator:
+    """start(engine=None, job_engines=(), **config_sections) -> a running ServerThread with its own
+    history database (conftest.make_config), on `engine` unless the call names another; every server
+    started is stopped when the block ends. conftest's start_server / start_instant are this."""
+    from tests.conftest import make_config
+
+    servers: list[ServerThread] = []
+    default = engine
+
+    def start(engine=None, job_engines=(), **sections) -> ServerThread:
+        server = ServerThread(make_config(**sections), engine or default, scorer, job_engines).start()
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()

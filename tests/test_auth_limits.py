@@ -19,7 +19,7 @@ import pytest
 import websockets
 
 from tests.engines import KnownPhrasesEngine, RecordingEngine
-from tests.job_engines import servers_on
+from tests.server_thread import servers_on
 from tests.speech import compose
 from tests.wsclient import START, final_words, finals, recv, send_audio, transcribe, until_end, words
 

@@ -20,7 +20,8 @@ import pytest
 
 from inference.engines.instant import InstantEngine
 from tests.browser_context import checked_context
-from tests.job_engines import WholePhrasesEngine, servers_on
+from tests.job_engines import WholePhrasesEngine
+from tests.server_thread import servers_on
 from tests.speech import compose, write_wav
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package (pip)")

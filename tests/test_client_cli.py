@@ -7,7 +7,8 @@ import pytest
 
 from client.srt import to_srt
 from tests.engines import KnownPhrasesEngine
-from tests.job_engines import WholePhrasesEngine, servers_on
+from tests.job_engines import WholePhrasesEngine
+from tests.server_thread import servers_on
 from tests.speech import compose, write_wav
 from tests.wsclient import words
 

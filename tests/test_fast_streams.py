@@ -7,26 +7,14 @@ import asyncio
 import contextlib
 import math
 
-import pytest
 import websockets
 
-from inference.engines.instant import InstantEngine
 from tests.engines import GatedEngine
-from tests.job_engines import servers_on
 from tests.speech import compose
 from tests.wsclient import connect, send_audio, start, until
 
 SEGMENTS = 30
 TALK = compose([0.3] + ["open the door", 0.6] * SEGMENTS)  # ~48 s: well past the live burst allowance
-
-
-@pytest.fixture
-def start_gated(scorer):
-    """conftest's start_server without Whisper: start(engine, **config_sections), stopped after the
-    test. The test passes its own GatedEngine (fixed text, held model calls); the product's
-    "instant" engine is only the default that it does not use."""
-    with servers_on(InstantEngine(), scorer) as start:
-        yield start
 
 
 def on_server(server, call):
@@ -39,12 +27,12 @@ def on_server(server, call):
 
 
 async def test_a_fast_stream_queues_a_bounded_backlog_as_background_work_and_leaves_with_its_client(
-    start_gated, caplog
+    start_instant, caplog
 ):
     from server.connection import MAX_BACKGROUND_QUEUED, MAX_UNSCORED_S
 
     engine = GatedEngine()  # the model is held: segments pile up where the server lets them
-    server = start_gated(engine=engine, server={"ping_interval_s": 1.0})  # finds a vanished client soon
+    server = start_instant(engine=engine, server={"ping_interval_s": 1.0})  # finds a vanished client soon
     executor = server.server.ctx.executor
     background = lambda: on_server(server, lambda: executor.background_depth)  # noqa: E731
     ws = await connect(server.url)

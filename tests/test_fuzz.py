@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from server import protocol
 from server.protocol import EndStream, KeepGoing, Limits, ProtocolError, StartStream
 from tests.engines import KnownPhrasesEngine
-from tests.job_engines import servers_on
+from tests.server_thread import servers_on
 from tests.speech import compose
 from tests.wsclient import START, final_words, transcribe
 

@@ -16,7 +16,7 @@ import pytest
 
 from inference.engines.instant import InstantEngine
 from tests.browser_context import checked_context
-from tests.job_engines import servers_on
+from tests.server_thread import servers_on
 from tests.speech import compose, write_wav
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, INSECURE_HOST, sync_api  # same browser, same flags
 

@@ -21,7 +21,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.job_engines import WholePhrasesEngine, servers_on
+from tests.job_engines import WholePhrasesEngine
+from tests.server_thread import servers_on
 from tests.speech import compose, write_wav
 from tests.wsclient import final_words, transcribe, until, words
 

@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.job_engines import WholePhrasesEngine, servers_on
+from tests.job_engines import WholePhrasesEngine
+from tests.server_thread import servers_on
 from tests.speech import compose, write_wav
 from tests.test_media import write_mka_that_says_it_lasts, write_pcm_wav
 from tests.wsclient import final_words, send_audio, start, transcribe, until_end, words

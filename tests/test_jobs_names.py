@@ -21,7 +21,8 @@ from urllib.parse import quote, unquote
 import aiohttp
 import pytest
 
-from tests.job_engines import WholePhrasesEngine, servers_on
+from tests.job_engines import WholePhrasesEngine
+from tests.server_thread import servers_on
 from tests.speech import compose, write_wav
 from tests.test_jobs import get, wait_done
 

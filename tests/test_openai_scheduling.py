@@ -9,23 +9,12 @@ import contextlib
 import aiohttp
 import pytest
 
-from inference.engines.instant import InstantEngine
 from tests.engines import GatedEngine
-from tests.job_engines import servers_on
 from tests.speech import compose, write_wav
 from tests.wsclient import until
 
 SEGMENTS = 24
 LONG_TALK = compose([0.3] + ["open the door", 0.6] * SEGMENTS)
-
-
-@pytest.fixture
-def start_gated(scorer):
-    """conftest's start_server without Whisper: start(engine, **config_sections), stopped after the
-    test. Every test here passes its own GatedEngine (fixed text, held model calls); the product's
-    "instant" engine is only the default that none of them uses."""
-    with servers_on(InstantEngine(), scorer) as start:
-        yield start
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +47,11 @@ def outstanding(server) -> int:
     return on_server(server, lambda: executor.background_depth + len(executor._decoding))
 
 
-async def test_a_long_upload_keeps_a_bounded_number_of_segments_in_flight(start_gated, long_wav):
+async def test_a_long_upload_keeps_a_bounded_number_of_segments_in_flight(start_instant, long_wav):
     from server.openai_api import IN_FLIGHT_SEGMENTS
 
     engine = GatedEngine()
-    server = start_gated(engine=engine)
+    server = start_instant(engine=engine)
     request = asyncio.create_task(post(server.http, long_wav))
     await until(lambda: outstanding(server) >= IN_FLIGHT_SEGMENTS)
     await asyncio.sleep(1.0)  # room for a handler that cuts the whole file ahead to show itself
@@ -72,9 +61,9 @@ async def test_a_long_upload_keeps_a_bounded_number_of_segments_in_flight(start_
     assert status == 200 and len(body["segments"]) == SEGMENTS
 
 
-async def test_a_caller_that_disconnects_takes_its_queued_segments_with_it(start_gated, long_wav):
+async def test_a_caller_that_disconnects_takes_its_queued_segments_with_it(start_instant, long_wav):
     engine = GatedEngine()
-    server = start_gated(engine=engine)
+    server = start_instant(engine=engine)
     request = asyncio.create_task(post(server.http, long_wav))
     await until(lambda: outstanding(server) >= 4)
     request.cancel()  # the HTTP client goes away mid-transcription
@@ -87,13 +76,13 @@ async def test_a_caller_that_disconnects_takes_its_queued_segments_with_it(start
     assert engine.decoded <= server.server.config.inference.max_batch_size < SEGMENTS
 
 
-async def test_each_caller_gets_its_turn_beside_a_long_upload(start_gated, long_wav, tmp_path, monkeypatch):
+async def test_each_caller_gets_its_turn_beside_a_long_upload(start_instant, long_wav, tmp_path, monkeypatch):
     # A file sent while a long one is being transcribed goes next in turn, not after every segment
     # of the long one (one first-come queue before).
     from server import openai_api
 
     engine = GatedEngine()
-    server = start_gated(engine=engine)
+    server = start_instant(engine=engine)
     long_request = asyncio.create_task(post(server.http, long_wav))
     await until(lambda: outstanding(server) == openai_api.IN_FLIGHT_SEGMENTS)
     # Another caller (with auth off the share is per address; both tests' clients are on loopback).
@@ -110,13 +99,13 @@ async def test_each_caller_gets_its_turn_beside_a_long_upload(start_gated, long_
     assert turn == 1  # right after the batch already in the model call
 
 
-async def test_a_live_speaker_holds_background_decodes_until_their_final(start_gated, long_wav):
+async def test_a_live_speaker_holds_background_decodes_until_their_final(start_instant, long_wav):
     # A model call cannot be interrupted: a background segment started while someone speaks would
     # delay their final by a whole decode (about a second of Whisper on a CPU). So none starts then.
     from tests.wsclient import connect, send_audio, start
 
     engine = GatedEngine()
-    server = start_gated(engine=engine, inference={"background_hold_ms": 600_000, "partial_interval_ms": 10_000})
+    server = start_instant(engine=engine, inference={"background_hold_ms": 600_000, "partial_interval_ms": 10_000})
     executor = server.server.ctx.executor
     upload = asyncio.create_task(post(server.http, long_wav))
     await until(lambda: outstanding(server) >= 2)  # one segment in the (held) model call, more queued

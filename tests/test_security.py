@@ -22,18 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference.engines.instant import InstantEngine
-from tests.job_engines import servers_on
+from tests.server_thread import servers_on
 from tests.wsclient import START, connect, recv
 
 USER, ADMIN = "user-secret-7f3a-0001", "admin-secret-91bc-0002"
 EVIL = "http://evil.example"
-
-
-@pytest.fixture
-def start_instant(scorer):
-    """conftest's start_server on the "instant" engine: start(**config_sections), stopped after the test."""
-    with servers_on(InstantEngine(), scorer) as start:
-        yield start
 
 
 @pytest.fixture(scope="module")

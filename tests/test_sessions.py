@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from tests.engines import KnownPhrasesEngine
-from tests.job_engines import servers_on
+from tests.server_thread import servers_on
 from tests.speech import compose
 from tests.wsclient import START, connect, finals, recv, send_audio, start, until_end, words
 

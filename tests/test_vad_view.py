@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from inference.engines.instant import InstantEngine
-from tests.job_engines import servers_on
+from tests.server_thread import servers_on
 from tests.speech import RATE, compose, write_wav
 from tests.test_jobs import get, submit, wait_done
 
