@@ -43,6 +43,15 @@ def ray_cluster():
     shutdown()
 
 
+def delete_app(app: str) -> None:
+    """Delete a Serve application without waiting for its replicas to stop: each drains for Serve's
+    graceful_shutdown_wait_loop_s (2 s) first, 3 s a delete. No test deploys an app name twice, and
+    the module's shutdown stops whatever is left."""
+    from ray import serve
+
+    serve.delete(app, _blocking=False)
+
+
 def pool_settings(app: str, replicas: int, in_flight: int, max_replicas_override: int = 0, **more) -> object:
     from inference.ray_backend import PoolSettings
 
@@ -67,11 +76,9 @@ def deploy_pool(app: str, replicas: int, marker_dir: str = "") -> None:
 @pytest.fixture(scope="module")
 def one_replica(ray_cluster):
     """A pool of one replica (like the local backend: one device)."""
-    from ray import serve
-
     deploy_pool("test-one", 1)
     yield "test-one"
-    serve.delete("test-one")
+    delete_app("test-one")
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +88,9 @@ def marker_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_replicas(ray_cluster, marker_dir):
-    from ray import serve
-
     deploy_pool("test-two", 2, str(marker_dir))
     yield "test-two"
-    serve.delete("test-two")
+    delete_app("test-two")
 
 
 async def executor_on(kind: str, app: str = "", max_batch=4, max_wait_ms=20, in_flight=1, observe=None):
@@ -263,8 +268,13 @@ async def test_a_replica_killed_mid_batch_loses_no_final(two_replicas, marker_di
     seen: list[BatchOutcome] = []
     executor = await executor_on("ray", two_replicas, in_flight=2, observe=lambda o, s: seen.append(o))
     try:
-        # Two batches, one per replica (2 in flight): each model call sleeps 3 s.
-        futures = [executor.submit_final(i, 0, clip(0.5 + i / 10, head=3.0), DecodeOptions()) for i in range(8)]
+        # Two batches of four, one per replica (2 in flight): the first one's model call sleeps 3 s
+        # (its replica is killed in it), the second's does not, so the killed batch's retry finds a
+        # free replica instead of waiting 3 s behind a second sleeping one.
+        futures = [
+            executor.submit_final(i, 0, clip(0.5 + i / 10, head=3.0 if i < 4 else 0.0), DecodeOptions())
+            for i in range(8)
+        ]
         deadline = time.monotonic() + BOUND_S
         while not (markers := list(marker_dir.glob("decoding-*"))) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -288,12 +298,15 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
     live = await executor_on("ray", one_replica, in_flight=2)
     before = len(await model_calls(live))
     try:
-        # Each file segment's model call takes 3 s: the final below reaches the replica while the
-        # first is in the model and the second waits, even when the machine slows the Ray hop (at
-        # 1.5 s it failed once under two pytest workers at load 3.5: a second file call started
-        # before the final reached the replica).
+        # The first two file segments' model calls take 3 s each: the final below reaches the
+        # replica while one of them is in the model (the wait below reads the calls between model
+        # calls, so it can return as the second starts), even when the machine slows the Ray hop
+        # (at 1.5 s it failed once under two pytest workers at load 3.5: a second file call started
+        # before the final reached the replica). The other three only have to be still waiting when
+        # the final goes first: they take no time in the model (3 s each was 9 s of waiting).
         segments = [
-            files.submit_background(clip(1 + i / 100, head=3.0), DecodeOptions(), source=JOBS) for i in range(5)
+            files.submit_background(clip(1 + i / 100, head=3.0 if i < 2 else 0.0), DecodeOptions(), source=JOBS)
+            for i in range(5)
         ]
         deadline = time.monotonic() + BOUND_S
         while len(await model_calls(live)) == before and time.monotonic() < deadline:
@@ -314,8 +327,6 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
 
 async def test_the_real_whisper_engine_in_the_pool(ray_cluster, clips_and_phrases):
     # The production path: the replica builds the engines from config (build_decoder), as a server would.
-    from ray import serve
-
     from inference.ray_backend import open_pool
     from settings.config import load
 
@@ -338,7 +349,7 @@ async def test_the_real_whisper_engine_in_the_pool(ray_cluster, clips_and_phrase
         assert executor.engine.name == "whisper" and executor.engine.language_problem("en") is None
     finally:
         await executor.close()
-        serve.delete("test-whisper")
+        delete_app("test-whisper")
     assert [" ".join(re.sub(r"[^a-z ]", "", r.text.lower()).split()) for r in results] == phrases
 
 
@@ -464,7 +475,6 @@ async def test_a_server_on_the_pool_captions_and_reports_the_pool(ray_cluster, s
     # The server's own composition ([inference] backend = "ray"): it loads no engine, learns the
     # pool's; captions come back; /healthz and /metrics show the pool, and its loss.
     import aiohttp
-    from ray import serve
 
     from tests.conftest import make_config
     from tests.server_thread import ServerThread
@@ -493,7 +503,7 @@ async def test_a_server_on_the_pool_captions_and_reports_the_pool(ray_cluster, s
             server.server.ctx.executor.backend._healthy = True
     finally:
         server.stop()
-        serve.delete("test-server")
+        delete_app("test-server")
 
 
 async def test_an_autoscaling_pool_deploys_within_its_bounds(ray_cluster):
@@ -510,4 +520,4 @@ async def test_an_autoscaling_pool_deploys_within_its_bounds(ray_cluster):
         outcome = await asyncio.wait_for(backend.decode(make_work(), Lane.FINAL), BOUND_S)
         assert outcome.results[0].text == text_of(clip(0.5))
     finally:
-        serve.delete("test-autoscale")
+        delete_app("test-autoscale")
