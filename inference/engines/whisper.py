@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from faster_whisper.transcribe import get_compression_ratio, get_suppressed_toke
 from inference.devices import load_pip_cublas
 from inference.engines.base import Audio, DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable
+from inference.packages import package_dir
 from text.repeats import collapse_repeats
 
 if TYPE_CHECKING:
@@ -55,10 +55,10 @@ APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
 
 def _package_data(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir(name)
+    if folder is None:
         raise RuntimeError(f"package {name.replace('_', '-')} is not installed; it carries Whisper base")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return folder / "data"
 
 
 def assemble_embedded_model(cache_dir: str | os.PathLike[str]) -> Path:
