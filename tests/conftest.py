@@ -122,6 +122,14 @@ def start_instant(scorer):
         yield start
 
 
+@pytest.fixture
+def start_stand_in(scorer, phrase_engine):
+    """As start_server, on the module's own `phrase_engine` fixture (a stand-in that knows the
+    module's phrases, e.g. tests.engines.KnownPhrasesEngine) unless a test names another engine."""
+    with servers_on(phrase_engine, scorer) as start:
+        yield start
+
+
 @pytest.fixture(scope="module")
 def shared_server(scorer, whisper_engine):
     """One server with default settings for tests that only need a well-behaved server."""

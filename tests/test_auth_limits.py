@@ -19,7 +19,6 @@ import pytest
 import websockets
 
 from tests.engines import KnownPhrasesEngine, RecordingEngine
-from tests.server_thread import servers_on
 from tests.speech import compose
 from tests.wsclient import START, final_words, finals, recv, send_audio, transcribe, until_end, words
 
@@ -32,13 +31,6 @@ KNOWN_PHRASES = ["good morning everyone", "please open the door", "thank you ver
 @pytest.fixture(scope="module")
 def phrase_engine():
     return KnownPhrasesEngine(KNOWN_PHRASES)
-
-
-@pytest.fixture
-def start_stand_in(scorer, phrase_engine):
-    """conftest's start_server on the stand-in: start(engine=None, **config_sections), stopped after the test."""
-    with servers_on(phrase_engine, scorer) as start:
-        yield start
 
 
 @pytest.fixture

@@ -63,21 +63,6 @@ def stand_in_server(scorer, phrase_engine):
     server.stop()
 
 
-@pytest.fixture
-def start_stand_in(scorer, phrase_engine):
-    """`start_server` with the stand-in engine unless one is given: start(engine=None, **config_sections)."""
-    servers = []
-
-    def start(engine=None, **sections):
-        server = ServerThread(make_config(**sections), engine or phrase_engine, scorer).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 def test_the_stand_in_hears_only_whole_known_phrases_as_they_were_sent(phrase_engine):
     # What the stand-in's word checks below prove: a phrase is heard only when its samples arrived
     # whole and unchanged, and a segment's words are the phrases between its context and the end.

@@ -33,13 +33,6 @@ def phrase_engine():
     return KnownPhrasesEngine(KNOWN_PHRASES)
 
 
-@pytest.fixture
-def start_stand_in(scorer, phrase_engine):
-    """conftest's start_server on the stand-in: start(**config_sections), stopped after the test."""
-    with servers_on(phrase_engine, scorer) as start:
-        yield start
-
-
 @pytest.fixture(scope="module")
 def shared_server(scorer, phrase_engine):
     """conftest's shared_server on the stand-in."""
