@@ -4,8 +4,6 @@ A model that cannot be loaded stops the start with one line naming the setting."
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from inference.devices import resolve_device
@@ -42,13 +40,16 @@ def job_engine(config: Config, name: str) -> Engine:
 def vad_scorer(config: Config) -> VadScorer:
     """The FSMN VAD scorer: tiny and always on the CPU; in its own process(es) with
     inference.vad_process, so it does not compete with the event loop for the GIL."""
-    from inference.vad_fsmn import FsmnScorer
-    from inference.vad_process import ProcessScorer
-
-    factory: Callable[[str | None], VadScorer] = FsmnScorer
+    model_dir = vad_model_dir(config.funasr)
     if config.inference.vad_process:
-        factory = functools.partial(ProcessScorer, workers=config.inference.vad_workers)
-    return factory(vad_model_dir(config.funasr))
+        # torch is imported by the worker alone: the server process itself never needs it with
+        # Whisper, and importing it here cost ~2.5 s of every start.
+        from inference.vad_process import ProcessScorer
+
+        return ProcessScorer(model_dir, workers=config.inference.vad_workers)
+    from inference.vad_fsmn import FsmnScorer
+
+    return FsmnScorer(model_dir)
 
 
 def vad_model_dir(settings: FunasrConfig) -> str | None:

@@ -33,9 +33,20 @@ from settings.config import Config, ConfigError
 if TYPE_CHECKING:
     from inference.engines.base import Engine
     from inference.executor import InferenceExecutor
+    from inference.ray_backend import RayBackend
     from inference.scorer import VadScorer
 
 log = logging.getLogger(__name__)
+
+
+def _close_unused(started: asyncio.Future) -> None:
+    """Done-callback for what loaded beside engines that failed: a scorer is closed (its worker
+    process stops), an error of its own is taken (it is not what the start failed on)."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    loaded = started.result()
+    if loaded is not None:  # (warm_up returns None)
+        loaded.close()
 
 
 class CaptionServer:
@@ -143,27 +154,27 @@ class CaptionServer:
 
         loop = asyncio.get_running_loop()
         metrics = Metrics()
-        backend = None
-        if self.config.inference.backend == "ray":  # the engines live in the shared pool (PoolUnavailable)
-            from inference.ray_backend import open_pool
-
-            backend = await open_pool(self.config, metrics.observe_pool)
-            self._engine = backend.live_engine
-            self._job_engines.update((n, e) for n, e in backend.engines.items() if n != backend.live)
-        if self._engine is None:  # (loading weights takes seconds: the loop stays responsive to signals)
-            self._engine = await loop.run_in_executor(None, loading.live_engine, self.config)
-        job_engines: list[Engine] = []
-        for name in self.config.jobs.engines:
-            if name == self._engine.name:
-                continue  # files may always use the live engine
-            if name not in self._job_engines:
-                self._job_engines[name] = await loop.run_in_executor(None, loading.job_engine, self.config, name)
-            job_engines.append(self._job_engines[name])
+        # The VAD worker process (it imports torch and loads the FSMN weights, ~2.5 s) and the ITN
+        # grammars (~0.5 s) load while the engines do, rather than after them.
+        scorer_started = None
         if self._scorer is None:
-            self._scorer = await loop.run_in_executor(None, loading.vad_scorer, self.config)
-            self._owns_scorer = True
+            scorer_started = loop.run_in_executor(None, loading.vad_scorer, self.config)
         normalizer = InverseNormalizer()
-        await loop.run_in_executor(None, normalizer.warm_up)  # loads the grammars (~0.5 s) before any final
+        grammars_loaded = loop.run_in_executor(None, normalizer.warm_up)  # before any final
+        try:
+            backend, job_engines = await self._load_engines(metrics)
+        except BaseException:
+            # The start fails: what loads beside the engines is dropped (a started worker is
+            # stopped) once it is done, without holding up the error.
+            for loading_beside in (scorer_started, grammars_loaded):
+                if loading_beside is not None:
+                    loading_beside.add_done_callback(_close_unused)
+            raise
+        if scorer_started is not None:
+            self._scorer = await scorer_started
+            self._owns_scorer = True
+        assert self._scorer is not None  # given to the server, or started above
+        await grammars_loaded
         inf = self.config.inference
         executor = InferenceExecutor(
             self._engine,
@@ -181,6 +192,30 @@ class CaptionServer:
         )
         await executor.start()
         return executor, metrics, job_engines
+
+    async def _load_engines(self, metrics: Metrics) -> tuple[RayBackend | None, list[Engine]]:
+        """The live engine (or the Ray pool, whose engines live there) and those files may name
+        besides it. Weights load for seconds: off the loop, which stays responsive to signals."""
+        from inference import loading
+
+        loop = asyncio.get_running_loop()
+        backend = None
+        if self.config.inference.backend == "ray":  # (PoolUnavailable when the pool does not answer)
+            from inference.ray_backend import open_pool
+
+            backend = await open_pool(self.config, metrics.observe_pool)
+            self._engine = backend.live_engine
+            self._job_engines.update((n, e) for n, e in backend.engines.items() if n != backend.live)
+        if self._engine is None:
+            self._engine = await loop.run_in_executor(None, loading.live_engine, self.config)
+        job_engines: list[Engine] = []
+        for name in self.config.jobs.engines:
+            if name == self._engine.name:
+                continue  # files may always use the live engine
+            if name not in self._job_engines:
+                self._job_engines[name] = await loop.run_in_executor(None, loading.job_engine, self.config, name)
+            job_engines.append(self._job_engines[name])
+        return backend, job_engines
 
     async def _open_sessions(self):
         """This process's session hub; with cluster.redis_url, shared through Redis (RedisUnavailable,

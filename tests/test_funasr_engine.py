@@ -207,6 +207,26 @@ def test_hub_names_are_funasrs_own_table_read_without_importing_funasr(tmp_path)
     assert done.stdout.split() == ["True", "False"], done.stdout + done.stderr[-2000:]
 
 
+async def test_a_start_that_fails_on_its_engine_stops_the_vad_worker_started_beside_it(tiny_funasr, tmp_path):
+    # The VAD worker process starts while the engines load (a server starts seconds sooner). When
+    # the engine cannot load, the start fails with the engine's error and the worker is stopped:
+    # a server object that failed to start leaves no process behind.
+    import multiprocessing
+
+    from server.app import CaptionServer
+
+    settings = funasr_settings(tiny_funasr, offline_model="paraformer-zh", model_cache_dir=str(tmp_path))
+    config = make_config(inference={"engine": "funasr", "vad_process": True}, funasr=settings)
+    before = {child.pid for child in multiprocessing.active_children()}
+    with pytest.raises(ModelUnavailable, match="funasr.offline_model"):
+        await CaptionServer(config).startup()
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_default_executor()  # what loaded beside the engine has finished loading
+    await asyncio.sleep(0)  # (and its done-callbacks have run)
+    started = [child for child in multiprocessing.active_children() if child.pid not in before]
+    assert started == [], started
+
+
 @pytest.mark.parametrize("spec, says", [("/no/such/model", "no such directory"), ("{empty}", "missing config.yaml")])
 def test_bad_local_model_directory_is_named(tiny_funasr, tmp_path, spec, says):
     from inference.engines import create_engine

@@ -194,3 +194,36 @@ def test_a_worker_killed_with_batches_in_flight_answers_them_all(scorer: FsmnSco
 
     for answer in asyncio.run(run()):
         np.testing.assert_allclose(answer[0], expected, atol=1e-4)  # fresh states on the new worker
+
+
+def test_the_server_process_leaves_torch_to_the_vad_worker(tmp_path):
+    # With the VAD in its worker process (the default), the scorer the server loads scores speech
+    # while torch is imported in the worker only: the server process on Whisper never needs torch,
+    # and importing it cost ~2.5 s of every start.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from inference import loading\n"
+        "from settings import config\n"
+        "scorer = loading.vad_scorer(config.load())\n"
+        "audio = np.load(sys.argv[1])\n"
+        "probabilities = scorer.score([(scorer.new_state(), audio)])[0]\n"
+        "print('torch' in sys.modules, len(scorer.worker_pids), float(probabilities.max()))\n"
+        "scorer.close()\n"
+    )
+    speech = tmp_path / "speech.npy"
+    np.save(speech, int16_speech(0.3, "hello world", 0.3))
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(speech)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    torch_imported, workers, loudest = done.stdout.split()
+    assert (torch_imported, workers) == ("False", "1"), done.stderr[-2000:]
+    assert float(loudest) > 0.9  # the worker heard the speech
