@@ -6,6 +6,13 @@ an MP3, in every mode each supports. What each must return is what it returns fr
 servers: funasr-client merges the `2pass-offline` finals up to the first is_final reply;
 funasr-python returns the text of the is_final reply (the stream's whole transcript in offline
 mode, its last segment in 2pass and online) and reports every earlier reply as a partial.
+
+Real Whisper hears the runs where the words are the point: both clients' transcripts in each mode,
+and the MP3 (no stand-in hears a lossy file honestly). Three funasr-client runs whose point is the
+stream - the 24 and 8 kHz files, resampled by the server, and out-of-range hotwords - go to a stand-in
+that hears jfk.wav's three phrases only when every sample of each arrived at its rate (`jfk_stand_in`).
+The module's time is Whisper's: the runs send faster than real time and wait for its decodes (about
+three per run, on one decode thread), so a run the stand-in takes saves three of them.
 """
 
 from __future__ import annotations
@@ -21,12 +28,23 @@ import pytest
 import soundfile
 import soxr
 
+from tests.conftest import make_config
+from tests.job_engines import WholePhrasesEngine
 from tests.pypi_clients import run_funasr_client, run_funasr_client_process, run_funasr_python_cli
+from tests.server_thread import ServerThread
 from tests.wer import word_error_rate
 from tests.wsclient import words
 
 AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
 JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+# jfk.wav's three phrases (seconds): the default server's pauses cut it into segments 0.02-2.72,
+# 2.99-5.05 and 5.11-11.0 s (the same at 16, 24 and 8 kHz); each phrase is its segment less 0.1 s at
+# either end, so a segment is heard only if those samples all reached it, in order, at the right rate.
+JFK_PHRASES = {
+    "and so my fellow americans": (0.12, 2.62),
+    "ask not": (3.09, 4.95),
+    "what your country can do for you ask what you can do for your country": (5.21, 10.9),
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +68,20 @@ def jfk_files(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="module")
+def jfk_stand_in(scorer):
+    """A default server on WholePhrasesEngine (tests/job_engines.py) knowing JFK_PHRASES: each
+    segment's text is the phrases whose every sample it holds (correlation >= 0.99 at the phrase's
+    own loudness), "<unknown N ms>" otherwise. The 24 and 8 kHz files come back from the server's
+    resampling at 0.9999 (jfk.wav has next to nothing above 4 kHz); a wrong rate, a lost or doubled
+    chunk hears nothing."""
+    audio, rate = soundfile.read(AUDIO / "jfk.wav", dtype="float32")
+    phrases = {text: audio[round(start * rate) : round(end * rate)] for text, (start, end) in JFK_PHRASES.items()}
+    server = ServerThread(make_config(), WholePhrasesEngine(phrases), scorer).start()
+    yield server
+    server.stop()
+
+
 # Every client run of the tests below: (client, file, mode, hotword weight).
 RUNS = [
     *[("funasr-python", "16k", mode, None) for mode in ("2pass", "online", "offline")],
@@ -58,43 +90,56 @@ RUNS = [
     ("funasr-client", "16k", "online", None),
     ("funasr-client", "16k", "2pass", 500),
 ]
+# The runs whose point is the stream, not the words: on jfk_stand_in instead of Whisper.
+STAND_IN_RUNS = {
+    ("funasr-client", "24k", "2pass", None),
+    ("funasr-client", "8k", "2pass", None),
+    ("funasr-client", "16k", "2pass", 500),
+}
 
 
 CONCURRENT_RUNS = 4  # more at once queued the offline files behind live work for minutes under CI's load
 
 
 class ClientRuns:
-    """The runs, started together (at most CONCURRENT_RUNS at a time), each in its own process,
-    and collected by the test that checks it. Each client paces jfk.wav in real time (11 s), so one
-    after another the module mostly waited; together they are concurrent streams on one server, as
-    in use. A test rerun (pytest --reruns) after its run failed runs the client again."""
+    """The runs, started together (at most CONCURRENT_RUNS at a time on Whisper; the stand-in's at
+    once), each in its own process, and collected by the test that checks it. The clients send
+    faster than real time and then wait for the decodes, so one after another the module mostly
+    waited; together they are concurrent streams on one server, as in use. A test rerun (pytest
+    --reruns) after its run failed runs the client again."""
 
-    def __init__(self, pool: ThreadPoolExecutor, start: Callable[[tuple], Callable[[], dict]]) -> None:
-        self._pool, self._start = pool, start
-        self._futures: dict[tuple, Future] = {key: pool.submit(start(key)) for key in RUNS}
+    def __init__(
+        self, pool_of: Callable[[tuple], ThreadPoolExecutor], start: Callable[[tuple], Callable[[], dict]]
+    ) -> None:
+        self._pool_of, self._start = pool_of, start
+        self._futures: dict[tuple, Future] = {key: pool_of(key).submit(start(key)) for key in RUNS}
         self._collected: set[tuple] = set()
 
     def __getitem__(self, key: tuple) -> dict:
         future = self._futures[key]
         if key in self._collected and future.done() and future.exception() is not None:
-            future = self._futures[key] = self._pool.submit(self._start(key))
+            future = self._futures[key] = self._pool_of(key).submit(self._start(key))
         self._collected.add(key)
         return future.result()
 
 
 @pytest.fixture(scope="module")
-def client_runs(shared_server, jfk_files, tmp_path_factory) -> Iterator[ClientRuns]:
+def client_runs(shared_server, jfk_stand_in, jfk_files, tmp_path_factory) -> Iterator[ClientRuns]:
     out = tmp_path_factory.mktemp("funasr-python")
 
     def start(key: tuple) -> Callable[[], dict]:
         client, name, mode, weight = key
+        url = jfk_stand_in.url if key in STAND_IN_RUNS else shared_server.url
         if client == "funasr-python":
-            return lambda: run_funasr_python_cli(shared_server.url, jfk_files[name], mode, out / f"{name}-{mode}.json")
+            return lambda: run_funasr_python_cli(url, jfk_files[name], mode, out / f"{name}-{mode}.json")
         hotwords = {"Kennedy": weight} if weight is not None else None
-        return lambda: run_funasr_client(shared_server.url, jfk_files[name], mode, hotwords)
+        return lambda: run_funasr_client(url, jfk_files[name], mode, hotwords)
 
-    with ThreadPoolExecutor(max_workers=CONCURRENT_RUNS) as pool:
-        yield ClientRuns(pool, start)
+    with (
+        ThreadPoolExecutor(max_workers=CONCURRENT_RUNS) as whisper_pool,
+        ThreadPoolExecutor(max_workers=len(STAND_IN_RUNS)) as stand_in_pool,
+    ):
+        yield ClientRuns(lambda key: stand_in_pool if key in STAND_IN_RUNS else whisper_pool, start)
 
 
 def _is_jfk_suffix(text: str) -> bool:
@@ -125,7 +170,7 @@ def test_funasr_python_cli_returns_the_transcript(client_runs, mode):
         assert words(" ".join(partials)).startswith("and so my fellow americans")
 
 
-@pytest.mark.parametrize("rate", ["16k", "24k", "8k"])
+@pytest.mark.parametrize("rate", ["16k", "24k", "8k"])  # 16k: Whisper; 24k, 8k: the stand-in (STAND_IN_RUNS)
 def test_funasr_client_merges_the_whole_transcript_at_any_sample_rate(client_runs, rate):
     result = client_runs["funasr-client", rate, "2pass", None]
     assert _is_jfk(result["merged"]["text"]), result["merged"]["text"]
@@ -155,6 +200,7 @@ def test_funasr_client_sends_an_mp3_and_gets_its_transcript(client_runs):
 
 
 def test_funasr_client_hotwords_out_of_range_do_not_fail_the_stream(client_runs):
+    # on the stand-in: the weight is clamped by the protocol, and Whisper reads no weights at all
     result = client_runs["funasr-client", "16k", "2pass", 500]
     messages = result["messages"]
     assert messages[-1]["is_final"] is True and "country" in words(result["merged"]["text"])
