@@ -231,7 +231,10 @@ def test_a_word_heard_differently_after_a_cut_is_not_written_twice(whisper_engin
 
 
 class HeldAfterFirstDecode(RecordingEngine):
-    """The real engine; every model call after the first waits for `gate` (set by the test)."""
+    """The real engine for the first model call; every later call waits for `gate` (set by the test
+    as it stops the server) and then fails without decoding: that server's results are never used
+    (the test resumes from a copy of its database taken before), and a decode left running after it
+    stopped took the CPU from the server that resumes (4 s of Whisper on this machine)."""
 
     def __init__(self, inner):
         super().__init__(inner)
@@ -240,6 +243,7 @@ class HeldAfterFirstDecode(RecordingEngine):
     def decode(self, audios, options):
         if self.calls:
             self.gate.wait(120)
+            raise RuntimeError("not decoded: the test is stopping this server")
         self.calls.append([len(a) for a in audios])
         self.options.extend(options)
         return self.inner.decode(audios, options)
