@@ -1,18 +1,19 @@
 """The FunASR client packages people install from PyPI, unchanged, against our default server.
 
 funasr-client 0.1.6 and funasr-python 0.1.5 (tests/pypi_clients.py runs each in its own process) on
-a real recording (../shared/audio/jfk.wav, three phrases with pauses), at 16, 24 and 8 kHz and as
-an MP3, in every mode each supports. What each must return is what it returns from FunASR's own
-servers: funasr-client merges the `2pass-offline` finals up to the first is_final reply;
-funasr-python returns the text of the is_final reply (the stream's whole transcript in offline
-mode, its last segment in 2pass and online) and reports every earlier reply as a partial.
+a real recording (../shared/audio/jfk.wav less its middle phrase, JFK_CUT: two phrases with a
+pause), at 16, 24 and 8 kHz and as an MP3, in every mode each supports. What each must return is
+what it returns from FunASR's own servers: funasr-client merges the `2pass-offline` finals up to the
+first is_final reply; funasr-python returns the text of the is_final reply (the stream's whole
+transcript in offline mode, its last segment in 2pass and online) and reports every earlier reply
+as a partial.
 
 Real Whisper hears the runs where the words are the point: both clients' transcripts in each mode,
 and the MP3 (no stand-in hears a lossy file honestly). Three funasr-client runs whose point is the
 stream - the 24 and 8 kHz files, resampled by the server, and out-of-range hotwords - go to a stand-in
-that hears jfk.wav's three phrases only when every sample of each arrived at its rate (`jfk_stand_in`).
-The module's time is Whisper's: the runs send faster than real time and wait for its decodes (about
-three per run, on one decode thread), so a run the stand-in takes saves three of them.
+that hears the phrases only when every sample of each arrived at its rate (`jfk_stand_in`).
+The module's time is Whisper's: the runs send faster than real time and wait for its decodes (one
+per segment and run, on one decode thread), so a run the stand-in takes saves them all.
 """
 
 from __future__ import annotations
@@ -36,27 +37,38 @@ from tests.wer import word_error_rate
 from tests.wsclient import words
 
 AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
-JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
-# jfk.wav's three phrases (seconds): the default server's pauses cut it into segments 0.02-2.72,
-# 2.99-5.05 and 5.11-11.0 s (the same at 16, 24 and 8 kHz); each phrase is its segment less 0.1 s at
-# either end, so a segment is heard only if those samples all reached it, in order, at the right rate.
+# jfk.wav's middle phrase "ask not" (3.3-4.4 s), cut out in the pauses around it: two words, which
+# _is_jfk's allowance of two word errors let go missing unnoticed, yet a third of Whisper's decodes.
+# Without it the first and the last segment are each guarded by _is_jfk's first and last words.
+JFK_CUT = (2.9, 5.15)
+JFK = "and so my fellow americans what your country can do for you ask what you can do for your country"
+# Its two phrases (seconds): the default server's pause cuts it into segments 0.02-2.72 and
+# 2.86-8.75 s (the same at 16, 24 and 8 kHz); each phrase is its segment less 0.1 s at either end,
+# so a segment is heard only if those samples all reached it, in order, at the right rate.
 JFK_PHRASES = {
     "and so my fellow americans": (0.12, 2.62),
-    "ask not": (3.09, 4.95),
-    "what your country can do for you ask what you can do for your country": (5.21, 10.9),
+    "what your country can do for you ask what you can do for your country": (2.96, 8.65),
 }
+
+
+def jfk_speech(dtype: str) -> np.ndarray:
+    """jfk.wav (16 kHz) less JFK_CUT."""
+    audio, rate = soundfile.read(AUDIO / "jfk.wav", dtype=dtype)
+    assert rate == 16000
+    return np.concatenate([audio[: round(JFK_CUT[0] * rate)], audio[round(JFK_CUT[1] * rate) :]])
 
 
 @pytest.fixture(scope="module")
 def jfk_files(tmp_path_factory) -> dict[str, Path]:
-    """jfk.wav as FunASR users have it: 16 kHz WAV, resampled WAVs, an MP3."""
+    """The speech as FunASR users have it: 16 kHz WAV (jfk.wav's own samples), resampled WAVs, an MP3."""
     folder = tmp_path_factory.mktemp("jfk")
-    source = AUDIO / "jfk.wav"
-    audio, rate = soundfile.read(source, dtype="float32")
+    source = folder / "jfk.wav"
+    soundfile.write(source, jfk_speech("int16"), 16000, subtype="PCM_16")
+    audio = jfk_speech("float32")
     files = {"16k": source}
     for name, target in (("24k", 24000), ("8k", 8000)):
         path = folder / f"jfk_{name}.wav"
-        resampled = soxr.resample(audio, rate, target)
+        resampled = soxr.resample(audio, 16000, target)
         with wave.open(str(path), "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
@@ -75,8 +87,8 @@ def jfk_stand_in(scorer):
     own loudness), "<unknown N ms>" otherwise. The 24 and 8 kHz files come back from the server's
     resampling at 0.9999 (jfk.wav has next to nothing above 4 kHz); a wrong rate, a lost or doubled
     chunk hears nothing."""
-    audio, rate = soundfile.read(AUDIO / "jfk.wav", dtype="float32")
-    phrases = {text: audio[round(start * rate) : round(end * rate)] for text, (start, end) in JFK_PHRASES.items()}
+    audio = jfk_speech("float32")
+    phrases = {text: audio[round(start * 16000) : round(end * 16000)] for text, (start, end) in JFK_PHRASES.items()}
     server = ServerThread(make_config(), WholePhrasesEngine(phrases), scorer).start()
     yield server
     server.stop()
