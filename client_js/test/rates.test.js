@@ -1,13 +1,10 @@
 // Input formats against the real server: Float32 at 48 kHz and Int16 at 8 kHz (declared as audio_fs,
-// the server resamples), Float32 at 24 kHz (resampled to 16 kHz here), and the WAV example program.
+// the server resamples), and Float32 at 24 kHz (resampled to 16 kHz here).
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { test } from "node:test";
 
 import { CaptionClient } from "../livecaption.js";
-import { fixture, occurrences, record, serverUrl, stream, toFloat32, wordRecall } from "./helpers.js";
+import { fixture, record, serverUrl, stream, toFloat32, wordRecall } from "./helpers.js";
 
 const MIN_RECALL = 0.8;
 
@@ -42,14 +39,4 @@ test("Int16Array at 8 kHz is declared as audio_fs 8000 and recognized", async ()
 
 test("Float32Array at 24 kHz (not a server rate) is resampled to 16 kHz by the library and recognized", async () => {
   await transcribe("rate24k", { float: true, expectedRate: 16000 });
-});
-
-test("examples/stream-wav.js streams a stereo 44.1 kHz WAV in real time and prints the finals", async () => {
-  const audio = fixture("stereo44k");
-  const example = fileURLToPath(new URL("../examples/stream-wav.js", import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, [example, serverUrl(), audio.path], { timeout: 60000 });
-  const finals = stdout.split("\n").filter((line) => line.startsWith("final #"));
-  assert.equal(finals.length, audio.texts.length, stdout);
-  audio.texts.forEach((text, i) => assert.equal(occurrences(finals[i], text), 1, stdout));
-  assert.match(stdout, /^end: 2 segment\(s\)$/m);
 });
