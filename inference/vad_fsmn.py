@@ -2,6 +2,11 @@
 
 Streams keep their own `FsmnStreamState` (fbank remainder, LFR window, the four FSMN memory
 caches); the model here is stateless, so chunks from many streams run as one batch.
+
+numpy only (no torch): the weights are read from model.pt by inference.pt_weights, and the model
+is a few matrix products (BLAS) per layer. Activations are kept feature-major, (features, rows),
+so every layer is `weights @ activations` with no transposes in between; each FSMN memory (a
+causal depthwise convolution over 20 frames) is a product with a banded matrix per channel.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
-from inference.fbank import FRAME_LENGTH, FRAME_SHIFT, frame_count, log_mel
+from inference.fbank import FRAME_SHIFT, frame_count, log_mel_at
 from inference.packages import package_dir
+from inference.pt_weights import load_state_dict
 
 Floats: TypeAlias = npt.NDArray[np.float32]
 Indices: TypeAlias = npt.NDArray[np.int64]  # counts, lengths, row numbers
@@ -25,6 +30,7 @@ Samples: TypeAlias = npt.NDArray[Any]  # int16, or floats in [-1, 1)
 LFR_M = 5  # frames stacked per model input (config.yaml lfr_m); lfr_n = 1
 LFR_PAD = (LFR_M - 1) // 2
 SILENCE_PDF = 0  # sil_pdf_ids: [0]
+MEMORY_BLOCK = 32  # frames per product in the FSMN memory: longer inputs go in blocks (bounded matrices)
 
 
 def packaged_model_dir() -> Path:
@@ -64,11 +70,10 @@ class FsmnStreamState:
 
 
 class FsmnScorer:
-    def __init__(self, model_dir: Path | str | None = None, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path | str | None = None) -> None:
         model_dir = Path(model_dir) if model_dir else packaged_model_dir()
-        weights = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
-        self.device = torch.device(device)
-        w = {k.removeprefix("encoder."): v.float() for k, v in weights.items()}
+        weights = load_state_dict(model_dir / "model.pt")
+        w = {k.removeprefix("encoder."): v.astype(np.float64) for k, v in weights.items()}
         self._layers = sum(1 for k in w if k.endswith("fsmn_block.conv_left.weight"))
         conv = w["fsmn.0.fsmn_block.conv_left.weight"]  # (proj, 1, lorder, 1)
         self._proj_dim, self._lorder = conv.shape[0], conv.shape[2]
@@ -76,9 +81,22 @@ class FsmnScorer:
         first, second = w["out_linear1.linear.weight"], w["out_linear2.linear.weight"]
         w["out.linear.weight"] = second @ first
         w["out.linear.bias"] = second @ w["out_linear1.linear.bias"] + w["out_linear2.linear.bias"]
-        self._w = {k: v.to(self.device) for k, v in w.items()}
+        # Biases as columns: activations are (features, rows).
+        self._w = {k: (v[:, None] if k.endswith(".bias") else v).astype(np.float32) for k, v in w.items()}
+        self._bands = [self._band(w[f"fsmn.{layer}.fsmn_block.conv_left.weight"]) for layer in range(self._layers)]
         shift, scale = _load_cmvn(model_dir / "am.mvn")
         self._shift, self._scale = shift, scale
+
+    def _band(self, conv: npt.NDArray[np.float64]) -> Floats:
+        """(proj, keep + MEMORY_BLOCK, MEMORY_BLOCK): per channel, a matrix whose column t holds
+        the kernel at rows t..t+lorder-1, so `history @ band` is the causal convolution. Its
+        top-left (keep + n, n) corner is the same matrix for n frames."""
+        keep, kernel = self._lorder - 1, conv[:, 0, :, 0]  # (proj, lorder)
+        offset = np.arange(keep + MEMORY_BLOCK)[:, None] - np.arange(MEMORY_BLOCK)[None]  # row - column
+        inside = (offset >= 0) & (offset < self._lorder)
+        band = np.zeros((self._proj_dim, keep + MEMORY_BLOCK, MEMORY_BLOCK), dtype=np.float32)
+        band[:, inside] = kernel[:, offset[inside]]
+        return band
 
     def close(self) -> None:
         """Nothing to release: the model lives in this process (inference.scorer.VadScorer)."""
@@ -93,12 +111,14 @@ class FsmnScorer:
         Features for every stream's new frames are computed in one vectorised pass (no Python
         work per frame), and the streams go through the model together.
         """
+        if not work:
+            return []
         pending = [np.concatenate([state.residual, kaldi_scale(samples)]) for state, samples in work]
         lengths = np.array([len(p) for p in pending], dtype=np.int64)
         counts = np.array([frame_count(n) for n in lengths], dtype=np.int64)
         for state, samples, count in zip((s for s, _ in work), pending, counts):
             state.residual = samples[count * FRAME_SHIFT :].copy()
-        mel = log_mel(_frames_end_to_end(pending, lengths, counts))
+        mel = log_mel_at(np.concatenate(pending), _frame_starts(lengths, counts))
         features, rows = self._lfr(work, mel, counts)
         if not len(features):
             return [np.zeros(0, dtype=np.float32) for _ in work]
@@ -129,10 +149,13 @@ class FsmnScorer:
             return np.zeros((0, LFR_M * 80), dtype=np.float32), rows
         context = np.concatenate(pieces)
         first = np.repeat(np.cumsum(sizes) - sizes, rows) + _ranges(rows)  # first frame of each row
-        stacked = context[first[:, None] + np.arange(LFR_M)].reshape(len(first), LFR_M * 80)
-        return (stacked + self._shift) * self._scale, rows
+        # Row i of `windows` is frames i..i+4 end to end (a view): taking whole rows copies fast.
+        windows = np.lib.stride_tricks.sliding_window_view(context.reshape(-1), LFR_M * 80)[:: context.shape[1]]
+        stacked = windows[first]
+        stacked += self._shift
+        stacked *= self._scale
+        return stacked, rows
 
-    @torch.inference_mode()
     def _forward(self, feats: Floats, states: list[FsmnStreamState], rows: Indices) -> Floats:
         """Model outputs for every stream's rows (end to end in `feats`), run in groups of
         similar length, each padded at the end to its longest: the FSMN memory is causal, so
@@ -161,29 +184,55 @@ class FsmnScorer:
 
     def _forward_padded(self, feats: Floats, states: list[FsmnStreamState], lengths: Indices) -> Floats:
         w = self._w
+        batch, steps = feats.shape[:2]
         keep = self._lorder - 1
-        x = torch.from_numpy(feats).to(self.device)  # (B, T, 400)
-        x = torch.relu_(_affine(_affine(x, w, "in_linear1"), w, "in_linear2"))
-        caches = torch.from_numpy(np.stack([s.caches for s in states])).to(self.device)  # (B,L,P,K)
-        # Each stream's new cache is the `keep` columns ending at its own last real frame (when no
-        # stream is padded, simply the last `keep` columns).
-        unpadded = bool((lengths == feats.shape[1]).all())
-        ends = torch.from_numpy(lengths).to(self.device)[:, None] + torch.arange(keep, device=self.device)[None]
-        gather = ends[:, None, :].expand(-1, self._proj_dim, -1)
-        new_caches = []
+        x = feats.reshape(batch * steps, -1).T  # (400, B*T): a transposed view, BLAS reads it as is
+        x = _affine(w, "in_linear2", _affine(w, "in_linear1", x))
+        np.maximum(x, 0, out=x)
+        caches = np.stack([s.caches for s in states])  # (B, L, P, K)
+        new_caches = np.empty_like(caches)
+        unpadded = bool((lengths == steps).all())
         for layer in range(self._layers):
             p = f"fsmn.{layer}."
-            proj = x @ w[p + "linear.linear.weight"].T  # (B, T, P)
-            seq = torch.cat([caches[:, layer], proj.transpose(1, 2)], dim=2)  # (B, P, K + T)
-            new_caches.append(seq[:, :, -keep:] if unpadded else torch.gather(seq, 2, gather))
-            kernel = w[p + "fsmn_block.conv_left.weight"][:, :, :, 0]  # (P, 1, lorder)
-            memory = torch.nn.functional.conv1d(seq, kernel, groups=self._proj_dim)  # (B, P, T)
-            x = torch.relu_(_affine(proj.add_(memory.transpose(1, 2)), w, p + "affine"))  # (seq holds a copy)
-        silence = torch.softmax(_affine(x, w, "out"), dim=-1)[..., SILENCE_PDF]
-        stacked = torch.stack(new_caches, dim=1).cpu().numpy()
-        for state, cache in zip(states, stacked):
+            proj = (w[p + "linear.linear.weight"] @ x).reshape(self._proj_dim, batch, steps)  # (P, B, T)
+            history = caches[:, layer].transpose(1, 0, 2)  # (P, B, K), a view
+            # Each stream's new cache is the `keep` frames ending at its own last real frame.
+            if unpadded and steps < keep:
+                new_caches[:, layer, :, : keep - steps] = caches[:, layer, :, steps:]
+                new_caches[:, layer, :, keep - steps :] = proj.transpose(1, 0, 2)
+            elif unpadded:
+                new_caches[:, layer] = proj[:, :, steps - keep :].transpose(1, 0, 2)
+            else:
+                ends = lengths[:, None] + np.arange(keep)[None]  # (B, K)
+                seq = np.concatenate([history, proj], axis=2)  # (P, B, K + T)
+                new_caches[:, layer] = seq[:, np.arange(batch)[:, None], ends].transpose(1, 0, 2)
+            proj += self._memory(history, proj, layer)
+            x = _affine(w, p + "affine", proj.reshape(self._proj_dim, -1))
+            np.maximum(x, 0, out=x)
+        logits = _affine(w, "out", x)  # (classes, B*T)
+        logits -= logits.max(axis=0)
+        np.exp(logits, out=logits)
+        silence = logits[SILENCE_PDF] / logits.sum(axis=0)
+        for state, cache in zip(states, new_caches):
             state.caches = cache
-        return (1.0 - silence).cpu().numpy()
+        speech: Floats = (1.0 - silence).reshape(batch, steps)
+        return speech
+
+    def _memory(self, history: Floats, proj: Floats, layer: int) -> Floats:
+        """(P, B, T) FSMN memory: for each channel and frame of `proj` (P, B, T), that frame and
+        the `keep` frames before it (from `history`, (P, B, keep), before the first) weighted by
+        the channel's kernel."""
+        keep, band, steps = self._lorder - 1, self._bands[layer], proj.shape[2]
+        if steps <= MEMORY_BLOCK:
+            memory: Floats = np.matmul(history, band[:, :keep, :steps])
+            memory += np.matmul(proj, band[:, keep : keep + steps, :steps])
+            return memory
+        seq = np.concatenate([history, proj], axis=2)
+        memory = np.empty_like(proj)
+        for start in range(0, steps, MEMORY_BLOCK):
+            n = min(MEMORY_BLOCK, steps - start)
+            memory[:, :, start : start + n] = np.matmul(seq[:, :, start : start + keep + n], band[:, : keep + n, :n])
+        return memory
 
 
 def _similar_lengths(indices: Indices, lengths: Indices, slack: float = 1.5) -> list[Indices]:
@@ -207,14 +256,10 @@ def _ranges(counts: Indices) -> Indices:
     return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _frames_end_to_end(pending: list[Floats], lengths: Indices, counts: Indices) -> Floats:
-    """(sum of counts, 400): every complete 25 ms frame of every stream, in stream order."""
-    if not counts.sum():
-        return np.zeros((0, FRAME_LENGTH), dtype=np.float32)
-    flat = np.concatenate(pending)
-    starts = np.repeat(np.cumsum(lengths) - lengths, counts) + _ranges(counts) * FRAME_SHIFT
-    frames: Floats = flat[starts[:, None] + np.arange(FRAME_LENGTH)]
-    return frames
+def _frame_starts(lengths: Indices, counts: Indices) -> Indices:
+    """Where every complete 25 ms frame of every stream begins in the streams' samples end to end."""
+    starts: Indices = np.repeat(np.cumsum(lengths) - lengths, counts) + _ranges(counts) * FRAME_SHIFT
+    return starts
 
 
 def kaldi_scale(samples: Samples) -> Floats:
@@ -224,5 +269,8 @@ def kaldi_scale(samples: Samples) -> Floats:
     return np.asarray(samples, dtype=np.float32) * 32768.0
 
 
-def _affine(x: torch.Tensor, w: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    return torch.nn.functional.linear(x, w[f"{name}.linear.weight"], w[f"{name}.linear.bias"])
+def _affine(w: dict[str, Floats], name: str, x: Floats) -> Floats:
+    """weight @ x + bias, for activations x of shape (features, rows)."""
+    y: Floats = np.matmul(w[f"{name}.linear.weight"], x)
+    y += w[f"{name}.linear.bias"]
+    return y

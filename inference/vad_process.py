@@ -45,16 +45,17 @@ PIPE_BYTES = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 
 
 def _worker_main(request_pipe: Connection, reply_pipe: Connection, model_dir: str | None) -> None:
-    import torch
+    from threadpoolctl import threadpool_limits
 
-    # One thread: the event loop needs the other core, and two threads that stall whenever the
-    # loop takes a core measured slower at 200 streams than one that never waits for its twin.
-    torch.set_num_threads(1)
+    # One BLAS thread: the event loop needs the other core, and two threads that stall whenever
+    # the loop takes a core measured slower at 200 streams than one that never waits for its twin.
+    # (numpy is already loaded here, so OPENBLAS_NUM_THREADS would come too late.)
+    threadpool_limits(1, user_api="blas")
     from inference.vad_fsmn import FsmnScorer, FsmnStreamState
 
-    scorer = FsmnScorer(model_dir)
+    scorer = FsmnScorer(model_dir)  # numpy only: no torch import (~2.5 s) in the worker's start
     gc.collect()
-    gc.freeze()  # torch's objects are never scanned again: no full-collection stalls mid-batch
+    gc.freeze()  # the loaded objects are never scanned again: no full-collection stalls mid-batch
     states: dict[int, FsmnStreamState] = {}
     requests, replies = request_pipe.fileno(), reply_pipe.fileno()
     incoming = _FrameReader()

@@ -227,3 +227,79 @@ def test_the_server_process_leaves_torch_to_the_vad_worker(tmp_path):
     torch_imported, workers, loudest = done.stdout.split()
     assert (torch_imported, workers) == ("False", "1"), done.stderr[-2000:]
     assert float(loudest) > 0.9  # the worker heard the speech
+
+
+def test_weights_read_with_numpy_equal_torch_load(tmp_path):
+    import pickle
+    import zipfile
+
+    from inference.pt_weights import load_state_dict
+
+    path = packaged_model_dir() / "model.pt"
+    ours = load_state_dict(path)
+    reference = torch.load(path, map_location="cpu", weights_only=True)
+    assert list(ours) == list(reference)
+    for name, tensor in reference.items():
+        assert ours[name].dtype == np.float32 and np.array_equal(ours[name], tensor.numpy()), name
+    # Views, other dtypes and parameters, as torch.save writes them.
+    odd = {
+        "transposed": torch.arange(12.0).reshape(3, 4).t(),
+        "slice": torch.arange(10)[3:7],
+        "scalar": torch.tensor(3.5, dtype=torch.float64),
+        "half": torch.ones(2, dtype=torch.float16),
+        "parameter": torch.nn.Parameter(torch.ones(2)),
+    }
+    torch.save(odd, tmp_path / "odd.pt")
+    for name, array in load_state_dict(tmp_path / "odd.pt").items():
+        expected = odd[name].detach().numpy()
+        assert array.dtype == expected.dtype and np.array_equal(array, expected), name
+    # A damaged file fails loudly (zip CRC), never gives other numbers.
+    damaged = bytearray(path.read_bytes())
+    at = damaged.index(b"model/data/4") + 200
+    damaged[at : at + 4] = b"\xff\xff\xff\xff"
+    (tmp_path / "damaged.pt").write_bytes(damaged)
+    with pytest.raises(zipfile.BadZipFile):
+        load_state_dict(tmp_path / "damaged.pt")
+    # Anything but a plain state dict is refused, not run.
+    torch.save({"x": torch.ones(1), "f": print}, tmp_path / "code.pt")
+    with pytest.raises(pickle.UnpicklingError, match="print is not part of a plain state dict"):
+        load_state_dict(tmp_path / "code.pt")
+
+
+def test_the_vad_worker_scores_speech_without_torch(tmp_path):
+    # The VAD worker's start no longer waits for `import torch` (~2.5 s): the worker's main
+    # function, run here in a fresh process, loads the weights and scores speech with numpy alone.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys, threading\n"
+        "from multiprocessing import Pipe\n"
+        "import numpy as np\n"
+        "from inference import vad_process as vp\n"
+        "requests, to_worker = Pipe(duplex=False)\n"
+        "from_worker, replies = Pipe(duplex=False)\n"
+        "worker = threading.Thread(target=vp._worker_main, args=(requests, replies, None))\n"
+        "worker.start()\n"
+        "reader = vp._FrameReader()\n"
+        "assert vp._read_frame_blocking(from_worker.fileno(), reader) == 'ready'\n"
+        "vp._write_frame(to_worker.fileno(), ([], [(0, np.load(sys.argv[1]))]))\n"
+        "probabilities = vp._read_frame_blocking(from_worker.fileno(), reader)[0]\n"
+        "vp._write_frame(to_worker.fileno(), None)\n"
+        "worker.join()\n"
+        "print('torch' in sys.modules, float(probabilities.max()))\n"
+    )
+    speech = tmp_path / "speech.npy"
+    np.save(speech, int16_speech(0.3, "hello world", 0.3))
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(speech)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    torch_imported, loudest = done.stdout.split()
+    assert torch_imported == "False"
+    assert float(loudest) > 0.9  # the worker heard the speech
