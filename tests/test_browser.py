@@ -325,6 +325,9 @@ def test_bad_hotword_weight_is_explained_before_capture(shared_server, context):
 def test_missing_microphone_is_explained(shared_server, context):
     page = context.new_page()
     page.goto(f"{shared_server.http}/")
+    # The page fills the list when it opens, after an await (enumerateDevices): an option added
+    # before that is dropped again (the choice falls back to the default microphone, which works).
+    page.wait_for_function("document.querySelectorAll('#device option').length > 1")  # the fake mics
     # The microphone chosen in the list has gone away (unplugged since the list was filled).
     page.evaluate(
         """() => { const s = document.getElementById('device');
