@@ -1,11 +1,17 @@
 """The FSMN scorer against funasr's own FSMN encoder and frontend on the same weights."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from inference.vad_fsmn import FsmnScorer, packaged_model_dir
 from tests.speech import compose
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_matches_funasr_reference_and_is_chunking_invariant(scorer: FsmnScorer):
@@ -196,14 +202,20 @@ def test_a_worker_killed_with_batches_in_flight_answers_them_all(scorer: FsmnSco
         np.testing.assert_allclose(answer[0], expected, atol=1e-4)  # fresh states on the new worker
 
 
+def probe_with_speech(probe: str, tmp_path) -> subprocess.CompletedProcess:
+    """Run `probe` in a fresh Python in the project root, with the path of an .npy of int16 speech
+    ("hello world") as its argument."""
+    speech = tmp_path / "speech.npy"
+    np.save(speech, int16_speech(0.3, "hello world", 0.3))
+    return subprocess.run(
+        [sys.executable, "-c", probe, str(speech)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+
+
 def test_the_server_process_leaves_torch_to_the_vad_worker(tmp_path):
     # With the VAD in its worker process (the default), the scorer the server loads scores speech
     # while torch is imported in the worker only: the server process on Whisper never needs torch,
     # and importing it cost ~2.5 s of every start.
-    import subprocess
-    import sys
-    from pathlib import Path
-
     probe = (
         "import sys\n"
         "import numpy as np\n"
@@ -215,15 +227,7 @@ def test_the_server_process_leaves_torch_to_the_vad_worker(tmp_path):
         "print('torch' in sys.modules, len(scorer.worker_pids), float(probabilities.max()))\n"
         "scorer.close()\n"
     )
-    speech = tmp_path / "speech.npy"
-    np.save(speech, int16_speech(0.3, "hello world", 0.3))
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(speech)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    done = probe_with_speech(probe, tmp_path)
     torch_imported, workers, loudest = done.stdout.split()
     assert (torch_imported, workers) == ("False", "1"), done.stderr[-2000:]
     assert float(loudest) > 0.9  # the worker heard the speech
@@ -269,10 +273,6 @@ def test_weights_read_with_numpy_equal_torch_load(tmp_path):
 def test_the_vad_worker_scores_speech_without_torch(tmp_path):
     # The VAD worker's start no longer waits for `import torch` (~2.5 s): the worker's main
     # function, run here in a fresh process, loads the weights and scores speech with numpy alone.
-    import subprocess
-    import sys
-    from pathlib import Path
-
     probe = (
         "import sys, threading\n"
         "from multiprocessing import Pipe\n"
@@ -290,15 +290,7 @@ def test_the_vad_worker_scores_speech_without_torch(tmp_path):
         "worker.join()\n"
         "print('torch' in sys.modules, float(probabilities.max()))\n"
     )
-    speech = tmp_path / "speech.npy"
-    np.save(speech, int16_speech(0.3, "hello world", 0.3))
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(speech)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    done = probe_with_speech(probe, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     torch_imported, loudest = done.stdout.split()
     assert torch_imported == "False"
