@@ -42,9 +42,7 @@ def vad_scorer(config: Config) -> VadScorer:
     inference.vad_process, so it does not compete with the event loop for the GIL."""
     model_dir = vad_model_dir(config.funasr)
     if config.inference.vad_process:
-        # torch is imported by the worker alone: the server process itself never needs it with
-        # Whisper, and importing it here cost ~2.5 s of every start.
-        from inference.vad_process import ProcessScorer
+        from inference.vad_process import ProcessScorer  # (the model module loads in the worker only)
 
         return ProcessScorer(model_dir, workers=config.inference.vad_workers)
     from inference.vad_fsmn import FsmnScorer

@@ -154,8 +154,8 @@ class CaptionServer:
 
         loop = asyncio.get_running_loop()
         metrics = Metrics()
-        # The VAD worker process (it imports torch and loads the FSMN weights, ~2.5 s) and the ITN
-        # grammars (~0.5 s) load while the engines do, rather than after them.
+        # The VAD worker process (a Python start, then the FSMN weights) and the ITN grammars
+        # (~0.5 s) load while the engines do, rather than after them.
         scorer_started = None
         if self._scorer is None:
             scorer_started = loop.run_in_executor(None, loading.vad_scorer, self.config)

@@ -212,10 +212,10 @@ def probe_with_speech(probe: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_server_process_leaves_torch_to_the_vad_worker(tmp_path):
+def test_the_server_process_on_whisper_never_imports_torch(tmp_path):
     # With the VAD in its worker process (the default), the scorer the server loads scores speech
-    # while torch is imported in the worker only: the server process on Whisper never needs torch,
-    # and importing it cost ~2.5 s of every start.
+    # and torch is not imported in the server process: on Whisper it never needs torch, and
+    # importing it cost ~2.5 s of every start (f8a6779; the worker itself: the test below).
     probe = (
         "import sys\n"
         "import numpy as np\n"
