@@ -53,18 +53,22 @@ class Clip:
     reference: str | None  # None: the whole-file decode is the reference
 
 
-def clips() -> list[Clip]:
+def clips(only: str = "", audio_dir: Path = AUDIO) -> list[Clip]:
+    """The corpus, or the clips whose name contains `only` (others are not synthesised, so a machine
+    without espeak-ng can run the recordings alone: --only .wav)."""
     out = []
     for name, ref in (("jfk.wav", JFK), ("two_speakers_phone.wav", None)):
-        path = AUDIO / name
-        if path.is_file():
+        path = audio_dir / name
+        if only in name and path.is_file():
             out.append(Clip(name, sf.read(path, dtype="float32")[0], ref))
     for voice in ("en-us", "en-gb-x-rp"):
-        script = compose([0.5, *SHORT], voice=voice)
-        out.append(Clip(f"espeak short phrases ({voice})", script.audio, " ".join(script.texts)))
+        if only in f"espeak short phrases ({voice})":
+            script = compose([0.5, *SHORT], voice=voice)
+            out.append(Clip(f"espeak short phrases ({voice})", script.audio, " ".join(script.texts)))
     for voice, rate in (("en-us", 150), ("en-gb", 140)):
-        script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=rate, voice=voice)
-        out.append(Clip(f"espeak monologue {len(script.audio) / 16000:.0f} s ({voice})", script.audio, MONOLOGUE))
+        if only in f"espeak monologue ({voice})":
+            script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=rate, voice=voice)
+            out.append(Clip(f"espeak monologue {len(script.audio) / 16000:.0f} s ({voice})", script.audio, MONOLOGUE))
     return out
 
 
@@ -177,6 +181,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="section.key=value (TOML value)")
     parser.add_argument("--only", default="", help="clips whose name contains this")
     parser.add_argument("--show", action="store_true", help="print the reference and live words in full")
+    parser.add_argument("--device", default="cpu", help="where Whisper decodes: cpu, cuda, cuda:N")
+    parser.add_argument("--audio", type=Path, default=AUDIO, help="folder of jfk.wav and two_speakers_phone.wav")
     args = parser.parse_args()
     import tomllib
 
@@ -190,13 +196,14 @@ def main() -> None:
         key, value = item.split("=", 1)
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
+    sections.setdefault("inference", {}).setdefault("device", args.device)
     config = make_config(**sections)
-    engine = WhisperEngine(config.whisper, "cpu")
+    engine = WhisperEngine(config.whisper, args.device)
     server = ServerThread(config, engine, FsmnScorer()).start()
-    print(f"settings: {args.set or 'defaults'}")
+    print(f"settings: {args.set or 'defaults'}; Whisper on {args.device}")
     header = f"{'clip':38} {'str':>3} | {'WER live':>8} {'ceiling':>7} | {'cuts':>4} {'lost':>4} {'dbl':>3} {'rep':>3} | {'shown p50':>9} {'final p50':>9} {'final p95':>9}"  # noqa: E501
     try:
-        corpus = [c for c in clips() if args.only in c.name]
+        corpus = clips(args.only, args.audio)
         ceilings = {}
         for clip in corpus:
             ceilings[clip.name] = whole_file(engine, clip.audio)

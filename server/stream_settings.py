@@ -25,10 +25,13 @@ def session_settings(ctx_config, start: protocol.StartStream, engine: str, strea
     if streaming and partial_ms != 0:
         partial_ms = chunk_ms(start)
     context_s, lookahead_s = ctx_config.cut_joins(engine)
+    silence_ms = start.silence_ms if start.silence_ms is not None else ep.silence_ms
     return SessionSettings(
         sample_rate_hz=start.audio_fs,
         endpoint=EndpointSettings(
-            silence_ms=start.silence_ms if start.silence_ms is not None else ep.silence_ms,
+            silence_ms=silence_ms,
+            long_segment_s=ep.long_segment_s,
+            long_silence_ms=min(ep.long_silence_ms, silence_ms),
             max_segment_s=max_segment_s,
             speech_onset_ms=ep.speech_onset_ms,
             preroll_ms=audio.preroll_ms,

@@ -56,6 +56,8 @@ class AudioConfig:
 @dataclass(frozen=True)
 class EndpointingConfig:
     silence_ms: int
+    long_segment_s: float
+    long_silence_ms: int
     max_segment_s: float
     speech_onset_ms: int
     cut_search_ms: int
@@ -238,6 +240,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),
     ("endpointing", "silence_ms"): (50, 10_000),
+    ("endpointing", "long_segment_s"): (0, 60),
+    ("endpointing", "long_silence_ms"): (10, 10_000),
     ("endpointing", "max_segment_s"): (1, 60),
     ("endpointing", "speech_onset_ms"): (10, 1000),
     ("endpointing", "cut_search_ms"): (10, 5000),
@@ -365,6 +369,12 @@ def _check_cross_field(config: Config) -> None:
         raise ConfigError(
             f"audio.ring_buffer_s must be at least max_segment_s + preroll + the engine's context_s + 1 s "
             f"({needed:g}), got {config.audio.ring_buffer_s:g}"
+        )
+    ep = config.endpointing
+    if ep.long_segment_s and ep.long_silence_ms > ep.silence_ms:
+        raise ConfigError(
+            f"endpointing.long_silence_ms ({ep.long_silence_ms}) must not exceed silence_ms ({ep.silence_ms}): "
+            "it is the shorter pause that closes a long segment"
         )
     tls = (config.server.tls_cert_file, config.server.tls_key_file)
     if any(tls) and not all(tls):

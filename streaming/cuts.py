@@ -83,7 +83,7 @@ class CutJoins:
     def decoded(self, event: SegmentClosed, result: DecodedWords | None) -> None:
         """The final of `event` is known (finals are reported in segment order); `result` is None
         when its decode failed. Without a placed word the next segment's words begin at the cut."""
-        if event.reason != "max_length" or result is None or result.words_end_ms is None:
+        if not event.is_cut or result is None or result.words_end_ms is None:
             self._words_end, self._tail = None, ()
             return
         self._words_end = sample_at(event, result.words_end_ms)

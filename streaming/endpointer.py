@@ -1,7 +1,9 @@
 """Speech/silence decisions per 10 ms frame -> segment open/close, in frame units.
 
 Rules: `speech_onset_ms` of consecutive speech opens a segment, which starts `preroll_ms` earlier
-(never before the previous segment's end); `silence_ms` of consecutive silence closes it; a
+(never before the previous segment's end); `silence_ms` of consecutive silence closes it, and once
+the segment is `long_segment_s` old a shorter pause of `long_silence_ms` does (a word waits for the
+end of its segment before its final, so long segments are closed at the speaker's next breath); a
 segment reaching `max_segment_s` is cut at the quietest frame of its last `cut_search_ms`, and the
 remainder continues as a new segment, so no audio is dropped or duplicated.
 """
@@ -21,6 +23,8 @@ class EndpointSettings:
     speech_onset_ms: int
     preroll_ms: int
     cut_search_ms: int
+    long_segment_s: float = 0.0  # 0 = every segment waits for silence_ms
+    long_silence_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.silence_ms < FRAME_MS:
@@ -31,6 +35,13 @@ class EndpointSettings:
             raise ValueError(f"speech_onset_ms must be at least {FRAME_MS}, got {self.speech_onset_ms}")
         if self.preroll_ms < 0:
             raise ValueError(f"preroll_ms must not be negative, got {self.preroll_ms}")
+        if self.long_segment_s < 0:
+            raise ValueError(f"long_segment_s must not be negative, got {self.long_segment_s}")
+        if self.long_segment_s and not FRAME_MS <= self.long_silence_ms <= self.silence_ms:
+            raise ValueError(
+                f"long_silence_ms must be between {FRAME_MS} and silence_ms ({self.silence_ms}), "
+                f"got {self.long_silence_ms}"
+            )
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class Closed:
 class Endpointer:
     def __init__(self, settings: EndpointSettings) -> None:
         self._silence_frames = settings.silence_ms // FRAME_MS
+        self._long_frames = int(settings.long_segment_s * 1000) // FRAME_MS  # 0 = no shorter pause
+        self._long_silence_frames = settings.long_silence_ms // FRAME_MS
         self._max_frames = int(settings.max_segment_s * 1000) // FRAME_MS
         self._onset_frames = settings.speech_onset_ms // FRAME_MS
         self._preroll_frames = settings.preroll_ms // FRAME_MS
@@ -88,7 +101,7 @@ class Endpointer:
         """Silent frames still needed to close the open segment (None when none is open)."""
         if self._open is None:
             return None
-        return self._silence_frames - self._silence_run
+        return self._silence_needed(self._frame) - self._silence_run
 
     @property
     def last_speech_end(self) -> int:
@@ -138,9 +151,20 @@ class Endpointer:
             self._silence_run += 1
             if self._silence_run >= self._silence_frames:
                 return [self._close(frame + 1, "silence")]
+            if self._silence_run >= self._silence_needed(frame + 1):
+                # A pause shorter than silence_ms may be inside a word: the next segment joins
+                # this one as it joins a cut for length (streaming/cuts.py).
+                return [self._close(frame + 1, "pause")]
         if frame + 1 - self._open.start >= self._max_frames:
             return self._cut(frame + 1)
         return []
+
+    def _silence_needed(self, end: int) -> int:
+        """Silent frames that close the open segment if it ended at frame `end`."""
+        assert self._open is not None
+        if self._long_frames and end - self._open.start >= self._long_frames:
+            return self._long_silence_frames
+        return self._silence_frames
 
     def _open_at(self, speech_start: int) -> Opened:
         start = max(self._floor, speech_start - self._preroll_frames)

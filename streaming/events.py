@@ -44,6 +44,9 @@ class PartialDue:
     context: Audio = field(default_factory=_no_audio, repr=False, compare=False)  # see SegmentClosed
 
 
+CUT_REASONS = frozenset({"max_length", "pause"})
+
+
 @dataclass(frozen=True)
 class SegmentClosed:
     """A segment ended. `audio` spans [start, end); speech itself spans [speech_start, speech_end)."""
@@ -53,7 +56,7 @@ class SegmentClosed:
     end: int
     speech_start: int
     speech_end: int
-    reason: str  # "silence" | "max_length" | "end_of_stream"
+    reason: str  # "silence" | "pause" (a long segment's shorter pause) | "max_length" | "end_of_stream"
     audio: Audio = field(repr=False, compare=False)
     # The stream's audio just before `start` (up to SessionSettings.context_s): a recogniser that
     # hears it understands a short segment as it would inside the whole recording.
@@ -66,6 +69,12 @@ class SegmentClosed:
     @property
     def start_ms(self) -> int:
         return samples_to_ms(self.speech_start)
+
+    @property
+    def is_cut(self) -> bool:
+        """Closed while the speaker may be inside a word (at its length limit, or at a pause shorter
+        than silence_ms): the next segment joins it as a cut (streaming/cuts.py)."""
+        return self.reason in CUT_REASONS
 
     @property
     def end_ms(self) -> int:

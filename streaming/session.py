@@ -23,7 +23,17 @@ import numpy as np
 import numpy.typing as npt
 
 from streaming.endpointer import FRAME_MS, Closed, Endpointer, EndpointSettings, Opened
-from streaming.events import SAMPLE_RATE, Audio, Event, PartialDue, Pcm16, Samples, SegmentClosed, SpeechStarted
+from streaming.events import (
+    CUT_REASONS,
+    SAMPLE_RATE,
+    Audio,
+    Event,
+    PartialDue,
+    Pcm16,
+    Samples,
+    SegmentClosed,
+    SpeechStarted,
+)
 from streaming.pcm import Resampler, decode_int16, decode_pcm16
 from streaming.ring_buffer import RingBuffer, to_int16
 from streaming.vad.energy import EnergyGate, frame_levels_dbfs
@@ -241,14 +251,25 @@ class StreamSession:
             if self._held is not None and isinstance(event, SegmentClosed):
                 out.append(self._with_after(self._held))
                 self._held = None
-            if isinstance(event, SegmentClosed) and event.reason == "max_length" and self._lookahead_samples:
+            if isinstance(event, SegmentClosed) and event.is_cut and self._lookahead_samples:
                 self._held = event
             else:
                 out.append(event)
-        if self._held is not None and (self._finished or self._buffer.end >= self._held.end + self._lookahead_samples):
+        if self._held is not None and (
+            self._finished or self._buffer.end >= self._held.end + self._lookahead_samples or self._pause_was_silence()
+        ):
             out.append(self._with_after(self._held))
             self._held = None
         return out
+
+    def _pause_was_silence(self) -> bool:
+        """A segment closed at a long segment's short pause, and the pause went on to silence_ms
+        with no speech since: the speaker stopped, so its final need not wait for the look-ahead."""
+        held, endpointer = self._held, self._endpointer
+        if held is None or held.reason != "pause" or endpointer.in_segment or endpointer.onset_pending:
+            return False
+        silence_ms = self.settings.endpoint.silence_ms - self.settings.endpoint.long_silence_ms
+        return endpointer.frames_seen * FRAME_SAMPLES >= held.end + silence_ms * SAMPLE_RATE // 1000
 
     def _with_after(self, event: SegmentClosed) -> SegmentClosed:
         end = min(self._buffer.end, event.end + self._lookahead_samples)
@@ -317,7 +338,7 @@ class StreamSession:
         if decision.reason == "end_of_stream":
             speech_end = min(end, max(speech_end, tail_speech_end))
         follows_cut = start == self._last_cut
-        if decision.reason == "max_length":
+        if decision.reason in CUT_REASONS:
             self._last_cut = end
         return SegmentClosed(
             segment_id=decision.segment_id,

@@ -177,3 +177,16 @@ def test_modes_map_to_funasr_reply_modes():
     end = protocol.end("offline", "w", [seg, protocol.final("offline", "w", 1, 2, 3, "world", "", "silence", None)])
     assert end["mode"] == "offline" and end["text"] == "hello world" and end["is_final"] is True
     assert json.loads(end["timestamp"]) == [[0, 5]]
+
+
+def test_a_client_silence_shorter_than_the_long_segment_pause_caps_that_pause():
+    # The server closes long segments at 150 ms pauses; a client asking for 100 ms of silence must
+    # not get a stream whose "shorter" pause is longer than its silence (nor a refused stream).
+    from server.stream_settings import session_settings
+    from tests.conftest import make_config
+
+    config = make_config(endpointing={"long_segment_s": 3.0, "long_silence_ms": 150})
+    quick = session_settings(config, parse({"mode": "2pass", "silence_ms": 100}), "whisper").endpoint
+    assert (quick.silence_ms, quick.long_segment_s, quick.long_silence_ms) == (100, 3.0, 100)
+    default = session_settings(config, parse({"mode": "2pass"}), "whisper").endpoint
+    assert (default.silence_ms, default.long_silence_ms) == (300, 150)

@@ -25,10 +25,12 @@ def settings(
     context_s=0.0,
     cut_lookahead_s=0.0,
     context_max_segment_s=0.0,
+    long_segment_s=0.0,
+    long_silence_ms=0,
 ):
     return SessionSettings(
         sample_rate_hz=rate,
-        endpoint=EndpointSettings(silence_ms, max_segment_s, 40, preroll_ms, 600),
+        endpoint=EndpointSettings(silence_ms, max_segment_s, 40, preroll_ms, 600, long_segment_s, long_silence_ms),
         partial_interval_ms=partial_interval_ms,
         energy_gate_dbfs=-50.0,
         webrtc_aggressiveness=2,
@@ -138,6 +140,47 @@ def test_a_cut_carries_the_audio_after_it_even_when_all_arrives_at_once(scorer, 
             assert len(before.after) >= min(16000, after.end - after.start)
             np.testing.assert_array_equal(before.after, script.audio[before.end : before.end + len(before.after)])
     assert not segments[0].follows_cut
+
+
+def test_a_long_segment_closed_at_a_short_pause_is_joined_like_a_cut(scorer):
+    # 200 ms pauses: shorter than silence_ms, so without long_segment_s this is one segment.
+    phrases = ["the quick brown fox jumps over the lazy dog", "and runs away into the woods", "hello world again"]
+    script = compose([0.3, phrases[0], 0.2, phrases[1], 0.2, phrases[2], 1.0])
+    assert [s.reason for s in closed(stream(scorer, script.audio))] == ["silence"]
+    events = stream(scorer, script.audio, long_segment_s=1.5, long_silence_ms=150, context_s=1.0, cut_lookahead_s=1.0)
+    segments = closed(events)
+    # The last one also closes at 150 ms of its trailing silence (it is long too).
+    assert [s.reason for s in segments] == ["pause", "pause", "pause"]
+    for before, after in zip(segments, segments[1:]):
+        assert before.end - before.start >= 1.5 * 16000
+        # Closed at the pause, not later: within the 200 ms gap after the phrase.
+        gap_start = script.spans[segments.index(before)][1]
+        assert gap_start + 150 * MS <= before.end <= gap_start + 200 * MS + TOLERANCE_MS * MS
+        # As after a cut: the next segment starts there, waits for the final before it, and the
+        # closed one carries the second of audio after it.
+        assert after.start == before.end and after.follows_cut and len(after.context) == 16000
+        np.testing.assert_array_equal(before.after, script.audio[before.end : before.end + 16000])
+    assert segments[-1].speech_end >= script.spans[-1][1] - TOLERANCE_MS * MS
+    # It is handed on once the pause has lasted silence_ms, not after the second of look-ahead:
+    # the speaker stopped, and its final should come as soon as after any silence.
+    timed = stream_timed(
+        scorer, script.audio, long_segment_s=1.5, long_silence_ms=150, context_s=1.0, cut_lookahead_s=1
+    )
+    handed_on_at = [(at, e) for at, e in timed if isinstance(e, SegmentClosed)]
+    last_at, last = handed_on_at[-1]
+    assert last.end + 150 * MS <= last_at <= last.end + 150 * MS + 100 * MS  # one 100 ms chunk late at most
+    first_at, first = handed_on_at[0]
+    assert first_at >= first.end + 16000  # speech went on: it waited for its look-ahead
+
+
+def stream_timed(scorer, audio, chunk_ms=100, **kw):
+    """(samples fed when the event came out, event)."""
+    session = StreamSession(settings(**kw), scorer.new_state)
+    pcm, step, out = to_pcm16(audio), 16000 * chunk_ms // 1000 * 2, []
+    for offset in range(0, len(pcm), step):
+        chunk = pcm[offset : offset + step]
+        out += [(offset // 2 + len(chunk) // 2, e) for e in session.feed(chunk, scorer)]
+    return out + [(len(audio), e) for e in session.finish()]
 
 
 def test_long_segments_get_no_context_unless_they_follow_a_cut(scorer):
