@@ -196,6 +196,7 @@ class FsmnScorer:
             p = f"fsmn.{layer}."
             proj = (w[p + "linear.linear.weight"] @ x).reshape(self._proj_dim, batch, steps)  # (P, B, T)
             history = caches[:, layer].transpose(1, 0, 2)  # (P, B, K), a view
+            seq: Floats | None = None  # history then proj, when built here (padded groups)
             # Each stream's new cache is the `keep` frames ending at its own last real frame.
             if unpadded and steps < keep:
                 new_caches[:, layer, :, : keep - steps] = caches[:, layer, :, steps:]
@@ -206,7 +207,7 @@ class FsmnScorer:
                 ends = lengths[:, None] + np.arange(keep)[None]  # (B, K)
                 seq = np.concatenate([history, proj], axis=2)  # (P, B, K + T)
                 new_caches[:, layer] = seq[:, np.arange(batch)[:, None], ends].transpose(1, 0, 2)
-            proj += self._memory(history, proj, layer)
+            proj += self._memory(history, proj, layer, seq)
             x = _affine(w, p + "affine", proj.reshape(self._proj_dim, -1))
             np.maximum(x, 0, out=x)
         logits = _affine(w, "out", x)  # (classes, B*T)
@@ -218,16 +219,17 @@ class FsmnScorer:
         speech: Floats = (1.0 - silence).reshape(batch, steps)
         return speech
 
-    def _memory(self, history: Floats, proj: Floats, layer: int) -> Floats:
+    def _memory(self, history: Floats, proj: Floats, layer: int, seq: Floats | None = None) -> Floats:
         """(P, B, T) FSMN memory: for each channel and frame of `proj` (P, B, T), that frame and
         the `keep` frames before it (from `history`, (P, B, keep), before the first) weighted by
-        the channel's kernel."""
+        the channel's kernel. `seq`: history and proj already joined on the time axis, if at hand."""
         keep, band, steps = self._lorder - 1, self._bands[layer], proj.shape[2]
         if steps <= MEMORY_BLOCK:
             memory: Floats = np.matmul(history, band[:, :keep, :steps])
             memory += np.matmul(proj, band[:, keep : keep + steps, :steps])
             return memory
-        seq = np.concatenate([history, proj], axis=2)
+        if seq is None:
+            seq = np.concatenate([history, proj], axis=2)
         memory = np.empty_like(proj)
         for start in range(0, steps, MEMORY_BLOCK):
             n = min(MEMORY_BLOCK, steps - start)

@@ -79,6 +79,19 @@ def test_batched_streams_equal_separate_streams(scorer: FsmnScorer):
     np.testing.assert_allclose(np.concatenate(batched_b), np.concatenate(alone_b), atol=1e-5)
 
 
+def test_streams_of_different_lengths_batched_together_equal_separate_streams(scorer: FsmnScorer):
+    # Chunks of 1.0 and 0.8 s share one padded group (within 1.5x of each other) longer than the
+    # memory's 32-frame blocks: the padded path's caches and memory must match scoring alone.
+    a = compose([0.3, "hello world", 0.3]).audio
+    b = compose([0.2, "good morning everyone", 0.4]).audio
+    sa, sb, s1, s2 = (scorer.new_state() for _ in range(4))
+    for start in range(0, min(len(a), len(b)) - 16000, 16000):
+        chunk_a, chunk_b = a[start : start + 16000], b[start : start + 12800]
+        pa, pb = scorer.score([(sa, chunk_a), (sb, chunk_b)])
+        np.testing.assert_allclose(pa, scorer.score([(s1, chunk_a)])[0], atol=1e-5)
+        np.testing.assert_allclose(pb, scorer.score([(s2, chunk_b)])[0], atol=1e-5)
+
+
 def test_vectorised_fbank_matches_kaldi_native_fbank():
     import kaldi_native_fbank as knf
 
