@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_matches_funasr_reference_and_is_chunking_invariant(scorer: FsmnScorer):
+    from inference.engines import funasr_registry
+
+    funasr_registry.import_package()  # these two modules, not every model funasr has (~10 s)
     from funasr.frontends.wav_frontend import WavFrontend
     from funasr.models.fsmn_vad_streaming.encoder import FSMN
 

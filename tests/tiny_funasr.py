@@ -441,7 +441,9 @@ def _vocab_size(name: str, directory: Path) -> int:
 
 def _instantiate(config: dict, vocab_size: int, directory: Path):
     """Build the model the way ``AutoModel.build_model`` does: model_conf, then every top-level key, as kwargs."""
-    import funasr  # noqa: F401  (registers the model classes)
+    from inference.engines import funasr_registry
+
+    funasr_registry.prepare(directory, {})  # registers the classes its config.yaml (written above) names
     from funasr.register import tables
 
     model_class = tables.model_classes.get(config["model"])

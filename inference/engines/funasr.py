@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
-from inference.engines import funasr_nano
+from inference.engines import funasr_nano, funasr_registry
 from inference.engines.base import Audio, DecodeOptions, DecodeResult
 from inference.model_hub import ModelUnavailable, resolve_model_dir
 
@@ -69,9 +70,11 @@ class StreamState:
     text: str = ""
 
 
-def _quiet_import_automodel() -> Callable[..., AutoModelLike]:
+def _quiet_import_automodel(path: Path, overrides: dict[str, Any]) -> Callable[..., AutoModelLike]:
     # funasr prints an ffmpeg notice to stdout on import; startup output should be our own lines.
+    # Only the modules that register the classes this model names are imported, not all of funasr.
     with contextlib.redirect_stdout(io.StringIO()):
+        funasr_registry.prepare(path, overrides)
         from funasr import AutoModel
     automodel: Callable[..., AutoModelLike] = AutoModel
     return automodel
@@ -95,8 +98,8 @@ def load_automodel(spec: str, role: str, settings: FunasrConfig, device: str) ->
     path = resolve_model_dir(spec, role, settings.hub, settings.model_cache_dir, settings.allow_download)
     # Fun-ASR-Nano's config names its LLM's directory relative to the model's own.
     overrides = funasr_nano.automodel_overrides(path, spec, role) if funasr_nano.is_nano(path) else {}
-    AutoModel = _quiet_import_automodel()
     try:
+        AutoModel = _quiet_import_automodel(path, overrides)
         with contextlib.redirect_stdout(io.StringIO()), _funasr_logs_quiet():
             # ncpu: AutoModel sets torch's process-wide thread count from it on every call.
             # Not fp16=True: that casts the weights but not the features, and Paraformer then fails
