@@ -137,3 +137,24 @@ def test_the_pinned_funasr_is_the_release_it_was_checked_against():
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = next(re.fullmatch(r"funasr==(\S+)", d).group(1) for d in dependencies if d.startswith("funasr=="))
     assert pinned == importlib.metadata.version("funasr") == funasr_registry.VERIFIED_VERSION
+
+
+def test_a_name_its_modules_do_not_register_falls_back_to_all_of_funasr(tmp_path):
+    # Sources read wrong (a future layout the regex misses, say): the model must still load, as
+    # with `import funasr`, not fail the start. The probe claims another module registers WavFrontend.
+    model = write_config(tmp_path, frontend="WavFrontend", normalize=None)
+    probe = f"""
+import sys
+from pathlib import Path
+from inference.engines import funasr_registry
+real = funasr_registry._registrations()
+wrong = {{"frontend_classes": ["funasr.tokenizer.char_tokenizer"]}}
+funasr_registry._registrations = lambda: {{**real, "WavFrontend": wrong}}
+funasr_registry.prepare(Path({str(model)!r}), {{}})
+from funasr.register import tables
+print(tables.frontend_classes["WavFrontend"].__module__, "transformers" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["funasr.frontends.wav_frontend", "True"]  # all of funasr was imported
+    assert "not registered where its source says; importing all of funasr" in done.stderr

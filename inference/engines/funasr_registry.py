@@ -6,7 +6,8 @@ up only the classes a model's config.yaml names (model, encoder, decoder, fronte
 Here funasr's package is imported without that walk, and then only the modules whose source
 registers one of the names in the config. Where that cannot be told for sure (another funasr
 release, a config that builds more models or runs the directory's code, a name two different
-modules register) funasr's own full import is done instead: slower, never different.
+modules register, a name its modules did not register after all) funasr's own full import is done
+instead: slower, never different.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def prepare(model_dir: Path, overrides: Mapping[str, Any]) -> None:
         importlib.import_module("funasr.auto.auto_model")
         for module in sorted({module for modules in registrants.values() for module in modules}):
             importlib.import_module(module)
-        _check_registered(registrants)
+        missing = _not_registered(registrants)
+        if missing:  # the sources were read wrong: funasr's own import decides, as without this module
+            log.warning("funasr registry: %s not registered where its source says; importing all of funasr", missing)
+            _import_everything()
 
 
 def import_package() -> None:
@@ -201,13 +205,12 @@ def _import_everything() -> None:
         _walk_skipped = False
 
 
-def _check_registered(registrants: Mapping[tuple[str, str], list[str]]) -> None:
+def _not_registered(registrants: Mapping[tuple[str, str], list[str]]) -> list[str]:
+    """The names that importing their modules did not register from one of them."""
     from funasr.register import tables
 
-    for (table, name), modules in registrants.items():
-        cls = getattr(tables, table, {}).get(name)
-        if getattr(cls, "__module__", None) not in modules:
-            raise RuntimeError(
-                f"importing {', '.join(modules)} did not register {name!r} in funasr's {table} "
-                f"(inference/engines/funasr_registry.py reads where funasr registers its classes)"
-            )
+    return [
+        f"{table}/{name}"
+        for (table, name), modules in registrants.items()
+        if getattr(getattr(tables, table, {}).get(name), "__module__", None) not in modules
+    ]
