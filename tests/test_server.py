@@ -113,8 +113,10 @@ async def test_healthz_and_status_page(shared_server):
     assert status == 200 and "text/html" in kind and "/healthz" in body
 
 
-async def test_partials_precede_their_final_and_end_comes_last(start_server, phrases):
-    server = start_server(inference={"partial_interval_ms": 400})
+async def test_partials_precede_their_final_and_end_comes_last(start_server, phrases, phrase_engine):
+    # On the stand-in (instant): with Whisper, a machine loaded by the other test worker once
+    # decoded the first partial so slowly that it was the only one ("Vick."), before the final.
+    server = start_server(engine=phrase_engine, inference={"partial_interval_ms": 400})
     replies = await transcribe(server.url, phrases["fox"].audio, realtime=True)
     kinds = [r["type"] for r in replies]
     assert kinds[-1] == "end" and kinds.count("final") == 1
@@ -125,12 +127,7 @@ async def test_partials_precede_their_final_and_end_comes_last(start_server, phr
     assert "fox" in words(" ".join(p["stable"] + " " + p["unstable"] for p in partials))
     final = replies[final_at]
     assert final["mode"] == "2pass-offline" and final["end_reason"] == "silence"
-    # Letters compared without word breaks: under load Whisper base once wrote "jump, sover" (its
-    # int8 decodes are not bit-stable between runs here); every letter is still checked.
-    assert words(final["final_text"]).replace(" ", "") in (
-        "thequickbrownfoxjumpsoverthelazydog",
-        "thequickbrownfoxjumpoverthelazydog",
-    ), final["final_text"]
+    assert words(final["final_text"]) == "the quick brown fox jumps over the lazy dog", final["final_text"]
     span = phrases["fox"].spans[0]
     assert abs(final["start_ms"] - span[0] / 16) <= 100 and abs(final["end_ms"] - span[1] / 16) <= 100
 
