@@ -25,7 +25,19 @@ from tests.conftest import make_config
 from tests.engines import KnownPhrasesEngine, RecordingEngine
 from tests.server_thread import ServerThread
 from tests.speech import compose, to_pcm16
-from tests.wsclient import START, connect, final_words, finals, recv, send_audio, start, transcribe, until_end, words
+from tests.wsclient import (
+    START,
+    connect,
+    final_words,
+    finals,
+    recv,
+    send_audio,
+    start,
+    transcribe,
+    until,
+    until_end,
+    words,
+)
 
 
 @pytest.fixture(scope="module")
@@ -440,9 +452,13 @@ async def test_overloaded_server_says_degraded_and_sheds_partials_first(start_st
     async with await connect(server.url) as ws:
         await start(ws)
         await send_audio(ws, compose([0.3, "hello world", 0.6, "good morning", 0.6]).audio)
-        await asyncio.sleep(0.5)
-        health = json.loads(http_get(server.http + "/healthz")[2])
-        assert health["status"] == "degraded" and health["overloaded"] and health["backlog_ms"] >= 10
+
+        def degraded() -> bool:
+            health = json.loads(http_get(server.http + "/healthz")[2])
+            return health["status"] == "degraded" and health["overloaded"] and health["backlog_ms"] >= 10
+
+        # Once the VAD has closed both segments (a fixed 0.5 s was once too short on a loaded machine).
+        await until(degraded, timeout=30)
         await send_audio(ws, phrases["fox"].audio, realtime=True)  # speech while degraded
         engine.gate.set()
         await ws.send(json.dumps({"is_speaking": False}))
