@@ -54,17 +54,18 @@ class Clip:
 
 
 def clips(only: str = "", audio_dir: Path = AUDIO) -> list[Clip]:
-    """The corpus, or the clips whose name contains `only` (others are not synthesised, so a machine
-    without espeak-ng can run the recordings alone: --only .wav)."""
+    """The clips whose name contains `only`, made only when chosen, so a machine without espeak-ng
+    can run the recordings alone (--only .wav). A monologue's name gives its length once made:
+    choose it by "monologue" or its voice."""
     out = []
     for name, ref in (("jfk.wav", JFK), ("two_speakers_phone.wav", None)):
-        path = audio_dir / name
-        if only in name and path.is_file():
-            out.append(Clip(name, sf.read(path, dtype="float32")[0], ref))
+        if only in name and (audio_dir / name).is_file():
+            out.append(Clip(name, sf.read(audio_dir / name, dtype="float32")[0], ref))
     for voice in ("en-us", "en-gb-x-rp"):
-        if only in f"espeak short phrases ({voice})":
+        name = f"espeak short phrases ({voice})"
+        if only in name:
             script = compose([0.5, *SHORT], voice=voice)
-            out.append(Clip(f"espeak short phrases ({voice})", script.audio, " ".join(script.texts)))
+            out.append(Clip(name, script.audio, " ".join(script.texts)))
     for voice, rate in (("en-us", 150), ("en-gb", 140)):
         if only in f"espeak monologue ({voice})":
             script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=rate, voice=voice)
@@ -179,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--set", action="append", default=[], help="section.key=value (TOML value)")
-    parser.add_argument("--only", default="", help="clips whose name contains this")
+    parser.add_argument("--only", default="", help="clips whose name contains this (see clips())")
     parser.add_argument("--show", action="store_true", help="print the reference and live words in full")
     parser.add_argument("--device", default="cpu", help="where Whisper decodes: cpu, cuda, cuda:N")
     parser.add_argument("--audio", type=Path, default=AUDIO, help="folder of jfk.wav and two_speakers_phone.wav")

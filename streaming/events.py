@@ -61,10 +61,11 @@ class SegmentClosed:
     # The stream's audio just before `start` (up to SessionSettings.context_s): a recogniser that
     # hears it understands a short segment as it would inside the whole recording.
     context: Audio = field(default_factory=_no_audio, repr=False, compare=False)
-    # A segment cut for length (no pause): the audio right after `end` (SessionSettings.cut_lookahead_s),
-    # so the word the cut went through can be heard whole, and given to one side of the cut only.
+    # A cut segment (is_cut: no pause, or a short one): the audio right after `end`
+    # (SessionSettings.cut_lookahead_s), so the word the cut went through can be heard whole, and
+    # given to one side of the cut only.
     after: Audio = field(default_factory=_no_audio, repr=False, compare=False)
-    follows_cut: bool = False  # starts where the previous segment was cut for length (see with_context)
+    follows_cut: bool = False  # starts where the previous segment was cut (is_cut; see with_context)
 
     @property
     def start_ms(self) -> int:

@@ -53,7 +53,7 @@ class SessionSettings:
     fsmn_speech_threshold: float
     ring_buffer_s: float
     context_s: float = 0.0  # audio before each segment handed on with it (SegmentClosed.context)
-    cut_lookahead_s: float = 0.0  # a segment cut for length waits for this much of what follows (SegmentClosed.after)
+    cut_lookahead_s: float = 0.0  # a cut segment (length, or a long one's pause) waits for this much of what follows
     context_max_segment_s: float = 0.0  # segments longer than this get no context (unless they follow a cut); 0 = all
     context_only_after_cuts: bool = False  # only segments that follow a cut get context (file jobs)
     skip_silent_fsmn: bool = True  # False only to compare against the always-score path
@@ -109,8 +109,8 @@ class StreamSession:
         self._context_samples = int(settings.context_s * SAMPLE_RATE)
         self._context_max_samples = int(settings.context_max_segment_s * SAMPLE_RATE)
         self._lookahead_samples = int(settings.cut_lookahead_s * SAMPLE_RATE)
-        self._held: SegmentClosed | None = None  # cut for length, waiting for its look-ahead audio
-        self._last_cut = -1  # sample where the last cut for length went (the next segment starts there)
+        self._held: SegmentClosed | None = None  # a cut segment, waiting for its look-ahead audio
+        self._last_cut = -1  # sample where the last cut went (the next segment starts there)
         self._last_partial_end = 0
         self._finished = False
 
@@ -243,9 +243,10 @@ class StreamSession:
         return events
 
     def _release_held(self, events: list[Event]) -> list[Event]:
-        """A segment cut for length is handed on once `cut_lookahead_s` of the speech after the
-        cut has arrived (a recogniser then hears the word the cut went through whole and can tell
-        on which side it lies), or earlier when a later segment closes: finals stay in order."""
+        """A cut segment (SegmentClosed.is_cut) is handed on once `cut_lookahead_s` of the speech
+        after the cut has arrived (a recogniser then hears the word the cut went through whole and
+        can tell on which side it lies); earlier when a later segment closes (finals stay in order),
+        or when its "pause" went on to silence_ms (_pause_was_silence)."""
         out: list[Event] = []
         for event in events:
             if self._held is not None and isinstance(event, SegmentClosed):
@@ -268,8 +269,8 @@ class StreamSession:
         held, endpointer = self._held, self._endpointer
         if held is None or held.reason != "pause" or endpointer.in_segment or endpointer.onset_pending:
             return False
-        silence_ms = self.settings.endpoint.silence_ms - self.settings.endpoint.long_silence_ms
-        return endpointer.frames_seen * FRAME_SAMPLES >= held.end + silence_ms * SAMPLE_RATE // 1000
+        rest_ms = self.settings.endpoint.silence_ms - self.settings.endpoint.long_silence_ms  # silence after the close
+        return endpointer.frames_seen * FRAME_SAMPLES >= held.end + rest_ms * SAMPLE_RATE // 1000
 
     def _with_after(self, event: SegmentClosed) -> SegmentClosed:
         end = min(self._buffer.end, event.end + self._lookahead_samples)

@@ -44,13 +44,17 @@ def settings(
 
 
 def stream(scorer, audio, rate=16000, chunk_ms=100, **kw):
+    return [event for _, event in stream_timed(scorer, audio, rate, chunk_ms, **kw)]
+
+
+def stream_timed(scorer, audio, rate=16000, chunk_ms=100, **kw):
+    """(samples fed when the event came out, event) for every event of the stream."""
     session = StreamSession(settings(rate=rate, **kw), scorer.new_state)
-    pcm = to_pcm16(audio)
-    step = rate * chunk_ms // 1000 * 2
-    events = []
+    pcm, step, out = to_pcm16(audio), rate * chunk_ms // 1000 * 2, []
     for offset in range(0, len(pcm), step):
-        events += session.feed(pcm[offset : offset + step], scorer)
-    return events + session.finish()
+        chunk = pcm[offset : offset + step]
+        out += [(offset // 2 + len(chunk) // 2, event) for event in session.feed(chunk, scorer)]
+    return out + [(len(audio), event) for event in session.finish()]
 
 
 def closed(events):
@@ -147,8 +151,10 @@ def test_a_long_segment_closed_at_a_short_pause_is_joined_like_a_cut(scorer):
     phrases = ["the quick brown fox jumps over the lazy dog", "and runs away into the woods", "hello world again"]
     script = compose([0.3, phrases[0], 0.2, phrases[1], 0.2, phrases[2], 1.0])
     assert [s.reason for s in closed(stream(scorer, script.audio))] == ["silence"]
-    events = stream(scorer, script.audio, long_segment_s=1.5, long_silence_ms=150, context_s=1.0, cut_lookahead_s=1.0)
-    segments = closed(events)
+    timed = stream_timed(
+        scorer, script.audio, long_segment_s=1.5, long_silence_ms=150, context_s=1.0, cut_lookahead_s=1.0
+    )
+    segments = closed(event for _, event in timed)
     # The last one also closes at 150 ms of its trailing silence (it is long too).
     assert [s.reason for s in segments] == ["pause", "pause", "pause"]
     for before, after in zip(segments, segments[1:]):
@@ -163,24 +169,11 @@ def test_a_long_segment_closed_at_a_short_pause_is_joined_like_a_cut(scorer):
     assert segments[-1].speech_end >= script.spans[-1][1] - TOLERANCE_MS * MS
     # It is handed on once the pause has lasted silence_ms, not after the second of look-ahead:
     # the speaker stopped, and its final should come as soon as after any silence.
-    timed = stream_timed(
-        scorer, script.audio, long_segment_s=1.5, long_silence_ms=150, context_s=1.0, cut_lookahead_s=1
-    )
-    handed_on_at = [(at, e) for at, e in timed if isinstance(e, SegmentClosed)]
+    handed_on_at = [(at, event) for at, event in timed if isinstance(event, SegmentClosed)]
     last_at, last = handed_on_at[-1]
     assert last.end + 150 * MS <= last_at <= last.end + 150 * MS + 100 * MS  # one 100 ms chunk late at most
     first_at, first = handed_on_at[0]
     assert first_at >= first.end + 16000  # speech went on: it waited for its look-ahead
-
-
-def stream_timed(scorer, audio, chunk_ms=100, **kw):
-    """(samples fed when the event came out, event)."""
-    session = StreamSession(settings(**kw), scorer.new_state)
-    pcm, step, out = to_pcm16(audio), 16000 * chunk_ms // 1000 * 2, []
-    for offset in range(0, len(pcm), step):
-        chunk = pcm[offset : offset + step]
-        out += [(offset // 2 + len(chunk) // 2, e) for e in session.feed(chunk, scorer)]
-    return out + [(len(audio), e) for e in session.finish()]
 
 
 def test_long_segments_get_no_context_unless_they_follow_a_cut(scorer):

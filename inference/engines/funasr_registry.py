@@ -16,7 +16,6 @@ import contextlib
 import functools
 import importlib
 import importlib.metadata
-import importlib.util
 import logging
 import pkgutil
 import re
@@ -25,6 +24,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from inference.packages import package_dir
 
 if TYPE_CHECKING:
     from _typeshed import StrOrBytesPath
@@ -140,10 +141,10 @@ def _values(key: str, value: object) -> Iterator[object]:
 
 
 def _package_dir() -> Path:
-    spec = importlib.util.find_spec("funasr")
-    if spec is None or spec.origin is None:
+    root = package_dir("funasr")
+    if root is None:
         raise ModuleNotFoundError("No module named 'funasr'", name="funasr")
-    return Path(spec.origin).parent
+    return root
 
 
 @functools.cache
