@@ -9,8 +9,8 @@ default settings unless --set says otherwise. For each clip it prints:
 - WER of the live finals against the reference text, and of a whole-file decode of the same model
   (the ceiling; files over 20 s are decoded window by window on Whisper's timestamps). For
   two_speakers_phone.wav (no word reference) the whole-file decode is the reference.
-- words lost / doubled at max-length cuts: deletions and insertions within 2 words of a join
-  between two finals of which the first was cut for length
+- words lost / doubled at cuts: deletions and insertions within 2 words of a join
+  between two finals of which the first was cut (for length, or at a long segment's short pause)
 - captions with a phrase repeated more than twice
 - per-word latency: word end in the audio (whole-file decode with word timestamps) -> the word
   first on the client (partial or final), and -> the word in a final
@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from streaming.events import CUT_REASONS  # noqa: E402
 from tests.corpus import JFK_TEXT as JFK  # noqa: E402
 from tests.corpus import MONOLOGUE, SHORT  # noqa: E402
 from tests.speech import compose  # noqa: E402
@@ -129,8 +130,8 @@ def analyse(replies: list[tuple[float, dict]], ref: list[str], word_ends: list[f
         hyp += words
         seg_of_word += [r["segment_id"]] * len(words)
         final_time += [t] * len(words)
-        if r.get("end_reason") == "max_length":
-            joins.append(len(hyp))  # the next final continues speech cut here
+        if r.get("end_reason") in CUT_REASONS:
+            joins.append(len(hyp))  # the next final continues speech cut here (for length, or at a short pause)
     # first shown: the earliest reply of the word's segment that already showed that many words
     shown: dict[int, list[tuple[float, int]]] = {}
     for t, r in replies:
@@ -231,6 +232,7 @@ def main() -> None:
                 )
                 if args.show:
                     print(f"    reference: {' '.join(ref)}\n    live: {' '.join(outs[0][0])}")
+                    print("    finals: " + " | ".join(f"{r['final_text']} [{r.get('end_reason')}]" for r in outs[0][7]))
                 elif streams == args.streams[0]:
                     print(f"    live: {' '.join(outs[0][0])[:300]}")
             shown, final = p50(totals["shown"]), p50(totals["final"])

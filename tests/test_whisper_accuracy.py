@@ -78,7 +78,7 @@ async def test_a_cut_for_length_loses_and_doubles_no_word(start_server):
     # after the cut keeps the words after where the final before it ended (each side placing the
     # word by its own word times once dropped it on both), and the burst of audio this client
     # sends must not lose the cut's look-ahead (it once raised IndexError and lost the stream).
-    script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=150, voice="en-us")
+    script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=140, voice="en-gb")
     server = start_server()
     replies = await transcribe(server.url, script.audio)
     cut = [r for r in finals(replies) if r["end_reason"] == "max_length"]
@@ -92,6 +92,27 @@ async def test_a_cut_for_length_loses_and_doubles_no_word(start_server):
         if tag != "equal" and i2 - i1 != j2 - j1 and j1 <= join + 2 and j2 >= join - 2:
             raise AssertionError(f"{tag} at the cut: {before[-5:]} | {after[:5]}")
     assert word_error_rate(MONOLOGUE, " ".join(before + after)) <= 0.15
+
+
+async def test_segments_closed_at_short_pauses_lose_and_double_no_word(start_server):
+    # endpointing.long_segment_s: once a segment is 2 s old a 150 ms pause closes it ("pause"),
+    # which may fall inside a word, so each such final is joined to the next like a cut for
+    # length. Closed as at silence instead (CUT_REASONS without "pause"), this loses "where" at
+    # the first join ("... on the river | farmers traded ...").
+    text = " ".join(MONOLOGUE.split()[:40])
+    script = compose([0.3, text, 0.5], rate_wpm=140, voice="en-gb")
+    server = start_server(endpointing={"long_segment_s": 2.0, "long_silence_ms": 150})
+    replies = await transcribe(server.url, script.audio)
+    texts = [normalise(r["final_text"]) for r in finals(replies)]
+    reasons = [r["end_reason"] for r in finals(replies)]
+    assert reasons.count("pause") >= 2, reasons  # without long_segment_s: one segment
+    joins = list(np.cumsum([len(words) for words in texts])[:-1])
+    live = [w for words in texts for w in words]
+    matcher = difflib.SequenceMatcher(None, text.split(), live, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal" and i2 - i1 != j2 - j1 and any(j1 <= join + 2 and j2 >= join - 2 for join in joins):
+            raise AssertionError(f"{tag} at a join: {text.split()[i1:i2]} -> {live[j1:j2]} in {texts}")
+    assert word_error_rate(text, " ".join(live)) <= 0.15, texts
 
 
 def test_language_auto_detects_per_request(candidate_engine, whisper_engine):
