@@ -1,12 +1,14 @@
 """funasr's registry filled with what a model names (inference/engines/funasr_registry.py): the
 same classes as `import funasr`, in a fraction of its import time."""
 
+import functools
 import importlib.metadata
 import json
 import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,17 +71,24 @@ def every_tiny_model(tiny_funasr, tmp_path_factory):
     return {**tiny_funasr, "nano": build_tiny_model(tmp_path_factory.mktemp("funasr-nano"), "nano")}
 
 
-def test_loading_the_funasr_engine_imports_only_what_its_models_name(tiny_funasr):
+@pytest.fixture(scope="module")
+def product_probe(every_tiny_model) -> Callable[[], dict]:
+    """One "product" process for both tests below (each started one of its own, 3-6 s): it loads
+    the engine's models and records what that imported ("heavy") before it prepares the other
+    models. Started at setup; its answer is read once."""
+    return functools.cache(functools.partial(answer, probe("product", every_tiny_model)))
+
+
+def test_loading_the_funasr_engine_imports_only_what_its_models_name(product_probe):
     # `import funasr` imports every model it has: transformers, torch.distributed, fastapi, hydra
     # (~12 s of every start of a server on FunASR models, on 2 cores).
-    result = answer(probe("product", {role: tiny_funasr[role] for role in ("offline", "online", "punc")}))
-    assert result["heavy"] == []
+    assert product_probe()["heavy"] == []
 
 
 @pytest.mark.slow  # two processes, one of them all of funasr (~12 s)
-def test_it_registers_the_classes_import_funasr_does_for_every_name_the_models_use(every_tiny_model):
-    product, everything = probe("product", every_tiny_model), probe("all", every_tiny_model)
-    product_tables, all_tables = answer(product)["registry"], answer(everything)["registry"]
+def test_it_registers_the_classes_import_funasr_does_for_every_name_the_models_use(every_tiny_model, product_probe):
+    everything = probe("all", every_tiny_model)
+    product_tables, all_tables = product_probe()["registry"], answer(everything)["registry"]
     for name, directory in every_tiny_model.items():
         config = yaml.safe_load((directory / "config.yaml").read_text())
         used = {(t, s) for s in funasr_registry._strings(config) for t, names in all_tables.items() if s in names}
