@@ -30,7 +30,7 @@ def session_settings(ctx_config, start: protocol.StartStream, engine: str, strea
         sample_rate_hz=start.audio_fs,
         endpoint=EndpointSettings(
             silence_ms=silence_ms,
-            long_segment_s=ep.long_segment_s,
+            long_segment_s=ctx_config.long_segment_s(engine),
             long_silence_ms=min(ep.long_silence_ms, silence_ms),
             max_segment_s=max_segment_s,
             speech_onset_ms=ep.speech_onset_ms,

@@ -56,7 +56,6 @@ class AudioConfig:
 @dataclass(frozen=True)
 class EndpointingConfig:
     silence_ms: int
-    long_segment_s: float
     long_silence_ms: int
     max_segment_s: float
     speech_onset_ms: int
@@ -111,6 +110,7 @@ class FunasrConfig:
     language: str
     cut_context_s: float
     cut_lookahead_s: float
+    long_segment_s: float
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ class WhisperConfig:
     chinese_script: str
     context_s: float
     cut_lookahead_s: float
+    long_segment_s: float
     context_max_segment_s: float
 
 
@@ -188,6 +189,17 @@ class Config:
             return self.funasr.cut_context_s, self.funasr.cut_lookahead_s
         return 0.0, 0.0
 
+    def long_segment_s(self, engine: str | None) -> float:
+        """How old a live segment decoded by `engine` must be for a pause of
+        endpointing.long_silence_ms to close it (0: only silence_ms does). Such a close is joined
+        like a cut for length, so it belongs to the engines that join cuts, each with its own
+        measured setting (docs/performance.md)."""
+        if engine == "whisper":
+            return self.whisper.long_segment_s
+        if engine == "funasr":
+            return self.funasr.long_segment_s
+        return 0.0
+
 
 _SECTIONS = {
     "server": ServerConfig,
@@ -240,7 +252,6 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("audio", "preroll_ms"): (0, 2000),
     ("audio", "ring_buffer_s"): (2, 600),
     ("endpointing", "silence_ms"): (50, 10_000),
-    ("endpointing", "long_segment_s"): (0, 60),
     ("endpointing", "long_silence_ms"): (10, 10_000),
     ("endpointing", "max_segment_s"): (1, 60),
     ("endpointing", "speech_onset_ms"): (10, 1000),
@@ -273,10 +284,12 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("whisper", "partial_min_window_s"): (5, 30),
     ("whisper", "context_s"): (0, 10),
     ("whisper", "cut_lookahead_s"): (0, 5),
+    ("whisper", "long_segment_s"): (0, 60),
     ("whisper", "context_max_segment_s"): (0, 60),
     ("funasr", "encoder_chunk_look_back"): (0, 64),
     ("funasr", "cut_context_s"): (0, 10),
     ("funasr", "cut_lookahead_s"): (0, 5),
+    ("funasr", "long_segment_s"): (0, 60),
     ("funasr", "decoder_chunk_look_back"): (0, 64),
 }
 
@@ -371,10 +384,10 @@ def _check_cross_field(config: Config) -> None:
             f"({needed:g}), got {config.audio.ring_buffer_s:g}"
         )
     ep = config.endpointing
-    if ep.long_segment_s and ep.long_silence_ms > ep.silence_ms:
+    if config.long_segment_s(config.inference.engine) and ep.long_silence_ms > ep.silence_ms:
         raise ConfigError(
             f"endpointing.long_silence_ms ({ep.long_silence_ms}) must not exceed silence_ms ({ep.silence_ms}): "
-            "it is the shorter pause that closes a long segment"
+            f"it is the shorter pause that closes a long segment ({config.inference.engine}.long_segment_s)"
         )
     tls = (config.server.tls_cert_file, config.server.tls_key_file)
     if any(tls) and not all(tls):

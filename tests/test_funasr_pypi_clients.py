@@ -43,7 +43,8 @@ AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
 JFK_CUT = (2.9, 5.15)
 JFK = "and so my fellow americans what your country can do for you ask what you can do for your country"
 # Its two phrases (seconds): the default server's pause cuts it into segments 0.02-2.72 and
-# 2.86-8.75 s (the same at 16, 24 and 8 kHz); each phrase is its segment less 0.1 s at either end,
+# 2.86-8.75 s (the same at 16, 24 and 8 kHz; the stand-in's server closes segments at silence_ms
+# only, as the default server did before whisper.long_segment_s); each phrase is its segment less 0.1 s at either end,
 # so a segment is heard only if those samples all reached it, in order, at the right rate.
 JFK_PHRASES = {
     "and so my fellow americans": (0.12, 2.62),
@@ -89,7 +90,7 @@ def jfk_stand_in(scorer):
     chunk hears nothing."""
     audio = jfk_speech("float32")
     phrases = {text: audio[round(start * 16000) : round(end * 16000)] for text, (start, end) in JFK_PHRASES.items()}
-    server = ServerThread(make_config(), WholePhrasesEngine(phrases), scorer).start()
+    server = ServerThread(make_config(whisper={"long_segment_s": 0.0}), WholePhrasesEngine(phrases), scorer).start()
     yield server
     server.stop()
 

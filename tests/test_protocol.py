@@ -185,8 +185,23 @@ def test_a_client_silence_shorter_than_the_long_segment_pause_caps_that_pause():
     from server.stream_settings import session_settings
     from tests.conftest import make_config
 
-    config = make_config(endpointing={"long_segment_s": 3.0, "long_silence_ms": 150})
+    config = make_config(whisper={"long_segment_s": 3.0}, endpointing={"long_silence_ms": 150})
     quick = session_settings(config, parse({"mode": "2pass", "silence_ms": 100}), "whisper").endpoint
     assert (quick.silence_ms, quick.long_segment_s, quick.long_silence_ms) == (100, 3.0, 100)
     default = session_settings(config, parse({"mode": "2pass"}), "whisper").endpoint
     assert (default.silence_ms, default.long_silence_ms) == (300, 150)
+
+
+def test_a_long_segment_closes_at_a_pause_only_for_an_engine_that_has_it_on():
+    # Each engine has its own long_segment_s: on for Whisper (measured), off for FunASR models
+    # until measured on real ones, and never for an engine that does not decode (VAD only).
+    from server.stream_settings import session_settings
+    from tests.conftest import make_config
+
+    config = make_config(whisper={"long_segment_s": 3.0}, funasr={"long_segment_s": 0.0})
+    start = parse({"mode": "2pass"})
+    assert session_settings(config, start, "whisper").endpoint.long_segment_s == 3.0
+    assert session_settings(config, start, "funasr").endpoint.long_segment_s == 0.0
+    assert session_settings(config, start, "instant").endpoint.long_segment_s == 0.0
+    on_funasr = make_config(funasr={"long_segment_s": 4.0})
+    assert session_settings(on_funasr, start, "funasr").endpoint.long_segment_s == 4.0

@@ -296,6 +296,10 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
     # all started before it arrived - at most the one in progress.
     files = await executor_on("ray", one_replica, in_flight=2)
     live = await executor_on("ray", one_replica, in_flight=2)
+    # One final first, so the one below does not pay for this front end's first request to the
+    # pool (its handle finding the replica): under load that took longer than two 5 s file calls
+    # (a CI-style run on 27 Nov saw four file calls start before the final reached the replica).
+    await asyncio.wait_for(live.submit_final(0, 0, clip(0.5), DecodeOptions()), BOUND_S)
     before = len(await model_calls(live))
     try:
         # The first two file segments' model calls take 5 s each: the final below reaches the

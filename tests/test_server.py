@@ -128,7 +128,8 @@ async def test_healthz_and_status_page(shared_server):
 async def test_partials_precede_their_final_and_end_comes_last(start_server, phrases, phrase_engine):
     # On the stand-in (instant): with Whisper, a machine loaded by the other test worker once
     # decoded the first partial so slowly that it was the only one ("Vick."), before the final.
-    server = start_server(engine=phrase_engine, inference={"partial_interval_ms": 400})
+    # long_segment_s 0: this 3.2 s phrase would close at its end's first 150 ms, as "pause".
+    server = start_server(engine=phrase_engine, inference={"partial_interval_ms": 400}, whisper={"long_segment_s": 0.0})
     replies = await transcribe(server.url, phrases["fox"].audio, realtime=True)
     kinds = [r["type"] for r in replies]
     assert kinds[-1] == "end" and kinds.count("final") == 1

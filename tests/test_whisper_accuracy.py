@@ -96,8 +96,8 @@ async def test_a_cut_for_length_loses_and_doubles_no_word(start_server):
     # after the cut keeps the words after where the final before it ended (each side placing the
     # word by its own word times once dropped it on both), and the burst of audio this client
     # sends must not lose the cut's look-ahead (it once raised IndexError and lost the stream).
-    script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=140, voice="en-gb")
-    server = start_server()
+    script = compose([0.3, MONOLOGUE, 0.5], rate_wpm=150, voice="en-us")
+    server = start_server(whisper={"long_segment_s": 0.0})  # closes at short pauses come before 30 s
     replies = await transcribe(server.url, script.audio)
     cut = [r for r in finals(replies) if r["end_reason"] == "max_length"]
     assert len(cut) == 1 and len(finals(replies)) == 2
@@ -113,17 +113,17 @@ async def test_a_cut_for_length_loses_and_doubles_no_word(start_server):
 
 
 async def test_segments_closed_at_short_pauses_lose_and_double_no_word(start_server):
-    # endpointing.long_segment_s: once a segment is 2 s old a 150 ms pause closes it ("pause"),
+    # whisper.long_segment_s: once a segment is 2 s old a 150 ms pause closes it ("pause"),
     # which may fall inside a word, so each such final is joined to the next like a cut for
     # length. Closed as at silence instead (CUT_REASONS without "pause"), this loses "where" at
     # the first join ("... on the river | farmers traded ...").
     text = " ".join(MONOLOGUE.split()[:40])
     script = compose([0.3, text, 0.5], rate_wpm=140, voice="en-gb")
-    server = start_server(endpointing={"long_segment_s": 2.0, "long_silence_ms": 150})
+    server = start_server(whisper={"long_segment_s": 2.0}, endpointing={"long_silence_ms": 150})
     replies = await transcribe(server.url, script.audio)
     texts = [normalise(r["final_text"]) for r in finals(replies)]
     reasons = [r["end_reason"] for r in finals(replies)]
-    assert reasons.count("pause") >= 2, reasons  # without long_segment_s: one segment
+    assert reasons.count("pause") >= 2, reasons  # with long_segment_s 0: one segment
     joins = list(np.cumsum([len(words) for words in texts])[:-1])
     live = [w for words in texts for w in words]
     matcher = difflib.SequenceMatcher(None, text.split(), live, autojunk=False)

@@ -2,7 +2,7 @@
 # Device side of tools/device_bundle.sh: unpack the carried parts, make CTranslate2's libcublas.so.12
 # resolve to the image's cuBLAS 13 (that image has CUDA 13 only; users get cuBLAS 12 from
 # ./install.sh --cuda), then bench/accuracy.py on CUDA and on 2 of the machine's cores.
-#   bash tools/device_accuracy.sh [extra bench/accuracy.py arguments, e.g. --set endpointing.long_segment_s=3.0]
+#   bash tools/device_accuracy.sh [extra bench/accuracy.py arguments, e.g. --set whisper.long_segment_s=0]
 set -u
 G=/tmp/gpu; B=$G/b
 mkdir -p "$B"
