@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "livecaption"
 CATCH_UP_RETRY_S = 0.5  # after an outage, reading back missed finals is retried this often
+CLAIM_WAIT_S = 1.0  # a stream accepted here waits at most this long for its claim to be in Redis
 
 # end_stream: the counters are written only while this front end's connection still holds the
 # session (a front end that answered a hand-over too late must not undo the new owner's claim).
@@ -155,10 +156,19 @@ class RedisSessions:
                 self._adopt(session_id, await self._fetch(session_id), client)
         self._streaming.add(session.session_id)
         key = state_key(session.session_id)
-        self.link.write(
+        claim = self.link.write(
             ("HSET", key, "node", self.node, "conn", str(client.number), "owner_id", session.owner_id or ""),
             ("EXPIRE", key, self.keep_s),
         )
+        if self.link.healthy:
+            # Another front end opening a stream into this session asks the one named here to hand
+            # it over: once a stream is accepted, that name must be in Redis. Queued, a join there
+            # a moment later read no owner, and both streamed into the session. Redis away: the
+            # stream goes on at once (its claim lands when Redis is back).
+            try:
+                await asyncio.wait_for(self.link.flushed(claim), CLAIM_WAIT_S)
+            except TimeoutError:
+                log.warning("session %s: Redis took over %g s to record this stream", session.session_id, CLAIM_WAIT_S)
         return session
 
     async def follow(self, session_id: str, client: SessionClient | None = None) -> Outbox:

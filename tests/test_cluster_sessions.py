@@ -162,6 +162,23 @@ async def test_a_stream_on_another_front_end_is_handed_over_before_the_new_one_c
         await b.close()
 
 
+async def test_a_stream_is_named_in_redis_once_its_front_end_accepted_it(redis_server):
+    # Another front end decides whether to ask for a hand-over by reading this name: queued behind
+    # the stream's start, a join there right after it read no owner (both then streamed into the
+    # session; the test above failed 1 run in 12 under load).
+    from server.redis_sessions import state_key
+
+    run = next(_ids)
+    a = await _redis_store(redis_server.url, f"a{run}")
+    try:
+        sid = f"claimed-{run}"
+        await a.join(sid, SessionClient())
+        (node,) = await a.link.read(("HGET", state_key(sid), "node"))
+        assert node in (a.node, a.node.encode())
+    finally:
+        await a.close()
+
+
 async def test_a_dead_front_end_is_not_waited_for_and_numbering_goes_on_after_its_last_final(redis_server):
     run = next(_ids)
     a = await _redis_store(redis_server.url, f"a{run}")
