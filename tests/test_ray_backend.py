@@ -74,11 +74,27 @@ def deploy_pool(app: str, replicas: int, marker_dir: str = "") -> None:
 
 
 @pytest.fixture(scope="module")
-def one_replica(ray_cluster):
+def one_replica_markers(tmp_path_factory):
+    """Where one_replica's engine notes the start of each slow model call (tests/pool_engines.py)."""
+    return tmp_path_factory.mktemp("one-replica-markers")
+
+
+@pytest.fixture(scope="module")
+def one_replica(ray_cluster, one_replica_markers):
     """A pool of one replica (like the local backend: one device)."""
-    deploy_pool("test-one", 1)
+    deploy_pool("test-one", 1, str(one_replica_markers))
     yield "test-one"
     delete_app("test-one")
+
+
+async def slow_call_started(marker_dir, after: float) -> None:
+    """Until a model call with a head delay started in that pool after `after` (time.time())."""
+    deadline = time.monotonic() + BOUND_S
+    while time.monotonic() < deadline:
+        if any(float(marker.read_text() or 0) > after for marker in marker_dir.glob("decoding-*")):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no slow model call started")
 
 
 @pytest.fixture(scope="module")
@@ -289,11 +305,10 @@ async def test_a_replica_killed_mid_batch_loses_no_final(two_replicas, marker_di
     assert executor.stats.decoded == 8 and executor.stats.errors == 0
 
 
-async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
+async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica, one_replica_markers):
     # Front end A sends a file job (background, one segment per batch, two batches in the pool at
-    # once); front end B's live final arrives while the replica decodes one of them. In the
-    # replica's priority queue it goes before A's queued batch: the model calls that ran before it
-    # all started before it arrived - at most the one in progress.
+    # once); front end B's live final arrives while the replica decodes the first of them. In the
+    # replica's priority queue it goes before A's queued second batch: it is the next model call.
     files = await executor_on("ray", one_replica, in_flight=2)
     live = await executor_on("ray", one_replica, in_flight=2)
     # One final first, so the one below does not pay for this front end's first request to the
@@ -302,19 +317,16 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
     await asyncio.wait_for(live.submit_final(0, 0, clip(0.5), DecodeOptions()), BOUND_S)
     before = len(await model_calls(live))
     try:
-        # The first two file segments' model calls take 5 s each: the final below reaches the
-        # replica while one of them is in the model (the wait below reads the calls between model
-        # calls, so it can return as the second starts), even when the machine slows the Ray hop
-        # (at 1.5 s it failed once under two pytest workers at load 3.5, and at 3 s twice in one CI
-        # run on 27 Nov: file calls started before the final reached the replica). The other three
-        # only have to be still waiting when the final goes first: they take no time in the model.
+        # The first file segment's model call takes 5 s: the final below is sent as it starts (the
+        # engine notes that start in a file; asking the replica would wait for the call to end,
+        # and the final then came as the second one started: with a FIFO queue instead of the
+        # priority queue the test still passed). The others take no time in the model.
+        sent = time.time()
         segments = [
-            files.submit_background(clip(1 + i / 100, head=5.0 if i < 2 else 0.0), DecodeOptions(), source=JOBS)
+            files.submit_background(clip(1 + i / 100, head=5.0 if i < 1 else 0.0), DecodeOptions(), source=JOBS)
             for i in range(5)
         ]
-        deadline = time.monotonic() + BOUND_S
-        while len(await model_calls(live)) == before and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)  # until the first segment is in the model
+        await slow_call_started(one_replica_markers, sent)
         arrived = time.time()
         final_clip = clip(2.5)
         final = await asyncio.wait_for(live.submit_final(1, 0, final_clip, DecodeOptions()), BOUND_S)
@@ -324,9 +336,9 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica):
         await files.close()
         await live.close()
     assert final.text == text_of(final_clip)
-    at = [c["lengths"] for c in made].index([len(final_clip)])
-    assert at >= 1 and all(c["started"] < arrived for c in made[:at]), made
-    assert at < len(made) - 1  # file segments were still waiting when the final went first
+    lengths = [c["lengths"] for c in made]
+    assert lengths[0] == [len(clip(1.0))] and made[0]["started"] < arrived  # the first file segment was in the model
+    assert lengths[1] == [len(final_clip)], made  # and the final went next, before the file's queued second
 
 
 async def test_the_real_whisper_engine_in_the_pool(ray_cluster, clips_and_phrases):
