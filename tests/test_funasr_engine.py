@@ -173,6 +173,22 @@ def test_sensevoice_as_the_offline_model_strips_its_tags_and_does_its_own_itn(ti
     assert all(r.extra["itn_done"] for r in results)
 
 
+def test_long_segment_pause_closes_are_refused_for_a_model_that_cannot_join_them(tiny_funasr):
+    # funasr.long_segment_s closes long segments at short pauses, joined on Paraformer's character
+    # times; SenseVoice decodes each segment alone, so a word split by such a pause stays split.
+    from inference.engines import create_engine
+
+    sensevoice = str(tiny_funasr["sensevoice"])
+    settings = funasr_settings(
+        tiny_funasr, offline_model=sensevoice, online_model="", punc_model="", long_segment_s=3.0
+    )
+    with pytest.raises(ModelUnavailable) as caught:
+        create_engine(make_config(inference={"engine": "funasr"}, funasr=settings), "cpu")
+    assert "funasr.long_segment_s = 3" in str(caught.value) and "set it to 0" in str(caught.value)
+    paraformer = funasr_settings(tiny_funasr, online_model="", punc_model="", long_segment_s=3.0)
+    assert not create_engine(make_config(inference={"engine": "funasr"}, funasr=paraformer), "cpu").sensevoice
+
+
 def test_missing_hub_model_fails_with_one_clear_message(tiny_funasr, tmp_path):
     from inference.engines import create_engine
 

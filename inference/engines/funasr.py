@@ -180,6 +180,13 @@ class FunasrEngine:
         self.languages: tuple[str, ...] | None = self._model_languages()
         if problem := self.language_problem(settings.language):  # one line at startup, not a traceback
             raise ModelUnavailable(f"funasr.language: {problem}")
+        if settings.long_segment_s and (self.sensevoice or self.nano):
+            # A pause close may fall inside a word; only timed characters (Paraformer) can join there.
+            raise ModelUnavailable(
+                f"funasr.long_segment_s = {settings.long_segment_s:g}: {self.offline_class} decodes each segment "
+                "alone (no timestamps to join segments closed at short pauses), so words would be split at "
+                "those pauses; set it to 0 for this model"
+            )
         # What decodes whole files (never the streaming model): recorded with file results.
         self.file_model = " + ".join(m for m in (settings.offline_model, settings.punc_model) if m)
         self._cpu: FunasrEngine | None = None
