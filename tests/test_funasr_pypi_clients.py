@@ -42,9 +42,9 @@ AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "audio"
 # Without it the first and the last segment are each guarded by _is_jfk's first and last words.
 JFK_CUT = (2.9, 5.15)
 JFK = "and so my fellow americans what your country can do for you ask what you can do for your country"
-# Its two phrases (seconds): the default server's pause cuts it into segments 0.02-2.72 and
-# 2.86-8.75 s (the same at 16, 24 and 8 kHz; the stand-in's server closes segments at silence_ms
-# only, as the default server did before whisper.long_segment_s); each phrase is its segment less 0.1 s at either end,
+# Its two phrases (seconds): closing segments at silence_ms only (the stand-in's server: no
+# whisper.long_segment_s), the pause cuts it into segments 0.02-2.72 and 2.86-8.75 s (the same at
+# 16, 24 and 8 kHz); each phrase is its segment less 0.1 s at either end,
 # so a segment is heard only if those samples all reached it, in order, at the right rate.
 JFK_PHRASES = {
     "and so my fellow americans": (0.12, 2.62),

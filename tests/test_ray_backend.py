@@ -28,6 +28,7 @@ from inference.engines.base import DecodeOptions, DecodeResult
 from inference.executor import ExecutorClosed, InferenceExecutor
 from inference.scheduler import JOBS, Lane
 from tests.pool_engines import POISON, SPOKEN, calls, clip, make_decoder
+from tests.wsclient import until
 
 ray = pytest.importorskip("ray")
 
@@ -85,16 +86,6 @@ def one_replica(ray_cluster, one_replica_markers):
     deploy_pool("test-one", 1, str(one_replica_markers))
     yield "test-one"
     delete_app("test-one")
-
-
-async def slow_call_started(marker_dir, after: float) -> None:
-    """Until a model call with a head delay started in that pool after `after` (time.time())."""
-    deadline = time.monotonic() + BOUND_S
-    while time.monotonic() < deadline:
-        if any(float(marker.read_text() or 0) > after for marker in marker_dir.glob("decoding-*")):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no slow model call started")
 
 
 @pytest.fixture(scope="module")
@@ -321,12 +312,13 @@ async def test_a_live_final_waits_for_the_batch_in_progress_only(one_replica, on
         # engine notes that start in a file; asking the replica would wait for the call to end,
         # and the final then came as the second one started: with a FIFO queue instead of the
         # priority queue the test still passed). The others take no time in the model.
-        sent = time.time()
+        for old in one_replica_markers.glob("decoding-*"):
+            old.unlink()
         segments = [
             files.submit_background(clip(1 + i / 100, head=5.0 if i < 1 else 0.0), DecodeOptions(), source=JOBS)
             for i in range(5)
         ]
-        await slow_call_started(one_replica_markers, sent)
+        await until(lambda: any(one_replica_markers.glob("decoding-*")), BOUND_S)
         arrived = time.time()
         final_clip = clip(2.5)
         final = await asyncio.wait_for(live.submit_final(1, 0, final_clip, DecodeOptions()), BOUND_S)
@@ -478,7 +470,6 @@ async def test_the_backend_retries_a_call_that_failed_in_the_pool(failures, monk
 
 async def test_a_call_unanswered_for_call_timeout_s_makes_the_pool_away_until_one_answers():
     from inference.ray_backend import PoolSettings, RayBackend
-    from tests.wsclient import until
 
     backend = RayBackend(FlakyHandle(1, None), PoolSettings(call_timeout_s=1.0))
     call = asyncio.create_task(backend.decode(make_work(), Lane.FINAL))
