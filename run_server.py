@@ -7,11 +7,16 @@ import argparse
 import logging
 import sys
 
-from server import app
+from inference.allocator import reuse_freed_memory
 from settings import config
+
+log = logging.getLogger("run_server")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything starts a thread (the server's imports do: numpy's BLAS pool, torch, the decode
+    # thread), so that glibc keeps what one Whisper decode frees for the next (inference/allocator.py).
+    reusing_freed_memory = reuse_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=None, help="TOML config file (default: config.toml)")
     parser.add_argument("--host", default=None, help="interface to listen on")
@@ -22,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if reusing_freed_memory:
+        log.info("memory: decode buffers are kept for reuse (glibc: one arena, no mmap; inference/allocator.py)")
     try:
         cfg = config.load(
             args.config,
@@ -38,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from server import app  # (imported once the allocator is set: see above)
+
     try:
         app.run(cfg)
     except Exception as exc:  # startup failures (device missing, port taken) get one clear line

@@ -34,6 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inference.allocator import reuse_freed_memory  # noqa: E402
+
+# The server's decodes as run_server.py sets them up, before numpy starts a thread
+# (inference/allocator.py). MALLOC_ARENA_MAX=0 in the environment measures glibc's defaults instead.
+REUSING_FREED_MEMORY = reuse_freed_memory()
+
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
@@ -203,7 +209,8 @@ def main() -> None:
     config = make_config(**sections)
     engine = WhisperEngine(config.whisper, args.device)
     server = ServerThread(config, engine, FsmnScorer()).start()
-    print(f"settings: {args.set or 'defaults'}; Whisper on {args.device}")
+    allocator = "freed memory reused" if REUSING_FREED_MEMORY else "glibc malloc defaults"
+    print(f"settings: {args.set or 'defaults'}; Whisper on {args.device}; {allocator}")
     header = f"{'clip':38} {'str':>3} | {'WER live':>8} {'ceiling':>7} | {'cuts':>4} {'lost':>4} {'dbl':>3} {'rep':>3} | {'shown p50':>9} {'final p50':>9} {'final p95':>9}"  # noqa: E501
     try:
         corpus = clips(args.only, args.audio)

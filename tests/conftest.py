@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from inference.allocator import reuse_freed_memory
 from settings import config as config_module
 from tests.server_thread import ServerThread, servers_on
 from tests.speech import tools_available
+
+# As run_server.py does: glibc keeps what a Whisper decode frees for the next (inference/allocator.py).
+# Here it takes effect where no thread but the main one has allocated yet (a plain pytest run; a
+# pytest-xdist worker has its own); where it does not, decodes are slower, not different.
+reuse_freed_memory()
 
 # Fixtures that make a test end to end: the real model (and every server built on it), a real
 # database, a server process, a browser. A test that uses one, directly or through another fixture,

@@ -77,6 +77,11 @@ def make_decoder(marker_dir: str = "") -> BatchDecoder:
     return BatchDecoder({engine.name: engine}, engine.name, InverseNormalizer())
 
 
+def malloc_environment(decoder: BatchDecoder) -> dict[str, str]:
+    """The glibc malloc settings the replica's process was started with (inference/allocator.py)."""
+    return {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}
+
+
 def calls(decoder: BatchDecoder) -> list[dict]:
     """The model calls so far, read where the engine lives (BatchDecoder.run_on_engines)."""
     return list(decoder.engines["fake"].calls)  # type: ignore[attr-defined]

@@ -1,0 +1,53 @@
+"""Keep the memory a CPU decode frees for the next decode, instead of handing it back to the kernel.
+
+A Whisper decode on the CPU (CTranslate2) allocates and frees buffers of up to ~70 MB per encoder
+layer (a 30 s window's attention scores are 8 x 1500 x 1500 floats). glibc serves blocks that large
+with mmap and unmaps them on free, and a thread other than the main one gets its own arena, whose
+heaps are trimmed as they empty; so every decode faulted its buffers in again, page by page:
+~150,000 page faults per decode of jfk.wav, a quarter of its CPU time spent in the kernel on 2 cores
+(bench/allocator.py). With one arena (the main thread's, which grows with brk), no mmap for large
+blocks and no trimming, the second decode finds its memory mapped already: 5 decodes took 5.9 s on
+one core before and 4.6 s after, with the resident size ~35 MB higher (held for the next decode).
+
+glibc reads these settings when a thread first allocates: `reuse_freed_memory` must run before any
+thread but the main one has started (first thing in run_server.py). Processes started by others
+(Ray workers) get the same settings through their environment: `MALLOC_ENV`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+# mallopt() parameter numbers (glibc's malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+
+# What freed memory above the heap's last block may stay mapped before glibc returns it: more than a
+# decode's working set, so the buffers of the next one are already there.
+TRIM_THRESHOLD_BYTES = 1 << 30
+
+# The same settings as environment variables, for processes this one starts (glibc reads them there).
+MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES),
+}
+
+
+def operator_chose_malloc_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Whether the environment already tunes glibc's malloc: then it is left as the operator set it."""
+    return "GLIBC_TUNABLES" in environ or any(name.startswith("MALLOC_") for name in environ)
+
+
+def reuse_freed_memory() -> bool:
+    """Apply the settings above to this process (glibc only). Returns whether they were applied: not
+    on another C library, nor where the environment already sets malloc tunables of its own."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or operator_chose_malloc_settings():
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
