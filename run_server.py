@@ -14,9 +14,6 @@ log = logging.getLogger("run_server")
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before anything starts a thread (the server's imports do: numpy's BLAS pool, torch, the decode
-    # thread), so that glibc keeps what one Whisper decode frees for the next (inference/allocator.py).
-    reusing_freed_memory = reuse_freed_memory()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=None, help="TOML config file (default: config.toml)")
     parser.add_argument("--host", default=None, help="interface to listen on")
@@ -27,8 +24,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if reusing_freed_memory:
-        log.info("memory: decode buffers are kept for reuse (glibc: one arena, no mmap; inference/allocator.py)")
     try:
         cfg = config.load(
             args.config,
@@ -45,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from server import app  # (imported once the allocator is set: see above)
+    # Before anything starts a thread (the server's imports do: numpy's BLAS pool, torch; then the
+    # decode thread), so that glibc keeps what one decode frees for the next (inference/allocator.py).
+    if cfg.inference.keep_decode_memory and reuse_freed_memory():
+        log.info("memory: decode buffers are kept for reuse (glibc: one arena, no mmap; inference/allocator.py)")
+    from server import app
 
     try:
         app.run(cfg)

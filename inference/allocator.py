@@ -9,9 +9,13 @@ heaps are trimmed as they empty; so every decode faulted its buffers in again, p
 blocks and no trimming, the second decode finds its memory mapped already: 5 decodes took 5.9 s on
 one core before and 4.6 s after, with the resident size ~35 MB higher (held for the next decode).
 
+The price: the server's resident size stays at its decodes' peak instead of falling back after each
+(bench/soak.py, 2 Whisper streams for 5 min: a flat 779 MiB, against 410-650 MiB moving with the
+decodes). `inference.keep_decode_memory = false` keeps glibc's defaults.
+
 glibc reads these settings when a thread first allocates: `reuse_freed_memory` must run before any
-thread but the main one has started (first thing in run_server.py). Processes started by others
-(Ray workers) get the same settings through their environment: `MALLOC_ENV`.
+thread but the main one has started (run_server.py: before the server's imports). Processes started
+by others (Ray workers) get the same settings through their environment: `MALLOC_ENV`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ MALLOC_ENV = {
 }
 
 
+_applied = False
+
+
 def operator_chose_malloc_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
     """Whether the environment already tunes glibc's malloc: then it is left as the operator set it."""
     return "GLIBC_TUNABLES" in environ or any(name.startswith("MALLOC_") for name in environ)
@@ -50,4 +57,11 @@ def reuse_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    global _applied
+    _applied = all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    return _applied
+
+
+def reusing_freed_memory() -> bool:
+    """Whether this process applied the settings (the processes it starts should then get MALLOC_ENV)."""
+    return _applied

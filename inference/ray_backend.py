@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings
+from inference.allocator import MALLOC_ENV, reusing_freed_memory
 from inference.backend import PoolUnavailable
 from inference.batch_decoder import BatchDecoder, BatchOutcome, CarriedState, DecodeWork, StepWork, Work
 from inference.engines.base import DecodeOptions, DecodeResult
@@ -313,7 +313,7 @@ def connect(settings: PoolSettings) -> bool:
     if ray.is_initialized():  # (tests, and several front ends in one process, share one connection)
         return False
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))}
-    if not operator_chose_malloc_settings():  # replicas decode as this process would (inference/allocator.py)
+    if reusing_freed_memory():  # replicas decode as this process does (inference/allocator.py)
         env.update(MALLOC_ENV)
     try:
         if address:

@@ -78,6 +78,7 @@ class InferenceConfig:
     vad_max_wait_ms: int
     vad_process: bool
     vad_workers: int
+    keep_decode_memory: bool  # glibc keeps what a CPU decode frees for the next (inference/allocator.py)
     overload_backlog_ms: int
     vad_overload_ms: int
     hotword_file: str

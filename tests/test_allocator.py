@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings
+from settings.config import DEFAULT_CONFIG_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +48,12 @@ print(json.dumps({"applied": applied, "faults": faults[0]}))
 PAGES_PER_BLOCK = 8 * 1500 * 1500 * 4 // 4096
 
 
+def without_malloc_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not operator_chose_malloc_settings({k: v})}
+
+
 def probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not operator_chose_malloc_settings({k: v})}
+    clean = without_malloc_settings()
     run = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
         cwd=ROOT,
@@ -86,3 +91,25 @@ def test_the_environment_form_has_the_same_effect_in_a_process_started_with_it()
     # What Ray's workers get (inference/ray_backend.py): glibc reads MALLOC_ENV at their start.
     started = probe("leave", **MALLOC_ENV)
     assert started["faults"] < PAGES_PER_BLOCK // 10, started
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc settings")
+def test_run_server_applies_them_unless_keep_decode_memory_is_false(tmp_path):
+    # Each server stops at its device check (no CUDA here), after the allocator step and its log line.
+    runs = {}
+    for keep in ("true", "false"):
+        path = tmp_path / f"keep-{keep}.toml"
+        text = DEFAULT_CONFIG_PATH.read_text()
+        assert "keep_decode_memory = true" in text
+        path.write_text(text.replace("keep_decode_memory = true", f"keep_decode_memory = {keep}"))
+        runs[keep] = subprocess.Popen(
+            [sys.executable, "run_server.py", "--config", str(path), "--device", "cuda:0", "--port", "0"],
+            cwd=ROOT,
+            env=without_malloc_settings(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    logs = {keep: run.communicate(timeout=120)[1] for keep, run in runs.items()}
+    assert all(run.returncode == 1 for run in runs.values()), logs
+    assert "memory: decode buffers are kept for reuse" in logs["true"]
+    assert "memory: decode buffers" not in logs["false"]

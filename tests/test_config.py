@@ -36,6 +36,7 @@ def test_every_default_in_config_toml_has_a_comment():
         ({"endpointing": {"long_segment_s": 3.0}}, "unknown setting(s) in [endpointing]: long_segment_s"),
         ({"server": {"bogus": 1}}, "unknown setting(s) in [server]: bogus"),
         ({"inference": {"vad_process": "yes"}}, "inference.vad_process must be true or false"),
+        ({"inference": {"keep_decode_memory": 1}}, "inference.keep_decode_memory must be true or false"),
         ({"inference": {"vad_max_wait_ms": 5000}}, "inference.vad_max_wait_ms must be between"),
         ({"inference": {"vad_workers": 0}}, "inference.vad_workers must be between"),
         ({"inference": {"vad_overload_ms": -1}}, "inference.vad_overload_ms must be between"),
