@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from inference.allocator import reuse_freed_memory
+from inference.allocator import pays_here, reuse_freed_memory
 from settings import config
 
 log = logging.getLogger("run_server")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Before anything starts a thread (the server's imports do: numpy's BLAS pool, torch; then the
     # decode thread), so that glibc keeps what one decode frees for the next (inference/allocator.py).
-    if cfg.inference.keep_decode_memory and reuse_freed_memory():
+    if pays_here(cfg.inference) and reuse_freed_memory():
         log.info("memory: decode buffers are kept for reuse (glibc: one arena, no mmap; inference/allocator.py)")
     from server import app
 

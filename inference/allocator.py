@@ -11,7 +11,8 @@ on 2 cores: 163,295 page faults per decode -> 72, kernel time 8.2 -> 0.8 s, deco
 
 The price: the server's resident size stays at its decodes' peak instead of falling back after each
 (bench/soak.py, 2 Whisper streams for 5 min: a flat 779 MiB, against 410-650 MiB moving with the
-decodes). `inference.keep_decode_memory = false` keeps glibc's defaults.
+decodes). So they are applied only where they pay (`pays_here`); `inference.keep_decode_memory =
+false` keeps glibc's defaults everywhere.
 
 glibc reads these settings when a thread first allocates: `reuse_freed_memory` must run before any
 thread but the main one has started (run_server.py: before the server's imports). Processes started
@@ -24,6 +25,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
+
+from settings.config import InferenceConfig
 
 # mallopt() parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -42,7 +45,18 @@ MALLOC_ENV = {
 }
 
 
-_applied = False
+def pays_here(inference: InferenceConfig) -> bool:
+    """Whether this process decodes where the settings were measured to pay: the Whisper engine
+    (CTranslate2) on this machine's CPU (`inference.keep_decode_memory` on). Elsewhere they were not
+    measured to help, and a front end serving hundreds of streams pays for them: with the instant
+    engine at 300 streams its lag p95 went from 100-250 ms to 350-400 ms (bench/load.py, twice each)."""
+    if not inference.keep_decode_memory or inference.backend != "local" or inference.engine != "whisper":
+        return False
+    if inference.device == "auto":
+        from inference.devices import cuda_device_count  # (CTranslate2's count: it starts no thread)
+
+        return cuda_device_count("whisper") == 0
+    return inference.device == "cpu"
 
 
 def operator_chose_malloc_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -57,11 +71,4 @@ def reuse_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
-    global _applied
-    _applied = all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
-    return _applied
-
-
-def reusing_freed_memory() -> bool:
-    """Whether this process applied the settings (the processes it starts should then get MALLOC_ENV)."""
-    return _applied
+    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)

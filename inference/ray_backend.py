@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from inference.allocator import MALLOC_ENV, reusing_freed_memory
+from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings
 from inference.backend import PoolUnavailable
 from inference.batch_decoder import BatchDecoder, BatchOutcome, CarriedState, DecodeWork, StepWork, Work
 from inference.engines.base import DecodeOptions, DecodeResult
@@ -274,6 +274,8 @@ class PoolSettings:
     max_queued_finals: int = 1000
     max_batch_size: int = 4
     background_batch_size: int = 1
+    # Replicas decode Whisper on their CPU: started with glibc's settings for it (inference/allocator.py).
+    replicas_keep_decode_memory: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> PoolSettings:
@@ -292,6 +294,7 @@ class PoolSettings:
             inf.ray_max_queued_finals,
             inf.max_batch_size,
             inf.background_batch_size,
+            inf.keep_decode_memory and inf.engine == "whisper" and inf.ray_num_gpus == 0,
         )
 
 
@@ -313,7 +316,7 @@ def connect(settings: PoolSettings) -> bool:
     if ray.is_initialized():  # (tests, and several front ends in one process, share one connection)
         return False
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")]))}
-    if reusing_freed_memory():  # replicas decode as this process does (inference/allocator.py)
+    if settings.replicas_keep_decode_memory and not operator_chose_malloc_settings():  # (inference/allocator.py)
         env.update(MALLOC_ENV)
     try:
         if address:

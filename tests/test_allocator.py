@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings
+from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings, pays_here
 from settings.config import DEFAULT_CONFIG_PATH
+from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,22 +96,53 @@ def test_the_environment_form_has_the_same_effect_in_a_process_started_with_it()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc settings")
-def test_run_server_applies_them_unless_keep_decode_memory_is_false(tmp_path):
-    # Each server stops at its device check (there is no cuda:99), after the allocator step and its log line.
+def test_run_server_applies_them_for_whisper_on_the_cpu_unless_keep_decode_memory_is_false(tmp_path):
+    # Each server stops where it would listen (the port is taken), after the allocator step and its log line.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     runs = {}
     for keep in ("true", "false"):
         path = tmp_path / f"keep-{keep}.toml"
         text = DEFAULT_CONFIG_PATH.read_text()
         assert "keep_decode_memory = true" in text
         path.write_text(text.replace("keep_decode_memory = true", f"keep_decode_memory = {keep}"))
+        command = ["run_server.py", "--config", str(path), "--device", "cpu", "--port", str(taken.getsockname()[1])]
         runs[keep] = subprocess.Popen(
-            [sys.executable, "run_server.py", "--config", str(path), "--device", "cuda:99", "--port", "0"],
-            cwd=ROOT,
-            env=without_malloc_settings(),
-            stderr=subprocess.PIPE,
-            text=True,
+            [sys.executable, *command], cwd=ROOT, env=without_malloc_settings(), stderr=subprocess.PIPE, text=True
         )
-    logs = {keep: run.communicate(timeout=120)[1] for keep, run in runs.items()}
+    try:
+        logs = {keep: run.communicate(timeout=120)[1] for keep, run in runs.items()}
+    finally:
+        taken.close()
     assert all(run.returncode == 1 for run in runs.values()), logs
     assert "memory: decode buffers are kept for reuse" in logs["true"]
     assert "memory: decode buffers" not in logs["false"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "applied"),
+    [
+        ({"device": "cpu"}, True),
+        ({"device": "auto"}, True),  # (no CUDA device here: CTranslate2 counts none)
+        ({"device": "cpu", "keep_decode_memory": False}, False),
+        ({"device": "cuda:0"}, False),  # GPU decodes: the host never held their buffers
+        ({"device": "cpu", "engine": "instant"}, False),  # a front end of many streams, no model: it would only pay
+        ({"device": "cpu", "engine": "funasr"}, False),  # torch: not measured
+        ({"device": "cpu", "backend": "ray"}, False),  # the replicas decode (below), not the front end
+    ],
+)
+def test_they_are_applied_where_a_whisper_decode_runs_on_this_cpu(settings, applied):
+    assert pays_here(make_config(inference=settings).inference) is applied
+
+
+def test_ray_replicas_get_them_when_they_decode_whisper_on_their_cpu():
+    from inference.ray_backend import PoolSettings
+
+    def replicas_keep(**settings) -> bool:
+        return PoolSettings.from_config(make_config(inference=settings)).replicas_keep_decode_memory
+
+    assert replicas_keep(backend="ray", ray_num_gpus=0.0)
+    assert not replicas_keep(backend="ray", ray_num_gpus=1.0)
+    assert not replicas_keep(backend="ray", engine="funasr")
+    assert not replicas_keep(backend="ray", keep_decode_memory=False)

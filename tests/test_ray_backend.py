@@ -22,7 +22,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from inference.allocator import MALLOC_ENV, reusing_freed_memory
+from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings
 from inference.backend import LocalBackend, PoolUnavailable
 from inference.batch_decoder import BatchOutcome
 from inference.engines.base import DecodeOptions, DecodeResult
@@ -40,7 +40,7 @@ BOUND_S = 120  # no wait in this module lasts longer (a stuck pool fails the tes
 def ray_cluster():
     from inference.ray_backend import PoolSettings, connect, shutdown
 
-    connect(PoolSettings())
+    connect(PoolSettings(replicas_keep_decode_memory=True))  # (CPU replicas, as run_server asks for Whisper)
     yield
     shutdown()
 
@@ -247,11 +247,11 @@ async def test_the_pool_describes_its_engines_to_the_front_end(one_replica):
         assert "'xx' is not one the fake knows" in engine.language_problem("xx")  # a code outside the table
         report = await executor.device_report()
         assert report["engines"][0]["name"] == "fake" and report["backend"]["backend"] == "ray"
-        # Its replica's process was started with the malloc settings the front end (this process:
-        # tests/conftest.py) applied to its own decodes (glibc reads them at a process's start:
+        # Its replica's process was started with glibc's settings for CPU decodes (the module's
+        # cluster asks for them: replicas_keep_decode_memory; glibc reads them at a process's start:
         # inference/allocator.py), unless the tests run with settings of their own, which it inherits.
         inherited = {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}
-        expected = MALLOC_ENV if reusing_freed_memory() else inherited
+        expected = inherited if operator_chose_malloc_settings() else MALLOC_ENV
         assert await executor.backend.run_on_engines(malloc_environment) == expected
     finally:
         await executor.close()
