@@ -1,9 +1,14 @@
 """The embedded Whisper engine: assembly from PyPI parts, per-request options, silence."""
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from inference.engines.base import DecodeOptions
-from inference.engines.whisper import assemble_embedded_model
+from inference.engines.whisper import WhisperEngine, assemble_embedded_model
+from inference.model_hub import ModelUnavailable
+from settings.config import load
 from tests.speech import compose
 from tests.wer import normalise
 
@@ -45,3 +50,12 @@ def test_language_is_per_request(whisper_engine):
 def test_silence_decodes_to_nothing(whisper_engine):
     (result,) = whisper_engine.decode([np.zeros(16000, dtype=np.float32)], [DecodeOptions()])
     assert result.text == ""
+
+
+def test_a_model_dir_that_holds_no_model_is_one_line_naming_the_setting(tmp_path):
+    # Before: faster-whisper took the path for a Hugging Face repository id (a traceback, or a fetch).
+    for model_dir in (tmp_path / "missing", tmp_path):  # absent; a directory without model.bin
+        with pytest.raises(ModelUnavailable) as caught:
+            WhisperEngine(replace(load().whisper, model_dir=str(model_dir)), "cpu")
+        message = str(caught.value)
+        assert "whisper.model_dir" in message and str(model_dir) in message and "\n" not in message
