@@ -43,7 +43,11 @@ def test_language_is_per_request(whisper_engine):
     english, french = whisper_engine.decode(
         [audio, audio], [DecodeOptions(language="en"), DecodeOptions(language="fr")]
     )
+    assert (english.extra["language"], french.extra["language"]) == ("en", "fr")
     assert normalise(english.text) == ["good", "morning", "everyone"]
+    # English speech decoded as French falls below the log-probability guard and the temperature
+    # fallback samples (differently on every call, whatever ctranslate2.set_random_seed says): a
+    # sample can come back as the English words. It did once in a CI run (rerun, passed).
     assert normalise(french.text) != normalise(english.text)
 
 
