@@ -81,7 +81,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.rounds, args.piece_s)))
         return
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    sys.path.insert(0, str(ROOT))
+    from inference.allocator import operator_chose_malloc_settings
+
+    env = {k: v for k, v in os.environ.items() if not operator_chose_malloc_settings({k: v})}
     print(f"{'setting':<20} | decode p50 / mean | user s | kernel s | faults/decode | peak RSS")
     for setting in SETTINGS:
         child = ["--child", setting, "--rounds", str(args.rounds), "--piece-s", str(args.piece_s)]

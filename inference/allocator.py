@@ -50,13 +50,22 @@ def pays_here(inference: InferenceConfig) -> bool:
     (CTranslate2) on this machine's CPU (`inference.keep_decode_memory` on). Elsewhere they were not
     measured to help, and a front end serving hundreds of streams pays for them: with the instant
     engine at 300 streams its lag p95 went from 100-250 ms to 350-400 ms (bench/load.py, twice each)."""
-    if not inference.keep_decode_memory or inference.backend != "local" or inference.engine != "whisper":
+    if not _whisper_keeps_decode_memory(inference) or inference.backend != "local":
         return False
     if inference.device == "auto":
         from inference.devices import cuda_device_count  # (CTranslate2's count: it starts no thread)
 
         return cuda_device_count("whisper") == 0
     return inference.device == "cpu"
+
+
+def pays_in_ray_replicas(inference: InferenceConfig) -> bool:
+    """The same for the replicas of a Ray pool (backend "ray"): Whisper on their CPU (no GPUs)."""
+    return _whisper_keeps_decode_memory(inference) and inference.ray_num_gpus == 0
+
+
+def _whisper_keeps_decode_memory(inference: InferenceConfig) -> bool:
+    return inference.keep_decode_memory and inference.engine == "whisper"
 
 
 def operator_chose_malloc_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings
+from inference.allocator import MALLOC_ENV, operator_chose_malloc_settings, pays_in_ray_replicas
 from inference.backend import PoolUnavailable
 from inference.batch_decoder import BatchDecoder, BatchOutcome, CarriedState, DecodeWork, StepWork, Work
 from inference.engines.base import DecodeOptions, DecodeResult
@@ -294,7 +294,7 @@ class PoolSettings:
             inf.ray_max_queued_finals,
             inf.max_batch_size,
             inf.background_batch_size,
-            inf.keep_decode_memory and inf.engine == "whisper" and inf.ray_num_gpus == 0,
+            pays_in_ray_replicas(inf),
         )
 
 

@@ -95,15 +95,15 @@ class WhisperEngine:
     def __init__(self, settings: WhisperConfig, device: str) -> None:
         self.settings = settings
         self.device = device
-        if settings.model_dir and not Path(settings.model_dir, "model.bin").expanduser().is_file():
+        model_dir = Path(settings.model_dir).expanduser() if settings.model_dir else None
+        if model_dir is None:
+            model_dir = assemble_embedded_model(settings.cache_dir)
+        elif not (model_dir / "model.bin").is_file():
             # (faster-whisper would take any other string for a Hugging Face repository id and fetch it)
             raise ModelUnavailable(
                 f"whisper.model_dir {settings.model_dir!r} is not a CTranslate2 Whisper model directory "
                 '(no model.bin in it); leave it "" for the embedded base model'
             )
-        model_dir = (
-            Path(settings.model_dir).expanduser() if settings.model_dir else assemble_embedded_model(settings.cache_dir)
-        )
         self.model = EMBEDDED_MODEL if not settings.model_dir else str(model_dir)
         self.file_model = self.model
         ct2_device, index = (device.split(":") + ["0"])[:2] if device.startswith("cuda") else (device, "0")
