@@ -1,6 +1,6 @@
 """Write tests/durations.json, the measured seconds of each test file, from a run's JUnit XML:
 
-    .venv/bin/python -m pytest -q -n 2 --dist loadfile --junitxml=/tmp/suite.xml
+    .venv/bin/python -m pytest -q -n 3 --dist loadfile --junitxml=/tmp/suite.xml
     .venv/bin/python tools/suite_durations.py /tmp/suite.xml [/tmp/rerun.xml ...]
 
 A file in a later XML (a rerun of some files alone) replaces what an earlier one said of it.
