@@ -43,7 +43,7 @@ ON_THEIR_OWN = ("fake-server.test.js", "flow.test.js")
 SHORT = [0.3, "we will answer them at the end", 0.8, "thank you all for coming", 0.6]
 # The flow test wants partials while speaking; a partial is dropped when its segment closes before
 # its decode ends, so its first phrase is long enough (3.5 s) for that decode to finish
-# while the phrase is still spoken even with another Whisper process on the same cores (pytest -n 2).
+# while the phrase is still spoken even with other Whisper processes on the same cores (pytest -n 3).
 FLOW = [0.3, "good morning everyone and thank you all for coming", 0.8, "we will answer them at the end", 0.6]
 LONG = [0.3, "good morning everyone", 1.0, "please open the door", 1.6, "we will answer them at the end"]
 LONG += [1.6, "thank you very much", 0.6]

@@ -7,7 +7,7 @@ A file in a later XML (a rerun of some files alone) replaces what an earlier one
 
 tests/conftest.py hands the files to the test workers longest first from this table (a file missing
 from it counts as an average one), so the run does not end with one worker finishing a long file
-alone. Times measured under `-n 2` include waiting for the other worker's CPU; only their order
+alone. Times measured under `-n 3` include waiting for the other workers' CPU; only their order
 matters. Rerun this when files are added or get much faster or slower.
 """
 
