@@ -136,6 +136,18 @@ def start_stand_in(scorer, phrase_engine):
         yield start
 
 
+@pytest.fixture
+def no_temperature_fallback(monkeypatch):
+    """Whisper decodes greedily only, in this process. A decode below the log-probability guard
+    (speech under another language's token) is otherwise retried by sampling at rising
+    temperatures, differently on every call (CTranslate2's generate takes no seed), so a test of
+    which language reached the engine could fail at random. Only for tests whose point is not
+    the fallback."""
+    import inference.engines.whisper as whisper_module
+
+    monkeypatch.setattr(whisper_module, "FALLBACK_TEMPERATURES", ())
+
+
 @pytest.fixture(scope="module")
 def shared_server(scorer, whisper_engine):
     """One server with default settings for tests that only need a well-behaved server."""

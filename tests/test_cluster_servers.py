@@ -132,7 +132,10 @@ async def test_an_overlay_on_one_front_end_follows_a_session_spoken_into_the_oth
 
 
 async def test_a_tokens_connection_limit_holds_across_front_ends(front_ends):
-    a, b = front_ends(auth={"tokens": [TOKEN], "max_connections_per_token": 1})
+    # A connection counts for node_ttl_s unless its front end renews it (every ttl / 3). At the
+    # fixture's 3 s a stall of ~2 s on a busy machine would let it lapse and B admit; not this
+    # test's point (test_cluster_sessions times the lapse), so it gets 30 s.
+    a, b = front_ends(auth={"tokens": [TOKEN], "max_connections_per_token": 1}, cluster={"node_ttl_s": 30})
     auth = {"additional_headers": {"Authorization": f"Bearer {TOKEN}"}, "ping_interval": None}
     async with websockets.connect(a.url, **auth) as held:
         await held.send(json.dumps(START))

@@ -409,7 +409,7 @@ async def test_tls_serves_wss(start_stand_in, tmp_path, phrases):
         assert final_words(await until_end(ws)) == "hello world"
 
 
-async def test_hotwords_and_language_reach_the_engine_per_connection(shared_server):
+async def test_hotwords_and_language_reach_the_engine_per_connection(shared_server, no_temperature_fallback):
     english = compose([0.3, "we use pytorch and numpy", 0.5]).audio
     # French speech: told it is French, Whisper writes French words; told English, it does not.
     # (English speech under <|fr|> was on the edge between transcribing and translating.)
