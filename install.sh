@@ -77,11 +77,28 @@ install_python_packages() {
 # 45 s of it compiling bytecode (which PYTHONDONTWRITEBYTECODE=1, set on this project's machines,
 # would otherwise leave every process to redo). So a finished .venv is copied into the cache under a
 # key of everything that decides its contents: this script, pyproject.toml, the Python, --cuda and
-# pip's local wheel folders. A clone with no .venv starts from that copy (~20 s) and gets an editable
-# install of its own. The copy is a real one, not hard links: nothing done in one clone's .venv
-# reaches another's. A copy older than a week is rebuilt, so releases within pyproject's version
-# ranges still arrive.
+# pip's local wheel folders. A clone with no .venv starts from that copy (~15-30 s) and gets an
+# editable install of its own. Compiled libraries (*.so, 1.4 of the 3 GB) are hard links, which
+# nothing edits in place (pip replaces files, it does not rewrite them); every other file is a real
+# copy, so an editor saving in place in one clone's .venv reaches no other. A copy older than a week
+# is rebuilt, so releases within pyproject's version ranges still arrive.
 KEPT_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/livecaption/venv"
+copy_venv() {  # copy_venv FROM TO: as cp -a, but compiled libraries hard-linked where they can be
+    python3 - "$1" "$2" <<'PY'
+import os, shutil, sys
+
+def copy(source, target):
+    name = os.path.basename(source)
+    if name.endswith(".so") or ".so." in name:
+        try:
+            return os.link(source, target)
+        except OSError:  # another file system
+            pass
+    shutil.copy2(source, target)
+
+shutil.copytree(sys.argv[1], sys.argv[2], symlinks=True, copy_function=copy)
+PY
+}
 kept_venv_key() {
     { cat install.sh pyproject.toml; python3 -VV; readlink -f "$(command -v python3)"; echo "cuda=$CUDA links=${PIP_FIND_LINKS:-}"; } \
         | sha256sum | cut -c1-16
@@ -90,7 +107,7 @@ restore_kept_venv() {  # -> 0 when .venv is now the kept copy, pointed at this c
     local kept="$KEPT_ROOT/$1"
     [[ -f "$kept/.complete" && -z $(find "$kept/.complete" -mtime +7) ]] || return 1
     rm -rf .venv.partial
-    cp -a --reflink=auto "$kept" .venv.partial || { rm -rf .venv.partial; return 1; }
+    copy_venv "$kept" .venv.partial || { rm -rf .venv.partial; return 1; }
     rm .venv.partial/.complete
     # bin/'s console scripts and pyvenv.cfg name the .venv path they were installed at.
     local origin; origin=$(cat .venv.partial/.origin)
@@ -106,7 +123,7 @@ keep_venv() {
     mkdir -p "$KEPT_ROOT"
     echo "$PWD/.venv" >.venv/.origin
     rm -rf "$staging"
-    if cp -a --reflink=auto .venv "$staging" && touch "$staging/.complete"; then
+    if copy_venv .venv "$staging" && touch "$staging/.complete"; then
         rm -rf "$kept" && mv -T "$staging" "$kept"
     fi
     rm -rf "$staging"
