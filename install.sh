@@ -75,44 +75,36 @@ install_python_packages() {
 
 # Kept .venv (--keep-venv). Installing the Python packages from pip's cache takes ~110 s on 2 cores,
 # 45 s of it compiling bytecode (which PYTHONDONTWRITEBYTECODE=1, set on this project's machines,
-# would otherwise leave every process to redo). So a finished .venv is copied into the cache under a
+# would otherwise leave every process to redo). So a finished .venv is kept in the cache under a
 # key of everything that decides its contents: this script, pyproject.toml, the Python, --cuda and
-# pip's local wheel folders. A clone with no .venv starts from that copy (~15-30 s) and gets an
-# editable install of its own. Compiled libraries (*.so, 1.4 of the 3 GB) are hard links, which
-# nothing edits in place (pip replaces files, it does not rewrite them); every other file is a real
-# copy, so an editor saving in place in one clone's .venv reaches no other. A copy older than a week
-# is rebuilt, so releases within pyproject's version ranges still arrive.
+# pip's local wheel folders. A clone with no .venv starts from it in ~2 s and gets an editable
+# install of its own. The kept copy and every clone's .venv are hard links to the same files (new
+# folders, shared files: a real copy of its 64,000 files took 15-46 s of each CI run). That is safe
+# for what writes there: pip unlinks a file before it writes its replacement, Python replaces
+# bytecode files whole, and this script's own edits (sed -i, .origin) make new files. A file written
+# in place through a clone would reach the kept copy, so a kept file newer than the copy's
+# .complete marker discards the copy, as does age: it is rebuilt when a week old, so releases
+# within pyproject's version ranges still arrive.
 KEPT_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/livecaption/venv"
-copy_venv() {  # copy_venv FROM TO: as cp -a, but compiled libraries hard-linked where they can be
-    python3 - "$1" "$2" <<'PY'
-import os, shutil, sys
-
-def copy(source, target):
-    name = os.path.basename(source)
-    if name.endswith(".so") or ".so." in name:
-        try:
-            return os.link(source, target)
-        except OSError:  # another file system
-            pass
-    shutil.copy2(source, target)
-
-shutil.copytree(sys.argv[1], sys.argv[2], symlinks=True, copy_function=copy)
-PY
-}
 kept_venv_key() {
     { cat install.sh pyproject.toml; python3 -VV; readlink -f "$(command -v python3)"; echo "cuda=$CUDA links=${PIP_FIND_LINKS:-}"; } \
         | sha256sum | cut -c1-16
 }
+kept_venv_is_intact() {  # made by a finished install, under a week old, no file written since
+    local kept="$1"
+    [[ -f "$kept/.complete" && -z $(find "$kept/.complete" -mtime +7) ]] || return 1
+    [[ -z $(find "$kept" -type f -newer "$kept/.complete" -print -quit) ]]
+}
 restore_kept_venv() {  # -> 0 when .venv is now the kept copy, pointed at this clone
     local kept="$KEPT_ROOT/$1"
-    [[ -f "$kept/.complete" && -z $(find "$kept/.complete" -mtime +7) ]] || return 1
+    kept_venv_is_intact "$kept" || return 1
     rm -rf .venv.partial
-    copy_venv "$kept" .venv.partial || { rm -rf .venv.partial; return 1; }
+    cp -al "$kept" .venv.partial || { rm -rf .venv.partial; return 1; }
     rm .venv.partial/.complete
     # bin/'s console scripts and pyvenv.cfg name the .venv path they were installed at.
     local origin; origin=$(cat .venv.partial/.origin)
     grep -rlIZF "$origin" .venv.partial/bin .venv.partial/pyvenv.cfg | xargs -0 -r sed -i "s|$origin|$PWD/.venv|g"
-    echo "$PWD/.venv" >.venv.partial/.origin
+    rm .venv.partial/.origin && echo "$PWD/.venv" >.venv.partial/.origin
     mv .venv.partial .venv
     # The project's own editable install names the folder of the clone that made the copy. (Its
     # build warns about folders named like the package; shown only if the install fails.)
@@ -121,9 +113,9 @@ restore_kept_venv() {  # -> 0 when .venv is now the kept copy, pointed at this c
 keep_venv() {
     local kept="$KEPT_ROOT/$1" staging="$KEPT_ROOT/.staging-$$"
     mkdir -p "$KEPT_ROOT"
-    echo "$PWD/.venv" >.venv/.origin
+    rm -f .venv/.origin && echo "$PWD/.venv" >.venv/.origin
     rm -rf "$staging"
-    if copy_venv .venv "$staging" && touch "$staging/.complete"; then
+    if cp -al .venv "$staging" && touch "$staging/.complete"; then
         rm -rf "$kept" && mv -T "$staging" "$kept"
     fi
     rm -rf "$staging"
@@ -134,7 +126,7 @@ keep_venv() {
 if ((KEEP && !DRY)) && [[ ! -e .venv ]]; then
     key=$(kept_venv_key)
     if restore_kept_venv "$key"; then
-        echo "python packages: copied from $KEPT_ROOT/$key (./install.sh --keep-venv)"
+        echo "python packages: linked from $KEPT_ROOT/$key (./install.sh --keep-venv)"
     else
         install_python_packages
         keep_venv "$key"
