@@ -8,12 +8,14 @@ import logging
 import sys
 
 from inference.allocator import pays_here, reuse_freed_memory
+from inference.threads import one_blas_thread
 from settings import config
 
 log = logging.getLogger("run_server")
 
 
 def main(argv: list[str] | None = None) -> int:
+    one_blas_thread()  # before numpy loads (inference/threads.py)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default=None, help="TOML config file (default: config.toml)")
     parser.add_argument("--host", default=None, help="interface to listen on")
