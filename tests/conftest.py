@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -37,13 +38,15 @@ FILE_SECONDS: dict[str, float] = json.loads((Path(__file__).parent / "durations.
 
 
 def pytest_configure(config):
-    # One torch thread per test process, as in the server's VAD worker (inference/vad_process.py).
-    # The in-process FSMN scorer runs many small convolutions; with torch's default of one thread per
-    # core they spin waiting for each other on a loaded 2-core machine: 45 s of speech scored in
-    # 100 ms chunks took 67 s that way, 2 s on one thread.
-    import torch
+    # One torch thread per test process (FunASR's models, tiny ones here, run in them). With torch's
+    # default of one thread per core, small operations spin waiting for each other on a loaded 2-core
+    # machine: when the FSMN scorer was torch, 45 s of speech scored in 100 ms chunks took 67 s that
+    # way, 2 s on one thread. pytest-xdist's controller runs no test: it skips torch's import (~2 s,
+    # before any worker starts).
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     # pytest-xdist (--dist loadfile) hands whole files to whichever worker is free, in the order of
     # the collection; by default it first re-sorts the files by how many tests they hold, which puts
     # the files of a few long end-to-end tests (server processes, Node, a cluster) last, where one
@@ -61,6 +64,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
     average = sum(FILE_SECONDS.values()) / max(1, len(FILE_SECONDS))  # a file not measured yet
     items.sort(key=lambda item: -FILE_SECONDS.get(item.nodeid.split("::")[0], average))  # stable: files stay whole
+
+
+def pytest_collection_finish(session):
+    # What collection imported (torch, ray, funasr, playwright: ~250,000 objects) lives as long as the
+    # process. Frozen, the collector's full passes stop rescanning it after every few tests' garbage.
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
