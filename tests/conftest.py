@@ -88,11 +88,20 @@ def whisper_engine():
 
 
 @pytest.fixture(scope="session")
-def tiny_funasr(tmp_path_factory):
+def tiny_models_root(tmp_path_factory) -> Path:
+    """Where tiny FunASR models are built: one folder for the whole run, shared by pytest-xdist's
+    workers (the parent of their own temporary folders), so each model is built once (a few
+    seconds of torch apiece), not once per worker. Tests read these models and never change them."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "funasr-models"
+
+
+@pytest.fixture(scope="session")
+def tiny_funasr(tiny_models_root):
     """Tiny random FunASR model directories (stand-ins for hub weights, which cannot be fetched here)."""
     from tests.tiny_funasr import build_tiny_models
 
-    return build_tiny_models(tmp_path_factory.mktemp("funasr-models"))
+    return build_tiny_models(tiny_models_root)
 
 
 def funasr_settings(tiny_funasr, **overrides) -> dict:

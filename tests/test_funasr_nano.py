@@ -39,10 +39,10 @@ def nano_engine_for(directory, **overrides):
 
 
 @pytest.fixture(scope="module")
-def tiny_nano(tmp_path_factory):
+def tiny_nano(tiny_models_root):
     from tests.tiny_funasr import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("funasr-nano"), "nano")
+    return build_tiny_model(tiny_models_root, "nano")
 
 
 @pytest.fixture(scope="module")

@@ -65,10 +65,10 @@ def answer(process: subprocess.Popen) -> dict:
 
 
 @pytest.fixture(scope="module")
-def every_tiny_model(tiny_funasr, tmp_path_factory):
+def every_tiny_model(tiny_funasr, tiny_models_root):
     from tests.tiny_funasr import build_tiny_model
 
-    return {**tiny_funasr, "nano": build_tiny_model(tmp_path_factory.mktemp("funasr-nano"), "nano")}
+    return {**tiny_funasr, "nano": build_tiny_model(tiny_models_root, "nano")}
 
 
 @pytest.fixture(scope="module")

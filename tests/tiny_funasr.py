@@ -20,6 +20,7 @@ a temporary sibling and renamed into place, so concurrent builders (pytest-xdist
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -511,12 +512,20 @@ def build_tiny_model(root: Path, name: str, *, seed: int = 0) -> Path:
     if name == "sensevoice" and not sensevoice_available():
         raise RuntimeError("the tiny SenseVoice model needs the 'sentencepiece' package")
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    # Processes sharing `root` (pytest-xdist's workers: tests/conftest.py `tiny_models_root`) build
+    # each model once: the others wait here, then find it stamped.
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_unlocked(root, name, seed)
+
+
+def _build_unlocked(root: Path, name: str, seed: int) -> Path:
     target = root / name
     digest = _spec_digest(name, seed)
     stamp = target / _STAMP
     if stamp.is_file() and stamp.read_text() == digest:
         return target
-    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     os.chmod(tmp, 0o755)
     try:
