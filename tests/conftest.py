@@ -5,28 +5,26 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from threadpoolctl import threadpool_limits
 
 from inference.allocator import reuse_freed_memory
 from inference.threads import one_blas_thread
-from settings import config as config_module
-from tests.server_thread import ServerThread, servers_on
-from tests.speech import tools_available
 
-# As run_server.py does: glibc keeps what a Whisper decode frees for the next (inference/allocator.py).
-# Checked in a plain run and in a pytest-xdist worker: a new thread's 72 MB block, freed and taken
-# again, faulted no page in. (Had another thread allocated first, decodes would be slower, not different.)
+# Process settings first, as run_server.py applies them first, and before the imports below (tests.speech
+# loads numpy, whose BLAS reads its thread count once):
+# - glibc keeps what a Whisper decode frees for the next (inference/allocator.py). Checked in a plain
+#   run and in a pytest-xdist worker: a new thread's 72 MB block, freed and taken again, faulted no
+#   page in. (Had another thread allocated first, decodes would be slower, not different.)
+# - numpy gets one BLAS thread (inference/threads.py), for the servers these processes run and the
+#   processes they start.
 reuse_freed_memory()
-# And as run_server.py does first: numpy gets one BLAS thread (inference/threads.py), for the servers
-# these processes run and the processes they start. A run without -n has numpy loaded already
-# (hydra-core's pytest plugin imports torch), so its pool is limited where it is.
 one_blas_thread()
-if "numpy" in sys.modules:
-    threadpool_limits(1, user_api="blas")
+
+from settings import config as config_module  # noqa: E402
+from tests.server_thread import ServerThread, servers_on  # noqa: E402
+from tests.speech import tools_available  # noqa: E402
 
 # Fixtures that make a test end to end: the real model (and every server built on it), a real
 # database, a server process, a browser. A test that uses one, directly or through another fixture,
