@@ -412,7 +412,10 @@ async def test_tls_serves_wss(start_stand_in, tmp_path, phrases):
 async def test_hotwords_and_language_reach_the_engine_per_connection(shared_server, no_temperature_fallback):
     english = compose([0.3, "we use pytorch and numpy", 0.5]).audio
     # French speech: told it is French, Whisper writes French words; told English, it does not.
-    # (English speech under <|fr|> was on the edge between transcribing and translating.)
+    # (English speech under <|fr|> was on the edge between transcribing and translating.) Which
+    # French words varies: espeak's French is poor, and once, under a loaded -n 4 run, the French
+    # decode came back "Pouf tout mort" (its rerun in the same process too); the English one is
+    # "Oh, too much".
     french = compose([0.3, "bonjour tout le monde", 0.5], voice="fr").audio
     plain, hinted, as_french, as_english = await asyncio.gather(
         transcribe(shared_server.url, english),
@@ -422,8 +425,9 @@ async def test_hotwords_and_language_reach_the_engine_per_connection(shared_serv
     )
     assert "pytorch" not in final_words(plain)
     assert "pytorch" in final_words(hinted)
-    assert "monde" in final_words(as_french)
-    assert "monde" not in final_words(as_english)
+    french_words = {"bonjour", "tout", "monde"}
+    assert french_words & set(final_words(as_french).split()), final_words(as_french)
+    assert not french_words & set(final_words(as_english).split()), final_words(as_english)
 
 
 async def test_metrics_and_default_vad_worker_process(phrase_engine, phrases):
