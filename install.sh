@@ -76,8 +76,9 @@ install_python_packages() {
 # Kept .venv (--keep-venv). Installing the Python packages from pip's cache takes ~110 s on 2 cores,
 # 45 s of it compiling bytecode (which PYTHONDONTWRITEBYTECODE=1, set on this project's machines,
 # would otherwise leave every process to redo). So a finished .venv is kept in the cache under a
-# key of everything that decides its contents: this script, pyproject.toml, the Python, --cuda and
-# pip's local wheel folders. A clone with no .venv starts from it in ~2 s and gets an editable
+# key of everything that decides its contents: this script, pyproject.toml's [project] and
+# [build-system] tables (not its tool settings: a change to pytest's or ruff's options once cost the
+# next CI run a full install), the Python, --cuda and pip's local wheel folders. A clone with no .venv starts from it in ~2 s and gets an editable
 # install of its own. The kept copy and every clone's .venv are hard links to the same files (new
 # folders, shared files: a real copy of its 64,000 files took 15-46 s of each CI run). That is safe
 # for what writes there: pip unlinks a file before it writes its replacement, Python replaces
@@ -86,8 +87,14 @@ install_python_packages() {
 # .complete marker discards the copy, as does age: it is rebuilt when a week old, so releases
 # within pyproject's version ranges still arrive.
 KEPT_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/livecaption/venv"
+pyproject_install_tables() {  # what pip reads from pyproject.toml; the whole file if tomllib is missing
+    python3 -c 'import json, sys, tomllib
+data = tomllib.load(open("pyproject.toml", "rb"))
+json.dump({table: data.get(table) for table in ("build-system", "project")}, sys.stdout, sort_keys=True)' 2>/dev/null ||
+        cat pyproject.toml
+}
 kept_venv_key() {
-    { cat install.sh pyproject.toml; python3 -VV; readlink -f "$(command -v python3)"; echo "cuda=$CUDA links=${PIP_FIND_LINKS:-}"; } \
+    { cat install.sh; pyproject_install_tables; python3 -VV; readlink -f "$(command -v python3)"; echo "cuda=$CUDA links=${PIP_FIND_LINKS:-}"; } \
         | sha256sum | cut -c1-16
 }
 kept_venv_is_intact() {  # made by a finished install, under a week old, no file written since
@@ -119,7 +126,7 @@ keep_venv() {
         rm -rf "$kept" && mv -T "$staging" "$kept"
     fi
     rm -rf "$staging"
-    # Copies under other keys were made by other versions of this script or pyproject.toml.
+    # Copies under other keys were made by other versions of this script or pyproject.toml's tables.
     find "$KEPT_ROOT" -mindepth 1 -maxdepth 1 -not -name "$1" -not -name ".staging-*" -exec rm -rf {} +
 }
 

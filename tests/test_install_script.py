@@ -48,3 +48,39 @@ def test_bytecode_is_compiled_once_on_every_core_after_the_packages_are_in():
 def test_an_unknown_argument_is_refused_with_the_usage_line():
     result = dry_run("--gpu")
     assert result.returncode == 2 and "usage: ./install.sh [--cuda] [--dry-run]" in result.stderr
+
+
+def kept_venv_key(folder: Path) -> str:
+    """install.sh's key for a kept .venv (--keep-venv), computed in `folder` by its own functions."""
+    functions = "sed -n '/^pyproject_install_tables()/,/^}/p;/^kept_venv_key()/,/^}/p' install.sh"
+    result = subprocess.run(
+        ["bash", "-c", f'eval "$({functions})"; CUDA=0; kept_venv_key'],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and len(result.stdout.strip()) == 16, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_kept_venv_is_keyed_by_what_pip_installs_not_by_tool_settings(tmp_path):
+    root = SCRIPT.parent
+    (tmp_path / "install.sh").write_text(SCRIPT.read_text())
+    pyproject = (root / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    key = kept_venv_key(tmp_path)
+    assert kept_venv_key(tmp_path) == key
+
+    # pytest's, ruff's and mypy's settings do not change what the .venv holds
+    (tmp_path / "pyproject.toml").write_text(pyproject.replace('addopts = "', 'addopts = "-x ', 1))
+    assert 'addopts = "-x ' in (tmp_path / "pyproject.toml").read_text()
+    assert kept_venv_key(tmp_path) == key
+    # a dependency does
+    assert '"aiohttp>=3.13"' in pyproject
+    (tmp_path / "pyproject.toml").write_text(pyproject.replace('"aiohttp>=3.13"', '"aiohttp>=3.14"'))
+    assert kept_venv_key(tmp_path) != key
+    # and so does the script
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    (tmp_path / "install.sh").write_text(SCRIPT.read_text() + "\n# changed\n")
+    assert kept_venv_key(tmp_path) != key
