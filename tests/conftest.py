@@ -19,8 +19,15 @@ from inference.threads import one_blas_thread
 #   page in. (Had another thread allocated first, decodes would be slower, not different.)
 # - numpy gets one BLAS thread (inference/threads.py), for the servers these processes run and the
 #   processes they start.
+# - Whisper (CTranslate2, through OpenMP) and torch get one thread each, here and in the server
+#   processes these start (config.toml's cpu_threads = 0 defers to OMP_NUM_THREADS): three test
+#   processes share 2 cores, and each decode's threads waited for one another on them. Four
+#   Whisper-heavy files on -n 3, alternating: 67.5 and 70.0 s (123 and 125 CPU-s) with one thread,
+#   70.1 and 74.3 s (135 and 142 CPU-s) with CTranslate2's own choice. Only the speed differs; the
+#   product's default stays CTranslate2's.
 reuse_freed_memory()
 one_blas_thread()
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from settings import config as config_module  # noqa: E402
 from tests.server_thread import ServerThread, servers_on  # noqa: E402
