@@ -27,8 +27,14 @@ print(json.dumps({"numpy_loaded_before_main": before, "exit": code, "blas_thread
 """
 
 
+# Every variable OpenBLAS takes its thread count from. The probe starts without them, as a server
+# started by hand would: tests/conftest.py sets OMP_NUM_THREADS=1 for this process and its children,
+# and OpenBLAS falls back to it, so inherited it would give one thread whatever run_server did.
+OPENBLAS_THREAD_VARIABLES = (BLAS_THREADS_ENV, "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def run_server_blas_threads(tmp_path: Path, **environment: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != BLAS_THREADS_ENV} | environment
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_THREAD_VARIABLES} | environment
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(tmp_path / "missing.toml")],
         cwd=ROOT,
